@@ -1,0 +1,1 @@
+"""Reading training data: WebDataset shards, images, captions; the demo corpus."""

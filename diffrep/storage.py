@@ -1,0 +1,131 @@
+"""Output storage: local paths or fsspec URLs, with atomic file creation.
+
+Every output file is written under a temporary name beside its final path and renamed
+into place, so a reader never sees a partial file. On object stores (s3://, gs://) the
+rename is a copy + delete; completion is then signalled by the per-shard stats file,
+which every writer creates last.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TMP_MARKER = ".tmp-"
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the fsspec filesystem for `url` and the path inside it."""
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL or path components with '/' (works for local paths and fsspec URLs)."""
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.exists(path)
+
+
+@contextmanager
+def atomic_open(url: str) -> Iterator[io.BufferedWriter]:
+    """Open `url` for binary writing; the file appears under its name only on success."""
+    fs, path = filesystem(url)
+    parent = path.rsplit("/", 1)[0] if "/" in path else "."
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}{TMP_MARKER}{uuid.uuid4().hex}"
+    try:
+        with fs.open(tmp, "wb") as f:
+            yield f
+            if hasattr(f, "fileno") and fs.protocol in ("file", ("file", "local")):
+                f.flush()
+                os.fsync(f.fileno())
+        if _is_local(fs):
+            os.replace(tmp, path)
+        else:
+            fs.mv(tmp, path)
+    except BaseException:
+        try:
+            fs.rm(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Atomically write `data` to `url`."""
+    with atomic_open(url) as f:
+        f.write(data)
+
+
+def write_json(url: str, obj: Any) -> None:
+    """Atomically write `obj` as indented UTF-8 JSON."""
+    write_bytes(url, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def read_json(url: str) -> Any:
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def write_npy(url: str, array: np.ndarray) -> None:
+    """Atomically write `array` in .npy format (never pickled: object arrays are refused)."""
+    if array.dtype == object:
+        raise TypeError(f"refusing to write an object array to {url}")
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    write_bytes(url, buf.getvalue())
+
+
+def read_npy(url: str, mmap: bool = False) -> np.ndarray:
+    """Read a .npy file without ever unpickling; local files may be memory-mapped."""
+    fs, path = filesystem(url)
+    if mmap and _is_local(fs):
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    with fs.open(path, "rb") as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def write_parquet(url: str, table: pa.Table) -> None:
+    """Atomically write a pyarrow table as parquet (zstd)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes(url, buf.getvalue())
+
+
+def read_parquet(url: str, columns: list[str] | None = None) -> pa.Table:
+    fs, path = filesystem(url)
+    return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+def remove_stale_temporaries(dir_url: str) -> int:
+    """Delete temporaries left by killed writers in `dir_url`; returns how many."""
+    fs, path = filesystem(dir_url)
+    if not fs.exists(path):
+        return 0
+    stale = [p for p in fs.ls(path, detail=False) if TMP_MARKER in p.rsplit("/", 1)[-1]]
+    for p in stale:
+        fs.rm(p)
+    return len(stale)
