@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -47,29 +48,35 @@ class Embedder(ABC):
     def embed_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """Embed RGB PIL images; returns (N, dim) float32 in input order."""
         prepared = [self.prepare(img) for img in images]
-        return embed_in_shape_groups(self.embed_prepared, prepared, batch_size, self.dim)
+        chunks = [call_by_shape(self.embed_prepared, prepared[i : i + batch_size])
+                  for i in range(0, len(prepared), batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def describe(self) -> dict:
         return {"name": self.name, "dim": self.dim, "random_init": self.random_init,
                 "device": self.device, "has_tokens": self.has_tokens}
 
 
-def embed_in_shape_groups(
-    embed: Callable[[np.ndarray], np.ndarray],
-    prepared: Sequence[np.ndarray],
-    batch_size: int,
-    dim: int,
-) -> np.ndarray:
-    """Run `embed` over arrays grouped by shape (models with aspect-preserving resize
-    give several shapes), at most `batch_size` per call; results in input order."""
-    out = np.empty((len(prepared), dim), dtype=np.float32)
-    by_shape: dict[tuple, list[int]] = {}
-    for i, arr in enumerate(prepared):
-        by_shape.setdefault(arr.shape, []).append(i)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            out[chunk] = embed(np.stack([prepared[i] for i in chunk]))
+def call_by_shape(fn: Callable[[np.ndarray], Any], arrays: Sequence[np.ndarray]) -> Any:
+    """Call `fn` on `arrays` stacked by shape (aspect-preserving resizes give several
+    shapes) and reassemble its output, or each output of a tuple, in input order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, arr in enumerate(arrays):
+        groups.setdefault(arr.shape, []).append(i)
+    if len(groups) == 1:
+        return fn(np.stack(arrays))
+    parts = [(idx, fn(np.stack([arrays[i] for i in idx]))) for idx in groups.values()]
+    if isinstance(parts[0][1], tuple):
+        return tuple(_scatter([(idx, out[k]) for idx, out in parts], len(arrays))
+                     for k in range(len(parts[0][1])))
+    return _scatter(parts, len(arrays))
+
+
+def _scatter(parts: list[tuple[list[int], np.ndarray]], n: int) -> np.ndarray:
+    first = parts[0][1]
+    out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+    for idx, arr in parts:
+        out[idx] = arr
     return out
 
 

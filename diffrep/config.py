@@ -1,0 +1,144 @@
+"""Typed job configs: YAML file + single-key command-line overrides.
+
+A config file holds the shared `root` (output root) and one section per job:
+
+    root: data/demo/out
+    embed:
+      input: data/demo/corpus/shards/{00000..00003}.tar
+      models: [sscd_onnx]
+
+`load_job_config(EmbedConfig, "embed", argv)` merges, in increasing precedence, the
+dataclass defaults, the file's top-level keys that the job knows (`root`), its section,
+and `--key value` overrides (values parsed as YAML: `--models "[sscd_onnx, clip:ViT-B-32]"`).
+Unknown keys are errors naming the nearest known key. `--help` lists every key with its
+default and meaning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or wrong; the message names the key and the fix."""
+
+
+def field_help(cls: type) -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return "(required)"
+
+
+def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="YAML config file (its `root` and its job section)")
+    group = parser.add_argument_group("config keys (override the file; values are YAML)")
+    for f in dataclasses.fields(cls):
+        default = _default_of(f)
+        group.add_argument(
+            f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, metavar="VALUE",
+            help=f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%"),
+        )
+    return parser
+
+
+def load_job_config(cls: type[C], section: str, argv: list[str] | None = None,
+                    description: str = "") -> C:
+    """Parse argv (`--config FILE --key value ...`) into a `cls` instance."""
+    parser = build_parser(cls, f"python -m jobs.{section}", description)
+    args = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    path = args.pop("config", None)
+    overrides = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in args.items()}
+    return make_config(cls, section, path, overrides)
+
+
+def make_config(cls: type[C], section: str, path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> C:
+    """Build a `cls` from an optional YAML file's `section` plus overrides."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        values.update({k: v for k, v in doc.items() if k in names and not isinstance(v, dict)})
+        sect = doc.get(section) or {}
+        if not isinstance(sect, dict):
+            raise ConfigError(f"{path}: section `{section}` must be a mapping")
+        _check_known(sect, names, f"{path}: {section}.")
+        values.update(sect)
+    overrides = overrides or {}
+    _check_known(overrides, names, "command line: --")
+    values.update(overrides)
+    missing = [f.name for f in dataclasses.fields(cls)
+               if _default_of(f) == "(required)" and f.name not in values]
+    if missing:
+        raise ConfigError(f"missing config key(s) {missing} for {section}: set them in the "
+                          f"`{section}` section or with --{missing[0]} VALUE")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        _check_type(f"{section}.{key}", value, hints[key])
+    return cls(**values)
+
+
+def _check_known(values: dict, names: set[str], where: str) -> None:
+    for key in values:
+        if key not in names:
+            near = difflib.get_close_matches(key, sorted(names), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {sorted(names)}"
+            raise ConfigError(f"{where}{key}: unknown config key{hint}")
+
+
+def _check_type(key: str, value: Any, hint: Any) -> None:
+    if not _matches(value, hint):
+        raise ConfigError(f"{key} = {value!r} should be {_type_name(hint)}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -1,0 +1,101 @@
+"""Fanning work units out to a pool of Ray actors, with retries and progress.
+
+Each actor runs one unit at a time (Ray actors execute calls in order); the driver
+keeps `in_flight_per_actor` calls queued per actor so an actor never idles between
+units. A unit whose call fails (a task error, or the actor or its node dying) is
+queued again, up to `max_attempts`; actors are created with `max_restarts`, so Ray
+restarts a dead one (on another node if its own is gone) and later calls wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from diffrep.progress import Progress
+
+U = TypeVar("U")
+log = logging.getLogger("diffrep")
+
+
+@dataclass
+class Failure(Generic[U]):
+    unit: U
+    error: str
+
+
+def run_units(
+    actors: Sequence[Any],
+    units: Sequence[U],
+    submit: Callable[[Any, U], ray.ObjectRef],
+    on_result: Callable[[U, Any], None],
+    progress: Progress | None = None,
+    max_attempts: int = 3,
+    in_flight_per_actor: int = 2,
+    progress_interval_s: float = 10.0,
+    max_actor_failures: int = 5,
+) -> list[Failure[U]]:
+    """Run every unit on some actor; returns the units that failed `max_attempts` times.
+
+    `submit(actor, unit)` starts the remote call; `on_result(unit, value)` runs in the
+    driver for each success (progress, bookkeeping).
+    """
+    queue: deque[tuple[U, int]] = deque((u, 0) for u in units)
+    live = list(range(len(actors)))
+    consecutive_failures = dict.fromkeys(live, 0)
+    in_flight: dict[ray.ObjectRef, tuple[int, U, int]] = {}
+    load = dict.fromkeys(live, 0)
+    failures: list[Failure[U]] = []
+
+    def fill() -> None:
+        for idx in live:
+            while load[idx] < in_flight_per_actor and queue:
+                unit, attempt = queue.popleft()
+                in_flight[submit(actors[idx], unit)] = (idx, unit, attempt)
+                load[idx] += 1
+
+    fill()
+    while in_flight:
+        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=progress_interval_s)
+        for ref in ready:
+            idx, unit, attempt = in_flight.pop(ref)
+            load[idx] -= 1
+            try:
+                value = ray.get(ref)
+            except (RayError, GetTimeoutError) as exc:
+                actor_died = isinstance(exc, RayActorError)
+                consecutive_failures[idx] = consecutive_failures.get(idx, 0) + actor_died
+                reason = _short(exc)
+                if attempt + 1 < max_attempts:
+                    log.warning("unit %s failed (attempt %d/%d, %s); retrying",
+                                unit, attempt + 1, max_attempts, reason)
+                    queue.append((unit, attempt + 1))
+                else:
+                    log.error("unit %s failed %d times; giving up: %s", unit, max_attempts, reason)
+                    failures.append(Failure(unit, reason))
+                    if progress:
+                        progress.failed += 1
+                if consecutive_failures[idx] >= max_actor_failures and idx in live:
+                    log.error("actor %d died %d times in a row; dropping it", idx, max_actor_failures)
+                    live.remove(idx)
+                    if not live:
+                        failures.extend(Failure(u, "no live actors left") for u, _ in queue)
+                        queue.clear()
+            else:
+                consecutive_failures[idx] = 0
+                on_result(unit, value)
+        if progress:
+            progress.report(progress_interval_s if not ready else 0.0)
+        fill()
+    return failures
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:300]

@@ -1,0 +1,1 @@
+"""The embed job's logic: config, shard worker, output layout, planning, progress."""

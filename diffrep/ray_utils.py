@@ -1,0 +1,20 @@
+"""Connecting to Ray: an existing cluster (address or $RAY_ADDRESS, as under
+`ray job submit`) or a local one started for this process."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+
+def init_ray(address: str | None = None) -> dict:
+    """Connect to (or start) Ray once; returns the cluster's total resources."""
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
+        if address is None:
+            kwargs["include_dashboard"] = False
+        ray.init(address=address, **kwargs)
+    return ray.cluster_resources()
