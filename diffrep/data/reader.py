@@ -32,6 +32,13 @@ _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _DOT_RUNS = re.compile(r"\.{2,}")
 
 
+SKIP = "skip:"  # counter prefix of skip reasons; other counters are notes
+
+
+def count_skip(counts: Counter, reason: str) -> None:
+    counts[SKIP + reason] += 1
+
+
 class UngroupedShardError(Exception):
     """A key reappeared after other keys: the tar's members are not grouped by sample."""
 
@@ -87,7 +94,7 @@ def iter_raw_samples(url: str, counts: Counter, grouped: bool = True) -> Iterato
     reappears after another key started; the caller then restarts with grouped=False,
     which indexes the whole tar first and reads members by key (slower, needs a
     seekable file: local or fsspec with range reads).
-    Counters: `truncated_tar` (1 for the sample cut off at the end), `ignored_member`
+    Counters: `skip:truncated_tar` (1 for the sample cut off at the end), `ignored_member`
     (members of other types, never read), `non_file_member` (dirs, links, devices).
     """
     fs, path = storage.filesystem(url)
@@ -125,7 +132,7 @@ def _iter_streaming(fileobj, counts: Counter) -> Iterator[RawSample]:
     except (tarfile.TarError, EOFError, OSError):
         # Truncated or corrupt tar: everything before the break is kept; the sample that
         # was being read when it broke is dropped and counted.
-        counts["truncated_tar"] += 1
+        count_skip(counts, "truncated_tar")
         return
     if current is not None:
         yield current
@@ -141,7 +148,7 @@ def _iter_indexed(fileobj, counts: Counter) -> Iterator[RawSample]:
                 continue
             by_key.setdefault(split_member_name(info.name)[0], []).append(info)
     except (tarfile.TarError, EOFError, OSError):
-        counts["truncated_tar"] += 1
+        count_skip(counts, "truncated_tar")
         # Members whose data lies past the cut are lost; headers read so far are kept.
     counts["ungrouped_shard"] += 1
     for row, (raw_key, infos) in enumerate(by_key.items()):
@@ -158,7 +165,7 @@ def _iter_indexed(fileobj, counts: Counter) -> Iterator[RawSample]:
                 member = tar.extractfile(info)
                 sample.members[ext] = member.read() if member is not None else b""
         except (tarfile.TarError, EOFError, OSError):
-            counts["truncated_tar"] += 1
+            count_skip(counts, "truncated_tar")
             return
         yield sample
 

@@ -23,7 +23,15 @@ import pyarrow as pa
 
 from diffrep import storage
 from diffrep.data.images import SkipSample
-from diffrep.data.reader import RawSample, Sample, UngroupedShardError, iter_raw_samples, parse_sample
+from diffrep.data.reader import (
+    SKIP,
+    RawSample,
+    Sample,
+    UngroupedShardError,
+    count_skip,
+    iter_raw_samples,
+    parse_sample,
+)
 from diffrep.embed.layout import METADATA_SCHEMA, ModelOutput
 from diffrep.models import Embedder, create_embedder
 from diffrep.models.base import call_by_shape
@@ -143,8 +151,8 @@ class ShardEmbedder:
         except UngroupedShardError:
             counts, rows, vectors, tokens = self._run(shard_url, shard, models, grouped=False)
         seconds = time.perf_counter() - start
-        skipped = {k[len("skip:"):]: v for k, v in counts.items() if k.startswith("skip:") and v}
-        notes = {k: v for k, v in counts.items() if not k.startswith("skip:") and v}
+        skipped = {k[len(SKIP):]: v for k, v in counts.items() if k.startswith(SKIP) and v}
+        notes = {k: v for k, v in counts.items() if not k.startswith(SKIP) and v}
         result = ShardResult(shard, len(rows["key"]) + sum(skipped.values()), len(rows["key"]),
                              skipped, notes, seconds, models)
         table = pa.table(rows, schema=METADATA_SCHEMA)
@@ -192,15 +200,13 @@ class ShardEmbedder:
             for decoded in ordered_map(pool, decode, raw_samples, 4 * self.batch_size):
                 counts.update(decoded.counts)
                 if decoded.skip:
-                    counts[f"skip:{decoded.skip}"] += 1
+                    count_skip(counts, decoded.skip)
                     continue
                 pending.append(decoded)
                 if len(pending) >= self.batch_size:
                     flush()
         if pending:
             flush()
-        if counts.get("truncated_tar"):
-            counts["skip:truncated_tar"] += counts.pop("truncated_tar")
         vectors = {m: _concat(batches[m], self.embedders[m].dim, self.dtype) for m in models}
         tokens = {m: np.concatenate(token_batches[m]) for m in models if token_batches[m]}
         return counts, rows, vectors, tokens

