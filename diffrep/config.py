@@ -65,7 +65,14 @@ def load_job_config(cls: type[C], section: str, argv: list[str] | None = None,
                     description: str = "") -> C:
     """Parse argv (`--config FILE --key value ...`) into a `cls` instance."""
     parser = build_parser(cls, f"python -m jobs.{section}", description)
-    args = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    namespace, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if unknown:
+        names = {f.name for f in dataclasses.fields(cls)}
+        flags = [u for u in unknown if u.startswith("--")]
+        if flags:
+            _check_known({flags[0][2:].split("=", 1)[0]: None}, names, "command line: --")
+        raise ConfigError(f"command line: unexpected arguments {unknown}; use --key value")
+    args = vars(namespace)
     path = args.pop("config", None)
     overrides = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in args.items()}
     return make_config(cls, section, path, overrides)
