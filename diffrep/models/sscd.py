@@ -105,6 +105,9 @@ class SSCDOnnx(Embedder):
             providers.insert(0, "CUDAExecutionProvider")
         self.device = device if providers[0] != "CPUExecutionProvider" else "cpu"
         options = ort.SessionOptions()
+        # Idle ORT threads spin by default, stealing cores from decode threads and from
+        # other models in the same pass.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=providers)
