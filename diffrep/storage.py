@@ -13,7 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import fsspec
@@ -61,10 +61,8 @@ def atomic_open(url: str) -> Iterator[io.BufferedWriter]:
         else:
             fs.mv(tmp, path)
     except BaseException:
-        try:
+        with suppress(FileNotFoundError):
             fs.rm(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 

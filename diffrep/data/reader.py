@@ -139,35 +139,40 @@ def _iter_streaming(fileobj, counts: Counter) -> Iterator[RawSample]:
 
 
 def _iter_indexed(fileobj, counts: Counter) -> Iterator[RawSample]:
-    by_key: dict[str, list[tarfile.TarInfo]] = {}
+    counts["ungrouped_shard"] += 1
     try:
-        tar = tarfile.open(fileobj=fileobj, mode="r:*")
-        for info in tar:
-            if not info.isfile():
-                counts["non_file_member"] += 1
-                continue
-            by_key.setdefault(split_member_name(info.name)[0], []).append(info)
+        tar = tarfile.open(fileobj=fileobj, mode="r:*")  # noqa: SIM115 - closed below
     except (tarfile.TarError, EOFError, OSError):
         count_skip(counts, "truncated_tar")
-        # Members whose data lies past the cut are lost; headers read so far are kept.
-    counts["ungrouped_shard"] += 1
-    for row, (raw_key, infos) in enumerate(by_key.items()):
-        sample = RawSample(sanitize_key(raw_key), row, raw_key=raw_key)
+        return
+    with tar:
+        by_key: dict[str, list[tarfile.TarInfo]] = {}
         try:
-            for info in infos:
-                ext = split_member_name(info.name)[1]
-                if ext not in READ_EXTS:
-                    counts["ignored_member"] += 1
+            for info in tar:
+                if not info.isfile():
+                    counts["non_file_member"] += 1
                     continue
-                if ext in sample.members:
-                    counts["duplicate_member"] += 1
-                    continue
-                member = tar.extractfile(info)
-                sample.members[ext] = member.read() if member is not None else b""
+                by_key.setdefault(split_member_name(info.name)[0], []).append(info)
         except (tarfile.TarError, EOFError, OSError):
+            # Members past the cut are lost; the headers read before it are kept.
             count_skip(counts, "truncated_tar")
-            return
-        yield sample
+        for row, (raw_key, infos) in enumerate(by_key.items()):
+            sample = RawSample(sanitize_key(raw_key), row, raw_key=raw_key)
+            try:
+                for info in infos:
+                    ext = split_member_name(info.name)[1]
+                    if ext not in READ_EXTS:
+                        counts["ignored_member"] += 1
+                        continue
+                    if ext in sample.members:
+                        counts["duplicate_member"] += 1
+                        continue
+                    member = tar.extractfile(info)
+                    sample.members[ext] = member.read() if member is not None else b""
+            except (tarfile.TarError, EOFError, OSError):
+                count_skip(counts, "truncated_tar")
+                return
+            yield sample
 
 
 def decode_caption(data: bytes) -> tuple[str, bool]:

@@ -1,0 +1,56 @@
+"""Job configs: file + overrides, clear errors, --help listing every key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffrep.config import ConfigError, load_job_config, make_config
+from diffrep.embed.config import EmbedConfig
+
+REPO = Path(__file__).parents[1]
+
+
+def test_file_section_and_overrides(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("root: /r\nembed:\n  input: a.tar\n  batch_size: 8\nother: {x: 1}\n")
+    cfg = load_job_config(EmbedConfig, "embed", ["--config", str(cfg_file), "--batch_size", "16",
+                                                 "--models", "[sscd_onnx, clip:ViT-B-32]"])
+    assert (cfg.root, cfg.input, cfg.batch_size) == ("/r", "a.tar", 16)
+    assert cfg.models == ["sscd_onnx", "clip:ViT-B-32"]
+    assert cfg.dtype == "float16"  # default kept
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"input": "a.tar", "batch_sise": 3}, "did you mean 'batch_size'"),
+    ({"input": "a.tar", "batch_size": "many"}, "embed.batch_size = 'many' should be int"),
+    ({"input": "a.tar", "dtype": "int8"}, "one of 'float16', 'float32'"),
+    ({}, "missing config key(s) ['input']"),
+])
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        make_config(EmbedConfig, "embed", None, overrides)
+    assert message in str(err.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        make_config(EmbedConfig, "embed", tmp_path / "nope.yaml", {})
+
+
+def test_help_lists_keys_with_defaults():
+    out = subprocess.run([sys.executable, "-m", "jobs.embed", "--help"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    for key in ("--input", "--models", "--batch_size", "--dtype", "--save_tokens", "--root"):
+        assert key in out
+    assert "default: 'float16'" in out and "default: 64" in out
+
+
+def test_demo_config_is_valid_for_every_job():
+    from jobs.build_demo import BuildDemoConfig
+
+    cfg = make_config(EmbedConfig, "embed", REPO / "configs" / "demo.yaml")
+    assert cfg.root == "data/demo/out" and "sscd_onnx" in cfg.models
+    demo = make_config(BuildDemoConfig, "build_demo", REPO / "configs" / "demo.yaml")
+    assert demo.out_dir == "data/demo/corpus"
