@@ -160,3 +160,26 @@ def test_unconvertible_mode_is_unreadable():
     with pytest.raises(SkipSample) as err:
         to_rgb(Image.new("La", (4, 4)))
     assert err.value.reason == "unreadable_mode"
+
+
+def test_fsspec_urls_and_shard_patterns(tmp_path):
+    import fsspec
+
+    from diffrep.data.shards import check_shards, expand_shards, shard_id
+
+    tar_bytes = write_tar(tmp_path / "00000.tar", sample_members("m", photo(9))).read_bytes()
+    fs = fsspec.filesystem("memory")
+    for i in range(3):
+        fs.pipe(f"/bucket/shards/{i:05d}.tar", tar_bytes)
+    urls = expand_shards("memory://bucket/shards/{00000..00002}.tar")
+    assert [shard_id(u) for u in urls] == ["00000", "00001", "00002"]
+    assert check_shards(urls) == []
+    globbed = expand_shards("memory://bucket/shards/*.tar")
+    assert [shard_id(u) for u in globbed] == ["00000", "00001", "00002"]
+    assert check_shards(globbed) == []
+    good, _ = read_all(urls[1])
+    assert [s.key for s in good] == ["m"]
+    errors = check_shards(expand_shards("memory://bucket/shards/{00002..00003}.tar"))
+    assert errors == ["input shard memory://bucket/shards/00003.tar does not exist"]
+    with pytest.raises(ValueError, match="cannot name an output file"):
+        shard_id("memory://bucket/shards/bad name.tar")

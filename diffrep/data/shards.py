@@ -49,8 +49,9 @@ def check_shards(urls: list[str]) -> list[str]:
     """Return error messages for missing shards and for shards whose ids collide."""
     errors: list[str] = []
     ids: dict[str, str] = {}
+    present = _existing(urls)
     for url in urls:
-        if not storage.exists(url):
+        if url not in present:
             errors.append(f"input shard {url} does not exist")
             continue
         try:
@@ -65,3 +66,20 @@ def check_shards(urls: list[str]) -> list[str]:
             )
         ids[sid] = url
     return errors
+
+
+def _existing(urls: list[str]) -> set[str]:
+    """The URLs that exist, with one listing per parent folder (not one request per
+    shard: LAION-2B has ~230k shards on object storage)."""
+    by_parent: dict[str, list[str]] = {}
+    for url in urls:
+        by_parent.setdefault(url.rsplit("/", 1)[0] if "/" in url else ".", []).append(url)
+    found: set[str] = set()
+    for parent, members in by_parent.items():
+        fs, path = storage.filesystem(parent)
+        try:
+            names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found.update(u for u in members if u.rsplit("/", 1)[-1] in names)
+    return found
