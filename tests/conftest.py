@@ -8,11 +8,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory):
-    """The demo corpus, built once per test session (4 shards, real photos)."""
+    """The demo corpus, built once per test session (4 shards, real photos). Only the
+    photos that pip packages ship, so that every machine builds the same corpus."""
     from diffrep.data.demo import build_demo_corpus
 
     out = tmp_path_factory.mktemp("demo") / "corpus"
-    manifest = build_demo_corpus(str(out), num_shards=4)
+    manifest = build_demo_corpus(str(out), num_shards=4, use_opencv_doc=False)
     return out, manifest
 
 
