@@ -53,7 +53,7 @@ def atomic_open(url: str) -> Iterator[io.BufferedWriter]:
     try:
         with fs.open(tmp, "wb") as f:
             yield f
-            if hasattr(f, "fileno") and fs.protocol in ("file", ("file", "local")):
+            if _is_local(fs):
                 f.flush()
                 os.fsync(f.fileno())
         if _is_local(fs):

@@ -124,11 +124,7 @@ def _iter_streaming(fileobj, counts: Counter) -> Iterator[RawSample]:
                         yield current
                     current = RawSample(sanitize_key(key), row, raw_key=key)
                     row += 1
-                if ext not in READ_EXTS:
-                    counts["ignored_member"] += 1
-                    continue
-                member = tar.extractfile(info)
-                current.members[ext] = member.read() if member is not None else b""
+                _read_member(tar, info, ext, current, counts)
     except (tarfile.TarError, EOFError, OSError):
         # Truncated or corrupt tar: everything before the break is kept; the sample that
         # was being read when it broke is dropped and counted.
@@ -160,19 +156,24 @@ def _iter_indexed(fileobj, counts: Counter) -> Iterator[RawSample]:
             sample = RawSample(sanitize_key(raw_key), row, raw_key=raw_key)
             try:
                 for info in infos:
-                    ext = split_member_name(info.name)[1]
-                    if ext not in READ_EXTS:
-                        counts["ignored_member"] += 1
-                        continue
-                    if ext in sample.members:
-                        counts["duplicate_member"] += 1
-                        continue
-                    member = tar.extractfile(info)
-                    sample.members[ext] = member.read() if member is not None else b""
+                    _read_member(tar, info, split_member_name(info.name)[1], sample, counts)
             except (tarfile.TarError, EOFError, OSError):
                 count_skip(counts, "truncated_tar")
                 return
             yield sample
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, ext: str, sample: RawSample,
+                 counts: Counter) -> None:
+    """Read one member into `sample` if it is an image/txt/json; never other types."""
+    if ext not in READ_EXTS:
+        counts["ignored_member"] += 1
+        return
+    if ext in sample.members:
+        counts["duplicate_member"] += 1
+        return
+    member = tar.extractfile(info)
+    sample.members[ext] = member.read() if member is not None else b""
 
 
 def decode_caption(data: bytes) -> tuple[str, bool]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from diffrep.models.torch_base import TorchEmbedder, split_pil_transform
 from diffrep.models.weights import WeightsSpec, load_into, resolve_file
 
@@ -37,6 +35,3 @@ class OpenClipImageEmbedder(TorchEmbedder):
         self.dim = int(visual.output_dim)
         pil_stage, mean, std = split_pil_transform(preprocess)
         super().__init__(visual, pil_stage, mean, std, device)
-
-    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
