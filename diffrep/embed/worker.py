@@ -66,25 +66,31 @@ class ShardResult:
 
 
 def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
-    """Iterate `items` in a background thread, `depth` items ahead; re-raises its errors."""
+    """Iterate `items` in a background thread, `depth` items ahead; re-raises its errors.
+
+    If the consumer stops early, the thread stops too (it never blocks on a full queue).
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
 
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(done)
+            put(done)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=run, daemon=True, name="shard-reader")
     thread.start()
@@ -98,6 +104,7 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
             yield item
     finally:
         stop.set()
+        thread.join()
 
 
 def ordered_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T],
@@ -194,7 +201,11 @@ class ShardEmbedder:
                     rows[col].append(value)
             pending.clear()
 
-        raw_samples = prefetch(iter_raw_samples(shard_url, counts, grouped), 2 * self.batch_size)
+        # The reader thread counts into its own Counter (Counter updates are not atomic);
+        # it is merged once the thread has finished.
+        reader_counts: Counter = Counter()
+        raw_samples = prefetch(iter_raw_samples(shard_url, reader_counts, grouped),
+                               2 * self.batch_size)
         with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode") as pool:
             decode = lambda raw: self._decode(raw, models)  # noqa: E731
             for decoded in ordered_map(pool, decode, raw_samples, 4 * self.batch_size):
@@ -207,6 +218,7 @@ class ShardEmbedder:
                     flush()
         if pending:
             flush()
+        counts.update(reader_counts)
         vectors = {m: _concat(batches[m], self.embedders[m].dim, self.dtype) for m in models}
         tokens = {m: np.concatenate(token_batches[m]) for m in models if token_batches[m]}
         return counts, rows, vectors, tokens
