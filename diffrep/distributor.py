@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import RayActorError, RayError
 
 from diffrep.progress import Progress
 
@@ -68,7 +68,7 @@ def run_units(
             load[idx] -= 1
             try:
                 value = ray.get(ref)
-            except (RayError, GetTimeoutError) as exc:
+            except RayError as exc:
                 actor_died = isinstance(exc, RayActorError)
                 consecutive_failures[idx] = consecutive_failures.get(idx, 0) + actor_died
                 reason = _short(exc)

@@ -97,25 +97,11 @@ def write_npy(url: str, array: np.ndarray) -> None:
     write_bytes(url, buf.getvalue())
 
 
-def read_npy(url: str, mmap: bool = False) -> np.ndarray:
-    """Read a .npy file without ever unpickling; local files may be memory-mapped."""
-    fs, path = filesystem(url)
-    if mmap and _is_local(fs):
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    with fs.open(path, "rb") as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
-
 def write_parquet(url: str, table: pa.Table) -> None:
     """Atomically write a pyarrow table as parquet (zstd)."""
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     write_bytes(url, buf.getvalue())
-
-
-def read_parquet(url: str, columns: list[str] | None = None) -> pa.Table:
-    fs, path = filesystem(url)
-    return pq.read_table(path, filesystem=fs, columns=columns)
 
 
 def remove_stale_temporaries(dir_url: str) -> int:

@@ -11,6 +11,7 @@ from diffrep.config import ConfigError
 from diffrep.data.images import DEFAULT_MAX_PIXELS
 from diffrep.data.shards import check_shards, expand_shards
 from diffrep.models import check_model_name, default_weights
+from diffrep.models.sscd import PACKAGED_ONNX, packaged_onnx_file
 from diffrep.models.weights import WeightsError, parse_weights, resolve_file
 
 
@@ -90,10 +91,8 @@ def validate(cfg: EmbedConfig) -> list[str]:
                 resolve_file(spec, model)  # exists, readable, sha256 when pinned
             elif spec.kind == "url" and not spec.sha256:
                 raise WeightsError(f"weights.{model}: URL {spec.location} needs #sha256=<hex>")
-            elif spec.kind == "pretrained" and model.endswith("_onnx"):
-                import diffrep.models.sscd as sscd
-
-                sscd._immaculate_file("SSCD_MODEL", model)
+            elif spec.kind == "pretrained" and model in PACKAGED_ONNX:
+                packaged_onnx_file(model)
         except (ValueError, WeightsError) as exc:
             errors.append(str(exc))
     try:

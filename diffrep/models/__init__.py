@@ -32,11 +32,20 @@ def _sscd_torch(weights: WeightsSpec, device: str, options: dict) -> Embedder:
     return SSCDTorch(weights, device, **options)
 
 
-def _onnx(default_file: str, name: str) -> Callable[..., Embedder]:
+def _onnx(name: str) -> Callable[..., Embedder]:
     def build(weights: WeightsSpec, device: str, options: dict) -> Embedder:
         from diffrep.models.sscd import SSCDOnnx
 
-        return SSCDOnnx(weights, name, default_file, device, **options)
+        return SSCDOnnx(weights, name, device, **options)
+
+    return build
+
+
+def _clip(arch: str) -> Callable[..., Embedder]:
+    def build(weights: WeightsSpec, device: str, options: dict) -> Embedder:
+        from diffrep.models.clip import OpenClipImageEmbedder
+
+        return OpenClipImageEmbedder(arch, weights, device, **options)
 
     return build
 
@@ -52,8 +61,8 @@ def _timm(arch: str, name: str) -> Callable[..., Embedder]:
 
 _REGISTRY: dict[str, Callable[[WeightsSpec, str, dict], Embedder]] = {
     "sscd_disc_mixup": _sscd_torch,
-    "sscd_onnx": _onnx("SSCD_MODEL", "sscd_onnx"),
-    "sscd_distilled_onnx": _onnx("SSCD_DISTILLED_MODEL", "sscd_distilled_onnx"),
+    "sscd_onnx": _onnx("sscd_onnx"),
+    "sscd_distilled_onnx": _onnx("sscd_distilled_onnx"),
     "dino_vitb16": _timm("vit_base_patch16_224.dino", "dino_vitb16"),
 }
 _PREFIXES = ("clip:", "timm:")
@@ -91,15 +100,9 @@ def create_embedder(name: str, weights: Any = None, device: str = "auto", **opti
     """
     check_model_name(name)
     spec = parse_weights(weights if weights is not None else default_weights(name), name)
-    if name.startswith("clip:"):
-        from diffrep.models.clip import OpenClipImageEmbedder
-
-        def build(w: WeightsSpec, d: str, o: dict) -> Embedder:
-            return OpenClipImageEmbedder(name.split(":", 1)[1], w, d, **o)
-    elif name.startswith("timm:"):
-        build = _timm(name.split(":", 1)[1], name)
-    else:
-        build = _REGISTRY[name]
+    family, _, arch = name.partition(":")
+    build = {"clip": lambda: _clip(arch), "timm": lambda: _timm(arch, name)}.get(
+        family, lambda: _REGISTRY[name])()
     seeded = torch.random.fork_rng(devices=[]) if spec.kind == "random" else contextlib.nullcontext()
     with seeded:
         if spec.kind == "random":

