@@ -1,0 +1,56 @@
+"""Executors run a function over work items and decide where: in this process, or as
+Ray tasks spread over the cluster (datatrove's split between blocks and executors).
+
+The function must be importable (a module-level function); shared arguments are sent
+once (one Ray object) and passed by keyword to every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from diffrep.progress import Progress
+
+
+class LocalExecutor:
+    """Runs items one after another in this process."""
+
+    def map(self, fn: Callable, items: Sequence[tuple], shared: dict[str, Any] | None = None,
+            progress: Progress | None = None, count: Callable[[Any], int] | None = None) -> list:
+        results = []
+        for args in items:
+            results.append(fn(*args, **(shared or {})))
+            if progress:
+                progress.update(count(results[-1]) if count else 0)
+                progress.report(every_s=10.0)
+        return results
+
+
+class RayExecutor:
+    """Runs items as Ray tasks (`num_cpus` each), retried on errors and node deaths."""
+
+    def __init__(self, num_cpus: int = 1, max_attempts: int = 3, progress_interval_s: float = 10.0):
+        self.num_cpus, self.max_attempts = num_cpus, max_attempts
+        self.progress_interval_s = progress_interval_s
+
+    def map(self, fn: Callable, items: Sequence[tuple], shared: dict[str, Any] | None = None,
+            progress: Progress | None = None, count: Callable[[Any], int] | None = None) -> list:
+        import ray
+
+        remote = ray.remote(fn).options(num_cpus=self.num_cpus, max_retries=self.max_attempts - 1,
+                                        retry_exceptions=True)
+        shared_refs = {k: ray.put(v) for k, v in (shared or {}).items()}
+        refs = [remote.remote(*args, **shared_refs) for args in items]
+        position = {ref: i for i, ref in enumerate(refs)}
+        results: list[Any] = [None] * len(refs)
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=self.progress_interval_s)
+            for ref in done:
+                results[position[ref]] = ray.get(ref)  # raises after max_attempts
+                if progress:
+                    progress.update(count(results[position[ref]]) if count else 0)
+            if progress:
+                progress.report(every_s=self.progress_interval_s)
+        return results

@@ -1,0 +1,160 @@
+"""The index build's work, as plain functions that run anywhere (a Ray task, a test):
+train on a sample, add a slice to the trained index, merge slices into a shard, sweep
+nprobe on a shard. The job (jobs/build_index.py) decides where each runs."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from diffrep import storage
+from diffrep.embed.layout import ModelOutput
+from diffrep.index.layout import IndexLayout
+from diffrep.index.plan import SliceSpec
+from diffrep.index.vectors import exact_topk, load_npy, merge_topk, read_rows
+
+ADD_BATCH = 65536
+IDMAP_SCHEMA = pa.schema([("id", pa.int64()), ("key", pa.string()), ("url", pa.string()),
+                          ("caption", pa.string()), ("shard", pa.string()), ("row", pa.int64())])
+
+
+def serialize(index: faiss.Index) -> np.ndarray:
+    return faiss.serialize_index(index)
+
+
+def deserialize(data: np.ndarray) -> faiss.Index:
+    return faiss.deserialize_index(np.asarray(data, np.uint8))
+
+
+def write_index(url: str, index: faiss.Index) -> None:
+    storage.write_bytes(url, serialize(index).tobytes())
+
+
+def read_index(url: str, mmap: bool = True) -> faiss.Index:
+    """Load a faiss index, memory-mapped when local. Verify it against the manifest first
+    (diffrep.index.manifest.verify): faiss's reader trusts its input."""
+    fs, path = storage.filesystem(url)
+    if storage._is_local(fs):
+        return faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
+    with fs.open(path, "rb") as f:
+        return deserialize(np.frombuffer(f.read(), np.uint8))
+
+
+def gather(root: str, model: str, located: list[tuple[str, np.ndarray, np.ndarray]],
+           count: int, dim: int) -> np.ndarray:
+    """Vectors at located positions (see plan.locate), in position order, float32."""
+    out = np.empty((count, dim), np.float32)
+    for shard, rows, sel in located:
+        out[sel] = read_rows(root, model, shard, rows)
+    return out
+
+
+def train_index(root: str, model: str, key: str, dim: int,
+                located: list[tuple[str, np.ndarray, np.ndarray]], count: int,
+                threads: int = 0) -> np.ndarray:
+    """Train an empty inner-product index `key` on the sampled vectors; returns it serialized."""
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    sample = gather(root, model, located, count, dim)
+    index = faiss.index_factory(dim, key, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        index.train(sample)
+    return serialize(index)
+
+
+def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
+              eval_queries: np.ndarray, eval_k: int, threads: int = 0) -> dict:
+    """Add one slice's vectors (ids id_start..) to a copy of the trained index.
+
+    Writes the part index, the slice's id map and the exact top-k of the eval queries
+    within the slice, then the completion marker last. Returns the marker's content.
+    """
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    t0 = time.monotonic()
+    out = ModelOutput(layout.root, layout.model)
+    index = deserialize(trained)
+    best_s = np.full((len(eval_queries), eval_k), -np.inf, np.float32)
+    best_i = np.full((len(eval_queries), eval_k), -1, np.int64)
+    tables = []
+    next_id = spec.id_start
+    for shard, rows in zip(spec.files, spec.rows, strict=True):
+        vectors = load_npy(out.embeddings(shard))
+        if len(vectors) != rows:
+            raise RuntimeError(f"{out.embeddings(shard)} has {len(vectors)} rows, the plan says "
+                               f"{rows}: embeddings changed during the build; rerun with --overwrite true")
+        meta = pq.read_table(out.metadata(shard), columns=["key", "url", "caption", "row"])
+        if meta.num_rows != rows:
+            raise RuntimeError(f"{out.metadata(shard)} has {meta.num_rows} rows, {out.embeddings(shard)} "
+                               f"has {rows}")
+        for start in range(0, rows, ADD_BATCH):
+            block = np.ascontiguousarray(vectors[start:start + ADD_BATCH], np.float32)
+            ids = np.arange(next_id + start, next_id + start + len(block), dtype=np.int64)
+            index.add_with_ids(block, ids)
+            if len(eval_queries):
+                best_s, best_i = merge_topk(
+                    [(best_s, best_i), exact_topk(eval_queries, block, ids, eval_k)], eval_k)
+        tables.append(pa.table({
+            "id": pa.array(np.arange(next_id, next_id + rows, dtype=np.int64)),
+            "key": meta["key"], "url": meta["url"], "caption": meta["caption"],
+            "shard": pa.array([shard] * rows, pa.string()), "row": meta["row"].cast(pa.int64()),
+        }, schema=IDMAP_SCHEMA))
+        next_id += rows
+    write_index(layout.part(spec.slice_id), index)
+    storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), pa.concat_tables(tables))
+    buf = io.BytesIO()
+    np.savez(buf, sims=best_s, ids=best_i)
+    storage.write_bytes(layout.path(layout.eval_name(spec.slice_id)), buf.getvalue())
+    marker = {"slice": spec.slice_id, "vectors": int(index.ntotal),
+              "seconds": round(time.monotonic() - t0, 3)}
+    storage.write_json(layout.part_done(spec.slice_id), marker)
+    return marker
+
+
+def merge_shard(layout: IndexLayout, out_name: str, base_name: str | None,
+                slice_ids: list[int], threads: int = 0) -> dict:
+    """Merge part indexes (and an existing shard file, for incremental adds) into one
+    shard written atomically as `out_name`. Holds one shard in memory, never more."""
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    t0 = time.monotonic()
+    parts = list(slice_ids)
+    if base_name is not None:
+        merged = read_index(layout.path(base_name), mmap=False)
+    else:
+        merged = read_index(layout.part(parts.pop(0)), mmap=False)
+    ivf = faiss.extract_index_ivf(merged)
+    for slice_id in parts:
+        other = read_index(layout.part(slice_id), mmap=False)
+        ivf.merge_from(faiss.extract_index_ivf(other), 0)
+        merged.ntotal = ivf.ntotal
+        del other
+    write_index(layout.path(out_name), merged)
+    return {"file": out_name, "ntotal": int(merged.ntotal), "seconds": round(time.monotonic() - t0, 3)}
+
+
+def search_params(key: str, nprobe: int) -> str:
+    """faiss ParameterSpace string for `nprobe` (and the HNSW coarse quantizer's efSearch)."""
+    if "HNSW" in key:
+        return f"nprobe={nprobe},efSearch={max(2 * nprobe, 16)}"
+    return f"nprobe={nprobe}"
+
+
+def sweep_shard(url: str, key: str, queries: np.ndarray, k: int, nprobes: list[int],
+                threads: int = 0) -> list[tuple[int, np.ndarray, np.ndarray, float]]:
+    """Top-k of `queries` in one shard for each nprobe: [(nprobe, sims, ids, seconds)]."""
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    index = read_index(url)
+    out = []
+    for nprobe in nprobes:
+        faiss.ParameterSpace().set_index_parameters(index, search_params(key, nprobe))
+        t0 = time.perf_counter()
+        sims, ids = index.search(np.ascontiguousarray(queries, np.float32), k)
+        out.append((nprobe, sims, ids, time.perf_counter() - t0))
+    return out

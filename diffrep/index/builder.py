@@ -1,0 +1,312 @@
+"""The index build, step by step, resumable at every step:
+
+plan -> train (on a sample) -> add slices (in parallel) -> merge into shards -> measure
+recall against exact search and pick nprobe -> index_infos.json -> manifest.json (commit).
+
+A build interrupted at any point resumes from its plan: finished slices and merged shards
+are kept. A later run with new embedding shards adds them without retraining: new slices go
+to the smallest shards, rewritten under a new generation name; the manifest switch commits.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+
+import numpy as np
+
+from diffrep import storage
+from diffrep.config import ConfigError
+from diffrep.index import build as work
+from diffrep.index.choose import choose_index, nlist_of, shard_count_for_memory
+from diffrep.index.config import IndexConfig, memory_bytes
+from diffrep.index.layout import IndexLayout
+from diffrep.index.manifest import describe_files
+from diffrep.index.plan import (
+    SliceSpec,
+    assign_contiguous,
+    assign_smallest,
+    locate,
+    make_slices,
+    sample_positions,
+    slice_rows_for,
+)
+from diffrep.index.vectors import EmbeddingFile, list_embedding_files, merge_topk
+from diffrep.progress import Progress
+
+log = logging.getLogger("diffrep")
+EVAL_K = 10
+
+
+def read_json_or_none(url: str) -> dict | None:
+    return storage.read_json(url) if storage.exists(url) else None
+
+
+def build(cfg: IndexConfig, executor) -> dict:
+    """Build or extend the index of `cfg.model` under `cfg.root`; returns index_infos."""
+    layout = IndexLayout(cfg.root, cfg.model)
+    files = corpus_files(cfg)
+    if cfg.overwrite:
+        fs, path = storage.filesystem(layout.base)
+        if fs.exists(path):
+            log.info("index: --overwrite: removing %s", layout.base)
+            fs.rm(path, recursive=True)
+    manifest = read_json_or_none(layout.manifest)
+    plan = read_json_or_none(layout.plan)
+    generation = manifest["generation"] + 1 if manifest else 0
+    if plan is not None and plan["generation"] != generation:
+        log.info("index: discarding a stale plan (generation %s)", plan["generation"])
+        plan = None
+    if plan is None:
+        plan = make_plan(cfg, files, manifest, generation)
+        if plan is None:
+            log.info("index: %s is up to date (%d vectors); nothing to add", layout.base,
+                     manifest["ntotal"])
+            return storage.read_json(layout.infos)
+        storage.write_json(layout.plan, plan)
+    else:
+        log.info("index: resuming the build of generation %d", generation)
+    for d in ("parts", "ids", "eval", ""):
+        storage.remove_stale_temporaries(layout.path(d) if d else layout.base)
+
+    timings: dict[str, float] = {}
+    slices = [SliceSpec.from_json(s) for s in plan["slices"]]
+    new_slices = [s for s in slices if s.slice_id in set(plan["new_slices"])]
+    eval_vectors = eval_queries(cfg, plan)
+
+    t0 = time.monotonic()
+    if not storage.exists(layout.trained):
+        choice = plan["choice"]
+        log.info("index: training %s on %d vectors (%s)", plan["key"], choice["train_size"],
+                 choice["reason"])
+        positions = sample_positions(plan["ntotal"], choice["train_size"], cfg.seed + 1,
+                                     exclude=np.asarray(plan["eval_global"], np.int64))
+        files_in_order = [EmbeddingFile(f, r, plan["dim"], "") for s in slices
+                          for f, r in zip(s.files, s.rows, strict=True)]
+        [trained] = executor.map(work.train_index, [(
+            cfg.root, cfg.model, plan["key"], plan["dim"], locate(positions, files_in_order),
+            len(positions), cfg.cpus_per_task)])
+        storage.write_bytes(layout.trained, np.asarray(trained).tobytes())
+    timings["train_s"] = time.monotonic() - t0
+    trained = np.frombuffer(_read_bytes(layout.trained), np.uint8)
+
+    t0 = time.monotonic()
+    todo = [s for s in new_slices if not storage.exists(layout.part_done(s.slice_id))]
+    log.info("index: adding %d slice(s) (%d already done) to %s", len(todo),
+             len(new_slices) - len(todo), plan["key"])
+    progress = Progress("index add", len(todo), unit="slices", item="vectors")
+    executor.map(work.add_slice, [(layout, s) for s in todo],
+                 shared={"trained": trained, "eval_queries": eval_vectors, "eval_k": EVAL_K,
+                         "threads": cfg.cpus_per_task},
+                 progress=progress, count=lambda r: r["vectors"])
+    timings["add_s"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    shards = merge_shards(cfg, layout, plan, manifest, slices, new_slices, executor)
+    timings["merge_s"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    evaluation = evaluate(cfg, layout, plan, shards, slices, eval_vectors, executor)
+    timings["eval_s"] = time.monotonic() - t0
+
+    infos = write_infos(cfg, layout, plan, shards, evaluation, timings)
+    commit(layout, plan, shards, slices)
+    log.info("index: committed generation %d: %d vectors in %d shard(s), %s, nprobe=%s, "
+             "recall@1=%.3f recall@10=%.3f", generation, infos["ntotal"], len(shards),
+             infos["index_key"], infos["nprobe"], infos["recall_at_1"], infos["recall_at_10"])
+    return infos
+
+
+def corpus_files(cfg: IndexConfig) -> list[EmbeddingFile]:
+    try:
+        files = list_embedding_files(cfg.root, cfg.model)
+    except ValueError as exc:
+        raise ConfigError(f"index: {exc}") from exc
+    if not any(f.rows for f in files):
+        raise ConfigError(
+            f"index: no completed embeddings of model {cfg.model!r} under {cfg.root}/embeddings/: "
+            f"run jobs.embed with this model first (or fix index.model / root)")
+    return files
+
+
+def make_plan(cfg: IndexConfig, files: list[EmbeddingFile], manifest: dict | None,
+              generation: int) -> dict | None:
+    """The plan of this generation, or None when the index already holds every file."""
+    dim = files[0].dim
+    if manifest is None:
+        total = sum(f.rows for f in files)
+        n_eval = min(cfg.eval_queries, total // 2)
+        choice = choose_index(total, dim, memory_bytes(cfg.max_index_memory_usage, "max_index_memory_usage"),
+                              memory_bytes(cfg.current_memory_available, "current_memory_available"),
+                              cfg.exact_below, cfg.index_key, cfg.opq, cfg.train_points_per_centroid,
+                              n_eval)
+        need = shard_count_for_memory(choice.estimated_bytes,
+                                      memory_bytes(cfg.current_memory_available, "current_memory_available"))
+        if need > cfg.num_shards:
+            raise ConfigError(
+                f"index.num_shards={cfg.num_shards}: merging one shard of {choice.key} would need "
+                f"more than index.current_memory_available={cfg.current_memory_available}; use "
+                f"num_shards >= {need} or more memory")
+        slices = make_slices(files, slice_rows_for(total, cfg.num_shards, cfg.rows_per_slice))
+        num_shards = min(cfg.num_shards, len(slices))
+        if num_shards < cfg.num_shards:
+            log.warning("index: only %d slice(s) of whole embedding files: %d shard(s) instead "
+                        "of %d", len(slices), num_shards, cfg.num_shards)
+        slices = assign_contiguous(slices, num_shards)
+        eval_global = sample_positions(total, n_eval, cfg.seed)
+        eval_at = [(shard, int(r)) for shard, rows, _ in locate(eval_global, files) for r in rows]
+        return {"generation": 0, "model": cfg.model, "dim": dim, "key": choice.key,
+                "choice": {**choice.__dict__}, "ntotal": total, "num_shards": num_shards,
+                "slices": [s.to_json() for s in slices], "new_slices": [s.slice_id for s in slices],
+                "eval_global": eval_global.tolist(), "eval_at": eval_at}
+    if manifest["dim"] != dim:
+        raise ConfigError(f"index: new embeddings have {dim} dims, the index holds {manifest['dim']}")
+    held = {f for s in manifest["slices"] for f in s["files"]}
+    new_files = [f for f in files if f.shard not in held and f.rows]
+    if not new_files:
+        return None
+    if not cfg.add:
+        raise ConfigError(f"index: {len(new_files)} embedding shard(s) are not in the index; "
+                          f"set --add true to add them or --overwrite true to rebuild")
+    old = [SliceSpec.from_json(s) for s in manifest["slices"]]
+    new = make_slices(new_files, cfg.rows_per_slice, first_slice=max(s.slice_id for s in old) + 1,
+                      first_id=manifest["ntotal"])
+    new = assign_smallest(new, [s["ntotal"] for s in manifest["shards"]])
+    log.info("index: adding %d new embedding shard(s) (%d vectors) without retraining",
+             len(new_files), sum(f.rows for f in new_files))
+    return {**{k: manifest[k] for k in ("model", "dim", "key", "choice", "num_shards",
+                                         "eval_global", "eval_at")},
+            "generation": generation, "ntotal": manifest["ntotal"] + sum(s.count for s in new),
+            "slices": [s.to_json() for s in old + new], "new_slices": [s.slice_id for s in new]}
+
+
+def eval_queries(cfg: IndexConfig, plan: dict) -> np.ndarray:
+    at = plan["eval_at"]
+    if not at:
+        return np.zeros((0, plan["dim"]), np.float32)
+    by_shard: dict[str, list[int]] = {}
+    for i, (shard, _) in enumerate(at):
+        by_shard.setdefault(shard, []).append(i)
+    located = [(shard, np.array([at[i][1] for i in idx]), np.array(idx)) for shard, idx in by_shard.items()]
+    return work.gather(cfg.root, cfg.model, located, len(at), plan["dim"])
+
+
+def merge_shards(cfg: IndexConfig, layout: IndexLayout, plan: dict, manifest: dict | None,
+                 slices: list[SliceSpec], new_slices: list[SliceSpec], executor) -> list[dict]:
+    """Merge new slices into their shards; returns every shard's {shard, file, ntotal}."""
+    generation = plan["generation"]
+    current = {s["shard"]: s for s in manifest["shards"]} if manifest else {}
+    items = []
+    for shard in sorted({s.shard for s in new_slices}):
+        out_name = layout.shard_name(shard, generation)
+        marker = layout.path(f"parts/{out_name}.json")
+        if storage.exists(marker):
+            current[shard] = storage.read_json(marker)
+            continue
+        base = current[shard]["file"] if shard in current else None
+        items.append((layout, out_name, base, [s.slice_id for s in new_slices if s.shard == shard]))
+    log.info("index: merging %d shard(s)", len(items))
+    for result in executor.map(work.merge_shard, items, shared={"threads": cfg.cpus_per_task}):
+        shard = int(result["file"][len("shard_"):len("shard_") + 2])
+        entry = {"shard": shard, "file": result["file"], "ntotal": result["ntotal"]}
+        storage.write_json(layout.path(f"parts/{result['file']}.json"), entry)
+        current[shard] = entry
+    shards = [current[s] for s in sorted(current)]
+    held = sum(s["ntotal"] for s in shards)
+    if held != plan["ntotal"]:
+        raise RuntimeError(f"index: shards hold {held} vectors, the plan {plan['ntotal']}")
+    return shards
+
+
+def nprobe_candidates(key: str, max_nprobe: int) -> list[int]:
+    nlist = nlist_of(key)
+    out, p = [], 1
+    while p < min(nlist, max_nprobe):
+        out.append(p)
+        p *= 2
+    return out + [min(nlist, max_nprobe)]
+
+
+def evaluate(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[dict],
+             slices: list[SliceSpec], queries: np.ndarray, executor) -> dict:
+    """recall@1 / recall@10 against exact search for each nprobe; picks the smallest nprobe
+    reaching the target (else the best). Exact top-10 comes from the add tasks."""
+    nprobes = nprobe_candidates(plan["key"], cfg.max_nprobe)
+    if not len(queries):
+        return {"nprobe": nprobes[-1], "sweep": []}
+    truth_parts = []
+    for s in slices:
+        with np.load(io.BytesIO(_read_bytes(layout.path(layout.eval_name(s.slice_id)))),
+                     allow_pickle=False) as z:
+            truth_parts.append((z["sims"], z["ids"]))
+    _, truth = merge_topk(truth_parts, EVAL_K)
+    per_shard = executor.map(work.sweep_shard, [(layout.path(s["file"]),) for s in shards],
+                             shared={"key": plan["key"], "queries": queries, "k": EVAL_K,
+                                     "nprobes": nprobes, "threads": cfg.cpus_per_task})
+    sweep = []
+    for i, nprobe in enumerate(nprobes):
+        _, found = merge_topk([(r[i][1], r[i][2]) for r in per_shard], EVAL_K)
+        sweep.append({"nprobe": nprobe, **recall(found, truth),
+                      "ms_per_query": 1000 * max(r[i][3] for r in per_shard) / len(queries)})
+    good = [s for s in sweep if s["recall_at_10"] >= cfg.target_recall_at_10]
+    chosen = good[0] if good else max(sweep, key=lambda s: s["recall_at_10"])
+    if not good:
+        log.warning("index: no nprobe <= %d reaches recall@10 %.2f; best %.3f at nprobe=%d",
+                    cfg.max_nprobe, cfg.target_recall_at_10, chosen["recall_at_10"], chosen["nprobe"])
+    return {**chosen, "sweep": sweep}
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> dict:
+    """recall@1: the exact nearest is ranked first; recall@10: share of the exact top-10
+    found in the top-10 (both averaged over queries)."""
+    at1 = float(np.mean(found[:, 0] == truth[:, 0]))
+    at10 = float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
+    return {"recall_at_1": at1, "recall_at_10": at10}
+
+
+def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[dict],
+                evaluation: dict, timings: dict) -> dict:
+    sizes = {s["file"]: storage.filesystem(layout.path(s["file"]))[0].size(
+        storage.filesystem(layout.path(s["file"]))[1]) for s in shards}
+    infos = {
+        "model": plan["model"], "dim": plan["dim"], "metric": "inner_product",
+        "index_key": plan["key"], "autofaiss_key": plan["choice"]["autofaiss_key"],
+        "reason": plan["choice"]["reason"], "train_size": plan["choice"]["train_size"],
+        "ntotal": plan["ntotal"], "num_shards": len(shards), "generation": plan["generation"],
+        "nprobe": evaluation["nprobe"], "search_params": work.search_params(plan["key"], evaluation["nprobe"]),
+        "recall_at_1": evaluation.get("recall_at_1"), "recall_at_10": evaluation.get("recall_at_10"),
+        "ms_per_query": evaluation.get("ms_per_query"), "nprobe_sweep": evaluation["sweep"],
+        "eval_queries": len(plan["eval_at"]), "size_bytes": int(sum(sizes.values())),
+        "estimated_bytes": plan["choice"]["estimated_bytes"],
+        "max_index_memory_usage": cfg.max_index_memory_usage,
+        "build_seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+    storage.write_json(layout.infos, infos)
+    return infos
+
+
+def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[SliceSpec]) -> None:
+    """Write the manifest (the commit), then remove what the committed index no longer needs."""
+    names = ([s["file"] for s in shards] + [layout.idmap_name(s.slice_id) for s in slices]
+             + [layout.eval_name(s.slice_id) for s in slices] + ["index_infos.json", "trained.index"])
+    manifest = {k: plan[k] for k in ("generation", "model", "dim", "key", "choice", "ntotal",
+                                     "num_shards", "eval_global", "eval_at")}
+    manifest.update({"slices": [s.to_json() for s in slices], "shards": shards,
+                     "files": describe_files(layout.base, names)})
+    storage.write_json(layout.manifest, manifest)
+    fs, base = storage.filesystem(layout.base)
+    keep = {s["file"] for s in shards}
+    for path in fs.ls(base, detail=False):
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith("shard_") and name not in keep:
+            fs.rm(path)
+    if fs.exists(f"{base}/parts"):
+        fs.rm(f"{base}/parts", recursive=True)
+    fs.rm(f"{base}/plan.json")
+
+
+def _read_bytes(url: str) -> bytes:
+    fs, path = storage.filesystem(url)
+    with fs.open(path, "rb") as f:
+        return f.read()

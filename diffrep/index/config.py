@@ -1,0 +1,85 @@
+"""The index job's typed config and its validation (run before any training)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autofaiss.utils.cast import cast_memory_to_bytes
+
+from diffrep.config import ConfigError
+from diffrep.models import check_model_name
+
+
+def _help(text: str) -> Any:
+    return {"help": text}
+
+
+@dataclass
+class IndexConfig:
+    root: str = field(default="out", metadata=_help(
+        "output root holding embeddings/<model>/ (the embed job's output)"))
+    model: str = field(default="sscd_onnx", metadata=_help("whose embeddings to index"))
+    max_index_memory_usage: str = field(default="16GB", metadata=_help(
+        "budget for the whole index (all shards together), e.g. 100MB, 16GB"))
+    current_memory_available: str = field(default="4GB", metadata=_help(
+        "RAM one build process may use (training, adding a slice, merging a shard)"))
+    num_shards: int = field(default=1, metadata=_help(
+        "index shards K; each is memory-mapped by one search actor"))
+    index_key: str = field(default="auto", metadata=_help(
+        "auto (autofaiss chooses under the budget) or a faiss factory string, e.g. IVF1024,PQ64x8"))
+    exact_below: int = field(default=20000, metadata=_help(
+        "corpora with fewer vectors get an exact index (IVF1,Flat)"))
+    opq: Literal["auto", "keep", "drop"] = field(default="auto", metadata=_help(
+        "OPQ rotation in autofaiss's key: auto drops it when PQ sub-vectors have <= 4 dims "
+        "(it barely helps there and dominates training time), keep, or drop"))
+    train_points_per_centroid: int = field(default=64, metadata=_help(
+        "training sample size per IVF centroid (faiss wants 39..256)"))
+    rows_per_slice: int = field(default=1_000_000, metadata=_help(
+        "vectors per add task (a slice of whole embedding files)"))
+    eval_queries: int = field(default=1000, metadata=_help(
+        "held-out corpus vectors (not in the training sample) used to measure recall"))
+    target_recall_at_10: float = field(default=0.95, metadata=_help(
+        "nprobe is the smallest that reaches this recall@10 against exact search"))
+    max_nprobe: int = field(default=256, metadata=_help("largest nprobe tried"))
+    seed: int = field(default=0, metadata=_help("training sample and eval query seed"))
+    add: bool = field(default=True, metadata=_help(
+        "when an index exists: add embedding shards it does not hold, without retraining"))
+    overwrite: bool = field(default=False, metadata=_help("discard an existing index and rebuild"))
+    cpus_per_task: int = field(default=2, metadata=_help("CPUs per training/add/merge task"))
+    max_attempts: int = field(default=3, metadata=_help("tries per add/merge task"))
+    progress_interval_s: float = field(default=10.0, metadata=_help("seconds between progress lines"))
+    ray_address: str | None = field(default=None, metadata=_help(
+        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
+
+
+def memory_bytes(text: str, key: str) -> int:
+    try:
+        value = int(cast_memory_to_bytes(text))
+    except Exception as exc:
+        raise ConfigError(f"index.{key}: {text!r} is not a memory size like 100MB or 16GB") from exc
+    if value <= 0:
+        raise ConfigError(f"index.{key} must be positive")
+    return value
+
+
+def validate(cfg: IndexConfig) -> None:
+    """Check the config's own values (the corpus is checked when it is listed)."""
+    errors = []
+    try:
+        check_model_name(cfg.model)
+    except ValueError as exc:
+        errors.append(f"index.model: {exc}")
+    for key in ("max_index_memory_usage", "current_memory_available"):
+        try:
+            memory_bytes(getattr(cfg, key), key)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    for key in ("num_shards", "rows_per_slice", "eval_queries", "max_nprobe", "cpus_per_task",
+                "max_attempts", "train_points_per_centroid"):
+        if getattr(cfg, key) < 1:
+            errors.append(f"index.{key} must be >= 1")
+    if not 0 < cfg.target_recall_at_10 <= 1:
+        errors.append("index.target_recall_at_10 must be in (0, 1]")
+    if errors:
+        raise ConfigError("invalid index config:\n  - " + "\n  - ".join(errors))

@@ -1,0 +1,6 @@
+"""Search over a sharded index: verified loading, fan-out top-k, exact re-rank, range search."""
+
+from diffrep.search.index import IndexHandle, open_index
+from diffrep.search.searcher import Hits, LocalShards, RangeHits, RayShards, Searcher
+
+__all__ = ["Hits", "IndexHandle", "LocalShards", "RangeHits", "RayShards", "Searcher", "open_index"]

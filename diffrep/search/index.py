@@ -1,0 +1,148 @@
+"""A committed index, opened from its manifest: shard files verified by sha256, id map and
+stored embeddings looked up by global id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from diffrep import storage
+from diffrep.embed.layout import ModelOutput
+from diffrep.index.build import IDMAP_SCHEMA
+from diffrep.index.layout import IndexLayout
+from diffrep.index.manifest import IndexIntegrityError, verify
+from diffrep.index.plan import SliceSpec
+from diffrep.index.vectors import load_npy
+
+
+@dataclass
+class IndexHandle:
+    layout: IndexLayout
+    manifest: dict
+    infos: dict
+    slices: list[SliceSpec]
+    _idmaps: dict[int, pa.Table] = field(default_factory=dict, repr=False)
+
+    @property
+    def model(self) -> str:
+        return self.manifest["model"]
+
+    @property
+    def dim(self) -> int:
+        return self.manifest["dim"]
+
+    @property
+    def ntotal(self) -> int:
+        return self.manifest["ntotal"]
+
+    def shard_files(self) -> list[str]:
+        return [s["file"] for s in self.manifest["shards"]]
+
+    def shard_url(self, name: str) -> str:
+        return self.layout.path(name)
+
+    def locate(self, ids: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Global ids -> [(embedding shard, rows, positions in ids)]."""
+        ids = np.asarray(ids, np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.ntotal):
+            raise IndexError(f"ids out of range [0, {self.ntotal})")
+        starts = np.array([s.id_start for s in self.slices])
+        which = np.searchsorted(starts, ids, side="right") - 1
+        out = []
+        for si in np.unique(which):
+            s = self.slices[si]
+            sel = np.nonzero(which == si)[0]
+            offsets = ids[sel] - s.id_start
+            file_starts = np.cumsum((0,) + s.rows)
+            fi = np.searchsorted(file_starts, offsets, side="right") - 1
+            for f in np.unique(fi):
+                mask = fi == f
+                out.append((s.files[f], offsets[mask] - file_starts[f], sel[mask]))
+        return out
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored embeddings of `ids`, float32 (N, dim)."""
+        out = np.empty((len(ids), self.dim), np.float32)
+        emb = ModelOutput(self.layout.root, self.model)
+        for shard, rows, sel in self.locate(ids):
+            out[sel] = load_npy(emb.embeddings(shard))[rows]
+        return out
+
+    def tokens(self, ids: np.ndarray) -> np.ndarray:
+        """Stored patch tokens of `ids` (N, T, d): the embed job's save_tokens output."""
+        emb = ModelOutput(self.layout.root, self.model)
+        parts = {}
+        for shard, rows, sel in self.locate(ids):
+            url = emb.tokens(shard)
+            if not storage.exists(url):
+                raise FileNotFoundError(f"{url} is missing: split-product re-rank needs the embed "
+                                        f"job's tokens (embed.save_tokens: true, a token model)")
+            parts[tuple(sel)] = load_npy(url)[rows]
+        first = next(iter(parts.values()))
+        out = np.empty((len(ids),) + first.shape[1:], np.float32)
+        for sel, arr in parts.items():
+            out[list(sel)] = arr
+        return out
+
+    def lookup(self, ids: np.ndarray) -> pa.Table:
+        """id map rows (id, key, url, caption, shard, row) of `ids`, in the order given;
+        id -1 (no result) gives a row of nulls."""
+        ids = np.asarray(ids, np.int64).ravel()
+        columns: dict[str, list] = {name: [None] * len(ids) for name in IDMAP_SCHEMA.names}
+        starts = np.array([s.id_start for s in self.slices])
+        which = np.searchsorted(starts, np.maximum(ids, 0), side="right") - 1
+        for si in np.unique(which[ids >= 0]):
+            sel = np.nonzero((which == si) & (ids >= 0))[0]
+            rows = self._idmap(self.slices[si].slice_id).take(pa.array(ids[sel] - self.slices[si].id_start))
+            for name, values in rows.to_pydict().items():
+                column = columns[name]
+                for j, v in zip(sel.tolist(), values, strict=True):
+                    column[j] = v
+        return pa.table(columns, schema=IDMAP_SCHEMA)
+
+    def _idmap(self, slice_id: int) -> pa.Table:
+        if slice_id not in self._idmaps:
+            table = pq.read_table(self.layout.path(self.layout.idmap_name(slice_id)))
+            self._idmaps[slice_id] = table.sort_by("id")
+        return self._idmaps[slice_id]
+
+    def key_to_id(self, keys: list[str]) -> dict[str, int]:
+        """Global ids of corpus keys (reads every id map: for test and small-corpus use)."""
+        wanted = pa.array(keys, pa.string())
+        out: dict[str, int] = {}
+        for s in self.slices:
+            t = self._idmap(s.slice_id)
+            hit = t.filter(pc.is_in(t["key"], value_set=wanted))
+            out.update(zip(hit["key"].to_pylist(), hit["id"].to_pylist(), strict=True))
+        return out
+
+
+def open_index(root: str, model: str, verify_files: bool | str = True) -> IndexHandle:
+    """Open the committed index of `model` under `root`.
+
+    verify_files: True checks every file's sha256 against the manifest; "metadata" checks
+    all but the shard files (each search actor then checks its own shard); False trusts.
+    Raises IndexIntegrityError naming a missing, truncated or tampered file.
+    """
+    layout = IndexLayout(root, model)
+    if not storage.exists(layout.manifest):
+        raise IndexIntegrityError(
+            f"no committed index at {layout.base} (manifest.json missing): run "
+            f"`python -m jobs.build_index --root {root} --model {model}` first")
+    manifest = storage.read_json(layout.manifest)
+    if manifest.get("model") != model:
+        raise IndexIntegrityError(f"{layout.manifest} is an index of {manifest.get('model')!r}, "
+                                  f"not {model!r}")
+    if verify_files:
+        names = sorted(manifest["files"])
+        if verify_files == "metadata":
+            shard_names = {s["file"] for s in manifest["shards"]}
+            names = [n for n in names if n not in shard_names]
+        verify(layout.base, manifest, names)
+    infos = storage.read_json(layout.infos)
+    slices = [SliceSpec.from_json(s) for s in manifest["slices"]]
+    return IndexHandle(layout, manifest, infos, slices)

@@ -1,0 +1,189 @@
+"""Top-k and range search over every shard of an index, merged into one ranking.
+
+Shards are searched by a backend: `LocalShards` (memory-mapped in this process, for small
+indexes and tests) or `RayShards` (one actor per shard, each verifying and memory-mapping
+its own file). Candidates can be re-ranked exactly from the stored embeddings (inner
+product) or patch tokens (split-product), so reported similarities are true ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import faiss
+import numpy as np
+
+from diffrep.index.build import read_index, search_params
+from diffrep.index.manifest import verify
+from diffrep.index.vectors import merge_topk
+from diffrep.search.index import IndexHandle
+from diffrep.similarity import split_product
+
+Rerank = Literal["none", "exact", "split_product"]
+
+
+@dataclass
+class Hits:
+    """Top-k per query: ids (Q, k) int64 (-1: none), similarities (Q, k) float32."""
+
+    ids: np.ndarray
+    sims: np.ndarray
+
+
+@dataclass
+class RangeHits:
+    """Every (query, id) pair with similarity above the threshold, sorted by query then
+    decreasing similarity."""
+
+    query: np.ndarray
+    ids: np.ndarray
+    sims: np.ndarray
+
+
+class ShardSearcher:
+    """One shard file, verified against the manifest and memory-mapped. Used in-process,
+    and as the Ray actor class of RayShards."""
+
+    def __init__(self, url: str, key: str, manifest: dict | None = None, base: str | None = None,
+                 name: str | None = None, threads: int = 0):
+        if manifest is not None:
+            verify(base, manifest, [name])
+        if threads:
+            faiss.omp_set_num_threads(threads)
+        self.index = read_index(url, mmap=True)
+        self.key = key
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe))
+        return self.index.search(np.ascontiguousarray(queries, np.float32), k)
+
+    def range_search(self, queries: np.ndarray, radius: float, nprobe: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe))
+        return self.index.range_search(np.ascontiguousarray(queries, np.float32), radius)
+
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+
+class LocalShards:
+    """Every shard in this process (verification done by open_index)."""
+
+    def __init__(self, handle: IndexHandle):
+        key = handle.manifest["key"]
+        self.shards = [ShardSearcher(handle.shard_url(n), key) for n in handle.shard_files()]
+
+    def search(self, queries, k, nprobe):
+        return [s.search(queries, k, nprobe) for s in self.shards]
+
+    def range_search(self, queries, radius, nprobe):
+        return [s.range_search(queries, radius, nprobe) for s in self.shards]
+
+
+class RayShards:
+    """One Ray actor per shard; queries fan out to all, results come back per shard."""
+
+    def __init__(self, handle: IndexHandle, num_cpus: float = 1, threads: int = 1):
+        import ray
+
+        actor = ray.remote(ShardSearcher).options(num_cpus=num_cpus, max_restarts=3,
+                                                  max_task_retries=3)
+        self.ray = ray
+        self.actors = [actor.remote(handle.shard_url(n), handle.manifest["key"], handle.manifest,
+                                    handle.layout.base, n, threads)
+                       for n in handle.shard_files()]
+        ray.get([a.ntotal.remote() for a in self.actors])  # surfaces verification errors now
+
+    def search(self, queries, k, nprobe):
+        ref = self.ray.put(np.ascontiguousarray(queries, np.float32))
+        return self.ray.get([a.search.remote(ref, k, nprobe) for a in self.actors])
+
+    def range_search(self, queries, radius, nprobe):
+        ref = self.ray.put(np.ascontiguousarray(queries, np.float32))
+        return self.ray.get([a.range_search.remote(ref, radius, nprobe) for a in self.actors])
+
+
+class Searcher:
+    """Search an index through a shard backend, with optional exact re-rank."""
+
+    def __init__(self, handle: IndexHandle, backend: LocalShards | RayShards | None = None,
+                 nprobe: int | None = None):
+        self.handle = handle
+        self.backend = backend or LocalShards(handle)
+        self.nprobe = nprobe or int(handle.infos.get("nprobe") or 1)
+
+    def _check(self, queries: np.ndarray) -> np.ndarray:
+        q = np.asarray(queries, np.float32)
+        if q.ndim != 2 or q.shape[1] != self.handle.dim:
+            raise ValueError(f"queries have shape {q.shape}; the index of {self.handle.model} "
+                             f"holds {self.handle.dim}-dim vectors")
+        return q
+
+    def search(self, queries: np.ndarray, k: int = 10, rerank: Rerank = "none",
+               candidates: int = 0, query_tokens: np.ndarray | None = None) -> Hits:
+        """Top-k of each query over all shards.
+
+        rerank="exact" ranks max(k, candidates) approximate candidates by their true inner
+        product with the stored embeddings; "split_product" by split-product of patch
+        tokens (query_tokens: (Q, T, d)). Similarities returned are those of the ranking.
+        """
+        q = self._check(queries)
+        n_cand = max(k, candidates) if rerank != "none" else k
+        sims, ids = merge_topk(self.backend.search(q, n_cand, self.nprobe), n_cand)
+        if rerank == "none":
+            return Hits(ids, sims)
+        if rerank == "exact":
+            true = self._true_sims(q, ids)
+        elif rerank == "split_product":
+            if query_tokens is None:
+                raise ValueError("split_product re-rank needs query_tokens (Q, T, d)")
+            true = self._split_sims(np.asarray(query_tokens, np.float32), ids)
+        else:
+            raise ValueError(f"rerank must be none, exact or split_product, not {rerank!r}")
+        order = np.lexsort((ids, -true), axis=-1)[:, :k]
+        return Hits(np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1))
+
+    def range_search(self, queries: np.ndarray, threshold: float, margin: float = 0.1,
+                     exact: bool = True) -> RangeHits:
+        """Every neighbour with similarity > threshold. The approximate search takes
+        candidates down to threshold - margin (PQ distances err both ways); with exact=True
+        the threshold then applies to true inner products from the stored embeddings."""
+        q = self._check(queries)
+        radius = threshold - margin if exact else threshold
+        qs, ids, sims = [], [], []
+        for lims, dist, lab in self.backend.range_search(q, radius, self.nprobe):
+            counts = np.diff(lims).astype(np.int64)
+            qs.append(np.repeat(np.arange(len(q)), counts))
+            ids.append(lab.astype(np.int64))
+            sims.append(dist.astype(np.float32))
+        query = np.concatenate(qs) if qs else np.zeros(0, np.int64)
+        ids_ = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        sims_ = np.concatenate(sims) if sims else np.zeros(0, np.float32)
+        if exact and len(ids_):
+            uniq, inv = np.unique(ids_, return_inverse=True)
+            vecs = self.handle.vectors(uniq)
+            sims_ = np.einsum("nd,nd->n", q[query], vecs[inv]).astype(np.float32)
+        keep = sims_ > threshold
+        query, ids_, sims_ = query[keep], ids_[keep], sims_[keep]
+        order = np.lexsort((ids_, -sims_, query))
+        return RangeHits(query[order], ids_[order], sims_[order])
+
+    def _true_sims(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        flat = ids.ravel()
+        valid = flat >= 0
+        out = np.full(flat.shape, -np.inf, np.float32)
+        if valid.any():
+            uniq, inv = np.unique(flat[valid], return_inverse=True)
+            vecs = self.handle.vectors(uniq)
+            rows = np.repeat(np.arange(len(q)), ids.shape[1])[valid]
+            out[valid] = np.einsum("nd,nd->n", q[rows], vecs[inv])
+        return out.reshape(ids.shape)
+
+    def _split_sims(self, q_tokens: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        out = np.full(ids.shape, -np.inf, np.float32)
+        for i in range(len(ids)):
+            valid = ids[i] >= 0
+            if valid.any():
+                out[i, valid] = split_product(q_tokens[i], self.handle.tokens(ids[i, valid]))
+        return out

@@ -1,0 +1,41 @@
+"""Synthetic embedding outputs in the embed job's layout, for index and search tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from diffrep import storage
+from diffrep.embed.layout import METADATA_SCHEMA, ModelOutput
+
+
+def clustered_vectors(n: int, dim: int, clusters: int, seed: int = 0, spread: float = 0.35) -> np.ndarray:
+    """L2-normalised vectors around `clusters` random centres (like real descriptors: not
+    uniform on the sphere)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim) * 4
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def write_embeddings(root: str, model: str, vectors: np.ndarray, rows_per_shard: int,
+                     first_shard: int = 0, dtype: str = "float32") -> list[str]:
+    """Write vectors as embed-job shards <first_shard>.. with keys k<shard>_<row>; returns
+    the shard names."""
+    out = ModelOutput(root, model)
+    names = []
+    for i, start in enumerate(range(0, len(vectors), rows_per_shard)):
+        name = f"{first_shard + i:05d}"
+        block = vectors[start:start + rows_per_shard]
+        n = len(block)
+        storage.write_npy(out.embeddings(name), block.astype(dtype))
+        storage.write_parquet(out.metadata(name), pa.table({
+            "key": [f"k{name}_{r}" for r in range(n)],
+            "url": [f"http://example.com/{name}/{r}.jpg" for r in range(n)],
+            "caption": [f"caption {name} {r}" for r in range(n)],
+            "shard": [name] * n, "row": list(range(n)), "width": [64] * n, "height": [64] * n,
+            "sha256": ["0" * 64] * n}, schema=METADATA_SCHEMA))
+        storage.write_json(out.stats(name), {"shard": name, "embedded": n})
+        names.append(name)
+    return names
