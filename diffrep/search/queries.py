@@ -1,0 +1,94 @@
+"""Query sets for the search job: embeddings from an embed-job root or an .npy file, or
+image files embedded here with the index's model."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from diffrep.config import ConfigError
+from diffrep.data.images import SkipSample, decode_image
+from diffrep.embed.layout import ModelOutput
+from diffrep.index.vectors import list_embedding_files, load_npy
+from diffrep.models import model_dir_name
+
+log = logging.getLogger("diffrep")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+@dataclass
+class QuerySet:
+    keys: list[str]
+    vectors: np.ndarray          # (Q, dim) float32
+    skipped: dict[str, int]
+
+
+def from_embed_root(root: str, model: str) -> QuerySet:
+    """Every completed shard of `model` under an embed-job output root.
+
+    Raises ConfigError when the root holds embeddings of other models only (queries must
+    be embedded with the index's model).
+    """
+    files = list_embedding_files(root, model)
+    if not files:
+        base = os.path.join(root, "embeddings")
+        others = sorted(os.listdir(base)) if os.path.isdir(base) else []
+        raise ConfigError(
+            f"search.queries {root!r} holds no embeddings of the index's model {model!r} "
+            f"(found: {others or 'none'}); queries must be embedded with {model}")
+    out = ModelOutput(root, model)
+    keys, parts = [], []
+    for f in files:
+        parts.append(np.asarray(load_npy(out.embeddings(f.shard)), np.float32))
+        keys.extend(pq.read_table(out.metadata(f.shard), columns=["key"])["key"].to_pylist())
+    return QuerySet(keys, np.concatenate(parts), {})
+
+
+def from_npy(path: str, metadata: str | None, query_model: str | None, model: str) -> QuerySet:
+    """An (N, dim) .npy of query embeddings, keys from `metadata` (parquet, column key)."""
+    if query_model is None or model_dir_name(query_model) != model_dir_name(model):
+        raise ConfigError(
+            f"search.query_model is {query_model!r}, the index holds {model!r} embeddings: "
+            f"set query_model to the model that embedded {path} (it must be {model})")
+    vectors = np.asarray(load_npy(path), np.float32)
+    if vectors.ndim != 2:
+        raise ConfigError(f"{path}: expected an (N, dim) array, found shape {vectors.shape}")
+    if metadata:
+        keys = pq.read_table(metadata, columns=["key"])["key"].to_pylist()
+        if len(keys) != len(vectors):
+            raise ConfigError(f"{metadata} has {len(keys)} rows, {path} has {len(vectors)}")
+    else:
+        keys = [str(i) for i in range(len(vectors))]
+    return QuerySet(keys, vectors, {})
+
+
+def list_images(pattern: str) -> list[str]:
+    """Image files of a folder (recursively) or a glob pattern, sorted."""
+    if os.path.isdir(pattern):
+        paths = [os.path.join(d, f) for d, _, fs in os.walk(pattern) for f in fs]
+    else:
+        paths = glob.glob(pattern, recursive=True)
+    return sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def from_images(paths: list[str], embedder, batch_size: int = 32) -> QuerySet:
+    """Decode and embed image files; unreadable ones are skipped and counted by reason.
+    Keys are the file paths."""
+    keys, images, skipped = [], [], Counter()
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                images.append(decode_image(f.read()).image)
+            keys.append(path)
+        except SkipSample as exc:
+            skipped[exc.reason] += 1
+            log.warning("search: skipping %s (%s)", path, exc.reason)
+    vectors = embedder.embed_images(images, batch_size=batch_size) if images else \
+        np.zeros((0, embedder.dim), np.float32)
+    return QuerySet(keys, vectors, dict(skipped))

@@ -1,0 +1,79 @@
+"""Search an index with query embeddings or images; results as parquet.
+
+One Ray actor per index shard (each verifies and memory-maps its shard), queries fanned
+out in batches, top-k merged, optionally re-ranked exactly from the stored embeddings.
+Run: python -m jobs.search --config configs/demo.yaml [--images dir | --queries root]
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyarrow as pa
+
+from diffrep import storage
+from diffrep.config import ConfigError, load_job_config
+from diffrep.index.manifest import IndexIntegrityError
+from diffrep.logs import setup_logging
+from diffrep.models import create_embedder, default_weights
+from diffrep.progress import Progress
+from diffrep.ray_utils import init_ray
+from diffrep.search import Hits, LocalShards, RayShards, Searcher, open_index
+from diffrep.search.config import SearchConfig, validate
+from diffrep.search.queries import from_embed_root, from_images, from_npy, list_images
+from diffrep.search.results import hits_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    log = setup_logging()
+    try:
+        cfg = load_job_config(SearchConfig, "search", argv, description=__doc__)
+        validate(cfg)
+        use_actors = cfg.shard_actors == "always"
+        handle = open_index(cfg.root, cfg.model, verify_files="metadata" if use_actors else cfg.verify)
+        use_actors = use_actors or (cfg.shard_actors == "auto" and len(handle.shard_files()) > 1)
+        if cfg.images is not None:
+            paths = list_images(cfg.images)
+            if not paths:
+                raise ConfigError(f"search.images {cfg.images!r} matches no image file")
+            random_init = handle.infos.get("embedder", {}).get("random_init", False)
+            weights = cfg.weights or ("random" if random_init else default_weights(cfg.model))
+            queries = from_images(paths, create_embedder(cfg.model, weights=weights))
+        elif cfg.queries.endswith(".npy"):
+            queries = from_npy(cfg.queries, cfg.queries_metadata, cfg.query_model, cfg.model)
+        else:
+            queries = from_embed_root(cfg.queries, cfg.model)
+        if queries.vectors.shape[1] != handle.dim:
+            raise ConfigError(f"queries have {queries.vectors.shape[1]} dims, the index of "
+                              f"{cfg.model} {handle.dim}")
+    except (ConfigError, IndexIntegrityError) as exc:
+        log.error("%s", exc)
+        return 2
+    if use_actors:
+        init_ray(cfg.ray_address)
+        backend = RayShards(handle, threads=1)
+    else:
+        backend = LocalShards(handle)
+    searcher = Searcher(handle, backend, nprobe=cfg.nprobe)
+    n = len(queries.keys)
+    progress = Progress("search", -(-n // cfg.batch_size), unit="batches", item="queries")
+    tables = []
+    for start in range(0, n, cfg.batch_size):
+        block = queries.vectors[start:start + cfg.batch_size]
+        hits = searcher.search(block, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates)
+        tables.append(hits_table(handle, queries.keys[start:start + cfg.batch_size], hits))
+        progress.update(len(block), queries.skipped if start == 0 else None)
+        progress.report(every_s=10)
+    out = cfg.out or storage.join(cfg.root, "search", handle.layout.base.rsplit("/", 1)[-1],
+                                  "results.parquet")
+    table = pa.concat_tables(tables) if tables else hits_table(
+        handle, [], Hits(np.zeros((0, cfg.k), np.int64), np.zeros((0, cfg.k), np.float32)))
+    storage.write_parquet(out, table)
+    log.info("%s", progress.line())
+    log.info("search: %d queries, %d result rows -> %s", n, table.num_rows, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Index build and search against exact ground truth (faiss IndexFlatIP), on clustered
+synthetic vectors written in the embed job's layout, and on the demo corpus."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from autofaiss.utils.cast import cast_bytes_to_memory_string
+
+from diffrep.config import ConfigError
+from diffrep.executor import LocalExecutor, RayExecutor
+from diffrep.index.builder import build
+from diffrep.index.choose import choose_index, smallest_budget
+from diffrep.index.config import IndexConfig
+from diffrep.index.layout import IndexLayout
+from diffrep.index.manifest import IndexIntegrityError, file_digest
+from diffrep.search import LocalShards, RayShards, Searcher, open_index
+from tests.index_helpers import clustered_vectors, write_embeddings
+
+MODEL = "sscd_onnx"
+DIM = 128
+
+
+def exact(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    return flat.search(q, k)
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    x = clustered_vectors(24000, DIM, clusters=200, seed=1)
+    queries = clustered_vectors(300, DIM, clusters=200, seed=1)[:0]  # placeholder shape
+    rng = np.random.default_rng(5)
+    queries = x[rng.choice(len(x), 300, replace=False)] + 0.02 * rng.standard_normal((300, DIM)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return x, queries.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def pq_index(corpus, tmp_path_factory):
+    """24k x 128 vectors at a 3.5 MB budget (raw float32 would be 12.3 MB), 3 shards."""
+    x, _ = corpus
+    root = str(tmp_path_factory.mktemp("pq"))
+    write_embeddings(root, MODEL, x, 3000)
+    cfg = IndexConfig(root=root, model=MODEL, max_index_memory_usage="3.5MB", num_shards=3,
+                      exact_below=1000, eval_queries=300, target_recall_at_10=0.9)
+    infos = build(cfg, LocalExecutor())
+    return root, cfg, infos
+
+
+def test_recall_against_exact_search_at_budget(corpus, pq_index):
+    x, queries = corpus
+    root, cfg, infos = pq_index
+    assert "PQ" in infos["index_key"] and infos["num_shards"] == 3
+    assert infos["size_bytes"] <= 3.5 * 2**20, infos["size_bytes"]
+    _, truth = exact(x, queries, 10)
+    hits = Searcher(open_index(root, MODEL)).search(queries, 10)
+    measured = recall_at(hits.ids, truth)
+    assert measured >= 0.85, (measured, infos["index_key"], infos["nprobe"])
+    # the build's own measurement agrees with an independent one
+    assert abs(infos["recall_at_10"] - measured) < 0.1
+    with_rerank = Searcher(open_index(root, MODEL)).search(queries, 10, rerank="exact", candidates=100)
+    assert recall_at(with_rerank.ids, truth) >= max(measured, 0.97)
+
+
+def test_exact_rerank_returns_true_similarities(corpus, pq_index):
+    x, queries = corpus
+    root, _, _ = pq_index
+    hits = Searcher(open_index(root, MODEL)).search(queries[:50], 10, rerank="exact", candidates=50)
+    true = np.einsum("qd,qkd->qk", queries[:50], x[hits.ids])
+    np.testing.assert_allclose(hits.sims, true, atol=1e-5)
+    assert np.all(np.diff(hits.sims, axis=1) <= 1e-7)
+
+
+def test_range_search_with_rerank_applies_threshold_to_true_similarities(corpus, pq_index):
+    x, queries = corpus
+    root, _, _ = pq_index
+    searcher = Searcher(open_index(root, MODEL))
+    threshold = 0.5
+    got = searcher.range_search(queries[:100], threshold, margin=0.15)
+    sims = queries[:100] @ x.T
+    want = set(zip(*np.nonzero(sims > threshold), strict=True))
+    found = set(zip(got.query.tolist(), got.ids.tolist(), strict=True))
+    assert found <= want  # nothing below the threshold
+    assert len(found) >= 0.95 * len(want) and len(want) > 100
+    np.testing.assert_allclose(got.sims, sims[got.query, got.ids], atol=1e-5)
+
+
+def test_sharded_flat_equals_unsharded_flat_and_exact(tmp_path):
+    x = clustered_vectors(3000, 64, clusters=30, seed=2)
+    q = x[::37]
+    results = []
+    for shards in (1, 3):
+        root = str(tmp_path / f"k{shards}")
+        write_embeddings(root, MODEL, x, 500)
+        infos = build(IndexConfig(root=root, model=MODEL, num_shards=shards, eval_queries=50),
+                      LocalExecutor())
+        assert infos["index_key"] == "IVF1,Flat" and infos["num_shards"] == shards
+        assert infos["recall_at_10"] == 1.0
+        results.append(Searcher(open_index(root, MODEL)).search(q, 10))
+    np.testing.assert_array_equal(results[0].ids, results[1].ids)
+    np.testing.assert_array_equal(results[0].sims, results[1].sims)
+    sims, ids = exact(x, q, 10)
+    np.testing.assert_array_equal(results[1].ids, ids)
+    np.testing.assert_allclose(results[1].sims, sims, atol=1e-6)
+
+
+def test_lookup_carries_key_url_caption(tmp_path):
+    x = clustered_vectors(1200, 32, clusters=10, seed=3)
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x, 500)
+    build(IndexConfig(root=root, model=MODEL, num_shards=2, eval_queries=20), LocalExecutor())
+    handle = open_index(root, MODEL)
+    hits = Searcher(handle).search(x[[0, 700, 1100]], 1)
+    table = handle.lookup(hits.ids[:, 0]).to_pydict()
+    assert table["key"] == ["k00000_0", "k00001_200", "k00002_100"]
+    assert table["url"][1] == "http://example.com/00001/200.jpg"
+    assert table["caption"][2] == "caption 00002 100"
+
+
+def test_incremental_add_does_not_retrain(tmp_path):
+    x = clustered_vectors(16000, 64, clusters=50, seed=4)
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x[:12000], 3000)
+    cfg = IndexConfig(root=root, model=MODEL, index_key="IVF64,PQ16x8", num_shards=2,
+                      eval_queries=200)
+    build(cfg, LocalExecutor())
+    layout = IndexLayout(root, MODEL)
+    trained_before = file_digest(layout.trained)
+    write_embeddings(root, MODEL, x[12000:], 2000, first_shard=4)
+    infos = build(cfg, LocalExecutor())
+    assert infos["ntotal"] == 16000 and infos["generation"] == 1
+    assert file_digest(layout.trained) == trained_before
+    handle = open_index(root, MODEL)
+    ids = np.concatenate([pq.read_table(layout.path(layout.idmap_name(s.slice_id)))["id"].to_numpy()
+                          for s in handle.slices])
+    np.testing.assert_array_equal(np.sort(ids), np.arange(16000))
+    hits = Searcher(handle).search(x[12000::500], 1, rerank="exact", candidates=20)
+    np.testing.assert_array_equal(hits.ids[:, 0], np.arange(12000, 16000, 500))
+    assert build(cfg, LocalExecutor())["generation"] == 1  # nothing new: untouched
+
+
+class CrashAfter(LocalExecutor):
+    """Runs `calls` work items, then dies as a killed driver would (no cleanup)."""
+
+    def __init__(self, calls: int):
+        self.left = calls
+        self.ran: list[str] = []
+
+    def map(self, fn, items, shared=None, progress=None, count=None):
+        out = []
+        for args in items:
+            if self.left == 0:
+                raise KeyboardInterrupt("killed")
+            self.left -= 1
+            self.ran.append(fn.__name__)
+            out.append(fn(*args, **(shared or {})))
+        return out
+
+
+def test_interrupted_build_resumes_from_finished_slices(tmp_path):
+    x = clustered_vectors(6000, 32, clusters=20, seed=6)
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x, 1000)
+    cfg = IndexConfig(root=root, model=MODEL, index_key="IVF16,Flat", num_shards=3, eval_queries=100)
+    with pytest.raises(KeyboardInterrupt):
+        build(cfg, CrashAfter(calls=3))  # training + 2 of 3 slices
+    done = {p.name for p in (tmp_path / "indexes" / MODEL / "parts").glob("*.json")}
+    assert len(done) == 2
+    with pytest.raises(IndexIntegrityError, match="no committed index"):
+        open_index(root, MODEL)
+    counting = CrashAfter(calls=100)
+    build(cfg, counting)
+    # no retraining, only the slice that was not finished; then 3 merges and 3 shard sweeps
+    assert counting.ran == ["add_slice"] + ["merge_shard"] * 3 + ["sweep_shard"] * 3
+    handle = open_index(root, MODEL)
+    assert handle.ntotal == 6000
+    hits = Searcher(handle, nprobe=16).search(x[::600], 1)
+    np.testing.assert_array_equal(hits.ids[:, 0], np.arange(0, 6000, 600))
+    assert not (tmp_path / "indexes" / MODEL / "parts").exists()
+
+
+def test_tampered_truncated_missing_files_and_bad_queries_are_refused(tmp_path):
+    x = clustered_vectors(1500, 32, clusters=10, seed=7)
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x, 500)
+    build(IndexConfig(root=root, model=MODEL, num_shards=3, eval_queries=20), LocalExecutor())
+    base = tmp_path / "indexes" / MODEL
+    shard = base / "shard_01.index"
+    original = shard.read_bytes()
+    with pytest.raises(ValueError, match="32-dim"):
+        Searcher(open_index(root, MODEL)).search(np.ones((2, 64), np.float32), 5)
+    with pytest.raises(IndexIntegrityError, match="not 'clip:ViT-B-32'|no committed index"):
+        open_index(root, "clip:ViT-B-32")
+
+    tampered = bytearray(original)
+    tampered[len(tampered) // 2] ^= 0xFF
+    shard.write_bytes(bytes(tampered))
+    with pytest.raises(IndexIntegrityError, match="shard_01.index does not match its sha256"):
+        open_index(root, MODEL)
+    shard.write_bytes(original[:-100])
+    with pytest.raises(IndexIntegrityError, match="shard_01.index is .* bytes.*truncated"):
+        open_index(root, MODEL)
+    shard.unlink()
+    with pytest.raises(IndexIntegrityError, match="shard_01.index is missing"):
+        open_index(root, MODEL)
+    shard.write_bytes(original)
+    open_index(root, MODEL)
+
+
+def test_budget_too_small_names_the_smallest_that_fits():
+    n, dim = 200_000, 512
+    with pytest.raises(ConfigError, match="smallest budget that would") as info:
+        choose_index(n, dim, max_index_bytes=2 * 2**20, memory_bytes=2**32)
+    need = smallest_budget(n, dim)
+    assert cast_bytes_to_memory_string(need) in str(info.value)
+    choice = choose_index(n, dim, max_index_bytes=need, memory_bytes=2**32)
+    assert choice.estimated_bytes <= need
+
+
+def test_autofaiss_choice_drops_opq_only_where_cheap():
+    choice = choose_index(200_000, 512, max_index_bytes=100 * 2**20, memory_bytes=2**32)
+    assert choice.autofaiss_key.startswith("OPQ256_768,IVF2048")
+    assert choice.key == "IVF2048_HNSW32,PQ256x8np"
+    assert choose_index(200_000, 512, 100 * 2**20, 2**32, opq="keep").key == choice.autofaiss_key + "np"
+    assert choose_index(5000, 512, 100 * 2**20, 2**32).key == "IVF1,Flat"
+
+
+def test_ray_build_and_fanout_equal_local(ray_cluster, tmp_path):
+    x = clustered_vectors(4000, 32, clusters=20, seed=8)
+    q = x[::97]
+    roots = {}
+    for name, executor in (("local", LocalExecutor()), ("ray", RayExecutor(num_cpus=1))):
+        roots[name] = str(tmp_path / name)
+        write_embeddings(roots[name], MODEL, x, 1000)
+        build(IndexConfig(root=roots[name], model=MODEL, index_key="IVF16,PQ8x8", num_shards=2,
+                          eval_queries=100, seed=3), executor)
+    handle = open_index(roots["ray"], MODEL)
+    local = Searcher(open_index(roots["local"], MODEL), LocalShards(open_index(roots["local"], MODEL)))
+    fanned = Searcher(handle, RayShards(handle))
+    a, b = local.search(q, 10), fanned.search(q, 10)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_allclose(a.sims, b.sims, atol=1e-6)
