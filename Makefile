@@ -27,6 +27,9 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/python -m jobs.build_demo --config configs/demo.yaml
 	$(BIN)/python -m jobs.embed --config configs/demo.yaml
+	$(BIN)/python -m jobs.build_index --config configs/demo.yaml
+	$(BIN)/python -m jobs.search --config configs/demo.yaml
+	$(BIN)/python -m jobs.dedup --config configs/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -34,8 +37,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# AUTOFAISS=1 adds autofaiss's own build_index to the index benchmark (~20 min on 2 cores).
 bench: setup
 	$(BIN)/python -m benchmarks.embed --out bench-results/embed.json
+	$(BIN)/python -m benchmarks.index --out bench-results/index.json $(if $(AUTOFAISS),--autofaiss)
 
 clean-demo:
 	rm -rf data/demo

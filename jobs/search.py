@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if use_actors:
         init_ray(cfg.ray_address)
-        backend = RayShards(handle, threads=1)
+        backend = RayShards(handle, num_cpus=cfg.shard_actor_cpus, threads=1)
     else:
         backend = LocalShards(handle)
     searcher = Searcher(handle, backend, nprobe=cfg.nprobe)

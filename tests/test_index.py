@@ -17,6 +17,7 @@ from diffrep.index.config import IndexConfig
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, file_digest
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
+from tests.helpers import photo
 from tests.index_helpers import clustered_vectors, write_embeddings
 
 MODEL = "sscd_onnx"
@@ -248,3 +249,57 @@ def test_ray_build_and_fanout_equal_local(ray_cluster, tmp_path):
     a, b = local.search(q, 10), fanned.search(q, 10)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_allclose(a.sims, b.sims, atol=1e-6)
+
+
+def test_demo_planted_duplicates_find_their_source_first(demo_sscd_root):
+    """Real SSCD on the demo corpus: each planted near-duplicate's top-1 neighbour (itself
+    excluded) is its source photo."""
+    root, corpus, _ = demo_sscd_root
+    root = str(root)
+    infos = build(IndexConfig(root=root, model=MODEL, num_shards=2, eval_queries=20), LocalExecutor())
+    assert infos["index_key"] == "IVF1,Flat"
+    handle = open_index(root, MODEL)
+    dups = pq.read_table(corpus / "duplicates.parquet").to_pylist()
+    ids = handle.key_to_id([d["key"] for d in dups] + [d["source_key"] for d in dups])
+    queries = handle.vectors(np.array([ids[d["key"]] for d in dups]))
+    hits = Searcher(handle).search(queries, 2, rerank="exact", candidates=10)
+    misses = []
+    for d, row_ids in zip(dups, hits.ids, strict=True):
+        top = [i for i in row_ids if i != ids[d["key"]]][0]
+        if top != ids[d["source_key"]]:
+            misses.append((d["key"], d["transform"]))
+    assert not misses, misses
+
+
+def test_search_job_images_and_embeddings(demo_sscd_root, tmp_path, caplog):
+    from jobs import search
+
+    root, corpus, _ = demo_sscd_root
+    root = str(root)
+    build(IndexConfig(root=root, model=MODEL, num_shards=2, eval_queries=20), LocalExecutor())
+    # images: a photo file plus a broken one (skipped and counted)
+    images = tmp_path / "queries"
+    images.mkdir()
+    handle = open_index(root, MODEL)
+    photo(0).save(images / "a.png")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out = tmp_path / "img.parquet"
+    assert search.main(["--root", root, "--model", MODEL, "--images", str(images), "--k", "3",
+                        "--out", str(out)]) == 0
+    table = pq.read_table(out).to_pylist()
+    assert [r["rank"] for r in table] == [0, 1, 2] and table[0]["query_key"].endswith("a.png")
+    assert all(r["key"] and r["url"] and r["caption"] is not None for r in table)
+    # embeddings from an embed-job root (the corpus itself): top-1 of a corpus key is itself
+    out2 = tmp_path / "emb.parquet"
+    assert search.main(["--root", root, "--model", MODEL, "--queries", root, "--k", "2",
+                        "--out", str(out2), "--shard_actors", "always"]) == 0
+    rows = pq.read_table(out2).to_pylist()
+    top = {r["query_key"]: r for r in rows if r["rank"] == 0}
+    assert len(top) == handle.ntotal and all(k == r["key"] for k, r in top.items())
+    assert all(abs(r["similarity"] - 1) < 1e-3 for r in top.values())
+    # model mismatch: a .npy said to come from another model, and a root without the model
+    np.save(tmp_path / "q.npy", np.ones((2, 512), np.float32))
+    assert search.main(["--root", root, "--model", MODEL, "--queries", str(tmp_path / "q.npy"),
+                        "--query_model", "clip:ViT-B-32"]) == 2
+    assert search.main(["--root", root, "--model", MODEL, "--queries", str(tmp_path)]) == 2
+    assert "queries must be embedded with sscd_onnx" in caplog.text

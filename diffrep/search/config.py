@@ -34,6 +34,7 @@ class SearchConfig:
     batch_size: int = field(default=1024, metadata=_help("queries per fan-out round"))
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=_help(
         "one Ray actor per index shard: auto when the index has more than one shard"))
+    shard_actor_cpus: float = field(default=1.0, metadata=_help("CPUs reserved per shard actor"))
     out: str | None = field(default=None, metadata=_help(
         "results parquet; null: <root>/search/<model>/results.parquet"))
     verify: bool = field(default=True, metadata=_help("check index files against the manifest's sha256"))

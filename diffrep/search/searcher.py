@@ -95,6 +95,21 @@ class RayShards:
                        for n in handle.shard_files()]
         ray.get([a.ntotal.remote() for a in self.actors])  # surfaces verification errors now
 
+    @classmethod
+    def from_actors(cls, actors: list) -> RayShards:
+        """A backend over shard actors created elsewhere (handles passed to Ray tasks)."""
+        import ray
+
+        self = cls.__new__(cls)
+        self.ray, self.actors = ray, list(actors)
+        return self
+
+    def close(self) -> None:
+        """Kill the shard actors (their CPUs go back to the cluster)."""
+        for a in self.actors:
+            self.ray.kill(a)
+        self.actors = []
+
     def search(self, queries, k, nprobe):
         ref = self.ray.put(np.ascontiguousarray(queries, np.float32))
         return self.ray.get([a.search.remote(ref, k, nprobe) for a in self.actors])

@@ -1,0 +1,49 @@
+"""The dedup job's typed config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from diffrep.config import ConfigError
+
+
+def _help(text: str) -> Any:
+    return {"help": text}
+
+
+@dataclass
+class DedupConfig:
+    root: str = field(default="out", metadata=_help("output root holding indexes/<model>/"))
+    model: str = field(default="sscd_onnx", metadata=_help("whose index to self-search"))
+    threshold: float = field(default=0.95, metadata=_help(
+        "duplicate when the true similarity is above this (SSCD: 0.95, DESIGN.md)"))
+    margin: float = field(default=0.1, metadata=_help(
+        "approximate candidates are taken down to threshold - margin, then re-ranked exactly"))
+    query_batch: int = field(default=1024, metadata=_help("queries per range-search call"))
+    merge_fan_in: int = field(default=8, metadata=_help("component files merged per task and round"))
+    shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=_help(
+        "one Ray actor per index shard: auto when the index has more than one shard"))
+    shard_actor_cpus: float = field(default=1.0, metadata=_help("CPUs reserved per shard actor"))
+    report_groups: int = field(default=12, metadata=_help("largest groups shown in the report"))
+    report_members: int = field(default=8, metadata=_help("images shown per group in the report"))
+    overwrite: bool = field(default=False, metadata=_help("recompute finished query slices"))
+    max_attempts: int = field(default=3, metadata=_help("tries per query slice"))
+    progress_interval_s: float = field(default=10.0, metadata=_help("seconds between progress lines"))
+    ray_address: str | None = field(default=None, metadata=_help(
+        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
+
+
+def validate(cfg: DedupConfig) -> None:
+    errors = []
+    if not -1 <= cfg.threshold <= 1:
+        errors.append("dedup.threshold must be in [-1, 1] (cosine similarity)")
+    if not 0 <= cfg.margin <= 1:
+        errors.append("dedup.margin must be in [0, 1]")
+    for key in ("query_batch", "report_groups", "report_members", "max_attempts"):
+        if getattr(cfg, key) < 1:
+            errors.append(f"dedup.{key} must be >= 1")
+    if cfg.merge_fan_in < 2:
+        errors.append("dedup.merge_fan_in must be >= 2")
+    if errors:
+        raise ConfigError("invalid dedup config:\n  - " + "\n  - ".join(errors))

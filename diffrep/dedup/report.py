@@ -1,0 +1,61 @@
+"""The dedup report: duplicate-count and caption-multiplicity histograms, and the largest
+groups as galleries with captions and similarities."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from diffrep import storage
+from diffrep.dedup.layout import DedupLayout
+from diffrep.report.html import esc, figure, page, svg_bars, table, thumbnail_data_uri
+from diffrep.report.images import fetch_corpus_images
+from diffrep.search.index import IndexHandle
+
+
+def write_report(layout: DedupLayout, handle: IndexHandle, summary: dict, top_groups: int,
+                 members_per_group: int) -> str:
+    """Write report.html (self-contained); returns its URL."""
+    stats = pq.read_table(layout.path("group_stats.parquet")).slice(0, top_groups)
+    groups = pq.read_table(layout.path("groups.parquet"))
+    shown = {}
+    for gid in stats["group_id"].to_pylist():
+        members = groups.filter(pc.equal(groups["group_id"], gid)).sort_by(
+            [("is_representative", "descending"), ("duplicate_count", "descending"), ("id", "ascending")])
+        shown[gid] = members.slice(0, members_per_group).to_pylist()
+    wanted: dict[str, set[str]] = {}
+    for members in shown.values():
+        for shard, _, sel in handle.locate([m["id"] for m in members]):
+            wanted.setdefault(shard, set()).update(members[i]["key"] for i in sel)
+    images = fetch_corpus_images(handle.layout.root, handle.model, wanted)
+
+    h = summary["duplicate_count_histogram"]
+    body = [
+        f"<p>{summary['images']} images, model {esc(summary['model'])}, duplicate when similarity "
+        f"&gt; {summary['threshold']}: {summary['pairs']} pairs, {summary['duplicated_images']} "
+        f"images in {summary['groups']} groups (largest {summary['largest_group']}); keeping one "
+        f"per group removes {summary['removable_images']} images.</p>",
+        svg_bars(list(h), {"images": list(h.values())}, "Duplicates per image",
+                 "number of duplicates above the threshold", "images", log_y=True),
+        svg_bars(list(summary["distinct_captions_histogram"]),
+                 {"groups": list(summary["distinct_captions_histogram"].values())},
+                 "Distinct captions per duplicate group", "distinct captions", "groups"),
+        svg_bars(list(summary["group_size_histogram"]),
+                 {"groups": list(summary["group_size_histogram"].values())},
+                 "Group sizes", "images in the group", "groups", log_y=True),
+        "<h2>Largest groups</h2>",
+        table(["group", "size", "representative", "distinct captions", "shared caption share"],
+              [(r["group_id"], r["size"], r["representative_key"], r["distinct_captions"],
+                f"{r['shared_caption_share']:.2f}") for r in stats.to_pylist()]),
+    ]
+    for r in stats.to_pylist():
+        members = shown[r["group_id"]]
+        figs = "".join(figure(thumbnail_data_uri(images[m["key"]]) if m["key"] in images else None,
+                              f"{'[rep] ' if m['is_representative'] else ''}{m['key']}: "
+                              f"{m['caption']} ({m['duplicate_count']} dups)") for m in members)
+        body.append(f"<h2>Group {r['group_id']}: {r['size']} images, {r['distinct_captions']} "
+                    f"distinct caption(s)</h2><div class='gallery'>{figs}</div>")
+    url = layout.path("report.html")
+    storage.write_bytes(url, page(f"Duplicates in the training set ({summary['model']})",
+                                  "".join(body)).encode())
+    return url

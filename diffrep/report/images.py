@@ -1,0 +1,33 @@
+"""Fetching corpus images by key for reports: the embed stats name each shard's input tar."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from PIL import Image
+
+from diffrep import storage
+from diffrep.data.images import SkipSample, decode_image
+from diffrep.data.reader import IMAGE_EXTS, iter_raw_samples
+from diffrep.embed.layout import ModelOutput
+
+log = logging.getLogger("diffrep")
+
+
+def fetch_corpus_images(root: str, model: str, wanted: dict[str, set[str]]) -> dict[str, Image.Image]:
+    """{key: image} for `wanted` = {embedding shard: keys}. Reads only those shards; an
+    unreadable shard or image is logged and left out (the report shows it as missing)."""
+    out: dict[str, Image.Image] = {}
+    emb = ModelOutput(root, model)
+    for shard, keys in sorted(wanted.items()):
+        try:
+            url = storage.read_json(emb.stats(shard))["input"]
+            for raw in iter_raw_samples(url, Counter()):
+                if raw.key in keys:
+                    ext = next((e for e in IMAGE_EXTS if e in raw.members), None)
+                    if ext:
+                        out[raw.key] = decode_image(raw.members[ext]).image
+        except (OSError, KeyError, SkipSample) as exc:
+            log.warning("report: images of shard %s unavailable: %s", shard, exc)
+    return out

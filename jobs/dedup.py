@@ -1,0 +1,53 @@
+"""Deduplicate a training set: every image's neighbours above the duplicate threshold
+through the sharded index (exact re-rank), duplicate counts, groups, caption multiplicity,
+and an HTML report. Resumable per query slice. Needs jobs.embed and jobs.build_index.
+
+Writes <root>/dedup/<model>/{pairs,groups,group_stats}.parquet, summary.json, report.html.
+Run: python -m jobs.dedup --config configs/demo.yaml [--key value ...]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from diffrep.config import ConfigError, load_job_config
+from diffrep.dedup.config import DedupConfig, validate
+from diffrep.dedup.run import run_dedup
+from diffrep.executor import RayExecutor
+from diffrep.index.manifest import IndexIntegrityError
+from diffrep.logs import setup_logging
+from diffrep.ray_utils import init_ray
+from diffrep.search import RayShards, open_index
+
+
+def main(argv: list[str] | None = None) -> int:
+    log = setup_logging()
+    try:
+        cfg = load_job_config(DedupConfig, "dedup", argv, description=__doc__)
+        validate(cfg)
+        handle = open_index(cfg.root, cfg.model, verify_files="metadata")
+    except (ConfigError, IndexIntegrityError) as exc:
+        log.error("%s", exc)
+        return 2
+    init_ray(cfg.ray_address)
+    use_actors = cfg.shard_actors == "always" or (
+        cfg.shard_actors == "auto" and len(handle.shard_files()) > 1)
+    try:
+        # shard actors verify their shard's sha256; in-process searchers are verified here
+        actors = RayShards(handle, num_cpus=cfg.shard_actor_cpus).actors if use_actors else None
+        if not use_actors:
+            open_index(cfg.root, cfg.model, verify_files=True)
+    except IndexIntegrityError as exc:
+        log.error("%s", exc)
+        return 2
+    except Exception as exc:  # a shard actor's verification error, wrapped by Ray
+        log.error("dedup: %s", exc)
+        return 2
+    executor = RayExecutor(num_cpus=1, max_attempts=cfg.max_attempts,
+                           progress_interval_s=cfg.progress_interval_s)
+    run_dedup(cfg, handle, executor, actors)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
