@@ -80,10 +80,12 @@ def test_groups_do_not_depend_on_slices_or_shards(tmp_path, rows_per_slice, shar
             want.setdefault(g, set()).add(key)
     assert partition(groups) == {frozenset(v) for v in want.values()}
     assert summary["groups"] == len(want) and summary["duplicated_images"] == int((truth >= 0).sum())
-    # every within-group pair, once; duplicate counts = group size - 1
-    pairs = pq.read_table(tmp_path / "dedup" / MODEL / "pairs.parquet")
+    # every within-group pair, once (over all slices' files); duplicate counts = size - 1
+    pairs = pq.read_table(tmp_path / "dedup" / MODEL / "pairs")
     assert pairs.num_rows == sum(len(v) * (len(v) - 1) // 2 for v in want.values())
     assert min(pairs["similarity"].to_pylist()) > 0.95
+    assert len({(a, b) for a, b in zip(pairs["key_a"].to_pylist(), pairs["key_b"].to_pylist(), strict=True)}) \
+        == pairs.num_rows
     g = groups.to_pylist()
     assert all(r["duplicate_count"] == r["group_size"] - 1 for r in g)
     assert sum(r["is_representative"] for r in g) == len(want)
@@ -98,7 +100,7 @@ def test_demo_dedup_job_finds_planted_duplicates(demo_sscd_root, tmp_path):
     assert dedup.main(["--root", root, "--model", MODEL, "--threshold", "0.6",
                        "--shard_actor_cpus", "0.5", "--overwrite", "true"]) == 0
     base = f"{root}/dedup/{MODEL}"
-    pairs = pq.read_table(f"{base}/pairs.parquet").to_pylist()
+    pairs = pq.read_table(f"{base}/pairs").to_pylist()
     found = {frozenset((p["key_a"], p["key_b"])) for p in pairs}
     truth = {frozenset((d["key"], d["source_key"]))
              for d in pq.read_table(corpus / "duplicates.parquet").to_pylist()}

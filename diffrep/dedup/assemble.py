@@ -1,5 +1,5 @@
-"""Turning slice outputs into the dedup job's tables: pairs once each, duplicate counts,
-groups with representatives, caption multiplicity per group, and the summary."""
+"""Turning slice outputs into the dedup job's tables: duplicate counts, groups with
+representatives, caption multiplicity per group, and the summary."""
 
 from __future__ import annotations
 
@@ -20,18 +20,6 @@ def normalise_caption(caption: str | None) -> str:
     return " ".join((caption or "").lower().split())
 
 
-def union_pairs(layout: DedupLayout, slice_ids: list[int]) -> pa.Table:
-    """Every slice's pairs, each pair once (a pair found from both ends keeps the larger
-    similarity; exact re-rank makes them equal up to rounding)."""
-    tables = [pq.read_table(layout.slice_pairs(s)) for s in slice_ids]
-    pairs = pa.concat_tables(tables)
-    if pairs.num_rows == 0:
-        return pairs
-    pairs = pairs.group_by(["id_a", "id_b"]).aggregate([("similarity", "max")])
-    pairs = pairs.rename_columns(["id_a", "id_b", "similarity"])
-    return pairs.sort_by([("id_a", "ascending"), ("id_b", "ascending")])
-
-
 def histogram(values: np.ndarray, edges: list[int]) -> dict[str, int]:
     """Counts of integer values in [edges[i], edges[i+1]) labelled 'lo' or 'lo-hi'; the
     last bin is open ('lo+')."""
@@ -49,18 +37,13 @@ COUNT_EDGES = [0, 1, 2, 3, 4, 5, 10, 20, 50, 100, 1000]
 
 def assemble(layout: DedupLayout, handle: IndexHandle, slice_ids: list[int], final_forest: str,
              threshold: float) -> dict:
-    """Write pairs.parquet, groups.parquet, group_stats.parquet; return the summary."""
-    pairs = union_pairs(layout, slice_ids)
-    a, b = pairs["id_a"].to_numpy(), pairs["id_b"].to_numpy()
-    ends = handle.lookup(np.concatenate([a, b]))
-    storage.write_parquet(layout.path("pairs.parquet"), pa.table({
-        "key_a": ends["key"].slice(0, len(a)), "key_b": ends["key"].slice(len(a)),
-        "similarity": pairs["similarity"], "id_a": pairs["id_a"], "id_b": pairs["id_b"]}))
-
+    """Write groups.parquet and group_stats.parquet; return the summary. Holds the
+    duplicated images only (never the pairs): O(images in groups) memory."""
     nodes, roots = read_forest(final_forest)
-    degree_ids, degree = np.unique(np.concatenate([a, b]), return_counts=True)
+    counts = pa.concat_tables([pq.read_table(layout.slice_counts(s)) for s in slice_ids])
     dup_count = np.zeros(len(nodes), np.int64)
-    dup_count[np.searchsorted(nodes, degree_ids)] = degree
+    if counts.num_rows:
+        dup_count[np.searchsorted(nodes, counts["id"].to_numpy())] = counts["duplicate_count"].to_numpy()
     group_ids, group_index, sizes = np.unique(roots, return_inverse=True, return_counts=True)
     meta = handle.lookup(nodes)
     groups = pa.table({
@@ -73,9 +56,10 @@ def assemble(layout: DedupLayout, handle: IndexHandle, slice_ids: list[int], fin
     stats = group_stats(groups)
     storage.write_parquet(layout.path("group_stats.parquet"), stats)
     all_counts = np.concatenate([dup_count, np.zeros(handle.ntotal - len(nodes), np.int64)])
+    pairs = sum(storage.read_json(layout.slice_done(s))["pairs"] for s in slice_ids)
     return {
         "model": handle.model, "threshold": threshold, "images": handle.ntotal,
-        "pairs": pairs.num_rows, "duplicated_images": int(len(nodes)), "groups": int(len(group_ids)),
+        "pairs": int(pairs), "duplicated_images": int(len(nodes)), "groups": int(len(group_ids)),
         "removable_images": int(len(nodes) - len(group_ids)),
         "kept_images": int(handle.ntotal - len(nodes) + len(group_ids)),
         "largest_group": int(sizes.max()) if len(sizes) else 0,

@@ -1,11 +1,12 @@
 """Where the dedup job writes, under <root>/dedup/<model>/:
 
-  slices/slice_IIIII.parquet   canonical pairs (id_a < id_b, similarity) found by the
-                               slice's queries
+  pairs/slice_IIIII.parquet    key_a, key_b, similarity, id_a, id_b: the pairs whose
+                               smaller id is one of the slice's queries (each pair once;
+                               read the folder as one parquet dataset)
+  slices/slice_IIIII.counts.parquet  id, duplicate_count of the slice's queries (count > 0)
   slices/slice_IIIII.npz       the slice's component forest (node, root)
   slices/slice_IIIII.json      completion marker, written last
   merge/rR_JJJJJ.npz           component forests merged in round R
-  pairs.parquet                key_a, key_b, similarity (+ id_a, id_b): every pair once
   groups.parquet               key, id, group_id, group_size, is_representative,
                                duplicate_count, url, caption: every image in a group of 2+
                                (images not listed have no duplicate; keep-list = those +
@@ -36,7 +37,10 @@ class DedupLayout:
         return storage.join(self.base, name)
 
     def slice_pairs(self, slice_id: int) -> str:
-        return self.path(f"slices/slice_{slice_id:05d}.parquet")
+        return self.path(f"pairs/slice_{slice_id:05d}.parquet")
+
+    def slice_counts(self, slice_id: int) -> str:
+        return self.path(f"slices/slice_{slice_id:05d}.counts.parquet")
 
     def slice_forest(self, slice_id: int) -> str:
         return self.path(f"slices/slice_{slice_id:05d}.npz")

@@ -25,7 +25,8 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
         fs, path = storage.filesystem(layout.base)
         if fs.exists(path):
             fs.rm(path, recursive=True)
-    storage.remove_stale_temporaries(layout.path("slices"))
+    for folder in ("slices", "pairs", "merge", ""):
+        storage.remove_stale_temporaries(layout.path(folder) if folder else layout.base)
     slice_ids = [s.slice_id for s in handle.slices]
     todo = [s for s in handle.slices if not storage.exists(layout.slice_done(s.slice_id))]
     log.info("dedup: %d query slice(s), %d to do, threshold %.3f", len(slice_ids), len(todo),
