@@ -227,22 +227,23 @@ def _bad_samples(shard: int, start: int) -> list[tuple[str, dict[str, bytes]]]:
 
 
 def _tar_bytes(items: list[DemoItem], extra: list[tuple[str, dict[str, bytes]]]) -> bytes:
+    samples = []
+    for it in items:
+        meta = {"key": it.key, "url": DEMO_URL.format(name=it.name), "caption": it.caption,
+                "width": it.width, "height": it.height, "status": "success"}
+        samples.append((it.key, {"jpg": it.image_bytes, "txt": it.caption.encode(),
+                                 "json": json.dumps(meta).encode()}))
+    return tar_bytes(samples + list(extra))
+
+
+def tar_bytes(samples: list[tuple[str, dict[str, bytes]]]) -> bytes:
+    """A WebDataset tar: members <key>.<ext> grouped by sample, in order, mtime 0."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for it in items:
-            meta = {"key": it.key, "url": DEMO_URL.format(name=it.name), "caption": it.caption,
-                    "width": it.width, "height": it.height, "status": "success"}
-            members = {"jpg": it.image_bytes, "txt": it.caption.encode(),
-                       "json": json.dumps(meta).encode()}
-            _add_members(tar, it.key, members)
-        for key, members in extra:
-            _add_members(tar, key, members)
+        for key, members in samples:
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                info.mtime = 0
+                tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
-
-
-def _add_members(tar: tarfile.TarFile, key: str, members: dict[str, bytes]) -> None:
-    for ext, data in members.items():
-        info = tarfile.TarInfo(f"{key}.{ext}")
-        info.size = len(data)
-        info.mtime = 0
-        tar.addfile(info, io.BytesIO(data))

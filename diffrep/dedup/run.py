@@ -4,6 +4,7 @@ rounds, tables, summary and report."""
 from __future__ import annotations
 
 import logging
+import time
 
 from diffrep import storage
 from diffrep.dedup.assemble import assemble
@@ -31,6 +32,7 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
     todo = [s for s in handle.slices if not storage.exists(layout.slice_done(s.slice_id))]
     log.info("dedup: %d query slice(s), %d to do, threshold %.3f", len(slice_ids), len(todo),
              cfg.threshold)
+    t0 = time.monotonic()
     progress = Progress("dedup", len(todo), unit="slices", item="queries")
     shared = {"threshold": cfg.threshold, "margin": cfg.margin, "query_batch": cfg.query_batch}
     if shard_actors:
@@ -39,6 +41,8 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
                  progress=progress, count=lambda r: r["queries"])
     log.info("%s", progress.line())
 
+    t_search = time.monotonic() - t0
+    t0 = time.monotonic()
     files = [layout.slice_forest(s) for s in slice_ids]
     round_ = 0
     while len(files) > 1:
@@ -48,7 +52,11 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
         log.info("dedup: merge round %d: %d forests -> %d", round_, len(files), len(outputs))
         files, round_ = outputs, round_ + 1
 
+    t_merge = time.monotonic() - t0
+    t0 = time.monotonic()
     summary = assemble(layout, handle, slice_ids, files[0], cfg.threshold)
+    summary["seconds"] = {"search": round(t_search, 3), "merge": round(t_merge, 3),
+                          "assemble": round(time.monotonic() - t0, 3)}
     storage.write_json(layout.path("summary.json"), summary)
     url = write_report(layout, handle, summary, cfg.report_groups, cfg.report_members)
     log.info("dedup: %d images, %d pairs, %d duplicated images in %d groups (largest %d); "

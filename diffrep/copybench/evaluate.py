@@ -1,0 +1,75 @@
+"""Scoring descriptors on the copy sets: inner product on pooled descriptors, and
+split-product on patch tokens for models that have them; a Table-1-shaped summary."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffrep.copybench.copysets import GalleryItem, Query
+from diffrep.copybench.metrics import CopyMetrics, evaluate
+from diffrep.models.base import Embedder, call_by_shape
+
+log = logging.getLogger("diffrep")
+
+
+@dataclass
+class Features:
+    pooled: np.ndarray                 # (N, dim) L2-normalised
+    tokens: np.ndarray | None = None   # (N, T, d) per-token L2-normalised
+
+
+def extract(embedder: Embedder, images: list, batch_size: int, tokens: bool) -> Features:
+    prepared = [embedder.prepare(img) for img in images]
+    pooled, toks = [], []
+    for i in range(0, len(prepared), batch_size):
+        batch = prepared[i:i + batch_size]
+        if tokens:
+            p, t = call_by_shape(embedder.embed_prepared_tokens, batch)
+            pooled.append(p)
+            toks.append(t.astype(np.float16))
+        else:
+            pooled.append(call_by_shape(embedder.embed_prepared, batch))
+    return Features(np.concatenate(pooled), np.concatenate(toks) if tokens else None)
+
+
+def split_product_scores(q_tokens: np.ndarray, g_tokens: np.ndarray) -> np.ndarray:
+    """(Q, T, d) x (G, T, d) -> (Q, G): max over token positions of the inner product of
+    corresponding tokens (paper 1's split-product, one chunk per patch)."""
+    g = g_tokens.astype(np.float32)
+    out = np.empty((len(q_tokens), len(g)), np.float32)
+    for i, q in enumerate(q_tokens.astype(np.float32)):
+        out[i] = np.einsum("td,gtd->gt", q, g).max(axis=1)
+    return out
+
+
+def score_sets(gallery: list[GalleryItem], query_sets: dict[str, list[Query]], gallery_feats: Features,
+               query_feats: dict[str, Features]) -> dict[str, dict[str, CopyMetrics]]:
+    """{similarity: {set: metrics}} for inner product, and split-product when tokens exist."""
+    index = {g.key: i for i, g in enumerate(gallery)}
+    groups = np.array([g.group for g in gallery])
+    out: dict[str, dict[str, CopyMetrics]] = {"inner_product": {}}
+    if gallery_feats.tokens is not None:
+        out["split_product"] = {}
+    for name, queries in query_sets.items():
+        source = np.array([index[q.source_key] for q in queries])
+        qf = query_feats[name]
+        out["inner_product"][name] = evaluate(qf.pooled @ gallery_feats.pooled.T, source, groups[source], groups)
+        if gallery_feats.tokens is not None:
+            out["split_product"][name] = evaluate(split_product_scores(qf.tokens, gallery_feats.tokens),
+                                                  source, groups[source], groups)
+    return out
+
+
+def average_ranks(table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per row, its rank (1 = best mAP) in each set's column, averaged over sets."""
+    rows = list(table)
+    sets = list(next(iter(table.values()))) if rows else []
+    ranks = {r: [] for r in rows}
+    for s in sets:
+        values = np.array([table[r][s] for r in rows])
+        for r, v in zip(rows, values, strict=True):
+            ranks[r].append(1 + int((values > v).sum()) + ((values == v).sum() - 1) / 2)
+    return {r: float(np.mean(v)) for r, v in ranks.items()}
