@@ -57,7 +57,7 @@ def write_planted(root: str, n: int, dim: int, chunk: int = 50000, seed: int = 0
     return planted
 
 
-def child(n: int, dim: int, rows_per_slice: int) -> None:
+def child(n: int, dim: int, rows_per_slice: int, nprobe: int | None) -> None:
     with tempfile.TemporaryDirectory() as root:
         planted = write_planted(root, n, dim)
         t0 = time.perf_counter()
@@ -68,11 +68,13 @@ def child(n: int, dim: int, rows_per_slice: int) -> None:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         handle = open_index(root, MODEL)
         t0 = time.perf_counter()
-        summary = run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, report_groups=3),
+        summary = run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, report_groups=3,
+                                        nprobe=nprobe),
                             handle, LocalExecutor(), None)
         total = time.perf_counter() - t0
         print(json.dumps({
             "n": n, "dim": dim, "rows_per_slice": rows_per_slice, "index_build_s": build_s,
+            "nprobe": nprobe or handle.infos["nprobe"],
             "planted_duplicated_images": planted, "found_duplicated_images": summary["duplicated_images"],
             "pairs": summary["pairs"], "groups": summary["groups"], "dedup_s": total,
             "steps_s": summary["seconds"],
@@ -88,15 +90,16 @@ def main() -> int:
     p.add_argument("--sizes", default="250000,500000,1000000")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--rows-per-slice", type=int, default=100000)
+    p.add_argument("--nprobe", type=int, default=8, help="IVF lists probed (dedup.nprobe)")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child, args.dim, args.rows_per_slice)
+        child(args.child, args.dim, args.rows_per_slice, args.nprobe)
         return 0
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         res = subprocess.run([sys.executable, "-m", "benchmarks.dedup", "--child", str(n), "--dim",
-                              str(args.dim), "--rows-per-slice", str(args.rows_per_slice)],
+                              str(args.dim), "--rows-per-slice", str(args.rows_per_slice), "--nprobe", str(args.nprobe)],
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)

@@ -20,6 +20,9 @@ class DedupConfig:
         "duplicate when the true similarity is above this (SSCD: 0.95, DESIGN.md)"))
     margin: float = field(default=0.1, metadata=_help(
         "approximate candidates are taken down to threshold - margin, then re-ranked exactly"))
+    nprobe: int | None = field(default=None, metadata=_help(
+        "IVF lists probed per query; null: the index's tuned value. Near-exact copies share "
+        "their list almost always, so a small nprobe often suffices at 0.95"))
     query_batch: int = field(default=1024, metadata=_help("queries per range-search call"))
     merge_fan_in: int = field(default=8, metadata=_help("component files merged per task and round"))
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=_help(

@@ -18,7 +18,7 @@ COUNT_SCHEMA = pa.schema([("id", pa.int64()), ("duplicate_count", pa.int32())])
 
 
 def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: float,
-                query_batch: int, shard_actors: list | None = None) -> dict:
+                query_batch: int, shard_actors: list | None = None, nprobe: int | None = None) -> dict:
     """Range-search the slice's vectors against the whole index (exact re-rank); write the
     slice's pairs, duplicate counts and component forest, then its marker last.
 
@@ -30,7 +30,7 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     layout = DedupLayout(root, model)
     handle = open_index(root, model, verify_files=False)  # the driver verified the index
     backend = RayShards.from_actors(shard_actors) if shard_actors else LocalShards(handle)
-    searcher = Searcher(handle, backend)
+    searcher = Searcher(handle, backend, nprobe=nprobe)
     spec = next(s for s in handle.slices if s.slice_id == slice_id)
     queries, hits, sims = [], [], []
     for start in range(spec.id_start, spec.id_start + spec.count, query_batch):

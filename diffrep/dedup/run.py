@@ -34,7 +34,8 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
              cfg.threshold)
     t0 = time.monotonic()
     progress = Progress("dedup", len(todo), unit="slices", item="queries")
-    shared = {"threshold": cfg.threshold, "margin": cfg.margin, "query_batch": cfg.query_batch}
+    shared = {"threshold": cfg.threshold, "margin": cfg.margin, "query_batch": cfg.query_batch,
+              "nprobe": cfg.nprobe}
     if shard_actors:
         shared["shard_actors"] = shard_actors
     executor.map(dedup_slice, [(cfg.root, cfg.model, s.slice_id) for s in todo], shared=shared,
