@@ -58,6 +58,8 @@ def write_planted(root: str, n: int, dim: int, chunk: int = 50000, seed: int = 0
 
 
 def child(n: int, dim: int, rows_per_slice: int, nprobe: int | None) -> None:
+    """Write and index n vectors, then dedup them in a fresh process (its peak RSS is the
+    dedup's own, not the index build's)."""
     with tempfile.TemporaryDirectory() as root:
         planted = write_planted(root, n, dim)
         t0 = time.perf_counter()
@@ -65,23 +67,26 @@ def child(n: int, dim: int, rows_per_slice: int, nprobe: int | None) -> None:
                           rows_per_slice=rows_per_slice, eval_queries=200,
                           max_index_memory_usage="8GB"), LocalExecutor())
         build_s = time.perf_counter() - t0
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        handle = open_index(root, MODEL)
-        t0 = time.perf_counter()
-        summary = run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, report_groups=3,
-                                        nprobe=nprobe),
-                            handle, LocalExecutor(), None)
-        total = time.perf_counter() - t0
-        print(json.dumps({
-            "n": n, "dim": dim, "rows_per_slice": rows_per_slice, "index_build_s": build_s,
-            "nprobe": nprobe or handle.infos["nprobe"],
-            "planted_duplicated_images": planted, "found_duplicated_images": summary["duplicated_images"],
-            "pairs": summary["pairs"], "groups": summary["groups"], "dedup_s": total,
-            "steps_s": summary["seconds"],
-            "pairs_per_s": summary["pairs"] / summary["seconds"]["search"],
-            "queries_per_s": n / summary["seconds"]["search"],
-            "peak_rss_mb_before_dedup": rss_before / 1024,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        res = subprocess.run([sys.executable, "-m", "benchmarks.dedup", "--dedup-root", root,
+                              "--nprobe", str(nprobe)], capture_output=True, text=True, check=True)
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        print(json.dumps({"n": n, "dim": dim, "rows_per_slice": rows_per_slice, "index_build_s": build_s,
+                          "planted_duplicated_images": planted, **out}))
+
+
+def dedup_only(root: str, nprobe: int | None) -> None:
+    handle = open_index(root, MODEL)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    summary = run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, report_groups=3,
+                                    nprobe=nprobe), handle, LocalExecutor(), None)
+    print(json.dumps({
+        "nprobe": nprobe or handle.infos["nprobe"], "found_duplicated_images": summary["duplicated_images"],
+        "pairs": summary["pairs"], "groups": summary["groups"], "dedup_s": time.perf_counter() - t0,
+        "steps_s": summary["seconds"], "pairs_per_s": summary["pairs"] / summary["seconds"]["search"],
+        "queries_per_s": handle.ntotal / summary["seconds"]["search"],
+        "rss_mb_after_imports_and_open": rss_before / 1024,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def main() -> int:
@@ -92,7 +97,11 @@ def main() -> int:
     p.add_argument("--rows-per-slice", type=int, default=100000)
     p.add_argument("--nprobe", type=int, default=8, help="IVF lists probed (dedup.nprobe)")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dedup-root", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.dedup_root:
+        dedup_only(args.dedup_root, args.nprobe)
+        return 0
     if args.child:
         child(args.child, args.dim, args.rows_per_slice, args.nprobe)
         return 0
