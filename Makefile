@@ -41,6 +41,8 @@ lint: setup
 bench: setup
 	$(BIN)/python -m benchmarks.embed --out bench-results/embed.json
 	$(BIN)/python -m benchmarks.index --out bench-results/index.json $(if $(AUTOFAISS),--autofaiss)
+	$(BIN)/python -m benchmarks.dedup --out bench-results/dedup.json
+	$(BIN)/python -m jobs.copybench --config configs/demo.yaml --out_dir bench-results/copybench
 
 clean-demo:
 	rm -rf data/demo
