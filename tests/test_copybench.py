@@ -111,3 +111,14 @@ def test_real_sscd_beats_random_init_on_every_set(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert table.splitlines()[0].startswith("| descriptor | cutmix") and "sscd_onnx" in table
     assert (tmp_path / "report.html").read_text().count("<img") == 8 * len(SETS)
+
+
+def test_batched_split_product_equals_the_definition():
+    from diffrep.copybench.evaluate import split_product_scores
+    from diffrep.similarity import split_product
+
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((5, 49, 32)).astype(np.float32)
+    g = rng.standard_normal((7, 49, 32)).astype(np.float32)
+    want = np.stack([split_product(x, g) for x in q])
+    np.testing.assert_allclose(split_product_scores(q, g, block=2), want, atol=1e-5)

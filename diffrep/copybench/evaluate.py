@@ -35,13 +35,15 @@ def extract(embedder: Embedder, images: list, batch_size: int, tokens: bool) -> 
     return Features(np.concatenate(pooled), np.concatenate(toks) if tokens else None)
 
 
-def split_product_scores(q_tokens: np.ndarray, g_tokens: np.ndarray) -> np.ndarray:
+def split_product_scores(q_tokens: np.ndarray, g_tokens: np.ndarray, block: int = 256) -> np.ndarray:
     """(Q, T, d) x (G, T, d) -> (Q, G): max over token positions of the inner product of
-    corresponding tokens (paper 1's split-product, one chunk per patch)."""
-    g = g_tokens.astype(np.float32)
-    out = np.empty((len(q_tokens), len(g)), np.float32)
-    for i, q in enumerate(q_tokens.astype(np.float32)):
-        out[i] = np.einsum("td,gtd->gt", q, g).max(axis=1)
+    corresponding tokens (paper 1's split-product, one chunk per patch). One batched
+    matmul per token position (T x (Q, d) @ (d, G)), in blocks of queries."""
+    g = np.ascontiguousarray(g_tokens.astype(np.float32).transpose(1, 2, 0))   # (T, d, G)
+    out = np.empty((len(q_tokens), g.shape[2]), np.float32)
+    for start in range(0, len(q_tokens), block):
+        q = np.ascontiguousarray(q_tokens[start:start + block].astype(np.float32).transpose(1, 0, 2))
+        out[start:start + block] = np.matmul(q, g).max(axis=0)
     return out
 
 
