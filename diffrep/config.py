@@ -34,6 +34,11 @@ class ConfigError(ValueError):
     """A config value is missing or wrong; the message names the key and the fix."""
 
 
+def helps(text: str) -> dict[str, str]:
+    """Field metadata carrying a config key's help text (shown by --help)."""
+    return {"help": text}
+
+
 def field_help(cls: type) -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 

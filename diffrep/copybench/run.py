@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffrep import storage
-from diffrep.config import ConfigError
+from diffrep.config import ConfigError, helps
 from diffrep.copybench.copysets import SETS, make_gallery, make_queries
 from diffrep.copybench.evaluate import average_ranks, extract, score_sets
 from diffrep.data.demo import load_source_photos, tar_bytes
@@ -21,27 +21,24 @@ from diffrep.report.html import esc, figure, page, table, thumbnail_data_uri
 log = logging.getLogger("diffrep")
 
 
-def _help(text: str) -> Any:
-    return {"help": text}
-
 
 @dataclass
 class CopyBenchConfig:
-    out_dir: str = field(default="out/copybench", metadata=_help("where sets and results go"))
+    out_dir: str = field(default="out/copybench", metadata=helps("where sets and results go"))
     models: list[str] = field(default_factory=lambda: ["sscd_onnx", "sscd_distilled_onnx"],
-                              metadata=_help("descriptors to compare (see diffrep.models)"))
-    weights: dict[str, Any] = field(default_factory=dict, metadata=_help(
+                              metadata=helps("descriptors to compare (see diffrep.models)"))
+    weights: dict[str, Any] = field(default_factory=dict, metadata=helps(
         "per model: file, URL#sha256=, pretrained[:tag] or random"))
-    sets: list[str] = field(default_factory=lambda: list(SETS), metadata=_help(
+    sets: list[str] = field(default_factory=lambda: list(SETS), metadata=helps(
         f"copy sets: {', '.join(SETS)}"))
-    crops_per_photo: int = field(default=3, metadata=_help("gallery crops of each photo"))
-    use_opencv_doc: bool = field(default=True, metadata=_help("also Debian opencv-doc photos when present"))
-    split_product: bool = field(default=True, metadata=_help(
+    crops_per_photo: int = field(default=3, metadata=helps("gallery crops of each photo"))
+    use_opencv_doc: bool = field(default=True, metadata=helps("also Debian opencv-doc photos when present"))
+    split_product: bool = field(default=True, metadata=helps(
         "also score token models (DINO, timm ViTs) with split-product"))
-    write_webdataset: bool = field(default=True, metadata=_help("write gallery and sets as WebDataset tars"))
-    batch_size: int = field(default=32, metadata=_help("images per model call"))
-    device: str = field(default="cpu", metadata=_help("cpu or cuda"))
-    seed: int = field(default=0, metadata=_help("crops and copies seed"))
+    write_webdataset: bool = field(default=True, metadata=helps("write gallery and sets as WebDataset tars"))
+    batch_size: int = field(default=32, metadata=helps("images per model call"))
+    device: str = field(default="cpu", metadata=helps("cpu or cuda"))
+    seed: int = field(default=0, metadata=helps("crops and copies seed"))
 
 
 def validate(cfg: CopyBenchConfig) -> None:

@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from diffrep.config import ConfigError
-
-
-def _help(text: str) -> Any:
-    return {"help": text}
+from diffrep.config import ConfigError, helps
 
 
 @dataclass
 class DedupConfig:
-    root: str = field(default="out", metadata=_help("output root holding indexes/<model>/"))
-    model: str = field(default="sscd_onnx", metadata=_help("whose index to self-search"))
-    threshold: float = field(default=0.95, metadata=_help(
+    root: str = field(default="out", metadata=helps("output root holding indexes/<model>/"))
+    model: str = field(default="sscd_onnx", metadata=helps("whose index to self-search"))
+    threshold: float = field(default=0.95, metadata=helps(
         "duplicate when the true similarity is above this (SSCD: 0.95, DESIGN.md)"))
-    margin: float = field(default=0.1, metadata=_help(
+    margin: float = field(default=0.1, metadata=helps(
         "approximate candidates are taken down to threshold - margin, then re-ranked exactly"))
-    nprobe: int | None = field(default=None, metadata=_help(
+    nprobe: int | None = field(default=None, metadata=helps(
         "IVF lists probed per query; null: the index's tuned value. Near-exact copies share "
         "their list almost always, so a small nprobe often suffices at 0.95"))
-    query_batch: int = field(default=1024, metadata=_help("queries per range-search call"))
-    merge_fan_in: int = field(default=8, metadata=_help("component files merged per task and round"))
-    shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=_help(
+    query_batch: int = field(default=1024, metadata=helps("queries per range-search call"))
+    merge_fan_in: int = field(default=8, metadata=helps("component files merged per task and round"))
+    shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
         "one Ray actor per index shard: auto when the index has more than one shard"))
-    shard_actor_cpus: float = field(default=1.0, metadata=_help("CPUs reserved per shard actor"))
-    report_groups: int = field(default=12, metadata=_help("largest groups shown in the report"))
-    report_members: int = field(default=8, metadata=_help("images shown per group in the report"))
-    overwrite: bool = field(default=False, metadata=_help("recompute finished query slices"))
-    max_attempts: int = field(default=3, metadata=_help("tries per query slice"))
-    progress_interval_s: float = field(default=10.0, metadata=_help("seconds between progress lines"))
-    ray_address: str | None = field(default=None, metadata=_help(
+    shard_actor_cpus: float = field(default=1.0, metadata=helps("CPUs reserved per shard actor"))
+    report_groups: int = field(default=12, metadata=helps("largest groups shown in the report"))
+    report_members: int = field(default=8, metadata=helps("images shown per group in the report"))
+    overwrite: bool = field(default=False, metadata=helps("recompute finished query slices"))
+    max_attempts: int = field(default=3, metadata=helps("tries per query slice"))
+    progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
+    ray_address: str | None = field(default=None, metadata=helps(
         "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 
 

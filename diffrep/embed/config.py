@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from diffrep import storage
-from diffrep.config import ConfigError
+from diffrep.config import ConfigError, helps
 from diffrep.data.images import DEFAULT_MAX_PIXELS
 from diffrep.data.shards import check_shards, expand_shards
 from diffrep.models import check_model_name, default_weights
@@ -15,45 +15,41 @@ from diffrep.models.sscd import PACKAGED_ONNX, packaged_onnx_file
 from diffrep.models.weights import WeightsError, parse_weights, resolve_file
 
 
-def _help(text: str) -> Any:
-    return {"help": text}
-
-
 @dataclass
 class EmbedConfig:
-    input: str | list[str] = field(metadata=_help(
+    input: str | list[str] = field(metadata=helps(
         "input WebDataset shards: path/URL, brace pattern ({00000..00099}) or glob; or a list"))
-    root: str = field(default="out", metadata=_help("output root (local path or fsspec URL)"))
-    models: list[str] = field(default_factory=lambda: ["sscd_onnx"], metadata=_help(
+    root: str = field(default="out", metadata=helps("output root (local path or fsspec URL)"))
+    models: list[str] = field(default_factory=lambda: ["sscd_onnx"], metadata=helps(
         "embedders to run in one pass over the data (see diffrep.models)"))
-    weights: dict[str, Any] = field(default_factory=dict, metadata=_help(
+    weights: dict[str, Any] = field(default_factory=dict, metadata=helps(
         "per model: local file, URL#sha256=..., 'pretrained[:tag]' or 'random'"))
-    model_options: dict[str, dict] = field(default_factory=dict, metadata=_help(
+    model_options: dict[str, dict] = field(default_factory=dict, metadata=helps(
         "per model keyword options, e.g. {sscd_onnx: {resize: short288}}"))
-    dtype: Literal["float16", "float32"] = field(default="float16", metadata=_help(
+    dtype: Literal["float16", "float32"] = field(default="float16", metadata=helps(
         "stored embedding dtype"))
-    batch_size: int = field(default=64, metadata=_help("images per model call"))
-    device: str = field(default="auto", metadata=_help(
+    batch_size: int = field(default=64, metadata=helps("images per model call"))
+    device: str = field(default="auto", metadata=helps(
         "auto (one GPU per actor when the cluster has GPUs), cpu or cuda"))
-    actors: int | Literal["auto"] = field(default="auto", metadata=_help(
+    actors: int | Literal["auto"] = field(default="auto", metadata=helps(
         "number of embedding actors; auto: one per GPU, or CPUs // cpus_per_actor"))
-    cpus_per_actor: int = field(default=2, metadata=_help(
+    cpus_per_actor: int = field(default=2, metadata=helps(
         "CPUs reserved per actor (model threads on CPU; decode threads on GPU nodes)"))
-    decode_threads: int = field(default=0, metadata=_help(
+    decode_threads: int = field(default=0, metadata=helps(
         "JPEG decode + resize threads per actor; 0: cpus_per_actor"))
-    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=_help(
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=helps(
         "images with more pixels are skipped as decompression_bomb (checked before decode)"))
-    save_tokens: bool = field(default=False, metadata=_help(
+    save_tokens: bool = field(default=False, metadata=helps(
         "also write patch tokens (img_tokens/) for token models (split-product); a shard's "
         "tokens are held in memory: ~300 KB per image for ViT-B/16, so for query sets, "
         "not 10k-image LAION shards"))
-    overwrite: bool = field(default=False, metadata=_help(
+    overwrite: bool = field(default=False, metadata=helps(
         "recompute shards that are already complete"))
-    max_shard_attempts: int = field(default=3, metadata=_help(
+    max_shard_attempts: int = field(default=3, metadata=helps(
         "tries per shard before it is reported failed (actor or node deaths included)"))
-    progress_interval_s: float = field(default=10.0, metadata=_help(
+    progress_interval_s: float = field(default=10.0, metadata=helps(
         "seconds between progress lines"))
-    ray_address: str | None = field(default=None, metadata=_help(
+    ray_address: str | None = field(default=None, metadata=helps(
         "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 
     def weights_for(self, model: str) -> Any:

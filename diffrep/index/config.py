@@ -3,53 +3,49 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from autofaiss.utils.cast import cast_memory_to_bytes
 
-from diffrep.config import ConfigError
+from diffrep.config import ConfigError, helps
 from diffrep.models import check_model_name
-
-
-def _help(text: str) -> Any:
-    return {"help": text}
 
 
 @dataclass
 class IndexConfig:
-    root: str = field(default="out", metadata=_help(
+    root: str = field(default="out", metadata=helps(
         "output root holding embeddings/<model>/ (the embed job's output)"))
-    model: str = field(default="sscd_onnx", metadata=_help("whose embeddings to index"))
-    max_index_memory_usage: str = field(default="16GB", metadata=_help(
+    model: str = field(default="sscd_onnx", metadata=helps("whose embeddings to index"))
+    max_index_memory_usage: str = field(default="16GB", metadata=helps(
         "budget for the whole index (all shards together), e.g. 100MB, 16GB"))
-    current_memory_available: str = field(default="4GB", metadata=_help(
+    current_memory_available: str = field(default="4GB", metadata=helps(
         "RAM one build process may use (training, adding a slice, merging a shard)"))
-    num_shards: int = field(default=1, metadata=_help(
+    num_shards: int = field(default=1, metadata=helps(
         "index shards K; each is memory-mapped by one search actor"))
-    index_key: str = field(default="auto", metadata=_help(
+    index_key: str = field(default="auto", metadata=helps(
         "auto (autofaiss chooses under the budget) or a faiss factory string, e.g. IVF1024,PQ64x8"))
-    exact_below: int = field(default=20000, metadata=_help(
+    exact_below: int = field(default=20000, metadata=helps(
         "corpora with fewer vectors get an exact index (IVF1,Flat)"))
-    opq: Literal["auto", "keep", "drop"] = field(default="auto", metadata=_help(
+    opq: Literal["auto", "keep", "drop"] = field(default="auto", metadata=helps(
         "OPQ rotation in autofaiss's key: auto drops it when PQ sub-vectors have <= 4 dims "
         "(it barely helps there and dominates training time), keep, or drop"))
-    train_points_per_centroid: int = field(default=64, metadata=_help(
+    train_points_per_centroid: int = field(default=64, metadata=helps(
         "training sample size per IVF centroid (faiss wants 39..256)"))
-    rows_per_slice: int = field(default=1_000_000, metadata=_help(
+    rows_per_slice: int = field(default=1_000_000, metadata=helps(
         "vectors per add task (a slice of whole embedding files)"))
-    eval_queries: int = field(default=1000, metadata=_help(
+    eval_queries: int = field(default=1000, metadata=helps(
         "held-out corpus vectors (not in the training sample) used to measure recall"))
-    target_recall_at_10: float = field(default=0.95, metadata=_help(
+    target_recall_at_10: float = field(default=0.95, metadata=helps(
         "nprobe is the smallest that reaches this recall@10 against exact search"))
-    max_nprobe: int = field(default=256, metadata=_help("largest nprobe tried"))
-    seed: int = field(default=0, metadata=_help("training sample and eval query seed"))
-    add: bool = field(default=True, metadata=_help(
+    max_nprobe: int = field(default=256, metadata=helps("largest nprobe tried"))
+    seed: int = field(default=0, metadata=helps("training sample and eval query seed"))
+    add: bool = field(default=True, metadata=helps(
         "when an index exists: add embedding shards it does not hold, without retraining"))
-    overwrite: bool = field(default=False, metadata=_help("discard an existing index and rebuild"))
-    cpus_per_task: int = field(default=2, metadata=_help("CPUs per training/add/merge task"))
-    max_attempts: int = field(default=3, metadata=_help("tries per add/merge task"))
-    progress_interval_s: float = field(default=10.0, metadata=_help("seconds between progress lines"))
-    ray_address: str | None = field(default=None, metadata=_help(
+    overwrite: bool = field(default=False, metadata=helps("discard an existing index and rebuild"))
+    cpus_per_task: int = field(default=2, metadata=helps("CPUs per training/add/merge task"))
+    max_attempts: int = field(default=3, metadata=helps("tries per add/merge task"))
+    progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
+    ray_address: str | None = field(default=None, metadata=helps(
         "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 
 

@@ -5,40 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from diffrep.config import ConfigError
-
-
-def _help(text: str) -> Any:
-    return {"help": text}
+from diffrep.config import ConfigError, helps
 
 
 @dataclass
 class SearchConfig:
-    root: str = field(default="out", metadata=_help("output root holding indexes/<model>/"))
-    model: str = field(default="sscd_onnx", metadata=_help("whose index to search"))
-    queries: str | None = field(default=None, metadata=_help(
+    root: str = field(default="out", metadata=helps("output root holding indexes/<model>/"))
+    model: str = field(default="sscd_onnx", metadata=helps("whose index to search"))
+    queries: str | None = field(default=None, metadata=helps(
         "query embeddings: an embed-job output root, or an (N, dim) .npy file"))
-    queries_metadata: str | None = field(default=None, metadata=_help(
+    queries_metadata: str | None = field(default=None, metadata=helps(
         "with a .npy: parquet with a `key` column, one row per query"))
-    query_model: str | None = field(default=None, metadata=_help(
+    query_model: str | None = field(default=None, metadata=helps(
         "with a .npy: the model that embedded it (must be the index's model)"))
-    images: str | None = field(default=None, metadata=_help(
+    images: str | None = field(default=None, metadata=helps(
         "instead of queries: a folder or glob of images, embedded here with the index's model"))
-    weights: Any = field(default=None, metadata=_help(
+    weights: Any = field(default=None, metadata=helps(
         "weights for embedding images; null: what the index's embeddings used (random or default)"))
-    k: int = field(default=10, metadata=_help("neighbours per query"))
-    rerank: Literal["none", "exact"] = field(default="exact", metadata=_help(
+    k: int = field(default=10, metadata=helps("neighbours per query"))
+    rerank: Literal["none", "exact"] = field(default="exact", metadata=helps(
         "exact: re-rank candidates by true inner product from the stored embeddings"))
-    candidates: int = field(default=100, metadata=_help("approximate candidates re-ranked per query"))
-    nprobe: int | None = field(default=None, metadata=_help("IVF lists probed; null: the index's tuned value"))
-    batch_size: int = field(default=1024, metadata=_help("queries per fan-out round"))
-    shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=_help(
+    candidates: int = field(default=100, metadata=helps("approximate candidates re-ranked per query"))
+    nprobe: int | None = field(default=None, metadata=helps("IVF lists probed; null: the index's tuned value"))
+    batch_size: int = field(default=1024, metadata=helps("queries per fan-out round"))
+    shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
         "one Ray actor per index shard: auto when the index has more than one shard"))
-    shard_actor_cpus: float = field(default=1.0, metadata=_help("CPUs reserved per shard actor"))
-    out: str | None = field(default=None, metadata=_help(
+    shard_actor_cpus: float = field(default=1.0, metadata=helps("CPUs reserved per shard actor"))
+    out: str | None = field(default=None, metadata=helps(
         "results parquet; null: <root>/search/<model>/results.parquet"))
-    verify: bool = field(default=True, metadata=_help("check index files against the manifest's sha256"))
-    ray_address: str | None = field(default=None, metadata=_help(
+    verify: bool = field(default=True, metadata=helps("check index files against the manifest's sha256"))
+    ray_address: str | None = field(default=None, metadata=helps(
         "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 
 
