@@ -53,10 +53,10 @@ def atomic_open(url: str) -> Iterator[io.BufferedWriter]:
     try:
         with fs.open(tmp, "wb") as f:
             yield f
-            if _is_local(fs):
+            if is_local(fs):
                 f.flush()
                 os.fsync(f.fileno())
-        if _is_local(fs):
+        if is_local(fs):
             os.replace(tmp, path)
         else:
             fs.mv(tmp, path)
@@ -66,9 +66,24 @@ def atomic_open(url: str) -> Iterator[io.BufferedWriter]:
         raise
 
 
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocol or "local" in protocol
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def remove_tree(url: str) -> bool:
+    """Delete a folder and everything in it; returns whether it existed."""
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        return False
+    fs.rm(path, recursive=True)
+    return True
 
 
 def write_bytes(url: str, data: bytes) -> None:
@@ -83,9 +98,7 @@ def write_json(url: str, obj: Any) -> None:
 
 
 def read_json(url: str) -> Any:
-    fs, path = filesystem(url)
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())
+    return json.loads(read_bytes(url))
 
 
 def write_npy(url: str, array: np.ndarray) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from ray.exceptions import RayError
+
 from diffrep.config import ConfigError, load_job_config
 from diffrep.dedup.config import DedupConfig, validate
 from diffrep.dedup.run import run_dedup
@@ -36,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         # shard actors verify their shard's sha256; in-process searchers are verified here
         actors = RayShards(handle, num_cpus=cfg.shard_actor_cpus).actors if use_actors else None
         if not use_actors:
-            open_index(cfg.root, cfg.model, verify_files=True)
+            handle.verify_shards()
     except IndexIntegrityError as exc:
         log.error("%s", exc)
         return 2
-    except Exception as exc:  # a shard actor's verification error, wrapped by Ray
+    except RayError as exc:  # a shard actor's verification error, wrapped by Ray
         log.error("dedup: %s", exc)
         return 2
     executor = RayExecutor(num_cpus=1, max_attempts=cfg.max_attempts,

@@ -11,17 +11,17 @@ import sys
 
 import numpy as np
 import pyarrow as pa
+from ray.exceptions import RayError
 
 from diffrep import storage
 from diffrep.config import ConfigError, load_job_config
 from diffrep.index.manifest import IndexIntegrityError
 from diffrep.logs import setup_logging
-from diffrep.models import create_embedder, default_weights
 from diffrep.progress import Progress
 from diffrep.ray_utils import init_ray
 from diffrep.search import Hits, LocalShards, RayShards, Searcher, open_index
 from diffrep.search.config import SearchConfig, validate
-from diffrep.search.queries import from_embed_root, from_images, from_npy, list_images
+from diffrep.search.queries import load_queries
 from diffrep.search.results import hits_table
 
 
@@ -30,29 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_job_config(SearchConfig, "search", argv, description=__doc__)
         validate(cfg)
-        use_actors = cfg.shard_actors == "always"
-        handle = open_index(cfg.root, cfg.model, verify_files="metadata" if use_actors else cfg.verify)
-        use_actors = use_actors or (cfg.shard_actors == "auto" and len(handle.shard_files()) > 1)
-        if cfg.images is not None:
-            paths = list_images(cfg.images)
-            if not paths:
-                raise ConfigError(f"search.images {cfg.images!r} matches no image file")
-            random_init = handle.infos.get("embedder", {}).get("random_init", False)
-            weights = cfg.weights or ("random" if random_init else default_weights(cfg.model))
-            queries = from_images(paths, create_embedder(cfg.model, weights=weights))
-        elif cfg.queries.endswith(".npy"):
-            queries = from_npy(cfg.queries, cfg.queries_metadata, cfg.query_model, cfg.model)
-        else:
-            queries = from_embed_root(cfg.queries, cfg.model)
-        if queries.vectors.shape[1] != handle.dim:
-            raise ConfigError(f"queries have {queries.vectors.shape[1]} dims, the index of "
-                              f"{cfg.model} {handle.dim}")
+        handle = open_index(cfg.root, cfg.model, verify_files="metadata" if cfg.verify else False)
+        use_actors = cfg.shard_actors == "always" or (
+            cfg.shard_actors == "auto" and len(handle.shard_files()) > 1)
+        if cfg.verify and not use_actors:
+            handle.verify_shards()  # shard actors verify their own shard
+        queries = load_queries(cfg, handle)
     except (ConfigError, IndexIntegrityError) as exc:
         log.error("%s", exc)
         return 2
     if use_actors:
         init_ray(cfg.ray_address)
-        backend = RayShards(handle, num_cpus=cfg.shard_actor_cpus, threads=1)
+        try:
+            backend = RayShards(handle, num_cpus=cfg.shard_actor_cpus, threads=1)
+        except RayError as exc:  # a shard actor's verification error, wrapped by Ray
+            log.error("search: %s", exc)
+            return 2
     else:
         backend = LocalShards(handle)
     searcher = Searcher(handle, backend, nprobe=cfg.nprobe)

@@ -48,8 +48,7 @@ def write_forest(url: str, nodes: np.ndarray, roots: np.ndarray) -> None:
 
 
 def read_forest(url: str) -> tuple[np.ndarray, np.ndarray]:
-    fs, path = storage.filesystem(url)
-    with fs.open(path, "rb") as f, np.load(io.BytesIO(f.read()), allow_pickle=False) as z:
+    with np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False) as z:
         return z["nodes"], z["roots"]
 
 

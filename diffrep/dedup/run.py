@@ -23,9 +23,7 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
     """Run every step; returns the summary (also written as summary.json)."""
     layout = DedupLayout(cfg.root, cfg.model)
     if cfg.overwrite:
-        fs, path = storage.filesystem(layout.base)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        storage.remove_tree(layout.base)
     for folder in ("slices", "pairs", "merge", ""):
         storage.remove_stale_temporaries(layout.path(folder) if folder else layout.base)
     slice_ids = [s.slice_id for s in handle.slices]

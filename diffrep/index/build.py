@@ -39,7 +39,7 @@ def read_index(url: str, mmap: bool = True) -> faiss.Index:
     """Load a faiss index, memory-mapped when local. Verify it against the manifest first
     (diffrep.index.manifest.verify): faiss's reader trusts its input."""
     fs, path = storage.filesystem(url)
-    if storage._is_local(fs):
+    if storage.is_local(fs):
         return faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
     with fs.open(path, "rb") as f:
         return deserialize(np.frombuffer(f.read(), np.uint8))

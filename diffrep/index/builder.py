@@ -48,11 +48,8 @@ def build(cfg: IndexConfig, executor) -> dict:
     """Build or extend the index of `cfg.model` under `cfg.root`; returns index_infos."""
     layout = IndexLayout(cfg.root, cfg.model)
     files = corpus_files(cfg)
-    if cfg.overwrite:
-        fs, path = storage.filesystem(layout.base)
-        if fs.exists(path):
-            log.info("index: --overwrite: removing %s", layout.base)
-            fs.rm(path, recursive=True)
+    if cfg.overwrite and storage.remove_tree(layout.base):
+        log.info("index: --overwrite: removed %s", layout.base)
     manifest = read_json_or_none(layout.manifest)
     plan = read_json_or_none(layout.plan)
     generation = manifest["generation"] + 1 if manifest else 0
@@ -90,7 +87,7 @@ def build(cfg: IndexConfig, executor) -> dict:
             len(positions), cfg.cpus_per_task)])
         storage.write_bytes(layout.trained, np.asarray(trained).tobytes())
     timings["train_s"] = time.monotonic() - t0
-    trained = np.frombuffer(_read_bytes(layout.trained), np.uint8)
+    trained = np.frombuffer(storage.read_bytes(layout.trained), np.uint8)
 
     t0 = time.monotonic()
     todo = [s for s in new_slices if not storage.exists(layout.part_done(s.slice_id))]
@@ -238,7 +235,7 @@ def evaluate(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[dic
         return {"nprobe": nprobes[-1], "sweep": []}
     truth_parts = []
     for s in slices:
-        with np.load(io.BytesIO(_read_bytes(layout.path(layout.eval_name(s.slice_id)))),
+        with np.load(io.BytesIO(storage.read_bytes(layout.path(layout.eval_name(s.slice_id)))),
                      allow_pickle=False) as z:
             truth_parts.append((z["sims"], z["ids"]))
     _, truth = merge_topk(truth_parts, EVAL_K)
@@ -278,8 +275,10 @@ def recall(found: np.ndarray, truth: np.ndarray) -> dict:
 
 def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[dict],
                 evaluation: dict, timings: dict) -> dict:
-    sizes = {s["file"]: storage.filesystem(layout.path(s["file"]))[0].size(
-        storage.filesystem(layout.path(s["file"]))[1]) for s in shards}
+    size_bytes = 0
+    for s in shards:
+        fs, path = storage.filesystem(layout.path(s["file"]))
+        size_bytes += fs.size(path)
     infos = {
         "model": plan["model"], "dim": plan["dim"], "metric": "inner_product",
         "index_key": plan["key"], "autofaiss_key": plan["choice"]["autofaiss_key"],
@@ -288,7 +287,7 @@ def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[
         "nprobe": evaluation["nprobe"], "search_params": work.search_params(plan["key"], evaluation["nprobe"]),
         "recall_at_1": evaluation.get("recall_at_1"), "recall_at_10": evaluation.get("recall_at_10"),
         "ms_per_query": evaluation.get("ms_per_query"), "nprobe_sweep": evaluation["sweep"],
-        "eval_queries": len(plan["eval_at"]), "size_bytes": int(sum(sizes.values())),
+        "eval_queries": len(plan["eval_at"]), "size_bytes": int(size_bytes),
         "estimated_bytes": plan["choice"]["estimated_bytes"],
         "max_index_memory_usage": cfg.max_index_memory_usage,
         "build_seconds": {k: round(v, 3) for k, v in timings.items()},
@@ -323,9 +322,3 @@ def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[Sli
     if fs.exists(f"{base}/parts"):
         fs.rm(f"{base}/parts", recursive=True)
     fs.rm(f"{base}/plan.json")
-
-
-def _read_bytes(url: str) -> bytes:
-    fs, path = storage.filesystem(url)
-    with fs.open(path, "rb") as f:
-        return f.read()

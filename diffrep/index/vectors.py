@@ -42,7 +42,7 @@ def read_npy_header(url: str) -> tuple[tuple[int, ...], np.dtype]:
 def load_npy(url: str, mmap: bool = True) -> np.ndarray:
     """Load a .npy file; memory-mapped when local, never unpickled."""
     fs, path = storage.filesystem(url)
-    if mmap and storage._is_local(fs):
+    if mmap and storage.is_local(fs):
         return np.load(path, mmap_mode="r", allow_pickle=False)
     with fs.open(path, "rb") as f:
         return np.load(io.BytesIO(f.read()), allow_pickle=False)

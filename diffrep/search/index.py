@@ -42,6 +42,11 @@ class IndexHandle:
     def shard_files(self) -> list[str]:
         return [s["file"] for s in self.manifest["shards"]]
 
+    def verify_shards(self) -> None:
+        """Check the shard files against the manifest (open_index(verify_files="metadata")
+        leaves them to whoever loads them)."""
+        verify(self.layout.base, self.manifest, self.shard_files())
+
     def shard_url(self, name: str) -> str:
         return self.layout.path(name)
 
@@ -75,17 +80,16 @@ class IndexHandle:
     def tokens(self, ids: np.ndarray) -> np.ndarray:
         """Stored patch tokens of `ids` (N, T, d): the embed job's save_tokens output."""
         emb = ModelOutput(self.layout.root, self.model)
-        parts = {}
+        out = None
         for shard, rows, sel in self.locate(ids):
             url = emb.tokens(shard)
             if not storage.exists(url):
                 raise FileNotFoundError(f"{url} is missing: split-product re-rank needs the embed "
                                         f"job's tokens (embed.save_tokens: true, a token model)")
-            parts[tuple(sel)] = load_npy(url)[rows]
-        first = next(iter(parts.values()))
-        out = np.empty((len(ids),) + first.shape[1:], np.float32)
-        for sel, arr in parts.items():
-            out[list(sel)] = arr
+            tokens = load_npy(url)
+            if out is None:
+                out = np.empty((len(ids),) + tokens.shape[1:], np.float32)
+            out[sel] = tokens[rows]
         return out
 
     def lookup(self, ids: np.ndarray) -> pa.Table:

@@ -92,3 +92,25 @@ def from_images(paths: list[str], embedder, batch_size: int = 32) -> QuerySet:
     vectors = embedder.embed_images(images, batch_size=batch_size) if images else \
         np.zeros((0, embedder.dim), np.float32)
     return QuerySet(keys, vectors, dict(skipped))
+
+
+def load_queries(cfg, handle) -> QuerySet:
+    """The search job's queries (SearchConfig: images, a .npy, or an embed root), checked
+    against the index's model and dimension. Raises ConfigError naming the problem."""
+    from diffrep.models import create_embedder, default_weights
+
+    if cfg.images is not None:
+        paths = list_images(cfg.images)
+        if not paths:
+            raise ConfigError(f"search.images {cfg.images!r} matches no image file")
+        random_init = handle.infos.get("embedder", {}).get("random_init", False)
+        weights = cfg.weights or ("random" if random_init else default_weights(cfg.model))
+        queries = from_images(paths, create_embedder(cfg.model, weights=weights))
+    elif cfg.queries.endswith(".npy"):
+        queries = from_npy(cfg.queries, cfg.queries_metadata, cfg.query_model, cfg.model)
+    else:
+        queries = from_embed_root(cfg.queries, cfg.model)
+    if queries.vectors.shape[1] != handle.dim:
+        raise ConfigError(f"queries have {queries.vectors.shape[1]} dims, the index of "
+                          f"{cfg.model} {handle.dim}")
+    return queries
