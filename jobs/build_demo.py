@@ -1,4 +1,6 @@
-"""Build the embedded default corpus (real photos + planted near-duplicates).
+"""Build the embedded default: the corpus (real photos + planted near-duplicates), a
+folder of "generated" images with planted copies of training images, and tiny
+random-weight diffusion pipelines for the scan and ranking jobs.
 
 Run: python -m jobs.build_demo --config configs/demo.yaml
 """
@@ -6,12 +8,15 @@ Run: python -m jobs.build_demo --config configs/demo.yaml
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from diffrep import storage
 from diffrep.config import ConfigError, load_job_config
 from diffrep.data.demo import build_demo_corpus
+from diffrep.diffusion.tiny import build_tiny_pipeline
 from diffrep.logs import setup_logging
+from diffrep.scan.demo import build_planted_generations
 
 
 @dataclass
@@ -25,6 +30,13 @@ class BuildDemoConfig:
         "help": "also use Debian opencv-doc's photos when installed"})
     bad_samples: bool = field(default=True, metadata={
         "help": "add samples the embed job must skip and count (truncated JPEG, no image)"})
+    planted_copies: int = field(default=12, metadata={
+        "help": "edited copies of training images in <out_dir>/generated (scan ground truth)"})
+    novel_images: int = field(default=8, metadata={
+        "help": "drawn images unlike any training image in <out_dir>/generated"})
+    tiny_pipelines: int = field(default=2, metadata={
+        "help": "random-weight Stable Diffusion pipelines in <out_dir>/pipelines/tiny-<seed>"})
+    pipeline_resolution: int = field(default=64, metadata={"help": "their image side, pixels"})
     overwrite: bool = field(default=False, metadata={"help": "rebuild even if the corpus exists"})
 
 
@@ -40,12 +52,23 @@ def main(argv: list[str] | None = None) -> int:
         manifest = storage.read_json(manifest_url)
         log.info("build_demo: corpus exists at %s (%d samples); --overwrite true rebuilds",
                  cfg.out_dir, manifest["num_good_samples"])
-        return 0
-    manifest = build_demo_corpus(cfg.out_dir, cfg.num_shards, cfg.duplicates_per_source,
-                                 cfg.seed, cfg.use_opencv_doc, cfg.bad_samples)
-    log.info("build_demo: %d source photos, %d planted near-duplicates, %d samples in %d shards "
-             "under %s", manifest["num_sources"], manifest["num_planted_duplicates"],
-             manifest["num_good_samples"], manifest["num_shards"], cfg.out_dir)
+    else:
+        manifest = build_demo_corpus(cfg.out_dir, cfg.num_shards, cfg.duplicates_per_source,
+                                     cfg.seed, cfg.use_opencv_doc, cfg.bad_samples)
+        log.info("build_demo: %d source photos, %d planted near-duplicates, %d samples in %d "
+                 "shards under %s", manifest["num_sources"], manifest["num_planted_duplicates"],
+                 manifest["num_good_samples"], manifest["num_shards"], cfg.out_dir)
+    generated = Path(cfg.out_dir) / "generated"
+    if cfg.overwrite or not (generated / "truth.parquet").exists():
+        truth = build_planted_generations(cfg.out_dir, str(generated), cfg.planted_copies,
+                                          cfg.novel_images, cfg.seed)
+        log.info("build_demo: %d planted copies + %d novel images in %s",
+                 sum(truth["planted"].to_pylist()), cfg.novel_images, generated)
+    for seed in range(cfg.tiny_pipelines):
+        path = Path(cfg.out_dir) / "pipelines" / f"tiny-{seed}"
+        if cfg.overwrite or not (path / "model_index.json").exists():
+            build_tiny_pipeline(path, seed=seed, resolution=cfg.pipeline_resolution)
+            log.info("build_demo: random-weight pipeline %s", path)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Diffusion models: safe pipeline loading, tiny random pipelines, generation and scores."""

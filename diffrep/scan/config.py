@@ -1,0 +1,95 @@
+"""The scan job's typed config."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from diffrep.config import ConfigError, helps
+from diffrep.diffusion.pipelines import SCHEDULERS
+
+
+@dataclass
+class ScanConfig:
+    root: str = field(default="out", metadata=helps(
+        "output root holding indexes/<model>/; results go to scans/<run>/"))
+    run: str = field(default="scan", metadata=helps("run name: outputs under <root>/scans/<run>/"))
+    model: str = field(default="sscd_onnx", metadata=helps(
+        "descriptor whose index is searched; generations are embedded with it"))
+    weights: str | None = field(default=None, metadata=helps(
+        "descriptor weights; null: the index's (random when the index was built on random init)"))
+    checkpoints: list[str] = field(default_factory=list, metadata=helps(
+        "diffusers pipeline directories or hub ids in the local HF cache (safetensors only)"))
+    generated: str | None = field(default=None, metadata=helps(
+        "instead of checkpoints: a folder of generated images (<name>.png + <name>.txt prompt "
+        "[+ <name>.json]) or WebDataset tars (brace pattern), e.g. from a closed model"))
+    generated_name: str = field(default="generated", metadata=helps(
+        "name under which `generated` images appear in outputs and report"))
+    prompts: str = field(default="training", metadata=helps(
+        "'training': captions sampled from the index's id map (seeded); or a .txt (one per "
+        "line) or .parquet (column prompt or caption) file. Deduplicated after normalising"))
+    num_prompts: int = field(default=100, metadata=helps("prompts used (after deduplication)"))
+    prompt_seed: int = field(default=0, metadata=helps("seed of the training-caption sample"))
+    seeds_per_prompt: int = field(default=1, metadata=helps(
+        "generations per prompt, with seeds seed, seed+1, ..."))
+    seed: int = field(default=0, metadata=helps("first generation seed"))
+    scheduler: str | None = field(default=None, metadata=helps(
+        f"sampler: {', '.join(SCHEDULERS)}; null: the checkpoint's own"))
+    steps: int = field(default=50, metadata=helps("denoising steps"))
+    guidance_scale: float = field(default=7.5, metadata=helps("classifier-free guidance scale"))
+    resolution: int = field(default=512, metadata=helps("generated image side, pixels"))
+    batch_size: int = field(default=8, metadata=helps("images per pipeline call"))
+    prompts_per_unit: int = field(default=64, metadata=helps(
+        "prompts per work unit (the resume granularity: one parquet + tar per unit)"))
+    device: str = field(default="auto", metadata=helps("auto (CUDA when visible), cpu, cuda"))
+    dtype: str = field(default="auto", metadata=helps(
+        "pipeline precision: auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32"))
+    workers: int = field(default=1, metadata=helps("generation actors per checkpoint"))
+    gpus_per_worker: float = field(default=0.0, metadata=helps(
+        "GPUs per generation actor (1 on a GPU cluster; 0 on CPU)"))
+    cpus_per_worker: float = field(default=1.0, metadata=helps("CPUs per generation actor"))
+    k: int = field(default=5, metadata=helps("training matches kept per generation"))
+    candidates: int = field(default=50, metadata=helps(
+        "approximate candidates re-ranked by exact similarity to the stored embeddings"))
+    nprobe: int | None = field(default=None, metadata=helps("IVF lists probed; null: the index's"))
+    threshold: float = field(default=0.5, metadata=helps(
+        "replication threshold on top-1 similarity (SSCD 0.5, paper 1)"))
+    baseline_size: int = field(default=1000, metadata=helps(
+        "training images in the baseline (top-1 similarity to the rest of the training set)"))
+    baseline_seed: int = field(default=0, metadata=helps("seed of the baseline sample"))
+    shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
+        "one Ray actor per index shard: auto when the index has more than one shard"))
+    shard_actor_cpus: float = field(default=1.0, metadata=helps("CPUs reserved per shard actor"))
+    report_pairs: int = field(default=12, metadata=helps(
+        "highest-similarity generation/match pairs shown per checkpoint in the report"))
+    overwrite: bool = field(default=False, metadata=helps("discard this run's outputs first"))
+    max_attempts: int = field(default=3, metadata=helps("tries per work unit"))
+    progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
+    ray_address: str | None = field(default=None, metadata=helps(
+        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
+
+
+def validate(cfg: ScanConfig) -> None:
+    """Check values before any work; raises ConfigError listing every problem."""
+    errors = []
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", cfg.run):
+        errors.append(f"scan.run {cfg.run!r} must be a path-safe name (letters, digits, . _ -)")
+    if bool(cfg.checkpoints) == bool(cfg.generated):
+        errors.append("give scan.checkpoints (a list) or scan.generated (images), exactly one")
+    if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:
+        errors.append(f"scan.scheduler {cfg.scheduler!r} unknown; known: {', '.join(SCHEDULERS)}")
+    if cfg.prompts != "training" and not cfg.prompts.endswith((".txt", ".parquet")):
+        errors.append(f"scan.prompts must be 'training', a .txt or a .parquet file, not {cfg.prompts!r}")
+    for key in ("num_prompts", "seeds_per_prompt", "steps", "batch_size", "prompts_per_unit",
+                "workers", "k", "baseline_size", "report_pairs", "max_attempts"):
+        if getattr(cfg, key) < 1:
+            errors.append(f"scan.{key} must be >= 1")
+    if cfg.resolution < 8 or cfg.resolution % 8:
+        errors.append("scan.resolution must be a multiple of 8 (the VAE's downsampling)")
+    if not -1 <= cfg.threshold <= 1:
+        errors.append("scan.threshold must be in [-1, 1] (cosine similarity)")
+    if cfg.gpus_per_worker < 0 or cfg.cpus_per_worker < 0:
+        errors.append("scan.gpus_per_worker and scan.cpus_per_worker must be >= 0")
+    if errors:
+        raise ConfigError("invalid scan config:\n  - " + "\n  - ".join(errors))

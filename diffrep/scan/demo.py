@@ -1,0 +1,109 @@
+"""Scan inputs for the embedded default: a folder of "generated" images that holds planted
+edited copies of training images beside novel images (the ground truth is known), and
+tiny random-weight pipelines standing in for checkpoints.
+
+Folder layout (what scan.generated reads): <name>.png, <name>.txt (the prompt),
+<name>.json (provenance: planted, source_key, transform); truth.parquet lists them all.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw, ImageEnhance
+
+from diffrep.data.images import decode_image
+from diffrep.data.reader import iter_raw_samples
+
+
+def _jpeg(img: Image.Image, rng: random.Random) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=rng.randint(65, 80))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _downscale(img: Image.Image, rng: random.Random) -> Image.Image:
+    scale = rng.uniform(0.8, 0.9)
+    return img.resize((int(img.width * scale), int(img.height * scale)), Image.Resampling.BICUBIC)
+
+
+def _brighten(img: Image.Image, rng: random.Random) -> Image.Image:
+    return ImageEnhance.Brightness(img).enhance(rng.uniform(1.08, 1.15))
+
+
+def _contrast(img: Image.Image, rng: random.Random) -> Image.Image:
+    return ImageEnhance.Contrast(img).enhance(rng.uniform(1.08, 1.15))
+
+
+# Mild edits, as a model regurgitating a training image would make them: the copy stays
+# closer to its source than the corpus's own planted (strong) duplicates of that source.
+PLANTED_EDITS = {"jpeg": _jpeg, "downscale": _downscale, "brighten": _brighten,
+                 "contrast": _contrast}
+
+
+def novel_image(seed: int, size: int = 256) -> Image.Image:
+    """A procedurally drawn scene (gradient sky, ground, shapes) that resembles no photo."""
+    rng = np.random.default_rng(seed)
+    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = np.linspace(0, 1, size)[:, None, None]
+    arr = (top * (1 - t) + bottom * t).repeat(size, axis=1).astype(np.uint8)
+    img = Image.fromarray(arr)
+    draw = ImageDraw.Draw(img)
+    horizon = int(rng.integers(size // 3, 2 * size // 3))
+    draw.rectangle((0, horizon, size, size), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    for _ in range(int(rng.integers(3, 8))):
+        x, y = rng.integers(0, size, 2)
+        r = int(rng.integers(size // 16, size // 4))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((int(x) - r, int(y) - r, int(x) + r, int(y) + r),
+              fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return img
+
+
+def build_planted_generations(corpus_dir: str, out_dir: str, copies: int = 12, novel: int = 8,
+                              seed: int = 0) -> pa.Table:
+    """Write `copies` mildly edited copies of source photos of the demo corpus and `novel`
+    drawn images, each with prompt and provenance; returns the truth table (name,
+    planted, source_key, transform)."""
+    rng = random.Random(seed)
+    corpus = Path(corpus_dir)
+    sources = set(pq.read_table(corpus / "duplicates.parquet")["source_key"].to_pylist())
+    images: dict[str, tuple[Image.Image, str]] = {}
+    for tar in sorted((corpus / "shards").glob("*.tar")):
+        for raw in iter_raw_samples(str(tar), Counter()):
+            if raw.key in sources and "jpg" in raw.members:
+                images[raw.key] = (decode_image(raw.members["jpg"]).image,
+                                   raw.members.get("txt", b"").decode())
+    chosen = rng.sample(sorted(images), min(copies, len(images)))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    truth: dict[str, list] = {"name": [], "planted": [], "source_key": [], "transform": []}
+
+    def write(name: str, img: Image.Image, prompt: str, meta: dict) -> None:
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        (out / f"{name}.png").write_bytes(buf.getvalue())
+        (out / f"{name}.txt").write_text(prompt)
+        (out / f"{name}.json").write_text(json.dumps(meta))
+        for column in truth:
+            truth[column].append(name if column == "name" else meta.get(column))
+
+    for i, key in enumerate(chosen):
+        img, caption = images[key]
+        edit = list(PLANTED_EDITS)[i % len(PLANTED_EDITS)]
+        write(f"copy_{i:03d}", PLANTED_EDITS[edit](img, rng), caption,
+              {"planted": True, "source_key": key, "transform": edit})
+    for i in range(novel):
+        write(f"novel_{i:03d}", novel_image(seed * 1000 + i), f"a drawing of shapes #{i}",
+              {"planted": False, "source_key": None, "transform": None})
+    table = pa.table(truth, schema=pa.schema([("name", pa.string()), ("planted", pa.bool_()),
+                                              ("source_key", pa.string()), ("transform", pa.string())]))
+    pq.write_table(table, out / "truth.parquet")
+    return table

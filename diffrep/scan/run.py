@@ -1,0 +1,131 @@
+"""The scan job's steps: prompts, baseline, per-checkpoint units on generation actors
+(resumable), summary and report."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from diffrep import storage
+from diffrep.config import ConfigError
+from diffrep.diffusion.pipelines import Checkpoint
+from diffrep.progress import Progress
+from diffrep.scan import baseline, prompts
+from diffrep.scan.config import ScanConfig
+from diffrep.scan.layout import ScanLayout
+from diffrep.scan.report import write_report
+from diffrep.scan.summary import summarise
+from diffrep.scan.units import ScanUnit, plan_given_units, plan_prompt_units
+from diffrep.scan.worker import GenerationSettings, MatchSettings, ScanWorker, settings_dict
+from diffrep.search import LocalShards, RayShards, Searcher
+from diffrep.search.index import IndexHandle
+
+log = logging.getLogger("diffrep")
+
+
+def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, MatchSettings]:
+    random_init = handle.infos.get("embedder", {}).get("random_init", False)
+    weights = cfg.weights or ("random" if random_init else None)
+    gen = GenerationSettings(cfg.seeds_per_prompt, cfg.seed, cfg.scheduler, cfg.steps,
+                             cfg.guidance_scale, cfg.resolution, cfg.batch_size, cfg.device,
+                             cfg.dtype)
+    return gen, MatchSettings(cfg.model, weights, cfg.k, cfg.candidates, cfg.nprobe)
+
+
+def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match) -> pa.Table | None:
+    """Check a resumed run has the settings it started with; returns its prompts (None for
+    given images), created and written on the first run."""
+    plan = {"checkpoints": cfg.checkpoints, "generated": cfg.generated, "prompts": cfg.prompts,
+            "num_prompts": cfg.num_prompts, "prompt_seed": cfg.prompt_seed,
+            "index": handle.manifest["key"], **settings_dict(gen, match)}
+    plan_url = layout.path("plan.json")
+    if storage.exists(plan_url):
+        started = storage.read_json(plan_url)
+        changed = sorted(k for k in plan if started.get(k) != plan[k])
+        if changed:
+            raise ConfigError(
+                f"scan run {cfg.run!r} was started with other settings ({', '.join(changed)} "
+                f"differ, see {plan_url}): use a new scan.run name, or overwrite: true")
+    if cfg.generated:
+        table = None
+    elif storage.exists(layout.path("prompts.parquet")):
+        table = pq.read_table(layout.path("prompts.parquet"))
+    else:
+        table = (prompts.from_training(handle, cfg.num_prompts, cfg.prompt_seed)
+                 if cfg.prompts == "training" else prompts.from_file(cfg.prompts, cfg.num_prompts))
+        storage.write_parquet(layout.path("prompts.parquet"), table)
+    storage.write_json(plan_url, plan)
+    return table
+
+
+def _run_units(cfg: ScanConfig, label: str, checkpoint: Checkpoint | None, units: list[ScanUnit],
+               gen: GenerationSettings, match: MatchSettings, shard_actors: list | None) -> None:
+    import ray
+    from ray.util import ActorPool
+
+    layout = ScanLayout(cfg.root, cfg.run)
+    for folder in ("generations", "images", "done"):
+        storage.remove_stale_temporaries(layout.path(folder, label))
+    todo = [u for u in units if not storage.exists(layout.done(label, u.unit))]
+    log.info("scan: %s: %d unit(s), %d to do", label, len(units), len(todo))
+    if not todo:
+        return
+    actor_cls = ray.remote(ScanWorker).options(
+        num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker,
+        max_restarts=cfg.max_attempts - 1, max_task_retries=cfg.max_attempts - 1)
+    actors = [actor_cls.remote(cfg.root, cfg.run, checkpoint, gen, match, shard_actors)
+              for _ in range(min(cfg.workers, len(todo)))]
+    progress = Progress(f"scan {label}", len(todo), unit="units", item="generations")
+    try:
+        for stats in ActorPool(actors).map_unordered(lambda a, u: a.run.remote(u), todo):
+            progress.update(stats["generations"], stats["skipped"])
+            progress.report(every_s=cfg.progress_interval_s)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    log.info("%s", progress.line())
+
+
+def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle,
+             shard_actors: list | None) -> dict:
+    """Every step; returns the summary (also written as summary.json)."""
+    layout = ScanLayout(cfg.root, cfg.run)
+    if cfg.overwrite:
+        storage.remove_tree(layout.base)
+    gen, match = settings(cfg, handle)
+    prompt_table = _plan(cfg, layout, handle, gen, match)
+    backend = RayShards.from_actors(shard_actors) if shard_actors else LocalShards(handle)
+    base = baseline.load_or_compute(layout, Searcher(handle, backend, cfg.nprobe),
+                                    cfg.baseline_size, cfg.baseline_seed, cfg.candidates)
+    labels = []
+    if cfg.generated:
+        label = Checkpoint(cfg.generated_name, "").label
+        units = plan_given_units(label, cfg.generated, cfg.prompts_per_unit)
+        if not units:
+            raise ConfigError(f"scan.generated {cfg.generated!r} holds no image or tar")
+        _run_units(cfg, label, None, units, gen, match, shard_actors)
+        labels.append((label, units))
+    else:
+        rows = prompt_table.to_pylist()
+        log.info("scan: %d prompt(s) x %d seed(s) x %d checkpoint(s)", len(rows),
+                 cfg.seeds_per_prompt, len(checkpoints))
+        for ckpt in checkpoints:
+            units = plan_prompt_units(ckpt.label, rows, cfg.prompts_per_unit)
+            _run_units(cfg, ckpt.label, ckpt, units, gen, match, shard_actors)
+            labels.append((ckpt.label, units))
+    # only committed units' files are read (a stray file in the folder is not)
+    tables = {label: pa.concat_tables([pq.read_table(layout.generations(label, u.unit))
+                                       for u in units]) for label, units in labels}
+    summary = summarise(tables, base, cfg.threshold, cfg.model)
+    summary["run"], summary["settings"] = cfg.run, settings_dict(gen, match)
+    storage.write_json(layout.path("summary.json"), summary)
+    url = write_report(layout, handle, summary, tables, cfg.report_pairs)
+    for label, s in summary["checkpoints"].items():
+        t = s["top1"]
+        log.info("scan: %s: %d generations, %.1f%% above %.2f (median top-1 %s; baseline %s)",
+                 label, s["generations"], 100 * t.get("share_above_threshold", 0), cfg.threshold,
+                 t.get("quantiles", {}).get("0.5"), summary["baseline"].get("quantiles", {}).get("0.5"))
+    log.info("scan: report %s", url)
+    return summary

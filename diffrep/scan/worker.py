@@ -1,0 +1,172 @@
+"""The scan worker: holds a pipeline (or none, for given images), the descriptor and a
+searcher; turns one work unit into a generations parquet, an image tar and, last, a
+completion marker. Runs as a Ray actor (GPU on a cluster), or in process."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from diffrep import storage
+from diffrep.data.demo import tar_bytes
+from diffrep.diffusion.pipelines import Checkpoint
+from diffrep.scan.layout import ScanLayout
+from diffrep.scan.units import ScanUnit, read_given
+from diffrep.search import LocalShards, RayShards, Searcher, open_index
+
+GENERATION_SCHEMA = pa.schema([
+    ("gen_id", pa.string()), ("checkpoint", pa.string()), ("checkpoint_path", pa.string()),
+    ("prompt_id", pa.int64()), ("prompt", pa.string()), ("source_key", pa.string()),
+    ("source_id", pa.int64()), ("seed", pa.int64()), ("scheduler", pa.string()),
+    ("steps", pa.int64()), ("guidance_scale", pa.float64()), ("resolution", pa.int64()),
+    ("image_tar", pa.string()), ("image_member", pa.string()),
+    ("top1_id", pa.int64()), ("top1_key", pa.string()), ("top1_sim", pa.float32()),
+    ("source_sim", pa.float32()),
+    ("match_ids", pa.list_(pa.int64())), ("match_keys", pa.list_(pa.string())),
+    ("match_urls", pa.list_(pa.string())), ("match_captions", pa.list_(pa.string())),
+    ("match_sims", pa.list_(pa.float32())),
+])
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    seeds_per_prompt: int = 1
+    seed: int = 0
+    scheduler: str | None = None
+    steps: int = 50
+    guidance_scale: float = 7.5
+    resolution: int = 512
+    batch_size: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    model: str
+    weights: str | None
+    k: int = 5
+    candidates: int = 50
+    nprobe: int | None = None
+
+
+class ScanWorker:
+    """One per actor. `checkpoint` None: the units hold already generated images."""
+
+    def __init__(self, root: str, run: str, checkpoint: Checkpoint | None,
+                 gen: GenerationSettings, match: MatchSettings, shard_actors: list | None = None):
+        from diffrep.diffusion.pipelines import load_pipeline, resolve_device
+        from diffrep.models import create_embedder
+
+        self.layout = ScanLayout(root, run)
+        self.checkpoint, self.gen, self.match = checkpoint, gen, match
+        handle = open_index(root, match.model, verify_files="metadata" if shard_actors else True)
+        backend = RayShards.from_actors(shard_actors) if shard_actors else LocalShards(handle)
+        self.searcher = Searcher(handle, backend, match.nprobe)
+        device = resolve_device(gen.device)
+        self.embedder = create_embedder(match.model, weights=match.weights, device=device)
+        self.pipe = load_pipeline(checkpoint, device, gen.dtype, gen.scheduler) if checkpoint else None
+
+    def ready(self) -> bool:
+        return True
+
+    def run(self, unit: ScanUnit) -> dict:
+        """Process one unit; returns its stats (also written as the completion marker)."""
+        t0 = time.monotonic()
+        counts: Counter = Counter()
+        tar_url = self.layout.images(unit.label, unit.unit)
+        if self.pipe is not None:
+            rows, images, t_gen = self._generate(unit)
+        else:
+            rows, images, t_gen = self._given(unit, counts)
+        t1 = time.monotonic()
+        samples = []
+        for row, image in zip(rows, images, strict=True):
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            row["image_tar"], row["image_member"] = tar_url, row["gen_id"].replace("/", "_") + ".png"
+            provenance = {k: row[k] for k in ("gen_id", "checkpoint", "prompt", "seed", "scheduler",
+                                               "steps", "guidance_scale", "resolution")}
+            samples.append((row["image_member"][:-4], {"png": buf.getvalue(),
+                                                       "json": json.dumps(provenance).encode()}))
+        self._match(rows, images)
+        storage.write_bytes(tar_url, tar_bytes(samples))
+        storage.write_parquet(self.layout.generations(unit.label, unit.unit),
+                              pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA))
+        stats = {"label": unit.label, "unit": unit.unit, "generations": len(rows),
+                 "skipped": dict(counts), "seconds": {"generate": round(t_gen, 3),
+                                                      "match": round(time.monotonic() - t1, 3),
+                                                      "total": round(time.monotonic() - t0, 3)}}
+        storage.write_json(self.layout.done(unit.label, unit.unit), stats)
+        return stats
+
+    def _generate(self, unit: ScanUnit):
+        from diffrep.diffusion.generate import generate
+
+        g, ckpt = self.gen, self.checkpoint
+        scheduler = g.scheduler or type(self.pipe.scheduler).__name__
+        rows = []
+        for p in unit.prompts:
+            for j in range(g.seeds_per_prompt):
+                seed = g.seed + j
+                rows.append({"gen_id": f"{unit.label}/{p['prompt_id']}/{seed}",
+                             "checkpoint": ckpt.name, "checkpoint_path": ckpt.path,
+                             "prompt_id": p["prompt_id"], "prompt": p["prompt"],
+                             "source_key": p["source_key"], "source_id": p["source_id"],
+                             "seed": seed, "scheduler": scheduler, "steps": g.steps,
+                             "guidance_scale": g.guidance_scale, "resolution": g.resolution})
+        t0 = time.monotonic()
+        images = generate(self.pipe, [r["prompt"] for r in rows], [r["seed"] for r in rows],
+                          g.steps, g.guidance_scale, g.resolution, g.batch_size)
+        return rows, images, time.monotonic() - t0
+
+    def _given(self, unit: ScanUnit, counts: Counter):
+        given = read_given(unit, counts)
+        rows = []
+        for g in given:
+            p = g.provenance
+            rows.append({"gen_id": f"{unit.label}/{unit.unit}/{g.name}", "checkpoint": unit.label,
+                         "checkpoint_path": None, "prompt_id": None, "prompt": g.prompt,
+                         "source_key": p.get("source_key"), "source_id": None,
+                         "seed": p.get("seed"), "scheduler": p.get("scheduler"),
+                         "steps": p.get("steps"), "guidance_scale": p.get("guidance_scale"),
+                         "resolution": g.image.width if g.image.width == g.image.height else None})
+        if any(r["source_key"] for r in rows):
+            ids = self.searcher.handle.key_to_id([r["source_key"] for r in rows if r["source_key"]])
+            for r in rows:
+                r["source_id"] = ids.get(r["source_key"])
+        return rows, [g.image for g in given], 0.0
+
+    def _match(self, rows: list[dict], images: list) -> None:
+        """Top-k training matches (exact similarities) and the similarity to the prompt's
+        own training image, into `rows`."""
+        if not rows:
+            return
+        m, handle = self.match, self.searcher.handle
+        vectors = self.embedder.embed_images(images)
+        k = min(m.k, handle.ntotal)
+        hits = self.searcher.search(vectors, k=k, rerank="exact", candidates=m.candidates)
+        meta = handle.lookup(hits.ids.ravel()).to_pydict()
+        with_source = [i for i, r in enumerate(rows) if r["source_id"] is not None]
+        source_sims = {}
+        if with_source:
+            src = handle.vectors(np.array([rows[i]["source_id"] for i in with_source], np.int64))
+            source_sims = dict(zip(with_source, np.einsum("nd,nd->n", vectors[with_source], src).tolist(),
+                                   strict=True))
+        for i, r in enumerate(rows):
+            sl = slice(i * k, (i + 1) * k)
+            r.update(match_ids=hits.ids[i].tolist(), match_keys=meta["key"][sl],
+                     match_urls=meta["url"][sl], match_captions=meta["caption"][sl],
+                     match_sims=hits.sims[i].tolist(), top1_id=int(hits.ids[i, 0]),
+                     top1_key=meta["key"][i * k], top1_sim=float(hits.sims[i, 0]),
+                     source_sim=source_sims.get(i))
+
+
+def settings_dict(gen: GenerationSettings, match: MatchSettings) -> dict:
+    return {"generation": asdict(gen), "match": asdict(match)}
