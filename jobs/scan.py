@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_job_config(ScanConfig, "scan", argv, description=__doc__)
         validate(cfg)
         checkpoints = [resolve_checkpoint(c) for c in cfg.checkpoints]
+        labels = [c.label for c in checkpoints]
+        if len(set(labels)) < len(labels):
+            raise ConfigError(f"scan.checkpoints: two checkpoints share an output name "
+                              f"({', '.join(labels)}); give them distinct folder names")
         handle = open_index(cfg.root, cfg.model, verify_files="metadata")
     except (ConfigError, CheckpointError, IndexIntegrityError) as exc:
         log.error("%s", exc)

@@ -61,3 +61,17 @@ def demo_sscd_root(ray_cluster, demo_corpus, tmp_path_factory):
                      "--models", "[sscd_onnx]", "--batch_size", "16", "--progress_interval_s", "5"])
     assert rc == 0
     return root, corpus, manifest
+
+
+@pytest.fixture(scope="session")
+def demo_index_root(demo_sscd_root):
+    """demo_sscd_root with its committed SSCD index (2 shards). Returns what
+    demo_sscd_root does."""
+    from diffrep.executor import LocalExecutor
+    from diffrep.index.builder import build
+    from diffrep.index.config import IndexConfig
+
+    root, corpus, manifest = demo_sscd_root
+    build(IndexConfig(root=str(root), model="sscd_onnx", num_shards=2, eval_queries=20),
+          LocalExecutor())
+    return root, corpus, manifest

@@ -41,7 +41,10 @@ class Checkpoint:
 
     @property
     def label(self) -> str:
-        """Path-safe name for output folders."""
+        """Path-safe name for output folders: a directory's last component, or the hub id
+        with "/" as "--"."""
+        if os.path.isdir(self.name):
+            return os.path.basename(os.path.normpath(self.name)) or "checkpoint"
         return self.name.strip("/").replace("/", "--").replace(":", "-") or "checkpoint"
 
 

@@ -106,8 +106,7 @@ def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, resolution: int = 64
     sched_cls = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}[scheduler]
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=sched_cls(**{k: v for k, v in schedule.items()
-                               if k in sched_cls.__init__.__code__.co_varnames}),
+        scheduler=sched_cls.from_config(schedule),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(out, safe_serialization=True)
     return pipe

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -119,6 +120,11 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     tables = {label: pa.concat_tables([pq.read_table(layout.generations(label, u.unit))
                                        for u in units]) for label, units in labels}
     summary = summarise(tables, base, cfg.threshold, cfg.model)
+    for label, units in labels:
+        skipped: Counter = Counter()
+        for u in units:
+            skipped.update(storage.read_json(layout.done(label, u.unit))["skipped"])
+        summary["checkpoints"][label]["skipped"] = dict(skipped)
     summary["run"], summary["settings"] = cfg.run, settings_dict(gen, match)
     storage.write_json(layout.path("summary.json"), summary)
     url = write_report(layout, handle, summary, tables, cfg.report_pairs)
