@@ -30,6 +30,8 @@ demo: setup
 	$(BIN)/python -m jobs.build_index --config configs/demo.yaml
 	$(BIN)/python -m jobs.search --config configs/demo.yaml
 	$(BIN)/python -m jobs.dedup --config configs/demo.yaml
+	$(BIN)/python -m jobs.scan --config configs/demo-scan-planted.yaml
+	$(BIN)/python -m jobs.scan --config configs/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

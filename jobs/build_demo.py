@@ -8,8 +8,8 @@ Run: python -m jobs.build_demo --config configs/demo.yaml
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from diffrep import storage
 from diffrep.config import ConfigError, load_job_config
