@@ -70,12 +70,30 @@ def tiny_unet_config(resolution: int = 64) -> dict:
             "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D")}
 
 
+def tiny_vae_config(resolution: int = 64) -> dict:
+    """A two-level VAE: latents at resolution / 2."""
+    return {"block_out_channels": (32, 64), "layers_per_block": 1, "sample_size": resolution,
+            "down_block_types": ("DownEncoderBlock2D",) * 2,
+            "up_block_types": ("UpDecoderBlock2D",) * 2}
+
+
+def sd_v1_components() -> dict:
+    """build_tiny_pipeline arguments for Stable Diffusion v1's shapes: its UNet, its VAE
+    (latents at resolution / 8) and a CLIP ViT-L/14-sized text encoder (12 layers, 768)."""
+    return {"unet_config": sd_v1_unet_config(),
+            "vae_config": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2,
+                           "sample_size": 512, "down_block_types": ("DownEncoderBlock2D",) * 4,
+                           "up_block_types": ("UpDecoderBlock2D",) * 4},
+            "text_layers": 12, "text_heads": 12}
+
+
 def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, resolution: int = 64,
                         prediction_type: str = "epsilon", unet_config: dict | None = None,
+                        vae_config: dict | None = None, text_layers: int = 2, text_heads: int = 4,
                         scheduler: str = "ddim"):
     """Build a StableDiffusionPipeline with random weights (seeded), save it to `out_dir`
-    with safetensors, and return it. `unet_config` replaces the tiny UNet (e.g.
-    sd_v1_unet_config(), whose cross_attention_dim sets the text encoder's width)."""
+    with safetensors, and return it. `unet_config` / `vae_config` replace the tiny ones
+    (see sd_v1_components()); the UNet's cross_attention_dim sets the text encoder's width."""
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -93,13 +111,12 @@ def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, resolution: int = 64
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**unet_cfg)
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                            block_out_channels=(32, 64), norm_num_groups=32, layers_per_block=1,
-                            down_block_types=("DownEncoderBlock2D",) * 2,
-                            up_block_types=("UpDecoderBlock2D",) * 2, sample_size=resolution)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
+                            **(vae_config or tiny_vae_config(resolution)))
         text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width,
-            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+            vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width,
+            num_hidden_layers=text_layers, num_attention_heads=text_heads,
+            max_position_embeddings=77,
             bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
             pad_token_id=vocab_size - 1, projection_dim=width))
     schedule = dict(SD_V1_SCHEDULE, prediction_type=prediction_type)

@@ -1,0 +1,1 @@
+"""Caption ranking (paper 2): caption sets, DCS/ECS scoring, verbatim ground truth."""
