@@ -20,8 +20,6 @@ import os
 import tempfile
 import time
 
-import numpy as np
-
 
 def bench_generation(kind: str, device: str, resolution: int, steps: int, images: int,
                      batch_size: int, tmp: str) -> dict:

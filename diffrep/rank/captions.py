@@ -66,10 +66,9 @@ def bucket_captions(paths: list[str], out_dir: str, num_buckets: int, column: st
                 caps = [normalise(c) for c in batch.column(column).to_pylist()]
                 keep = np.array([bool(c) for c in caps])
                 counts["empty_caption"] += int((~keep).sum())
-                get = (lambda name, fill: batch.column(name).to_pylist() if name in cols else [fill] * n)
-                keys = get("key", None)
-                table = pa.table({"caption": caps, "key": keys, "url": get("url", None),
-                                  "shard": get("shard", default_shard)}, schema=SOURCE_SCHEMA)
+                column_or = {name: batch.column(name).to_pylist() if name in cols else [fill] * n
+                             for name, fill in (("key", None), ("url", None), ("shard", default_shard))}
+                table = pa.table({"caption": caps, **column_or}, schema=SOURCE_SCHEMA)
                 table = table.filter(pa.array(keep))
                 counts["kept"] += len(table)
                 buckets = _bucket_of(table["caption"].to_pylist(), num_buckets)

@@ -97,3 +97,37 @@ def svg_bars(labels: Sequence[str], series: dict[str, Sequence[float]], title: s
                          f"y='{y + 9}' font-size='11'>{esc(name)}</text>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def svg_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str,
+              x_label: str, y_label: str, y_max: float | None = None, width: int = 640,
+              height: int = 300) -> str:
+    """Line chart as inline SVG: one polyline per series of (x values, y values)."""
+    colours = ["#3b6ea8", "#d0792b", "#4a9a5b", "#a83b5b", "#7a5ba8"]
+    left, bottom, top, right = 56, 40, 28, 12
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = [x for xv, _ in series.values() for x in xv]
+    ys = [y for _, yv in series.values() for y in yv]
+    x_max = max(xs, default=1) or 1
+    y_top = y_max if y_max is not None else (max(ys, default=1) or 1)
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+             f"role='img' aria-label='{esc(title)}'>",
+             f"<text x='{width / 2}' y='16' text-anchor='middle' font-size='13'>{esc(title)}</text>",
+             f"<line x1='{left}' y1='{top + plot_h}' x2='{left + plot_w}' y2='{top + plot_h}' stroke='#444'/>",
+             f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + plot_h}' stroke='#444'/>",
+             f"<text x='{left - 4}' y='{top + 8}' text-anchor='end' font-size='10'>{y_top:g}</text>",
+             f"<text x='{left + plot_w}' y='{top + plot_h + 14}' text-anchor='end' font-size='10'>{x_max:g}</text>",
+             f"<text x='{left + plot_w / 2}' y='{height - 6}' text-anchor='middle' font-size='11'>{esc(x_label)}</text>",
+             f"<text x='12' y='{top + plot_h / 2}' font-size='11' transform='rotate(-90 12 "
+             f"{top + plot_h / 2})' text-anchor='middle'>{esc(y_label)}</text>"]
+    for si, (name, (xv, yv)) in enumerate(series.items()):
+        pts = " ".join(f"{left + plot_w * x / x_max:.1f},{top + plot_h * (1 - y / y_top):.1f}"
+                       for x, y in zip(xv, yv, strict=True))
+        colour = colours[si % len(colours)]
+        parts.append(f"<polyline points='{pts}' fill='none' stroke='{colour}' stroke-width='2'>"
+                     f"<title>{esc(name)}</title></polyline>")
+        y = top + 4 + 14 * si
+        parts.append(f"<rect x='{left + plot_w - 170}' y='{y}' width='10' height='10' fill='{colour}'/>"
+                     f"<text x='{left + plot_w - 155}' y='{y + 9}' font-size='11'>{esc(name)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)

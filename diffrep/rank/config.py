@@ -1,0 +1,81 @@
+"""The ranking job's typed config (jobs.dcs)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from diffrep.config import ConfigError, helps
+
+
+@dataclass
+class RankConfig:
+    root: str = field(default="out", metadata=helps("output root; results go to rankings/<run>/"))
+    run: str = field(default="dcs", metadata=helps("run name: outputs under <root>/rankings/<run>/"))
+    checkpoint: str = field(default="", metadata=helps(
+        "diffusers pipeline directory or hub id in the local HF cache (safetensors only)"))
+    captions: str | None = field(default=None, metadata=helps(
+        "caption parquet folder or glob; null: the embed job's metadata of `model` under root"))
+    caption_column: str = field(default="caption", metadata=helps("column holding captions"))
+    model: str = field(default="sscd_onnx", metadata=helps(
+        "descriptor whose index retrieves neighbours for the ground truth"))
+    dedup_groups: str | None = field(default="auto", metadata=helps(
+        "groups.parquet of the dedup job (duplication order, templates); auto: "
+        "<root>/dedup/<model>/groups.parquet when it exists; null: none"))
+    max_captions: int | None = field(default=None, metadata=helps(
+        "score only the most duplicated captions, this many; null: every caption"))
+    num_buckets: int = field(default=16, metadata=helps(
+        "hash buckets of the caption deduplication (memory: one bucket at a time)"))
+    captions_per_shard: int = field(default=10000, metadata=helps(
+        "captions per caption shard (the resume granularity of scoring)"))
+    guidance_scale: float = field(default=7.5, metadata=helps("classifier-free guidance scale"))
+    seed: int = field(default=0, metadata=helps("seed of the noise x = sigma_1 * eps (one for all captions)"))
+    resolution: int = field(default=512, metadata=helps("image side, pixels (latent = side / 8 on SD)"))
+    batch_size: int = field(default=64, metadata=helps("captions per UNet call"))
+    device: str = field(default="auto", metadata=helps("auto (CUDA when visible), cpu, cuda"))
+    dtype: str = field(default="auto", metadata=helps("auto (float16 on CUDA, float32 on CPU), ..."))
+    workers: int = field(default=1, metadata=helps("scoring actors (each holds text encoder + UNet)"))
+    gpus_per_worker: float = field(default=0.0, metadata=helps("GPUs per actor (1 on a GPU cluster)"))
+    cpus_per_worker: float = field(default=1.0, metadata=helps("CPUs per actor"))
+    top_n: int = field(default=100, metadata=helps("top of the DCS ranking given ECS and ground truth"))
+    ecs_seeds: int = field(default=4, metadata=helps("J: one-step samples per caption for ECS"))
+    edge_threshold: float = field(default=0.5, metadata=helps(
+        "Sobel gradient magnitude (grey in [0, 1]) above which a pixel is an edge"))
+    gamma: float = field(default=0.75, metadata=helps(
+        "ECS: a pixel counts when it is an edge in more than this share of the J samples"))
+    gt_seeds: int = field(default=4, metadata=helps("J: full generations per caption for the ground truth"))
+    gt_steps: int = field(default=50, metadata=helps("denoising steps of those generations"))
+    delta_v: float = field(default=0.12, metadata=helps(
+        "matching verbatim: RMS pixel distance (256x256, [0, 1]) to the own training image"))
+    delta: float = field(default=0.12, metadata=helps(
+        "retrieval / template verbatim: RMS distance to a neighbour (masked for templates)"))
+    neighbours: int = field(default=5, metadata=helps("training neighbours retrieved per generation"))
+    template_tolerance: float = field(default=0.1, metadata=helps(
+        "template mask: pixels whose std across the near-duplicate group exceeds this vary"))
+    report_top: int = field(default=12, metadata=helps("captions shown with generations in the report"))
+    overwrite: bool = field(default=False, metadata=helps("discard this run's outputs first"))
+    max_attempts: int = field(default=3, metadata=helps("tries per caption shard"))
+    progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
+    ray_address: str | None = field(default=None, metadata=helps(
+        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
+
+
+def validate(cfg: RankConfig) -> None:
+    """Check values before any work; raises ConfigError listing every problem."""
+    errors = []
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", cfg.run):
+        errors.append(f"rank.run {cfg.run!r} must be a path-safe name (letters, digits, . _ -)")
+    if not cfg.checkpoint:
+        errors.append("rank.checkpoint is required (a diffusers pipeline directory or hub id)")
+    for key in ("num_buckets", "captions_per_shard", "batch_size", "workers", "top_n",
+                "ecs_seeds", "gt_seeds", "gt_steps", "neighbours", "report_top", "max_attempts"):
+        if getattr(cfg, key) < 1:
+            errors.append(f"rank.{key} must be >= 1")
+    if cfg.max_captions is not None and cfg.max_captions < 1:
+        errors.append("rank.max_captions must be >= 1 or null")
+    if cfg.resolution < 8 or cfg.resolution % 8:
+        errors.append("rank.resolution must be a multiple of 8")
+    if not 0 <= cfg.gamma < 1:
+        errors.append("rank.gamma must be in [0, 1)")
+    if errors:
+        raise ConfigError("invalid rank config:\n  - " + "\n  - ".join(errors))

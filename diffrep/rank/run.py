@@ -1,0 +1,187 @@
+"""The ranking job's steps: caption set, DCS scoring on actors (resumable per caption
+shard), the ranking, ECS and ground truth for its top (resumable per chunk), summary,
+report."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from diffrep import storage
+from diffrep.config import ConfigError
+from diffrep.diffusion.pipelines import Checkpoint
+from diffrep.embed.layout import ModelOutput
+from diffrep.progress import Progress
+from diffrep.rank.captions import build_caption_shards, caption_inputs
+from diffrep.rank.config import RankConfig
+from diffrep.rank.layout import RankLayout
+from diffrep.rank.report import write_report
+from diffrep.rank.verbatim import precision_vs_found
+from diffrep.rank.worker import RankWorker, ScoreSettings, TruthSettings
+
+log = logging.getLogger("diffrep")
+TRUTH_CHUNK = 8  # captions per ground-truth unit
+
+
+def groups_path(cfg: RankConfig) -> str | None:
+    if cfg.dedup_groups == "auto":
+        from diffrep.models import model_dir_name
+
+        auto = storage.join(cfg.root, "dedup", model_dir_name(cfg.model), "groups.parquet")
+        return auto if storage.exists(auto) else None
+    return cfg.dedup_groups
+
+
+def settings(cfg: RankConfig) -> tuple[ScoreSettings, TruthSettings]:
+    return (ScoreSettings(cfg.guidance_scale, cfg.seed, cfg.resolution, cfg.batch_size, cfg.device,
+                          cfg.dtype),
+            TruthSettings(cfg.model, cfg.ecs_seeds, cfg.edge_threshold, cfg.gamma, cfg.gt_seeds,
+                          cfg.gt_steps, cfg.delta_v, cfg.delta, cfg.neighbours,
+                          cfg.template_tolerance, groups_path(cfg)))
+
+
+def _check_plan(cfg: RankConfig, layout: RankLayout, score: ScoreSettings, truth: TruthSettings) -> None:
+    plan = {"checkpoint": cfg.checkpoint, "captions": cfg.captions, "max_captions": cfg.max_captions,
+            "caption_column": cfg.caption_column, "score": asdict(score), "truth": asdict(truth),
+            "top_n": cfg.top_n}
+    url = layout.path("plan.json")
+    if storage.exists(url):
+        started = storage.read_json(url)
+        changed = sorted(k for k in plan if started.get(k) != plan[k])
+        if changed:
+            raise ConfigError(f"ranking run {cfg.run!r} was started with other settings "
+                              f"({', '.join(changed)} differ, see {url}): use a new rank.run "
+                              f"name, or overwrite: true")
+    storage.write_json(url, plan)
+
+
+def make_captions(cfg: RankConfig, layout: RankLayout) -> dict:
+    """The deduplicated caption shards (once; the stats file is the step's marker)."""
+    stats_url = layout.path("captions", "_stats.json")
+    if storage.exists(stats_url):
+        return storage.read_json(stats_url)
+    storage.remove_tree(layout.path("captions"))
+    spec = cfg.captions or storage.join(ModelOutput(cfg.root, cfg.model).base, "metadata")
+    paths = caption_inputs(spec)
+    groups = groups_path(cfg)
+    sizes = pq.read_table(groups, columns=["key", "group_size"]) if groups else None
+    with tempfile.TemporaryDirectory(prefix="diffrep-buckets-") as work:
+        stats = build_caption_shards(paths, work, layout.path("captions"), cfg.num_buckets,
+                                     cfg.captions_per_shard, cfg.caption_column, sizes,
+                                     cfg.max_captions)
+    stats["inputs"], stats["dedup_groups"] = paths, groups
+    storage.write_json(stats_url, stats)
+    log.info("rank: %d caption rows -> %d distinct captions in %d shard(s) (%s)", stats["rows"],
+             stats["captions"], stats["shards"],
+             ", ".join(f"{k}={v}" for k, v in stats.items() if k in ("empty_caption",)))
+    return stats
+
+
+def _actors(cfg: RankConfig, checkpoint: Checkpoint, score, truth, n: int) -> list:
+    import ray
+
+    cls = ray.remote(RankWorker).options(
+        num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker,
+        max_restarts=cfg.max_attempts - 1, max_task_retries=cfg.max_attempts - 1)
+    return [cls.remote(cfg.root, checkpoint, score, truth) for _ in range(n)]
+
+
+def _pool(cfg: RankConfig, actors: list, call, items: list, progress: Progress, count) -> None:
+    import ray
+    from ray.util import ActorPool
+
+    try:
+        for result in ActorPool(actors).map_unordered(call, items):
+            progress.update(count(result))
+            progress.report(every_s=cfg.progress_interval_s)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    log.info("%s", progress.line())
+
+
+def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
+    layout = RankLayout(cfg.root, cfg.run)
+    if cfg.overwrite:
+        storage.remove_tree(layout.base)
+    score, truth = settings(cfg)
+    _check_plan(cfg, layout, score, truth)
+    for folder in ("scores", "truth", "captions"):
+        storage.remove_stale_temporaries(layout.path(folder))
+    t0 = time.monotonic()
+    cap_stats = make_captions(cfg, layout)
+    shards = list(range(cap_stats["shards"]))
+    todo = [s for s in shards if not storage.exists(layout.scores(s))]
+    log.info("rank: scoring %d caption shard(s), %d to do", len(shards), len(todo))
+    if todo:
+        actors = _actors(cfg, checkpoint, score, None, min(cfg.workers, len(todo)))
+        _pool(cfg, actors, lambda a, s: a.score_shard.remote(layout.captions(s), layout.scores(s)),
+              todo, Progress("dcs", len(todo), unit="caption shards", item="captions"),
+              lambda r: r["captions"])
+    t_score = time.monotonic() - t0
+
+    scores = pa.concat_tables([pq.read_table(layout.scores(s)) for s in shards])
+    ranked = scores.sort_by([("dcs", "descending"), ("caption_id", "ascending")])
+    ranked = ranked.add_column(0, "rank", pa.array(np.arange(1, len(ranked) + 1, dtype=np.int64)))
+    storage.write_parquet(layout.path("ranked.parquet"), ranked)
+
+    top = ranked.slice(0, cfg.top_n)
+    shard_lists = _caption_shards_of(layout, shards, top["caption_id"])
+    rows = [dict(r, shards=shard_lists[r["caption_id"]]) for r in
+            top.select(["rank", "caption_id", "caption", "dcs", "noise_magnitude", "keys"]).to_pylist()]
+    chunks = [rows[i:i + TRUTH_CHUNK] for i in range(0, len(rows), TRUTH_CHUNK)]
+    todo = [i for i in range(len(chunks)) if not storage.exists(layout.truth(i))]
+    log.info("rank: ground truth for the top %d caption(s): %d chunk(s), %d to do", len(rows),
+             len(chunks), len(todo))
+    t0 = time.monotonic()
+    if todo:
+        actors = _actors(cfg, checkpoint, score, truth, min(cfg.workers, len(todo)))
+        _pool(cfg, actors, lambda a, i: a.truth_chunk.remote(chunks[i], layout.truth(i),
+                                                             layout.truth(i, "tar")),
+              todo, Progress("truth", len(todo), unit="chunks", item="captions"),
+              lambda r: r["captions"])
+    truth_table = pa.concat_tables([pq.read_table(layout.truth(i)) for i in range(len(chunks))]) \
+        if chunks else None
+    summary = summarise(cfg, cap_stats, ranked, truth_table)
+    summary["seconds"] = {"captions_and_scores": round(t_score, 3),
+                          "ground_truth": round(time.monotonic() - t0, 3)}
+    storage.write_json(layout.path("summary.json"), summary)
+    url = write_report(layout, cfg, summary, truth_table)
+    log.info("rank: %d captions scored; top %d labelled %s; report %s", len(ranked), len(rows),
+             summary.get("labels"), url)
+    return summary
+
+
+def _caption_shards_of(layout: RankLayout, shards: list[int], ids: pa.Array) -> dict[int, list]:
+    out = {}
+    for s in shards:
+        t = pq.read_table(layout.captions(s), columns=["caption_id", "shards"])
+        t = t.filter(pc.is_in(t["caption_id"], value_set=ids))
+        out.update(zip(t["caption_id"].to_pylist(), t["shards"].to_pylist(), strict=True))
+    return out
+
+
+def summarise(cfg: RankConfig, cap_stats: dict, ranked: pa.Table, truth: pa.Table | None) -> dict:
+    out = {"run": cfg.run, "checkpoint": cfg.checkpoint, "captions": cap_stats,
+           "scored": len(ranked), "distance": "RMS pixel difference, 256x256 RGB in [0, 1]",
+           "delta_v": cfg.delta_v, "delta": cfg.delta,
+           "dcs_quantiles": {str(q): float(np.quantile(ranked["dcs"].to_numpy(), q))
+                             for q in (0.5, 0.9, 0.99)} if len(ranked) else {}}
+    if truth is None or not len(truth):
+        return out
+    labels = truth["label"].to_pylist()
+    verbatim = np.array([lab != "none" for lab in labels])
+    out["labels"] = dict(Counter(labels))
+    out["curves"] = {}
+    for score in ("dcs", "ecs", "noise_magnitude"):
+        found, precision = precision_vs_found(truth[score].to_numpy(), verbatim)
+        out["curves"][score] = {"found": found.tolist(), "precision": precision.round(5).tolist()}
+    return out
