@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 # torch/torchvision pinned to the releases this project is tested with.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint bench clean-demo
+.PHONY: setup demo test lint bench bench-gpu clean-demo
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,7 @@ demo: setup
 	$(BIN)/python -m jobs.dedup --config configs/demo.yaml
 	$(BIN)/python -m jobs.scan --config configs/demo-scan-planted.yaml
 	$(BIN)/python -m jobs.scan --config configs/demo.yaml
+	$(BIN)/python -m jobs.dcs --config configs/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -40,11 +41,18 @@ lint: setup
 	$(BIN)/ruff check .
 
 # AUTOFAISS=1 adds autofaiss's own build_index to the index benchmark (~20 min on 2 cores).
+# On a GPU machine, `make bench-gpu` measures the scan and DCS with SD v1's shapes in fp16.
 bench: setup
 	$(BIN)/python -m benchmarks.embed --out bench-results/embed.json
 	$(BIN)/python -m benchmarks.index --out bench-results/index.json $(if $(AUTOFAISS),--autofaiss)
 	$(BIN)/python -m benchmarks.dedup --out bench-results/dedup.json
+	$(BIN)/python -m benchmarks.scan --out bench-results/scan.json
+	$(BIN)/python -m benchmarks.dcs --out bench-results/dcs.json
 	$(BIN)/python -m jobs.copybench --config configs/demo.yaml --out_dir bench-results/copybench
+
+bench-gpu: setup
+	$(BIN)/python -m benchmarks.dcs --pipeline sd_v1 --device cuda --resolution 512 --captions 2048 --batch_size 256 --out bench-results/dcs_gpu.json
+	$(BIN)/python -m benchmarks.scan --pipeline sd_v1 --device cuda --resolution 512 --steps 50 --images 32 --skip_match --out bench-results/scan_gpu.json
 
 clean-demo:
 	rm -rf data/demo

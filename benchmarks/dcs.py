@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--captions", type=int, default=512)
     parser.add_argument("--reference_captions", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--channels_last", action="store_true", help="UNet in channels-last layout")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     args = parser.parse_args()
 
     from diffrep.diffusion.pipelines import Checkpoint, load_pipeline
@@ -91,8 +93,12 @@ def main() -> None:
         extra = sd_v1_components() if args.pipeline == "sd_v1" else {}
         build_tiny_pipeline(tmp, seed=0, resolution=args.resolution, **extra)
         pipe = load_pipeline(Checkpoint(args.pipeline, tmp), device=args.device, dtype="auto")
+    if args.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    if args.compile:
+        pipe.unet = torch.compile(pipe.unet)
     den = Denoiser(pipe, 7.5, 0)
-    den.scores(captions[:8], args.resolution)  # warm-up (and the cached unconditional row)
+    den.scores(captions[:args.batch_size], args.resolution)  # warm-up (and the cached unconditional row)
     reference_scores(den, captions[0], args.resolution)
 
     sync(args.device)
@@ -115,7 +121,8 @@ def main() -> None:
     agree = float(np.max(np.abs(np.array(ref) - batched[:n_ref]) / np.abs(np.array(ref))))
     agree_minimal = float(np.max(np.abs(np.array(minimal) - batched[:n_ref]) / np.abs(np.array(minimal))))
 
-    results = {"pipeline": args.pipeline, "device": args.device, "dtype": str(pipe.unet.dtype),
+    results = {"pipeline": args.pipeline, "channels_last": args.channels_last,
+               "compile": args.compile, "device": args.device, "dtype": str(pipe.unet.dtype),
                "resolution": args.resolution, "batch_size": args.batch_size,
                "unet_parameters": sum(p.numel() for p in pipe.unet.parameters()),
                "captions_per_s_batched": round(batched_rate, 2),
