@@ -54,5 +54,18 @@ bench-gpu: setup
 	$(BIN)/python -m benchmarks.dcs --pipeline sd_v1 --device cuda --resolution 512 --captions 2048 --batch_size 256 --out bench-results/dcs_gpu.json
 	$(BIN)/python -m benchmarks.scan --pipeline sd_v1 --device cuda --resolution 512 --steps 50 --images 32 --skip_match --out bench-results/scan_gpu.json
 
+# Submit a job to the cluster at $RAY_ADDRESS and follow its logs:
+#   make submit-embed CONFIG=configs/laion-aesthetics-12m.yaml [ARGS="--batch_size 128"]
+# (jobs: download embed build_index search dedup scan dcs copybench). Ctrl-C stops
+# following, not the job; `ray job logs --follow <id>` picks it up again.
+CONFIG ?= configs/demo.yaml
+SUBMIT_JOBS := download embed build_index search dedup scan dcs copybench
+submit-%:
+	@test -n "$$RAY_ADDRESS" || { echo "set RAY_ADDRESS (e.g. http://127.0.0.1:8265 through an SSH tunnel)"; exit 2; }
+	@echo "$(SUBMIT_JOBS)" | tr ' ' '\n' | grep -qx '$*' || { echo "unknown job $*; one of: $(SUBMIT_JOBS)"; exit 2; }
+	$(BIN)/ray job submit --address "$$RAY_ADDRESS" --working-dir . \
+	  --runtime-env-json '{"excludes": [".venv", "data", "bench-results", ".git"], "env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1"}}' \
+	  -- python -m jobs.$* --config $(CONFIG) $(ARGS)
+
 clean-demo:
 	rm -rf data/demo
