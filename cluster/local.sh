@@ -9,6 +9,9 @@ set -euo pipefail
 RAY=${RAY:-.venv/bin/ray}
 PORT=${RAY_PORT:-6380}
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+# Jobs' `python` is the one on the raylets' PATH: the venv's.
+PATH="$(cd "$(dirname "$RAY")" && pwd):$PATH"
+export PATH
 worker_args=()
 [[ -n "${WORKER_CPUS:-}" ]] && worker_args+=(--num-cpus="$WORKER_CPUS")
 [[ -n "${WORKER_GPUS:-}" ]] && worker_args+=(--num-gpus="$WORKER_GPUS")
