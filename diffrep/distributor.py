@@ -5,18 +5,24 @@ keeps `in_flight_per_actor` calls queued per actor so an actor never idles betwe
 units. A unit whose call fails (a task error, or the actor or its node dying) is
 queued again, up to `max_attempts`; actors are created with `max_restarts`, so Ray
 restarts a dead one (on another node if its own is gone) and later calls wait for it.
+
+An actor that is only *unavailable* (its node stopped answering and Ray has not yet
+declared it dead and restarted it, which takes seconds) costs the unit no attempt: the
+unit goes back to the queue for the other actors, and the actor gets no new unit for a
+cool-down that doubles each time (1 s up to 30 s), until a call on it succeeds.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 
 from diffrep.progress import Progress
 
@@ -51,23 +57,46 @@ def run_units(
     consecutive_failures = dict.fromkeys(live, 0)
     in_flight: dict[ray.ObjectRef, tuple[int, U, int]] = {}
     load = dict.fromkeys(live, 0)
+    cool_until = dict.fromkeys(live, 0.0)
+    cool_s = dict.fromkeys(live, 0.0)
+    unavailable_retries: dict[int, int] = {}
     failures: list[Failure[U]] = []
 
     def fill() -> None:
+        now = time.monotonic()
         for idx in live:
+            if cool_until[idx] > now:
+                continue
             while load[idx] < in_flight_per_actor and queue:
                 unit, attempt = queue.popleft()
                 in_flight[submit(actors[idx], unit)] = (idx, unit, attempt)
                 load[idx] += 1
 
     fill()
-    while in_flight:
-        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=progress_interval_s)
+    while in_flight or queue:
+        if not in_flight:  # every live actor is cooling down
+            time.sleep(max(0.1, min(cool_until[i] for i in live) - time.monotonic()))
+            fill()
+            continue
+        ready, _ = ray.wait(list(in_flight), num_returns=1,
+                            timeout=min(progress_interval_s, 1.0) if queue else progress_interval_s)
         for ref in ready:
             idx, unit, attempt = in_flight.pop(ref)
             load[idx] -= 1
             try:
                 value = ray.get(ref)
+            except ActorUnavailableError as exc:
+                n = unavailable_retries[id(unit)] = unavailable_retries.get(id(unit), 0) + 1
+                cool_s[idx] = min(max(2 * cool_s[idx], 1.0), 30.0)
+                cool_until[idx] = time.monotonic() + cool_s[idx]
+                if n > 50:  # ~25 min of unavailability: counts as an attempt after all
+                    unavailable_retries[id(unit)], attempt = 0, attempt + 1
+                if attempt < max_attempts:
+                    log.warning("unit %s: actor %d unavailable (%s); requeued, actor resting %.0f s",
+                                unit, idx, _short(exc), cool_s[idx])
+                    queue.appendleft((unit, attempt))
+                else:
+                    failures.append(Failure(unit, _short(exc)))
             except RayError as exc:
                 actor_died = isinstance(exc, RayActorError)
                 consecutive_failures[idx] = consecutive_failures.get(idx, 0) + actor_died
@@ -89,6 +118,7 @@ def run_units(
                         queue.clear()
             else:
                 consecutive_failures[idx] = 0
+                cool_s[idx] = 0.0
                 on_result(unit, value)
         if progress:
             progress.report(progress_interval_s if not ready else 0.0)

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    except RayError as exc:
+    except (RayError, RuntimeError) as exc:
         log.error("dcs: %s", exc)
         return 1
     return 0

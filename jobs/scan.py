@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, IndexIntegrityError) as exc:
         log.error("%s", exc)
         return 2
-    except RayError as exc:
+    except (RayError, RuntimeError) as exc:
         log.error("scan: %s", exc)
         return 1
     finally:

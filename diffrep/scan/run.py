@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from diffrep import storage
 from diffrep.config import ConfigError
 from diffrep.diffusion.pipelines import Checkpoint
+from diffrep.distributor import run_units
 from diffrep.progress import Progress
 from diffrep.scan import baseline, prompts
 from diffrep.scan.config import ScanConfig
@@ -64,7 +65,6 @@ def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match) 
 def _run_units(cfg: ScanConfig, label: str, checkpoint: Checkpoint | None, units: list[ScanUnit],
                gen: GenerationSettings, match: MatchSettings, shard_actors: list | None) -> None:
     import ray
-    from ray.util import ActorPool
 
     layout = ScanLayout(cfg.root, cfg.run)
     for folder in ("generations", "images", "done"):
@@ -80,13 +80,18 @@ def _run_units(cfg: ScanConfig, label: str, checkpoint: Checkpoint | None, units
               for _ in range(min(cfg.workers, len(todo)))]
     progress = Progress(f"scan {label}", len(todo), unit="units", item="generations")
     try:
-        for stats in ActorPool(actors).map_unordered(lambda a, u: a.run.remote(u), todo):
-            progress.update(stats["generations"], stats["skipped"])
-            progress.report(every_s=cfg.progress_interval_s)
+        failures = run_units(actors, todo, lambda a, u: a.run.remote(u),
+                             lambda _u, stats: progress.update(stats["generations"], stats["skipped"]),
+                             progress=progress, max_attempts=cfg.max_attempts, in_flight_per_actor=1,
+                             progress_interval_s=cfg.progress_interval_s)
     finally:
         for a in actors:
             ray.kill(a)
     log.info("%s", progress.line())
+    if failures:
+        raise RuntimeError(f"scan {label}: {len(failures)} unit(s) failed every attempt (rerun "
+                           f"the job to retry them): " + "; ".join(f"unit {f.unit.unit}: {f.error}"
+                                                                  for f in failures[:5]))
 
 
 def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle,

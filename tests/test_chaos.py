@@ -1,0 +1,145 @@
+"""Chaos on a local multi-node Ray cluster (several raylets on this machine): a worker node
+is killed while the embed job and while the DCS ranking run; both complete, and every
+input row appears exactly once in their outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from diffrep.data.images import SkipSample
+from diffrep.data.reader import iter_raw_samples, parse_sample
+from tests.conftest import requires_sscd
+
+
+@pytest.fixture
+def nodes():
+    """A head without CPUs (the drivers' node) and two worker nodes of 2 CPUs each."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    cluster.shutdown()
+
+
+def runs_actor(node, class_name: str) -> bool:
+    """Whether a worker process of `node` (a child of its raylet) is a `class_name` actor:
+    Ray titles actor processes ray::<class>."""
+    import psutil
+
+    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+    for child in raylet.children(recursive=True):
+        try:
+            if f"ray::{class_name}" in " ".join(child.cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def kill_node_during(proc: subprocess.Popen, ready, cluster, workers, actor_class: str,
+                     timeout_s: float = 300) -> str:
+    """Once `ready()` holds, kill (no grace) a worker node that runs an `actor_class` actor;
+    returns its node id."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ready():
+            victim = next((w for w in workers if runs_actor(w, actor_class)), None)
+            if victim is not None:
+                cluster.remove_node(victim, allow_graceful=False)
+                return victim.node_id
+        time.sleep(0.2)
+    pytest.fail(f"the job ended (rc {proc.poll()}) or stalled before a node could be killed")
+
+
+def finish(proc: subprocess.Popen, timeout_s: float = 600) -> str:
+    """Wait for the job; returns its own log lines (shown by pytest -s, and on failure)."""
+    out, _ = proc.communicate(timeout=timeout_s)
+    log = "\n".join(line for line in out.splitlines()
+                    if any(tag in line for tag in (" INFO ", " WARNING ", " ERROR ")))
+    print(log)
+    assert proc.returncode == 0, log[-6000:]
+    return log
+
+
+@requires_sscd
+def test_embed_survives_a_worker_node_dying(nodes, demo_corpus, tmp_path):
+    cluster, workers = nodes
+    corpus, _ = demo_corpus
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    sources = sorted((corpus / "shards").glob("*.tar"))
+    for i in range(8):
+        shutil.copy(sources[i % len(sources)], shards / f"{i:05d}.tar")
+    root = tmp_path / "root"
+    stats = root / "embeddings" / "sscd_onnx" / "stats"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.embed", "--input", str(shards / "{00000..00007}.tar"),
+         "--root", str(root), "--models", "[sscd_onnx]", "--actors", "2", "--cpus_per_actor", "1",
+         "--batch_size", "4", "--ray_address", cluster.address, "--progress_interval_s", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done_at_kill = []
+
+    def one_shard_done() -> bool:
+        n = len(list(stats.glob("*.json"))) if stats.is_dir() else 0
+        done_at_kill[:] = [n]
+        return n >= 1
+
+    kill_node_during(proc, one_shard_done, cluster, workers, "ShardEmbedder")
+    finish(proc)
+    assert done_at_kill[0] < 8  # killed mid-job
+    for i in range(8):
+        name = f"{i:05d}"
+        expected = []
+        counts: Counter = Counter()
+        for raw in iter_raw_samples(str(shards / f"{name}.tar"), counts):
+            with contextlib.suppress(SkipSample):
+                expected.append(parse_sample(raw, counts).row)
+        meta = pq.read_table(root / "embeddings/sscd_onnx/metadata" / f"{name}.parquet")
+        rows = meta["row"].to_pylist()
+        assert sorted(rows) == sorted(expected) and len(set(rows)) == len(rows)  # once each
+        import numpy as np
+
+        assert len(np.load(root / "embeddings/sscd_onnx/img_emb" / f"{name}.npy")) == len(rows)
+        assert (stats / f"{name}.json").exists()
+
+
+def test_dcs_survives_a_worker_node_dying(nodes, demo_index_root, tmp_path):
+    from diffrep.diffusion.tiny import build_tiny_pipeline
+
+    cluster, workers = nodes
+    root, _, _ = demo_index_root
+    ckpt = tmp_path / "tiny"
+    build_tiny_pipeline(ckpt, seed=0, resolution=32)
+    run = root / "rankings" / "chaos"
+    scores = run / "scores"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.dcs", "--root", str(root), "--run", "chaos", "--checkpoint",
+         str(ckpt), "--resolution", "32", "--batch_size", "2", "--captions_per_shard", "2",
+         "--num_buckets", "1", "--workers", "2", "--cpus_per_worker", "1", "--top_n", "2",
+         "--ecs_seeds", "1", "--gt_seeds", "1", "--gt_steps", "2", "--overwrite", "true",
+         "--ray_address", cluster.address, "--progress_interval_s", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def scoring_started() -> bool:
+        return scores.is_dir() and len(list(scores.glob("*.parquet"))) >= 2
+
+    kill_node_during(proc, scoring_started, cluster, workers, "RankWorker")
+    finish(proc)
+    captions = pa.concat_tables([pq.read_table(p) for p in sorted((run / "captions").glob("*.parquet"))])
+    ranked = pq.read_table(run / "ranked.parquet")
+    ids = ranked["caption_id"].to_pylist()
+    assert sorted(ids) == sorted(captions["caption_id"].to_pylist()) and len(set(ids)) == len(ids)
+    assert len(list(scores.glob("*.parquet"))) == len(list((run / "captions").glob("*.parquet")))
+    assert not any(".tmp-" in f for f in os.listdir(scores))
