@@ -5,6 +5,7 @@ input row appears exactly once in their outputs."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -143,3 +144,64 @@ def test_dcs_survives_a_worker_node_dying(nodes, demo_index_root, tmp_path):
     assert sorted(ids) == sorted(captions["caption_id"].to_pylist()) and len(set(ids)) == len(ids)
     assert len(list(scores.glob("*.parquet"))) == len(list((run / "captions").glob("*.parquet")))
     assert not any(".tmp-" in f for f in os.listdir(scores))
+
+
+FILLER = """
+import sys, time, numpy as np, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+refs = [ray.put(np.full(20 * 2**20, i, np.uint8)) for i in range(int(sys.argv[2]))]  # 20 MB each
+print("filled", flush=True)
+time.sleep(600)
+"""
+
+
+@requires_sscd
+def test_embed_completes_while_the_object_store_spills(demo_corpus, tmp_path):
+    """The object store (80 MB) is filled to 4x its size by another driver, so Ray spills to
+    disk; the embed job (which moves no image data through the object store: actors read
+    and write shards on storage) completes with every row, and its processes' memory stays
+    bounded."""
+    import psutil
+    from ray.cluster_utils import Cluster
+
+    spill = tmp_path / "spill"
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False, "object_store_memory": 80 * 2**20,
+        "_system_config": {"object_spilling_config": json.dumps(
+            {"type": "filesystem", "params": {"directory_path": str(spill)}})}})
+    filler = subprocess.Popen([sys.executable, "-c", FILLER, cluster.address, "16"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert filler.stdout.readline().strip() == "filled"
+        spilled = sum(f.stat().st_size for f in spill.rglob("*") if f.is_file())
+        assert spilled >= 200 * 2**20  # most of the 320 MB went to disk
+        corpus, _ = demo_corpus
+        shards = tmp_path / "shards"
+        shards.mkdir()
+        sources = sorted((corpus / "shards").glob("*.tar"))
+        for i in range(8):
+            shutil.copy(sources[i % len(sources)], shards / f"{i:05d}.tar")
+        root = tmp_path / "root"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.embed", "--input", str(shards / "{00000..00007}.tar"),
+             "--root", str(root), "--models", "[sscd_onnx]", "--actors", "1", "--cpus_per_actor", "1",
+             "--batch_size", "8", "--ray_address", cluster.address],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        peak = 0
+        raylet = psutil.Process(cluster.head_node.all_processes["raylet"][0].process.pid)
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                tree = [psutil.Process(proc.pid)] + [
+                    c for c in raylet.children(recursive=True) if "ShardEmbedder" in " ".join(c.cmdline())]
+                peak = max(peak, max(p.memory_info().rss for p in tree))
+            time.sleep(0.2)
+        finish(proc)
+        meta = pa.concat_tables([pq.read_table(p) for p in sorted((root / "embeddings/sscd_onnx/metadata").glob("*.parquet"))])
+        per_shard = Counter(meta["shard"].to_pylist())
+        assert sorted(per_shard) == [f"{i:05d}" for i in range(8)]
+        assert len(set(zip(meta["shard"].to_pylist(), meta["row"].to_pylist(), strict=True))) == len(meta)
+        print(f"spilled {spilled / 2**20:.0f} MiB; peak RSS of one job process {peak / 2**20:.0f} MiB")
+        assert 0 < peak < 2 * 2**30, peak  # bytes
+    finally:
+        filler.kill()
+        cluster.shutdown()
