@@ -204,3 +204,15 @@ def test_prompt_files_are_normalised_and_deduplicated(tmp_path):
     pq.write_table(pa.table({"caption": ["x", "x", "y"], "key": ["k1", "k2", "k3"]}), tmp_path / "p.parquet")
     t = from_file(str(tmp_path / "p.parquet"), 10)
     assert t["prompt"].to_pylist() == ["x", "y"] and t["source_key"].to_pylist() == ["k1", "k3"]
+
+
+def test_prompt_file_keys_resolve_to_their_training_images(demo_index_root, tmp_path):
+    from diffrep.scan.prompts import with_source_ids
+
+    root, _, _ = demo_index_root
+    handle = open_index(str(root), MODEL)
+    known = handle.lookup(np.array([0, 5]))["key"].to_pylist()
+    pq.write_table(pa.table({"prompt": ["a", "b", "c"], "key": [known[0], "no-such-key", known[1]]}),
+                   tmp_path / "p.parquet")
+    t = with_source_ids(from_file(str(tmp_path / "p.parquet"), 10), handle)
+    assert t["source_id"].to_pylist() == [0, None, 5]

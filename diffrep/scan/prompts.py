@@ -70,3 +70,14 @@ def from_file(path: str, n: int) -> pa.Table:
     if not len(out):
         raise ConfigError(f"scan.prompts: {path} holds no non-empty prompt")
     return out
+
+
+def with_source_ids(table: pa.Table, handle: IndexHandle) -> pa.Table:
+    """Fill source_id from source_key (prompts whose file names their training image), so
+    that their generations get the similarity to that image. Unknown keys stay null."""
+    keys = [k for k in table["source_key"].to_pylist() if k]
+    if not keys:
+        return table
+    ids = handle.key_to_id(keys)
+    column = pa.array([ids.get(k) if k else None for k in table["source_key"].to_pylist()], pa.int64())
+    return table.set_column(table.schema.get_field_index("source_id"), "source_id", column)

@@ -55,8 +55,10 @@ def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match) 
     elif storage.exists(layout.path("prompts.parquet")):
         table = pq.read_table(layout.path("prompts.parquet"))
     else:
-        table = (prompts.from_training(handle, cfg.num_prompts, cfg.prompt_seed)
-                 if cfg.prompts == "training" else prompts.from_file(cfg.prompts, cfg.num_prompts))
+        if cfg.prompts == "training":
+            table = prompts.from_training(handle, cfg.num_prompts, cfg.prompt_seed)
+        else:
+            table = prompts.with_source_ids(prompts.from_file(cfg.prompts, cfg.num_prompts), handle)
         storage.write_parquet(layout.path("prompts.parquet"), table)
     storage.write_json(plan_url, plan)
     return table
