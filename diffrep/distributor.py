@@ -129,3 +129,26 @@ def run_units(
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1] if text else ''}"[:300]
+
+
+class UnitsFailed(RuntimeError):
+    """Some work units failed every attempt; the message names them (a rerun retries them)."""
+
+
+def run_units_then_release(actors: Sequence[Any], units: Sequence[U],
+                           submit: Callable[[Any, U], ray.ObjectRef],
+                           on_result: Callable[[U, Any], None], progress: Progress,
+                           max_attempts: int, progress_interval_s: float, what: str) -> None:
+    """run_units with one call in flight per actor, then kill the actors (their GPUs go
+    back to the cluster); raises UnitsFailed naming the units that failed every attempt."""
+    try:
+        failures = run_units(actors, units, submit, on_result, progress=progress,
+                             max_attempts=max_attempts, in_flight_per_actor=1,
+                             progress_interval_s=progress_interval_s)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    log.info("%s", progress.line())
+    if failures:
+        raise UnitsFailed(f"{what}: {len(failures)} unit(s) failed every attempt (rerun the job "
+                          f"to retry them): " + "; ".join(f"{f.unit}: {f.error}" for f in failures[:5]))

@@ -16,6 +16,7 @@ from ray.exceptions import RayError
 
 from diffrep.config import ConfigError, load_job_config
 from diffrep.diffusion.pipelines import CheckpointError, resolve_checkpoint
+from diffrep.distributor import UnitsFailed
 from diffrep.index.manifest import IndexIntegrityError
 from diffrep.logs import setup_logging
 from diffrep.rank.config import RankConfig, validate
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    except (RayError, RuntimeError) as exc:
+    except (RayError, UnitsFailed) as exc:
         log.error("dcs: %s", exc)
         return 1
     return 0

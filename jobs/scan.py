@@ -15,6 +15,7 @@ from ray.exceptions import RayError
 
 from diffrep.config import ConfigError, load_job_config
 from diffrep.diffusion.pipelines import CheckpointError, resolve_checkpoint
+from diffrep.distributor import UnitsFailed
 from diffrep.index.manifest import IndexIntegrityError
 from diffrep.logs import setup_logging
 from diffrep.ray_utils import init_ray
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, IndexIntegrityError) as exc:
         log.error("%s", exc)
         return 2
-    except (RayError, RuntimeError) as exc:
+    except (RayError, UnitsFailed) as exc:
         log.error("scan: %s", exc)
         return 1
     finally:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,6 +33,15 @@ def nodes():
     cluster.wait_for_nodes()
     yield cluster, workers
     cluster.shutdown()
+
+
+def replicate_shards(corpus: Path, dst: Path, n: int) -> Path:
+    """`n` shards 00000.tar.. cycling over the demo corpus's (more work for the jobs)."""
+    dst.mkdir()
+    sources = sorted((corpus / "shards").glob("*.tar"))
+    for i in range(n):
+        shutil.copy(sources[i % len(sources)], dst / f"{i:05d}.tar")
+    return dst
 
 
 def runs_actor(node, class_name: str) -> bool:
@@ -77,12 +87,7 @@ def finish(proc: subprocess.Popen, timeout_s: float = 600) -> str:
 @requires_sscd
 def test_embed_survives_a_worker_node_dying(nodes, demo_corpus, tmp_path):
     cluster, workers = nodes
-    corpus, _ = demo_corpus
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    sources = sorted((corpus / "shards").glob("*.tar"))
-    for i in range(8):
-        shutil.copy(sources[i % len(sources)], shards / f"{i:05d}.tar")
+    shards = replicate_shards(demo_corpus[0], tmp_path / "shards", 8)
     root = tmp_path / "root"
     stats = root / "embeddings" / "sscd_onnx" / "stats"
     proc = subprocess.Popen(
@@ -175,12 +180,7 @@ def test_embed_completes_while_the_object_store_spills(demo_corpus, tmp_path):
         assert filler.stdout.readline().strip() == "filled"
         spilled = sum(f.stat().st_size for f in spill.rglob("*") if f.is_file())
         assert spilled >= 200 * 2**20  # most of the 320 MB went to disk
-        corpus, _ = demo_corpus
-        shards = tmp_path / "shards"
-        shards.mkdir()
-        sources = sorted((corpus / "shards").glob("*.tar"))
-        for i in range(8):
-            shutil.copy(sources[i % len(sources)], shards / f"{i:05d}.tar")
+        shards = replicate_shards(demo_corpus[0], tmp_path / "shards", 8)
         root = tmp_path / "root"
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobs.embed", "--input", str(shards / "{00000..00007}.tar"),

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from diffrep import storage
 from diffrep.config import ConfigError
 from diffrep.diffusion.pipelines import Checkpoint
-from diffrep.distributor import run_units
+from diffrep.distributor import run_units_then_release
 from diffrep.embed.layout import ModelOutput
 from diffrep.progress import Progress
 from diffrep.rank.captions import build_caption_shards, caption_inputs
@@ -96,21 +96,8 @@ def _actors(cfg: RankConfig, checkpoint: Checkpoint, score, truth, n: int) -> li
 
 
 def _pool(cfg: RankConfig, actors: list, call, items: list, progress: Progress, count) -> None:
-    """Run `call(actor, item)` for every item on the actors (diffrep.distributor: retries,
-    node deaths); raises RuntimeError naming the items that failed every attempt."""
-    import ray
-
-    try:
-        failures = run_units(actors, items, call, lambda _item, result: progress.update(count(result)),
-                             progress=progress, max_attempts=cfg.max_attempts, in_flight_per_actor=1,
-                             progress_interval_s=cfg.progress_interval_s)
-    finally:
-        for a in actors:
-            ray.kill(a)
-    log.info("%s", progress.line())
-    if failures:
-        raise RuntimeError(f"{len(failures)} unit(s) failed every attempt (rerun the job to "
-                           f"retry them): " + "; ".join(f"{f.unit}: {f.error}" for f in failures[:5]))
+    run_units_then_release(actors, items, call, lambda _item, result: progress.update(count(result)),
+                           progress, cfg.max_attempts, cfg.progress_interval_s, f"rank {progress.job}")
 
 
 def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:

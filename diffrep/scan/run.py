@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from diffrep import storage
 from diffrep.config import ConfigError
 from diffrep.diffusion.pipelines import Checkpoint
-from diffrep.distributor import run_units
+from diffrep.distributor import run_units_then_release
 from diffrep.progress import Progress
 from diffrep.scan import baseline, prompts
 from diffrep.scan.config import ScanConfig
@@ -81,19 +81,9 @@ def _run_units(cfg: ScanConfig, label: str, checkpoint: Checkpoint | None, units
     actors = [actor_cls.remote(cfg.root, cfg.run, checkpoint, gen, match, shard_actors)
               for _ in range(min(cfg.workers, len(todo)))]
     progress = Progress(f"scan {label}", len(todo), unit="units", item="generations")
-    try:
-        failures = run_units(actors, todo, lambda a, u: a.run.remote(u),
-                             lambda _u, stats: progress.update(stats["generations"], stats["skipped"]),
-                             progress=progress, max_attempts=cfg.max_attempts, in_flight_per_actor=1,
-                             progress_interval_s=cfg.progress_interval_s)
-    finally:
-        for a in actors:
-            ray.kill(a)
-    log.info("%s", progress.line())
-    if failures:
-        raise RuntimeError(f"scan {label}: {len(failures)} unit(s) failed every attempt (rerun "
-                           f"the job to retry them): " + "; ".join(f"unit {f.unit.unit}: {f.error}"
-                                                                  for f in failures[:5]))
+    run_units_then_release(actors, todo, lambda a, u: a.run.remote(u),
+                           lambda _u, stats: progress.update(stats["generations"], stats["skipped"]),
+                           progress, cfg.max_attempts, cfg.progress_interval_s, f"scan {label}")
 
 
 def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle,

@@ -27,6 +27,9 @@ class ScanUnit:
     prompts: list[dict] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
 
+    def __str__(self) -> str:
+        return f"{self.label}/{self.unit:05d}"
+
 
 @dataclass
 class GivenImage:
