@@ -205,3 +205,41 @@ def test_embed_completes_while_the_object_store_spills(demo_corpus, tmp_path):
     finally:
         filler.kill()
         cluster.shutdown()
+
+
+def test_scan_driver_killed_and_resubmitted(demo_index_root, ray_cluster, tmp_path):
+    """SIGKILL the scan's driver (its actors die with it) after some units; the
+    resubmitted job finishes the rest: every (checkpoint, prompt, seed) once, no partial file."""
+    import signal
+
+    from diffrep.diffusion.tiny import build_tiny_pipeline
+
+    root, _, _ = demo_index_root
+    ckpt = tmp_path / "tiny"
+    build_tiny_pipeline(ckpt, seed=0, resolution=32)
+    args = [sys.executable, "-m", "jobs.scan", "--root", str(root), "--run", "killed",
+            "--checkpoints", f"[{ckpt}]", "--num_prompts", "12", "--seeds_per_prompt", "2",
+            "--steps", "2", "--resolution", "32", "--batch_size", "4", "--prompts_per_unit", "2",
+            "--baseline_size", "10", "--shard_actors", "never", "--ray_address", ray_cluster.address]
+    done = root / "scans" / "killed" / "done" / "tiny"
+    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if done.is_dir() and len(list(done.glob("*.json"))) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the scan ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_done = len(list(done.glob("*.json")))
+    assert 2 <= n_done < 6
+    resumed = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = finish(resumed)
+    assert f"tiny: 6 unit(s), {6 - n_done} to do" in log
+    base = root / "scans" / "killed"
+    rows = pa.concat_tables([pq.read_table(p) for p in sorted((base / "generations" / "tiny").glob("*.parquet"))])
+    pairs = list(zip(rows["prompt_id"].to_pylist(), rows["seed"].to_pylist(), strict=True))
+    assert sorted(pairs) == [(p, s) for p in range(12) for s in (0, 1)]
+    for folder in ("generations", "images", "done"):
+        assert not any(".tmp-" in f.name for f in (base / folder / "tiny").iterdir())
