@@ -109,9 +109,10 @@ def test_sobel_edges_and_ecs_on_known_images():
 def test_verbatim_labels_on_constructed_images():
     own = to_unit(photo(1, (96, 96)))
     unrelated = to_unit(photo(2, (96, 96)))
-    assert judge([own.copy()], own, [], []).label == "MV"
-    assert judge([unrelated], own, [own], []).label == "none"
-    assert judge([unrelated, own.copy()], None, [unrelated * 0.2, own], []).label == "RV"
+    assert judge([own.copy()], [own], [], []).label == "MV"
+    assert judge([own.copy()], [unrelated, own], [], []).label == "MV"  # any of its images
+    assert judge([unrelated], [own], [own], []).label == "none"
+    assert judge([unrelated, own.copy()], [], [unrelated * 0.2, own], []).label == "RV"
     # a template: the same layout with a region whose content varies across the group
     group = []
     for s in range(4):
@@ -122,7 +123,7 @@ def test_verbatim_labels_on_constructed_images():
     assert not mask[80:176, 80:176].any() and mask[:40].all()
     generation = own.copy()
     generation[64:192, 64:192] = to_unit(photo(99, (96, 96)))[64:192, 64:192]
-    v = judge([generation], None, [group[0]], [(group[0], mask)])
+    v = judge([generation], [], [group[0]], [(group[0], mask)])
     assert v.label == "TV" and v.template_distance < 0.01 < 0.12 < v.retrieval_distance
     found, precision = precision_vs_found(np.array([0.9, 0.1, 0.5, 0.7]), np.array([1, 1, 0, 0]))
     assert found.tolist() == [1, 1, 1, 2] and precision.tolist() == [1.0, 0.5, 1 / 3, 0.5]

@@ -65,12 +65,13 @@ def _min_dist(gens: Sequence[np.ndarray], refs: Sequence[np.ndarray],
     return min(rms_distance(g, r, m) for g in gens for r, m in zip(refs, masks, strict=True))
 
 
-def judge(generations: Sequence[np.ndarray], own: np.ndarray | None,
+def judge(generations: Sequence[np.ndarray], own: Sequence[np.ndarray],
           neighbours: Sequence[np.ndarray], templates: Sequence[tuple[np.ndarray, np.ndarray]],
           delta_v: float = 0.12, delta: float = 0.12) -> Verdict:
-    """Label one caption from its J generations (unit images), its own training image (or
-    None), retrieved neighbours, and (image, stable mask) templates. MV > RV > TV > none."""
-    dm = _min_dist(generations, [own] if own is not None else [])
+    """Label one caption from its J generations (unit images), its own training image(s)
+    (empty when unavailable), retrieved neighbours, and (image, stable mask) templates.
+    MV > RV > TV > none."""
+    dm = _min_dist(generations, list(own))
     dr = _min_dist(generations, list(neighbours))
     dt = _min_dist(generations, [t for t, _ in templates], [m for _, m in templates])
     if dm is not None and dm <= delta_v:
@@ -82,6 +83,14 @@ def judge(generations: Sequence[np.ndarray], own: np.ndarray | None,
     else:
         label = "none"
     return Verdict(label, dm, dr, dt)
+
+
+def nearest_template(generations: Sequence[np.ndarray],
+                     templates: Sequence[tuple[np.ndarray, np.ndarray]]) -> int | None:
+    """Index of the template with the smallest masked distance to any generation."""
+    if not templates:
+        return None
+    return int(np.argmin([min(rms_distance(g, im, m) for g in generations) for im, m in templates]))
 
 
 def precision_vs_found(scores: np.ndarray, verbatim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

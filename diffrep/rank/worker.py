@@ -12,14 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
 from diffrep import storage
 from diffrep.data.demo import tar_bytes
 from diffrep.diffusion.pipelines import Checkpoint
-from diffrep.rank import verbatim
+from diffrep.rank import truth, verbatim
 
 
 @dataclass(frozen=True)
@@ -104,100 +103,74 @@ class RankWorker:
 
     def truth_chunk(self, rows: list[dict], out_url: str, tar_url: str) -> dict:
         """ECS, J generations and the verbatim label of each caption in `rows` (dicts with
-        caption_id, caption, keys, shards, rank); writes the chunk's parquet (last) and tar."""
+        caption_id, caption, keys, shards, rank, dcs, noise_magnitude); writes the chunk's
+        tar, then its parquet (the chunk's marker)."""
         from diffrep.diffusion.generate import generate
-        from diffrep.diffusion.scores import edge_consistency, one_step_images, sobel_edges
         from diffrep.report.images import fetch_corpus_images
 
         t, s = self.truth, self.score
         searcher, embedder, groups = self._index()
         handle = searcher.handle
         captions = [r["caption"] for r in rows]
-        ecs = []
-        for i in range(0, len(captions), s.batch_size):
-            imgs = one_step_images(self.den, captions[i:i + s.batch_size], s.resolution,
-                                   [s.seed + j for j in range(t.ecs_seeds)])
-            ecs.extend(edge_consistency(sobel_edges(im, t.edge_threshold), t.gamma) for im in imgs)
+        ecs = self._ecs(captions)
         seeds = [s.seed + j for j in range(t.gt_seeds)]
         gens = generate(self.pipe, [c for c in captions for _ in seeds], seeds * len(captions),
                         t.gt_steps, s.guidance_scale, s.resolution, s.batch_size)
         hits = searcher.search(embedder.embed_images(gens), k=min(t.neighbours, handle.ntotal),
                                rerank="exact", candidates=max(50, t.neighbours))
-        meta = handle.lookup(hits.ids.ravel())
-        neighbour_keys = np.array(meta["key"].to_pylist(), dtype=object).reshape(hits.ids.shape)
-        # template groups: each neighbour's near-duplicate group (dedup job), else its own
-        # nearest neighbours in the index
-        members: dict[int, list[int]] = {}
-        uniq = np.unique(hits.ids[hits.ids >= 0])
-        if groups is not None:
-            keys = handle.lookup(uniq)["key"]
-            gid = pc.take(groups["group_id"], pc.index_in(keys, value_set=groups["key"]))
-            for nid, g in zip(uniq.tolist(), gid.to_pylist(), strict=True):
-                mk = groups.filter(pc.equal(groups["group_id"], g))["key"].to_pylist() if g is not None else []
-                members[nid] = [nid] + [v for k, v in handle.key_to_id(mk).items() if v != nid]
-        else:
-            nn = searcher.search(handle.vectors(uniq), k=min(t.neighbours, handle.ntotal),
-                                 rerank="exact", candidates=max(50, t.neighbours))
-            for nid, ids in zip(uniq.tolist(), nn.ids, strict=True):
-                members[nid] = [nid] + [int(x) for x in ids if x >= 0 and x != nid]
-        wanted: dict[str, set[str]] = {}
-        for r in rows:
-            for k, sh in zip(r["keys"], r["shards"], strict=True):
-                wanted.setdefault(sh, set()).add(k)
-        all_ids = sorted({m for ms in members.values() for m in ms})
-        id_key = dict(zip(all_ids, handle.lookup(np.array(all_ids, np.int64))["key"].to_pylist(), strict=True))
-        for shard, _, sel in handle.locate(np.array(all_ids, np.int64)):
-            wanted.setdefault(shard, set()).update(id_key[all_ids[i]] for i in sel)
+        neighbour_keys = np.array(handle.lookup(hits.ids.ravel())["key"].to_pylist(),
+                                  dtype=object).reshape(hits.ids.shape)
+        members = truth.template_members(searcher, np.unique(hits.ids[hits.ids >= 0]), groups,
+                                         t.neighbours)
+        wanted, id_key = truth.images_needed(searcher, rows, {m for ms in members.values() for m in ms})
         corpus = {k: verbatim.to_unit(im) for k, im in
                   fetch_corpus_images(self.root, t.model, wanted).items()}
         counts: Counter = Counter()
         out_rows, samples = [], []
         for i, r in enumerate(rows):
-            g_unit = [verbatim.to_unit(gens[i * len(seeds) + j]) for j in range(len(seeds))]
-            own = [corpus[k] for k in r["keys"] if k in corpus]
-            qrows = range(i * len(seeds), (i + 1) * len(seeds))
-            nbr_ids = sorted({int(x) for q in qrows for x in hits.ids[q] if x >= 0})
-            neighbours = [corpus[id_key[n]] for n in nbr_ids if id_key.get(n) in corpus]
-            templates, template_keys = [], []
-            for n in nbr_ids:
-                group = [corpus[id_key[m]] for m in members.get(n, [n]) if id_key.get(m) in corpus]
-                if len(group) > 1:
-                    templates.append((group[0], verbatim.stable_mask(group, t.template_tolerance)))
-                    template_keys.append(id_key[n])
-            verdicts = [verbatim.judge(g_unit, o, [], [], t.delta_v, t.delta) for o in own] or \
-                [verbatim.judge(g_unit, None, [], [], t.delta_v, t.delta)]
-            best_own = min((v.matching_distance for v in verdicts if v.matching_distance is not None),
-                           default=None)
-            v = verbatim.judge(g_unit, None, neighbours, templates, t.delta_v, t.delta)
-            label = "MV" if best_own is not None and best_own <= t.delta_v else v.label
-            counts[label] += 1
-            if not own:
-                counts["own_image_unavailable"] += 1
-            names = []
-            for j, seed in enumerate(seeds):
-                buf = io.BytesIO()
-                gens[i * len(seeds) + j].save(buf, format="PNG")
-                name = f"{r['caption_id']}_{seed}"
-                samples.append((name, {"png": buf.getvalue(), "json": json.dumps(
+            mine = range(i * len(seeds), (i + 1) * len(seeds))  # this caption's generations
+            neighbour_ids = sorted({int(x) for q in mine for x in hits.ids[q] if x >= 0})
+            verdict, template_key, mask = truth.label_caption(
+                [verbatim.to_unit(gens[q]) for q in mine], r["keys"], neighbour_ids, members,
+                id_key, corpus, t.delta_v, t.delta, t.template_tolerance)
+            counts[verdict.label] += 1
+            counts["own_image_unavailable"] += not any(k in corpus for k in r["keys"])
+            names = [f"{r['caption_id']}_{seed}.png" for seed in seeds]
+            for q, seed, name in zip(mine, seeds, names, strict=True):
+                samples.append((name[:-4], {"png": _png(gens[q]), "json": json.dumps(
                     {"caption_id": r["caption_id"], "caption": r["caption"], "seed": seed}).encode()}))
-                names.append(name + ".png")
-            best_t = None
-            if templates:
-                dists = [min(verbatim.rms_distance(g, im, m) for g in g_unit) for im, m in templates]
-                best_t = int(np.argmin(dists))
-                buf = io.BytesIO()
-                Image.fromarray(templates[best_t][1].astype(np.uint8) * 255).save(buf, format="PNG")
-                samples.append((f"{r['caption_id']}_mask", {"png": buf.getvalue()}))
-            best_q = min(qrows, key=lambda q: -hits.sims[q, 0])
+            if mask is not None:
+                samples.append((f"{r['caption_id']}_mask", {"png": _png(Image.fromarray(mask.astype(np.uint8) * 255))}))
+            best_q = max(mine, key=lambda q: hits.sims[q, 0])
             out_rows.append({
                 "caption_id": r["caption_id"], "caption": r["caption"], "dcs_rank": r["rank"],
                 "dcs": r["dcs"], "noise_magnitude": r["noise_magnitude"], "ecs": ecs[i],
-                "label": label, "matching_distance": best_own,
-                "retrieval_distance": v.retrieval_distance, "template_distance": v.template_distance,
-                "top_neighbour_key": neighbour_keys[best_q, 0], "top_neighbour_sim": float(hits.sims[best_q, 0]),
-                "template_key": template_keys[best_t] if best_t is not None else None,
-                "template_mask": f"{r['caption_id']}_mask.png" if best_t is not None else None,
+                "label": verdict.label, "matching_distance": verdict.matching_distance,
+                "retrieval_distance": verdict.retrieval_distance,
+                "template_distance": verdict.template_distance,
+                "top_neighbour_key": neighbour_keys[best_q, 0],
+                "top_neighbour_sim": float(hits.sims[best_q, 0]),
+                "template_key": template_key,
+                "template_mask": f"{r['caption_id']}_mask.png" if mask is not None else None,
                 "own_keys": r["keys"], "images": names, "image_tar": tar_url})
         storage.write_bytes(tar_url, tar_bytes(samples))
         storage.write_parquet(out_url, pa.Table.from_pylist(out_rows))
         return {"captions": len(rows), "labels": dict(counts)}
+
+    def _ecs(self, captions: list[str]) -> list[float]:
+        """ECS of each caption: J one-step samples decoded, Sobel edges, consistency."""
+        from diffrep.diffusion.scores import edge_consistency, one_step_images, sobel_edges
+
+        t, s = self.truth, self.score
+        out: list[float] = []
+        for i in range(0, len(captions), s.batch_size):
+            imgs = one_step_images(self.den, captions[i:i + s.batch_size], s.resolution,
+                                   [s.seed + j for j in range(t.ecs_seeds)])
+            out.extend(edge_consistency(sobel_edges(im, t.edge_threshold), t.gamma) for im in imgs)
+        return out
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()

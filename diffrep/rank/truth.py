@@ -1,0 +1,75 @@
+"""Ground truth for the top of a ranking: which training images each caption's
+generations are compared with (own images, retrieved neighbours, templates), fetched once
+per chunk, and the verbatim label (diffrep.rank.verbatim)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from diffrep.rank import verbatim
+from diffrep.search import Searcher
+
+
+def template_members(searcher: Searcher, neighbour_ids: np.ndarray, groups: pa.Table | None,
+                     k: int) -> dict[int, list[int]]:
+    """For each neighbour id, itself first and then the members of its near-duplicate
+    group: the dedup job's group (`groups`: key, group_id) when given, else its own k
+    nearest neighbours in the index (exact similarities)."""
+    handle = searcher.handle
+    ids = [int(i) for i in neighbour_ids]
+    members: dict[int, list[int]] = {}
+    if groups is not None:
+        keys = handle.lookup(np.array(ids, np.int64))["key"]
+        gids = pc.take(groups["group_id"], pc.index_in(keys, value_set=groups["key"])).to_pylist()
+        for nid, gid in zip(ids, gids, strict=True):
+            group_keys = groups.filter(pc.equal(groups["group_id"], gid))["key"].to_pylist() \
+                if gid is not None else []
+            members[nid] = [nid] + [v for v in handle.key_to_id(group_keys).values() if v != nid]
+        return members
+    if ids:
+        nn = searcher.search(handle.vectors(np.array(ids, np.int64)), k=min(k, handle.ntotal),
+                             rerank="exact", candidates=max(50, k))
+        for nid, row in zip(ids, nn.ids, strict=True):
+            members[nid] = [nid] + [int(x) for x in row if x >= 0 and x != nid]
+    return members
+
+
+def images_needed(searcher: Searcher, rows: Sequence[dict], member_ids: set[int]
+                  ) -> tuple[dict[str, set[str]], dict[int, str]]:
+    """({embedding shard: keys} to fetch, {id: key}) for the captions' own images (their
+    keys and shards) and every template member."""
+    handle = searcher.handle
+    wanted: dict[str, set[str]] = {}
+    for r in rows:
+        for key, shard in zip(r["keys"], r["shards"], strict=True):
+            wanted.setdefault(shard, set()).add(key)
+    ids = np.array(sorted(member_ids), np.int64)
+    id_key = dict(zip(ids.tolist(), handle.lookup(ids)["key"].to_pylist(), strict=True))
+    for shard, _, sel in handle.locate(ids):
+        wanted.setdefault(shard, set()).update(id_key[int(ids[i])] for i in sel)
+    return wanted, id_key
+
+
+def label_caption(generations: Sequence[np.ndarray], own_keys: Sequence[str],
+                  neighbour_ids: Sequence[int], members: dict[int, list[int]],
+                  id_key: dict[int, str], corpus: dict[str, np.ndarray], delta_v: float,
+                  delta: float, tolerance: float) -> tuple[verbatim.Verdict, str | None, np.ndarray | None]:
+    """(verdict, key of the nearest template, its stable mask) for one caption from its
+    unit-image generations and the fetched `corpus` {key: unit image}."""
+    own = [corpus[k] for k in own_keys if k in corpus]
+    neighbours = [corpus[id_key[n]] for n in neighbour_ids if id_key.get(n) in corpus]
+    templates, template_keys = [], []
+    for n in neighbour_ids:
+        group = [corpus[id_key[m]] for m in members.get(n, [n]) if id_key.get(m) in corpus]
+        if len(group) > 1:
+            templates.append((group[0], verbatim.stable_mask(group, tolerance)))
+            template_keys.append(id_key[n])
+    verdict = verbatim.judge(generations, own, neighbours, templates, delta_v, delta)
+    best = verbatim.nearest_template(generations, templates)
+    if best is None:
+        return verdict, None, None
+    return verdict, template_keys[best], templates[best][1]
