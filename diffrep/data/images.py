@@ -114,3 +114,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     except (OSError, ValueError) as exc:
         raise SkipSample("unreadable_mode", f"{mode}: {exc}") from None
     raise SkipSample("unreadable_mode", mode)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """Lossless PNG bytes of an image (generated images are stored this way)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()

@@ -4,37 +4,17 @@ top captions' generations beside their training matches and template masks."""
 
 from __future__ import annotations
 
-import io
-import tarfile
-
 import pyarrow as pa
-from PIL import Image
 
 from diffrep import storage
 from diffrep.rank.config import RankConfig
 from diffrep.rank.layout import RankLayout
-from diffrep.report.html import esc, figure, page, svg_lines, table, thumbnail_data_uri
-from diffrep.report.images import fetch_corpus_images
+from diffrep.report.html import esc, figure, fmt, page, svg_lines, table, thumbnail_data_uri
+from diffrep.report.images import fetch_corpus_images, read_tar_images
 from diffrep.search import open_index
 
 PAIR_STYLE = ("<style>.row{display:flex;gap:6px;padding:6px;border:1px solid #ddd;margin:4px 0}"
               "</style>")
-
-
-def _tar_images(url: str, names: set[str]) -> dict[str, Image.Image]:
-    out = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(url))) as tar:
-            for m in tar.getmembers():
-                if m.name in names:
-                    out[m.name] = Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB")
-    except (OSError, tarfile.TarError):
-        pass
-    return out
-
-
-def _fmt(x) -> str:
-    return "" if x is None else f"{x:.3f}"
 
 
 def write_report(layout: RankLayout, cfg: RankConfig, summary: dict, truth: pa.Table | None) -> str:
@@ -53,9 +33,9 @@ def write_report(layout: RankLayout, cfg: RankConfig, summary: dict, truth: pa.T
         body.append("<h2>Top captions</h2>" + table(
             ["DCS rank", "caption", "DCS", "noise magnitude", "ECS", "label", "matching dist.",
              "retrieval dist.", "template dist."],
-            [(r["dcs_rank"], r["caption"], _fmt(r["dcs"]), _fmt(r["noise_magnitude"]), f"{r['ecs']:.0f}",
-              r["label"], _fmt(r["matching_distance"]), _fmt(r["retrieval_distance"]),
-              _fmt(r["template_distance"])) for r in rows]))
+            [(r["dcs_rank"], r["caption"], fmt(r["dcs"]), fmt(r["noise_magnitude"]), f"{r['ecs']:.0f}",
+              r["label"], fmt(r["matching_distance"]), fmt(r["retrieval_distance"]),
+              fmt(r["template_distance"])) for r in rows]))
         handle = open_index(cfg.root, cfg.model, verify_files=False)
         keys = {k for r in rows for k in [r["top_neighbour_key"], r["template_key"], *r["own_keys"][:1]] if k}
         ids = handle.key_to_id(sorted(keys))
@@ -68,7 +48,7 @@ def write_report(layout: RankLayout, cfg: RankConfig, summary: dict, truth: pa.T
         body.append(PAIR_STYLE)
         for r in rows:
             names = set(r["images"][:2]) | ({r["template_mask"]} if r["template_mask"] else set())
-            imgs = _tar_images(r["image_tar"], names)
+            imgs = read_tar_images(r["image_tar"], names)
             figs = [figure(thumbnail_data_uri(imgs[n]) if n in imgs else None, f"generation {n}")
                     for n in r["images"][:2]]
             own = r["own_keys"][0] if r["own_keys"] else None

@@ -4,7 +4,6 @@ ranking (ECS, full generations, verbatim ground truth against the training set).
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections import Counter
@@ -17,6 +16,7 @@ from PIL import Image
 
 from diffrep import storage
 from diffrep.data.demo import tar_bytes
+from diffrep.data.images import encode_png
 from diffrep.diffusion.pipelines import Checkpoint
 from diffrep.rank import truth, verbatim
 
@@ -137,10 +137,10 @@ class RankWorker:
             counts["own_image_unavailable"] += not any(k in corpus for k in r["keys"])
             names = [f"{r['caption_id']}_{seed}.png" for seed in seeds]
             for q, seed, name in zip(mine, seeds, names, strict=True):
-                samples.append((name[:-4], {"png": _png(gens[q]), "json": json.dumps(
+                samples.append((name[:-4], {"png": encode_png(gens[q]), "json": json.dumps(
                     {"caption_id": r["caption_id"], "caption": r["caption"], "seed": seed}).encode()}))
             if mask is not None:
-                samples.append((f"{r['caption_id']}_mask", {"png": _png(Image.fromarray(mask.astype(np.uint8) * 255))}))
+                samples.append((f"{r['caption_id']}_mask", {"png": encode_png(Image.fromarray(mask.astype(np.uint8) * 255))}))
             best_q = max(mine, key=lambda q: hits.sims[q, 0])
             out_rows.append({
                 "caption_id": r["caption_id"], "caption": r["caption"], "dcs_rank": r["rank"],
@@ -169,8 +169,3 @@ class RankWorker:
             out.extend(edge_consistency(sobel_edges(im, t.edge_threshold), t.gamma) for im in imgs)
         return out
 
-
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()

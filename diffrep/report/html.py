@@ -25,6 +25,11 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A table cell for a float that may be missing."""
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def page(title: str, body: str) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{body}</body></html>")

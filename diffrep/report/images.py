@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import tarfile
 from collections import Counter
 
 from PIL import Image
@@ -30,4 +32,18 @@ def fetch_corpus_images(root: str, model: str, wanted: dict[str, set[str]]) -> d
                         out[raw.key] = decode_image(raw.members[ext]).image
         except (OSError, KeyError, SkipSample) as exc:
             log.warning("report: images of shard %s unavailable: %s", shard, exc)
+    return out
+
+
+def read_tar_images(url: str, names: set[str]) -> dict[str, Image.Image]:
+    """{member name: RGB image} of the `names` members of a tar (e.g. a job's generated
+    images); an unreadable tar or member is logged and left out."""
+    out: dict[str, Image.Image] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(url))) as tar:
+            for member in tar.getmembers():
+                if member.name in names:
+                    out[member.name] = Image.open(tar.extractfile(member)).convert("RGB")
+    except (OSError, tarfile.TarError) as exc:
+        log.warning("report: images of %s unavailable: %s", url, exc)
     return out

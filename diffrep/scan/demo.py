@@ -8,7 +8,6 @@ Folder layout (what scan.generated reads): <name>.png, <name>.txt (the prompt),
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from collections import Counter
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageEnhance
 
-from diffrep.data.images import decode_image
+from diffrep.data.images import decode_image, encode_png
 from diffrep.data.reader import iter_raw_samples
 
 
@@ -81,9 +80,7 @@ def build_planted_generations(corpus_dir: str, out_dir: str, copies: int = 12, n
     truth: dict[str, list] = {"name": [], "planted": [], "source_key": [], "transform": []}
 
     def write(name: str, img: Image.Image, prompt: str, meta: dict) -> None:
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        (out / f"{name}.png").write_bytes(buf.getvalue())
+        (out / f"{name}.png").write_bytes(encode_png(img))
         (out / f"{name}.txt").write_text(prompt)
         (out / f"{name}.json").write_text(json.dumps(meta))
         for column in truth:

@@ -3,9 +3,7 @@ the comparison table, and the most similar generation/training pairs side by sid
 
 from __future__ import annotations
 
-import io
 import logging
-import tarfile
 from collections import defaultdict
 
 import pyarrow as pa
@@ -13,8 +11,8 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from diffrep import storage
-from diffrep.report.html import esc, figure, page, svg_bars, table, thumbnail_data_uri
-from diffrep.report.images import fetch_corpus_images
+from diffrep.report.html import esc, figure, fmt, page, svg_bars, table, thumbnail_data_uri
+from diffrep.report.images import fetch_corpus_images, read_tar_images
 from diffrep.scan.layout import ScanLayout
 from diffrep.search.index import IndexHandle
 
@@ -31,24 +29,16 @@ def _generated_images(rows: list[dict]) -> dict[str, Image.Image]:
         by_tar[r["image_tar"]][r["image_member"]] = r["gen_id"]
     out = {}
     for url, members in by_tar.items():
-        try:
-            with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(url))) as tar:
-                for name, gen_id in members.items():
-                    out[gen_id] = Image.open(io.BytesIO(tar.extractfile(name).read())).convert("RGB")
-        except (OSError, KeyError, tarfile.TarError) as exc:
-            log.warning("report: generated images of %s unavailable: %s", url, exc)
+        for name, image in read_tar_images(url, set(members)).items():
+            out[members[name]] = image
     return out
-
-
-def _fmt(x) -> str:
-    return "" if x is None else f"{x:.3f}"
 
 
 def _row(name: str, d: dict, source: dict | None = None, n: int | None = None) -> list:
     q = d.get("quantiles", {})
     return [name, n if n is not None else d.get("count", 0), f"{100 * d.get('share_above_threshold', 0):.1f}%",
-            _fmt(q.get("0.5")), _fmt(q.get("0.95")), _fmt(q.get("0.99")), _fmt(d.get("max")),
-            _fmt((source or {}).get("quantiles", {}).get("0.5")) if source and source.get("count") else ""]
+            fmt(q.get("0.5")), fmt(q.get("0.95")), fmt(q.get("0.99")), fmt(d.get("max")),
+            fmt((source or {}).get("quantiles", {}).get("0.5")) if source and source.get("count") else ""]
 
 
 def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,

@@ -4,7 +4,6 @@ completion marker. Runs as a Ray actor (GPU on a cluster), or in process."""
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections import Counter
@@ -15,6 +14,7 @@ import pyarrow as pa
 
 from diffrep import storage
 from diffrep.data.demo import tar_bytes
+from diffrep.data.images import encode_png
 from diffrep.diffusion.pipelines import Checkpoint
 from diffrep.scan.layout import ScanLayout
 from diffrep.scan.units import ScanUnit, read_given
@@ -88,12 +88,10 @@ class ScanWorker:
         t1 = time.monotonic()
         samples = []
         for row, image in zip(rows, images, strict=True):
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
             row["image_tar"], row["image_member"] = tar_url, row["gen_id"].replace("/", "_") + ".png"
             provenance = {k: row[k] for k in ("gen_id", "checkpoint", "prompt", "seed", "scheduler",
                                                "steps", "guidance_scale", "resolution")}
-            samples.append((row["image_member"][:-4], {"png": buf.getvalue(),
+            samples.append((row["image_member"][:-4], {"png": encode_png(image),
                                                        "json": json.dumps(provenance).encode()}))
         self._match(rows, images)
         storage.write_bytes(tar_url, tar_bytes(samples))
