@@ -39,6 +39,32 @@ def helps(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+def run_name_problem(section: str, name: str) -> str | None:
+    """Why `name` cannot be a run name (an output folder), or None when it can."""
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        return None
+    return (f"{section}.run {name!r} must be a path-safe name (letters, digits, . _ -), "
+            f"starting with a letter or digit")
+
+
+def check_resumed_settings(url: str, settings: dict, section: str, run: str) -> None:
+    """A run records the settings it started with at `url`; a resumed run must have the
+    same ones (outputs made with others would be mixed in). Raises ConfigError naming the
+    keys that differ, else (re)writes the record."""
+    from diffrep import storage
+
+    if storage.exists(url):
+        started = storage.read_json(url)
+        changed = sorted(k for k in settings if started.get(k) != settings[k])
+        if changed:
+            raise ConfigError(f"{section} run {run!r} was started with other settings "
+                              f"({', '.join(changed)} differ, see {url}): use a new "
+                              f"{section}.run name, or overwrite: true")
+    storage.write_json(url, settings)
+
+
 def field_help(cls: type) -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 

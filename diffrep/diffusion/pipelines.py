@@ -41,11 +41,15 @@ class Checkpoint:
 
     @property
     def label(self) -> str:
-        """Path-safe name for output folders: a directory's last component, or the hub id
-        with "/" as "--"."""
-        if os.path.isdir(self.name):
-            return os.path.basename(os.path.normpath(self.name)) or "checkpoint"
-        return self.name.strip("/").replace("/", "--").replace(":", "-") or "checkpoint"
+        return output_label(self.name)
+
+
+def output_label(name: str) -> str:
+    """Path-safe name for output folders: a directory's last component, else the name
+    (a hub id, a set of given images) with "/" as "--"."""
+    if os.path.isdir(name):
+        return os.path.basename(os.path.normpath(name)) or "checkpoint"
+    return name.strip("/").replace("/", "--").replace(":", "-") or "checkpoint"
 
 
 def resolve_checkpoint(name: str) -> Checkpoint:

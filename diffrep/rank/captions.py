@@ -36,7 +36,7 @@ def caption_inputs(spec: str) -> list[str]:
 
     paths = sorted(glob.glob(os.path.join(spec, "*.parquet"))) if os.path.isdir(spec) else sorted(glob.glob(spec))
     if not paths:
-        raise ConfigError(f"rank.captions {spec!r} matches no parquet file")
+        raise ConfigError(f"dcs.captions {spec!r} matches no parquet file")
     return paths
 
 

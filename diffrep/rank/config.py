@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from diffrep.config import ConfigError, helps
+from diffrep.config import ConfigError, helps, run_name_problem
 
 
 @dataclass
@@ -63,19 +62,19 @@ class RankConfig:
 def validate(cfg: RankConfig) -> None:
     """Check values before any work; raises ConfigError listing every problem."""
     errors = []
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", cfg.run):
-        errors.append(f"rank.run {cfg.run!r} must be a path-safe name (letters, digits, . _ -)")
+    if problem := run_name_problem("dcs", cfg.run):
+        errors.append(problem)
     if not cfg.checkpoint:
-        errors.append("rank.checkpoint is required (a diffusers pipeline directory or hub id)")
+        errors.append("dcs.checkpoint is required (a diffusers pipeline directory or hub id)")
     for key in ("num_buckets", "captions_per_shard", "batch_size", "workers", "top_n",
                 "ecs_seeds", "gt_seeds", "gt_steps", "neighbours", "report_top", "max_attempts"):
         if getattr(cfg, key) < 1:
-            errors.append(f"rank.{key} must be >= 1")
+            errors.append(f"dcs.{key} must be >= 1")
     if cfg.max_captions is not None and cfg.max_captions < 1:
-        errors.append("rank.max_captions must be >= 1 or null")
+        errors.append("dcs.max_captions must be >= 1 or null")
     if cfg.resolution < 8 or cfg.resolution % 8:
-        errors.append("rank.resolution must be a multiple of 8")
+        errors.append("dcs.resolution must be a multiple of 8")
     if not 0 <= cfg.gamma < 1:
-        errors.append("rank.gamma must be in [0, 1)")
+        errors.append("dcs.gamma must be in [0, 1)")
     if errors:
-        raise ConfigError("invalid rank config:\n  - " + "\n  - ".join(errors))
+        raise ConfigError("invalid dcs config:\n  - " + "\n  - ".join(errors))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from diffrep.config import ConfigError, helps
+from diffrep.config import ConfigError, helps, run_name_problem
 from diffrep.diffusion.pipelines import SCHEDULERS
 
 
@@ -73,9 +72,8 @@ class ScanConfig:
 def validate(cfg: ScanConfig) -> None:
     """Check values before any work; raises ConfigError listing every problem."""
     errors = []
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.run):
-        errors.append(f"scan.run {cfg.run!r} must be a path-safe name (letters, digits, . _ -, "
-                      f"starting with a letter or digit; _baseline holds the cached baselines)")
+    if problem := run_name_problem("scan", cfg.run):
+        errors.append(problem)
     if bool(cfg.checkpoints) == bool(cfg.generated):
         errors.append("give scan.checkpoints (a list) or scan.generated (images), exactly one")
     if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffrep import storage
-from diffrep.config import ConfigError
-from diffrep.diffusion.pipelines import Checkpoint
+from diffrep.config import ConfigError, check_resumed_settings
+from diffrep.diffusion.pipelines import Checkpoint, output_label
 from diffrep.distributor import run_units_then_release
 from diffrep.progress import Progress
 from diffrep.scan import baseline, prompts
@@ -42,14 +42,7 @@ def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match) 
     plan = {"checkpoints": cfg.checkpoints, "generated": cfg.generated, "prompts": cfg.prompts,
             "num_prompts": cfg.num_prompts, "prompt_seed": cfg.prompt_seed,
             "index": handle.manifest["key"], **settings_dict(gen, match)}
-    plan_url = layout.path("plan.json")
-    if storage.exists(plan_url):
-        started = storage.read_json(plan_url)
-        changed = sorted(k for k in plan if started.get(k) != plan[k])
-        if changed:
-            raise ConfigError(
-                f"scan run {cfg.run!r} was started with other settings ({', '.join(changed)} "
-                f"differ, see {plan_url}): use a new scan.run name, or overwrite: true")
+    check_resumed_settings(layout.path("plan.json"), plan, "scan", cfg.run)
     if cfg.generated:
         table = None
     elif storage.exists(layout.path("prompts.parquet")):
@@ -60,7 +53,6 @@ def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match) 
         else:
             table = prompts.with_source_ids(prompts.from_file(cfg.prompts, cfg.num_prompts), handle)
         storage.write_parquet(layout.path("prompts.parquet"), table)
-    storage.write_json(plan_url, plan)
     return table
 
 
@@ -99,7 +91,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
                                     cfg.baseline_size, cfg.baseline_seed, cfg.candidates)
     labels = []
     if cfg.generated:
-        label = Checkpoint(cfg.generated_name, "").label
+        label = output_label(cfg.generated_name)
         units = plan_given_units(label, cfg.generated, cfg.prompts_per_unit)
         if not units:
             raise ConfigError(f"scan.generated {cfg.generated!r} holds no image or tar")
