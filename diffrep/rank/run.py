@@ -12,11 +12,10 @@ from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from diffrep import storage
-from diffrep.config import ConfigError
+from diffrep.config import check_resumed_settings
 from diffrep.diffusion.pipelines import Checkpoint
 from diffrep.distributor import run_units_then_release
 from diffrep.embed.layout import ModelOutput
@@ -53,15 +52,7 @@ def _check_plan(cfg: RankConfig, layout: RankLayout, score: ScoreSettings, truth
     plan = {"checkpoint": cfg.checkpoint, "captions": cfg.captions, "max_captions": cfg.max_captions,
             "caption_column": cfg.caption_column, "score": asdict(score), "truth": asdict(truth),
             "top_n": cfg.top_n}
-    url = layout.path("plan.json")
-    if storage.exists(url):
-        started = storage.read_json(url)
-        changed = sorted(k for k in plan if started.get(k) != plan[k])
-        if changed:
-            raise ConfigError(f"ranking run {cfg.run!r} was started with other settings "
-                              f"({', '.join(changed)} differ, see {url}): use a new rank.run "
-                              f"name, or overwrite: true")
-    storage.write_json(url, plan)
+    check_resumed_settings(layout.path("plan.json"), plan, "dcs", cfg.run)
 
 
 def make_captions(cfg: RankConfig, layout: RankLayout) -> dict:
@@ -125,10 +116,8 @@ def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
     ranked = ranked.add_column(0, "rank", pa.array(np.arange(1, len(ranked) + 1, dtype=np.int64)))
     storage.write_parquet(layout.path("ranked.parquet"), ranked)
 
-    top = ranked.slice(0, cfg.top_n)
-    shard_lists = _caption_shards_of(layout, shards, top["caption_id"])
-    rows = [dict(r, shards=shard_lists[r["caption_id"]]) for r in
-            top.select(["rank", "caption_id", "caption", "dcs", "noise_magnitude", "keys"]).to_pylist()]
+    rows = ranked.slice(0, cfg.top_n).select(
+        ["rank", "caption_id", "caption", "dcs", "noise_magnitude", "keys", "shards"]).to_pylist()
     chunks = [rows[i:i + TRUTH_CHUNK] for i in range(0, len(rows), TRUTH_CHUNK)]
     todo = [i for i in range(len(chunks)) if not storage.exists(layout.truth(i))]
     log.info("rank: ground truth for the top %d caption(s): %d chunk(s), %d to do", len(rows),
@@ -150,15 +139,6 @@ def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
     log.info("rank: %d captions scored; top %d labelled %s; report %s", len(ranked), len(rows),
              summary.get("labels"), url)
     return summary
-
-
-def _caption_shards_of(layout: RankLayout, shards: list[int], ids: pa.Array) -> dict[int, list]:
-    out = {}
-    for s in shards:
-        t = pq.read_table(layout.captions(s), columns=["caption_id", "shards"])
-        t = t.filter(pc.is_in(t["caption_id"], value_set=ids))
-        out.update(zip(t["caption_id"].to_pylist(), t["shards"].to_pylist(), strict=True))
-    return out
 
 
 def summarise(cfg: RankConfig, cap_stats: dict, ranked: pa.Table, truth: pa.Table | None) -> dict:

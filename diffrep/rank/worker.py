@@ -79,7 +79,7 @@ class RankWorker:
         """Score one caption shard into `out_url` (written atomically: it is the marker)."""
         t0 = time.monotonic()
         table = pq.read_table(captions_url, columns=["caption_id", "caption", "images",
-                                                     "duplication", "keys"])
+                                                     "duplication", "keys", "shards"])
         scored = score_table(self.den, table, self.score.batch_size, self.score.resolution)
         storage.write_parquet(out_url, scored)
         return {"captions": len(table), "seconds": round(time.monotonic() - t0, 3)}
