@@ -19,7 +19,7 @@ from diffrep.executor import RayExecutor
 from diffrep.index.manifest import IndexIntegrityError
 from diffrep.logs import setup_logging
 from diffrep.ray_utils import init_ray
-from diffrep.search import RayShards, open_index
+from diffrep.search import RayShards, open_index, wants_shard_actors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     init_ray(cfg.ray_address)
-    use_actors = cfg.shard_actors == "always" or (
-        cfg.shard_actors == "auto" and len(handle.shard_files()) > 1)
+    use_actors = wants_shard_actors(cfg.shard_actors, handle)
     try:
         # shard actors verify their shard's sha256; in-process searchers are verified here
         actors = RayShards(handle, num_cpus=cfg.shard_actor_cpus).actors if use_actors else None

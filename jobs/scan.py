@@ -21,7 +21,7 @@ from diffrep.logs import setup_logging
 from diffrep.ray_utils import init_ray
 from diffrep.scan.config import ScanConfig, validate
 from diffrep.scan.run import run_scan
-from diffrep.search import RayShards, open_index
+from diffrep.search import RayShards, open_index, wants_shard_actors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     init_ray(cfg.ray_address)
-    use_actors = cfg.shard_actors == "always" or (
-        cfg.shard_actors == "auto" and len(handle.shard_files()) > 1)
+    use_actors = wants_shard_actors(cfg.shard_actors, handle)
     shards = None
     try:
         if use_actors:  # each shard actor verifies its shard's sha256

@@ -19,7 +19,7 @@ from diffrep.index.manifest import IndexIntegrityError
 from diffrep.logs import setup_logging
 from diffrep.progress import Progress
 from diffrep.ray_utils import init_ray
-from diffrep.search import Hits, LocalShards, RayShards, Searcher, open_index
+from diffrep.search import Hits, LocalShards, RayShards, Searcher, open_index, wants_shard_actors
 from diffrep.search.config import SearchConfig, validate
 from diffrep.search.queries import load_queries
 from diffrep.search.results import hits_table
@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_job_config(SearchConfig, "search", argv, description=__doc__)
         validate(cfg)
         handle = open_index(cfg.root, cfg.model, verify_files="metadata" if cfg.verify else False)
-        use_actors = cfg.shard_actors == "always" or (
-            cfg.shard_actors == "auto" and len(handle.shard_files()) > 1)
+        use_actors = wants_shard_actors(cfg.shard_actors, handle)
         if cfg.verify and not use_actors:
             handle.verify_shards()  # shard actors verify their own shard
         queries = load_queries(cfg, handle)

@@ -1,6 +1,14 @@
 """Search over a sharded index: verified loading, fan-out top-k, exact re-rank, range search."""
 
 from diffrep.search.index import IndexHandle, open_index
-from diffrep.search.searcher import Hits, LocalShards, RangeHits, RayShards, Searcher
+from diffrep.search.searcher import (
+    Hits,
+    LocalShards,
+    RangeHits,
+    RayShards,
+    Searcher,
+    wants_shard_actors,
+)
 
-__all__ = ["Hits", "IndexHandle", "LocalShards", "RangeHits", "RayShards", "Searcher", "open_index"]
+__all__ = ["Hits", "IndexHandle", "LocalShards", "RangeHits", "RayShards", "Searcher", "open_index",
+           "wants_shard_actors"]

@@ -81,6 +81,12 @@ class LocalShards:
         return [s.range_search(queries, radius, nprobe) for s in self.shards]
 
 
+def wants_shard_actors(mode: str, handle: IndexHandle) -> bool:
+    """The jobs' `shard_actors` setting: "always", "never", or "auto" (actors when the
+    index has more than one shard)."""
+    return mode == "always" or (mode == "auto" and len(handle.shard_files()) > 1)
+
+
 class RayShards:
     """One Ray actor per shard; queries fan out to all, results come back per shard."""
 
