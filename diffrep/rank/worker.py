@@ -72,9 +72,6 @@ class RankWorker:
         self.den = Denoiser(self.pipe, score.guidance_scale, score.seed)
         self._matcher = None
 
-    def ready(self) -> bool:
-        return True
-
     def score_shard(self, captions_url: str, out_url: str) -> dict:
         """Score one caption shard into `out_url` (written atomically: it is the marker)."""
         t0 = time.monotonic()

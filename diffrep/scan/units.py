@@ -37,7 +37,6 @@ class GivenImage:
 
     name: str
     image: Image.Image
-    data: bytes
     prompt: str | None
     provenance: dict
 
@@ -78,34 +77,31 @@ def read_given(unit: ScanUnit, counts: Counter) -> list[GivenImage]:
     """The unit's generated images with prompts (a .txt beside each image, or the
     sample's txt member, else the json's "prompt"); undecodable ones are counted and left out."""
     out: list[GivenImage] = []
+    for name, data, txt, meta in _raw_given(unit, counts):
+        try:
+            image = decode_image(data).image
+        except SkipSample as exc:
+            counts[exc.reason] += 1
+            continue
+        provenance = _provenance(meta)
+        prompt = (decode_caption(txt)[0] if txt is not None else None) or provenance.get("prompt")
+        if not prompt:
+            counts["no_prompt"] += 1  # kept: matching does not need the prompt
+        out.append(GivenImage(name, image, prompt or None, provenance))
+    return out
+
+
+def _raw_given(unit: ScanUnit, counts: Counter):
+    """(name, image bytes, prompt bytes or None, provenance bytes or None) per image."""
     if len(unit.sources) == 1 and unit.sources[0].endswith(".tar"):
         for raw in iter_raw_samples(unit.sources[0], counts):
             ext = next((e for e in IMAGE_EXTS if e in raw.members), None)
             if ext is None:
                 counts["missing_image"] += 1
                 continue
-            prompt = decode_caption(raw.members["txt"])[0] if "txt" in raw.members else None
-            out.append(_given(raw.key, raw.members[ext], prompt, _provenance(raw.members.get("json")),
-                              counts))
-        return [g for g in out if g is not None]
+            yield raw.key, raw.members[ext], raw.members.get("txt"), raw.members.get("json")
+        return
     for path in unit.sources:
         with open(path, "rb") as f:
             data = f.read()
-        txt = _sidecar(path, ".txt")
-        prompt = decode_caption(txt)[0] if txt is not None else None
-        out.append(_given(os.path.basename(path), data, prompt, _provenance(_sidecar(path, ".json")),
-                          counts))
-    return [g for g in out if g is not None]
-
-
-def _given(name: str, data: bytes, prompt: str | None, provenance: dict,
-           counts: Counter) -> GivenImage | None:
-    try:
-        image = decode_image(data).image
-    except SkipSample as exc:
-        counts[exc.reason] += 1
-        return None
-    prompt = prompt or provenance.get("prompt")
-    if not prompt:
-        counts["no_prompt"] += 1  # kept: matching does not need the prompt
-    return GivenImage(name, image, data, prompt or None, provenance)
+        yield os.path.basename(path), data, _sidecar(path, ".txt"), _sidecar(path, ".json")

@@ -73,9 +73,6 @@ class ScanWorker:
         self.embedder = create_embedder(match.model, weights=match.weights, device=device)
         self.pipe = load_pipeline(checkpoint, device, gen.dtype, gen.scheduler) if checkpoint else None
 
-    def ready(self) -> bool:
-        return True
-
     def run(self, unit: ScanUnit) -> dict:
         """Process one unit; returns its stats (also written as the completion marker)."""
         t0 = time.monotonic()
