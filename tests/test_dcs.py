@@ -144,9 +144,13 @@ def test_caption_sets_dedup_and_duplication_order(tmp_path):
     assert got == {"A cat": ["k0"], "a cat": ["k1", "k5"], "dog": ["k2", "k7"], "bird": ["k6"]}
     assert sorted(t["caption_id"].to_pylist()) == [0, 1, 2, 3]
     # the most duplicated, by near-duplicate group size when the dedup job's groups are given
-    groups = pa.table({"key": ["k6"], "group_size": [5]})
+    dedup = tmp_path / "dedup"  # a finished dedup output: k6 is in a group of 5
+    (dedup / "groups").mkdir(parents=True)
+    pq.write_table(pa.table({"key": ["k6", "x1"], "caption": ["bird", "bird "], "group_size": [5, 5]}),
+                   dedup / "groups" / "part_00000.parquet")
+    (dedup / "summary.json").write_text("{}")
     stats = build_caption_shards(paths, str(tmp_path / "w2"), str(tmp_path / "c2"), 3, 10,
-                                 group_sizes=groups, max_captions=2)
+                                 dedup_base=str(dedup), max_captions=2)
     top = pq.read_table(tmp_path / "c2" / "00000.parquet").to_pylist()
     assert [r["caption"] for r in top] == ["bird", "a cat"] and top[0]["duplication"] == 5
 

@@ -8,13 +8,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from diffrep.dedup.components import forest, merge_forests
 from diffrep.dedup.config import DedupConfig
 from diffrep.dedup.run import run_dedup
 from diffrep.executor import LocalExecutor
 from diffrep.index.builder import build
 from diffrep.index.config import IndexConfig
-from diffrep.search import open_index
+from diffrep.search import Searcher, open_index
 from tests.helpers import chromium, render_report
 from tests.index_helpers import clustered_vectors, write_embeddings
 
@@ -49,30 +48,64 @@ def partition(groups_table) -> set[frozenset]:
     return {frozenset(v) for v in by.values()}
 
 
-def test_forest_merge_equals_components_of_the_union():
-    rng = np.random.default_rng(1)
-    a, b = rng.integers(0, 500, 400), rng.integers(0, 500, 400)
-    whole = forest(a, b)
-    parts = [forest(a[i::3], b[i::3]) for i in range(3)]
-    merged = merge_forests([merge_forests(parts[:2]), parts[2]])
-    np.testing.assert_array_equal(whole[0], merged[0])
-    np.testing.assert_array_equal(whole[1], merged[1])
-    # roots are the smallest id of each component
-    for node, root in zip(*whole, strict=True):
-        assert root <= node
+def star_components(a: np.ndarray, b: np.ndarray, parts: int, span: int) -> dict[int, int]:
+    """Run the star steps as the job does, with edges routed to `parts` id ranges of
+    `span` ids; returns node -> group id."""
+    from diffrep.dedup import components
+
+    def route(a, b):
+        u, v = np.concatenate([a, b]), np.concatenate([b, a])
+        return [(u[u // span == p], v[u // span == p]) for p in range(parts)]
+
+    inbound = route(a, b)
+    outs = [components.large_star(u, v) for u, v in inbound]
+    history = [sum(o[2] for o in outs)]
+    step = 0
+    while not (step % 2 == 1 and history[-1] == 0 and history[-2] == 0):
+        step += 1
+        routed = route(np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]))
+        fn = components.small_star if step % 2 else components.large_star
+        outs = [fn(u, v) for u, v in routed]
+        history.append(sum(o[2] for o in outs))
+    final = route(np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]))
+    out = {}
+    for u, v in final:
+        nodes, roots = components.star_roots(u, v)
+        out.update(zip(nodes.tolist(), roots.tolist(), strict=True))
+    return out
 
 
-@pytest.mark.parametrize("rows_per_slice,shards,fan_in", [(3000, 1, 2), (250, 3, 2), (500, 2, 8)])
-def test_groups_do_not_depend_on_slices_or_shards(tmp_path, rows_per_slice, shards, fan_in):
+@pytest.mark.parametrize("seed,parts", [(0, 1), (1, 3), (2, 7)])
+def test_star_contraction_equals_connected_components(seed, parts):
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(seed)
+    n = 600
+    a, b = rng.integers(0, n, 450), rng.integers(0, n, 450)
+    # a long chain and a large star: the shapes that need the most rounds
+    chain = rng.permutation(n)[:80]
+    a, b = np.concatenate([a, chain[:-1], np.full(60, 599)]), np.concatenate([b, chain[1:], rng.integers(0, n, 60)])
+    got = star_components(a, b, parts, -(-n // parts))
+    _, labels = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+    touched = np.unique(np.concatenate([a[a != b], b[a != b]]))
+    assert set(got) == set(touched.tolist())
+    for node in touched:  # same components, and the group id is the component's smallest id
+        members = np.flatnonzero(labels == labels[node])
+        assert got[int(node)] == int(members.min())
+
+
+@pytest.mark.parametrize("rows_per_slice,shards,partition_ids", [(3000, 1, 10_000), (250, 3, 700), (500, 2, 128)])
+def test_groups_do_not_depend_on_slices_shards_or_partitions(tmp_path, rows_per_slice, shards, partition_ids):
     x, truth = planted()
     root = str(tmp_path)
     write_embeddings(root, MODEL, x, 250)
     build(IndexConfig(root=root, model=MODEL, num_shards=shards, rows_per_slice=rows_per_slice,
                       eval_queries=50), LocalExecutor())
     handle = open_index(root, MODEL)
-    summary = run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, merge_fan_in=fan_in),
+    summary = run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, partition_ids=partition_ids),
                         handle, LocalExecutor(), None)
-    groups = pq.read_table(tmp_path / "dedup" / MODEL / "groups.parquet")
+    groups = pq.read_table(tmp_path / "dedup" / MODEL / "groups")
     keys = [f"k{r // 250:05d}_{r % 250}" for r in range(len(x))]
     want = {}
     for key, g in zip(keys, truth, strict=True):
@@ -112,7 +145,7 @@ def test_demo_dedup_job_finds_planted_duplicates(demo_sscd_root, tmp_path):
     recall = len(found & truth) / len(truth)
     precision = len(found & same_source) / max(len(found), 1)
     assert recall >= 0.9 and precision >= 0.95, (recall, precision)
-    groups = pq.read_table(f"{base}/groups.parquet").to_pylist()
+    groups = pq.read_table(f"{base}/groups").to_pylist()
     group_of = {g["key"]: g["group_id"] for g in groups}
     for members in sources.values():  # distinct photos are never grouped together
         ids = {group_of.get(k) for k in members} - {None}
@@ -122,3 +155,61 @@ def test_demo_dedup_job_finds_planted_duplicates(demo_sscd_root, tmp_path):
     rendered = render_report(f"{base}/report.html", tmp_path)
     assert rendered["images"] >= 4 and rendered["images_ok"] == rendered["images"]
     assert rendered["svgs"] == 3 and "Largest groups" in rendered["dom"]
+
+
+def test_pairs_exactly_once_whichever_side_of_an_ivfpq_index_finds_them(tmp_path):
+    """With IVF-PQ (nprobe 2, PQ distances, no margin to speak of) many pairs are found by
+    one end's search only; each must be in pairs/ exactly once, and duplicate counts are
+    degrees in the union of both sides' results."""
+    rng = np.random.default_rng(0)
+    x = clustered_vectors(3000, 32, clusters=20, seed=0)
+    for i in range(0, 1200, 2):  # pairs at graded similarities around the threshold
+        v = x[i] + rng.uniform(0.05, 0.4) * rng.standard_normal(32).astype(np.float32) / np.sqrt(32) * 2
+        x[i + 1] = v / np.linalg.norm(v)
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x, 500)
+    build(IndexConfig(root=root, model=MODEL, index_key="IVF16,PQ8x8", exact_below=0, eval_queries=50),
+          LocalExecutor())
+    handle = open_index(root, MODEL)
+    found = Searcher(handle, nprobe=2).range_search(handle.vectors(np.arange(len(x))), 0.9,
+                                                    margin=0.02, exact=True)
+    directed = {(a, b) for a, b in zip(found.query.tolist(), found.ids.tolist(), strict=True) if a != b}
+    only_larger_side = {(b, a) for a, b in directed if a > b and (b, a) not in directed}
+    assert len(only_larger_side) >= 10  # the case a smaller-id-writes rule loses
+    union = {(min(a, b), max(a, b)) for a, b in directed}
+
+    run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.9, margin=0.02, nprobe=2,
+                          partition_ids=700), handle, LocalExecutor(), None)
+    pairs = pq.read_table(tmp_path / "dedup" / MODEL / "pairs")
+    got = list(zip(pairs["id_a"].to_pylist(), pairs["id_b"].to_pylist(), strict=True))
+    assert len(got) == len(set(got)) and all(a < b for a, b in got)
+    assert set(got) == union and only_larger_side <= set(got)
+    keys = handle.lookup(np.array([a for a, _ in got]))["key"].to_pylist()
+    assert keys == pairs["key_a"].to_pylist()
+    degree: dict[int, int] = {}
+    for a, b in union:
+        degree[a], degree[b] = degree.get(a, 0) + 1, degree.get(b, 0) + 1
+    groups = pq.read_table(tmp_path / "dedup" / MODEL / "groups")
+    assert dict(zip(groups["id"].to_pylist(), groups["duplicate_count"].to_pylist(), strict=True)) == degree
+    components = pq.read_table(tmp_path / "dedup" / MODEL / "components")
+    assert dict(zip(components["id"].to_pylist(), components["group_id"].to_pylist(), strict=True)) == \
+        dict(zip(groups["id"].to_pylist(), groups["group_id"].to_pylist(), strict=True))
+
+
+def test_group_stats_vectorised_equals_a_plain_count():
+    import pyarrow as pa
+
+    from diffrep.dedup.assemble import GROUP_SCHEMA, group_stats
+
+    rows = [  # group 3: two members share a caption up to case and spaces; group 7: all distinct
+        ("a", 3, 3, "A  Red Car"), ("b", 5, 3, "a red car"), ("c", 9, 3, "a boat"),
+        ("d", 7, 7, "x"), ("e", 8, 7, None), ("f", 11, 7, "y")]
+    t = pa.table({"key": [r[0] for r in rows], "id": [r[1] for r in rows], "group_id": [r[2] for r in rows],
+                  "group_size": [3] * 6, "is_representative": [r[1] == r[2] for r in rows],
+                  "duplicate_count": [2] * 6, "url": [f"u{r[1]}" for r in rows],
+                  "caption": [r[3] for r in rows]}, schema=GROUP_SCHEMA)
+    stats = {r["group_id"]: r for r in group_stats(t.sort_by([("group_id", "ascending"), ("id", "ascending")])).to_pylist()}
+    assert stats[3]["representative_key"] == "a" and stats[7]["representative_key"] == "d"
+    assert stats[3]["distinct_captions"] == 2 and stats[7]["distinct_captions"] == 3
+    assert abs(stats[3]["shared_caption_share"] - 2 / 3) < 1e-6 and stats[7]["shared_caption_share"] == 0
+    assert stats[3]["example_urls"] == ["u3", "u5", "u9"] and stats[3]["size"] == 3

@@ -1,28 +1,44 @@
-"""Turning slice outputs into the dedup job's tables: duplicate counts, groups with
-representatives, caption multiplicity per group, and the summary."""
+"""Group tables of one group-id partition (vectorised with pyarrow / numpy), and the job's
+summary merged from the per-partition summaries.
+
+A partition's members arrive whole (every member of a group is routed to its group id's
+partition), so group sizes, representatives and caption statistics are local to it.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from diffrep import storage
-from diffrep.dedup.components import read_forest
 from diffrep.dedup.layout import DedupLayout
-from diffrep.search.index import IndexHandle
 
 EXAMPLE_URLS = 5
+COUNT_EDGES = [0, 1, 2, 3, 4, 5, 10, 20, 50, 100, 1000]
+SIZE_EDGES = [2, 3, 4, 5, 10, 20, 50, 100, 1000]
+CAPTION_EDGES = [1, 2, 3, 4, 5, 10, 20, 100]
+
+MEMBER_SCHEMA = pa.schema([("id", pa.int64()), ("group_id", pa.int64()), ("duplicate_count", pa.int32()),
+                           ("key", pa.string()), ("url", pa.string()), ("caption", pa.string())])
+GROUP_SCHEMA = pa.schema([("key", pa.string()), ("id", pa.int64()), ("group_id", pa.int64()),
+                          ("group_size", pa.int32()), ("is_representative", pa.bool_()),
+                          ("duplicate_count", pa.int32()), ("url", pa.string()), ("caption", pa.string())])
+STATS_SCHEMA = pa.schema([("group_id", pa.int64()), ("size", pa.int32()), ("representative_key", pa.string()),
+                          ("distinct_captions", pa.int32()), ("shared_caption_share", pa.float32()),
+                          ("example_urls", pa.list_(pa.string()))])
 
 
-def normalise_caption(caption: str | None) -> str:
-    return " ".join((caption or "").lower().split())
+def normalise_captions(captions: pa.Array) -> pa.Array:
+    """Lower case, whitespace runs collapsed to one space, trimmed; null -> ""."""
+    text = pc.utf8_lower(pc.fill_null(captions, ""))
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
 
 
 def histogram(values: np.ndarray, edges: list[int]) -> dict[str, int]:
     """Counts of integer values in [edges[i], edges[i+1]) labelled 'lo' or 'lo-hi'; the
     last bin is open ('lo+')."""
+    values = np.asarray(values)
     out = {}
     for i, lo in enumerate(edges):
         hi = edges[i + 1] if i + 1 < len(edges) else None
@@ -32,73 +48,87 @@ def histogram(values: np.ndarray, edges: list[int]) -> dict[str, int]:
     return out
 
 
-COUNT_EDGES = [0, 1, 2, 3, 4, 5, 10, 20, 50, 100, 1000]
+def group_stats(groups: pa.Table) -> pa.Table:
+    """Per group of `groups` (GROUP_SCHEMA rows sorted by group_id, id): size,
+    representative key, distinct normalised captions, share of members whose caption
+    another member also has, the first example urls; largest first."""
+    if not len(groups):
+        return STATS_SCHEMA.empty_table()
+    t = pa.table({"group_id": groups["group_id"], "caption": normalise_captions(groups["caption"]),
+                  "url": groups["url"]})
+    per_group = t.group_by("group_id", use_threads=False).aggregate(
+        [("caption", "count_distinct"), ([], "count_all"), ("url", "list")]).sort_by("group_id")
+    per_caption = t.group_by(["group_id", "caption"], use_threads=False).aggregate([([], "count_all")])
+    shared = per_caption.filter(pc.greater(per_caption["count_all"], 1))
+    shared = shared.group_by("group_id", use_threads=False).aggregate([("count_all", "sum")])
+    gids = per_group["group_id"].to_numpy()
+    size = per_group["count_all"].to_numpy()
+    shared_count = np.zeros(len(gids), np.int64)
+    if len(shared):
+        shared_count[np.searchsorted(gids, shared["group_id"].to_numpy())] = shared["count_all_sum"].to_numpy()
+    reps = groups.filter(groups["is_representative"]).sort_by("group_id")
+    table = pa.table({
+        "group_id": gids, "size": size.astype(np.int32), "representative_key": reps["key"],
+        "distinct_captions": per_group["caption_count_distinct"].to_numpy().astype(np.int32),
+        "shared_caption_share": (shared_count / size).astype(np.float32),
+        "example_urls": pc.list_slice(per_group["url_list"], 0, EXAMPLE_URLS)}, schema=STATS_SCHEMA)
+    return table.sort_by([("size", "descending"), ("group_id", "ascending")])
 
 
-def assemble(layout: DedupLayout, handle: IndexHandle, slice_ids: list[int], final_forest: str,
-             threshold: float) -> dict:
-    """Write groups.parquet and group_stats.parquet; return the summary. Holds the
-    duplicated images only (never the pairs): O(images in groups) memory."""
-    nodes, roots = read_forest(final_forest)
-    counts = pa.concat_tables([pq.read_table(layout.slice_counts(s)) for s in slice_ids])
-    dup_count = np.zeros(len(nodes), np.int64)
-    if counts.num_rows:
-        dup_count[np.searchsorted(nodes, counts["id"].to_numpy())] = counts["duplicate_count"].to_numpy()
-    group_ids, group_index, sizes = np.unique(roots, return_inverse=True, return_counts=True)
-    meta = handle.lookup(nodes)
+def assemble_partition(layout: DedupLayout, partition: int, members: pa.Table,
+                       report_groups: int) -> dict:
+    """Write the partition's groups and group_stats parts; return its summary part."""
+    members = members.sort_by([("group_id", "ascending"), ("id", "ascending")])
+    gid = members["group_id"].to_numpy()
+    _, inverse, sizes = np.unique(gid, return_inverse=True, return_counts=True)
     groups = pa.table({
-        "key": meta["key"], "id": pa.array(nodes, pa.int64()), "group_id": pa.array(roots, pa.int64()),
-        "group_size": pa.array(sizes[group_index], pa.int32()),
-        "is_representative": pa.array(nodes == roots), "duplicate_count": pa.array(dup_count, pa.int32()),
-        "url": meta["url"], "caption": meta["caption"]})
-    storage.write_parquet(layout.path("groups.parquet"), groups)
-
+        "key": members["key"], "id": members["id"], "group_id": members["group_id"],
+        "group_size": pa.array(sizes[inverse].astype(np.int32)),
+        "is_representative": pa.array(members["id"].to_numpy() == gid),
+        "duplicate_count": members["duplicate_count"], "url": members["url"],
+        "caption": members["caption"]}, schema=GROUP_SCHEMA)
+    storage.write_parquet(layout.part("groups", partition), groups)
     stats = group_stats(groups)
-    storage.write_parquet(layout.path("group_stats.parquet"), stats)
-    all_counts = np.concatenate([dup_count, np.zeros(handle.ntotal - len(nodes), np.int64)])
-    pairs = sum(storage.read_json(layout.slice_done(s))["pairs"] for s in slice_ids)
+    storage.write_parquet(layout.part("group_stats", partition), stats)
+    top = stats.slice(0, report_groups)
     return {
-        "model": handle.model, "threshold": threshold, "images": handle.ntotal,
-        "pairs": int(pairs), "duplicated_images": int(len(nodes)), "groups": int(len(group_ids)),
-        "removable_images": int(len(nodes) - len(group_ids)),
-        "kept_images": int(handle.ntotal - len(nodes) + len(group_ids)),
+        "partition": partition, "duplicated_images": len(groups), "groups": len(stats),
         "largest_group": int(sizes.max()) if len(sizes) else 0,
-        "duplicate_count_histogram": histogram(all_counts, COUNT_EDGES),
-        "group_size_histogram": histogram(sizes, [2, 3, 4, 5, 10, 20, 50, 100, 1000]),
-        "distinct_captions_histogram": histogram(stats["distinct_captions"].to_numpy(),
-                                                 [1, 2, 3, 4, 5, 10, 20, 100]),
-        "groups_sharing_a_caption": int(pc.sum(pc.greater(stats["shared_caption_share"], 0)).as_py() or 0),
+        "duplicate_count_histogram": histogram(groups["duplicate_count"].to_numpy(), COUNT_EDGES),
+        "group_size_histogram": histogram(sizes, SIZE_EDGES),
+        "distinct_captions_histogram": histogram(stats["distinct_captions"].to_numpy(), CAPTION_EDGES),
+        "groups_sharing_a_caption": int((stats["shared_caption_share"].to_numpy() > 0).sum()),
+        "largest_groups": [[int(g), int(s)] for g, s in zip(top["group_id"].to_numpy(),
+                                                            top["size"].to_numpy(), strict=True)],
     }
 
 
-def group_stats(groups: pa.Table) -> pa.Table:
-    """Per group: size, representative key, distinct (normalised) captions, share of
-    members whose caption another member also has, example urls; largest first."""
-    rows: dict[int, dict] = {}
-    for key, gid, url, caption, rep in zip(groups["key"].to_pylist(), groups["group_id"].to_pylist(),
-                                           groups["url"].to_pylist(), groups["caption"].to_pylist(),
-                                           groups["is_representative"].to_pylist(), strict=True):
-        g = rows.setdefault(gid, {"captions": [], "urls": [], "rep": None})
-        g["captions"].append(normalise_caption(caption))
-        if len(g["urls"]) < EXAMPLE_URLS:
-            g["urls"].append(url)
-        if rep:
-            g["rep"] = key
-    out = {"group_id": [], "size": [], "representative_key": [], "distinct_captions": [],
-           "shared_caption_share": [], "example_urls": []}
-    for gid, g in rows.items():
-        captions = g["captions"]
-        counts: dict[str, int] = {}
-        for c in captions:
-            counts[c] = counts.get(c, 0) + 1
-        out["group_id"].append(gid)
-        out["size"].append(len(captions))
-        out["representative_key"].append(g["rep"])
-        out["distinct_captions"].append(len(counts))
-        out["shared_caption_share"].append(sum(1 for c in captions if counts[c] > 1) / len(captions))
-        out["example_urls"].append(g["urls"])
-    table = pa.table(out, schema=pa.schema([
-        ("group_id", pa.int64()), ("size", pa.int32()), ("representative_key", pa.string()),
-        ("distinct_captions", pa.int32()), ("shared_caption_share", pa.float32()),
-        ("example_urls", pa.list_(pa.string()))]))
-    return table.sort_by([("size", "descending"), ("group_id", "ascending")])
+def merge_summaries(parts: list[dict], model: str, threshold: float, images: int, pairs: int,
+                    report_groups: int) -> dict:
+    """The job's summary from the partitions' summaries (sums, maxima, the top groups)."""
+    def total(key: str) -> int:
+        return sum(p[key] for p in parts)
+
+    def summed(key: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in parts:
+            for label, n in p[key].items():
+                out[label] = out.get(label, 0) + n
+        return out
+
+    duplicated, groups = total("duplicated_images"), total("groups")
+    counts = summed("duplicate_count_histogram")
+    counts["0"] = counts.get("0", 0) + images - duplicated
+    largest = sorted((tuple(g) for p in parts for g in p["largest_groups"]), key=lambda g: (-g[1], g[0]))
+    return {
+        "model": model, "threshold": threshold, "images": images, "pairs": pairs,
+        "duplicated_images": duplicated, "groups": groups, "removable_images": duplicated - groups,
+        "kept_images": images - duplicated + groups,
+        "largest_group": max((p["largest_group"] for p in parts), default=0),
+        "duplicate_count_histogram": counts,
+        "group_size_histogram": summed("group_size_histogram"),
+        "distinct_captions_histogram": summed("distinct_captions_histogram"),
+        "groups_sharing_a_caption": total("groups_sharing_a_caption"),
+        "largest_groups": [{"group_id": g, "size": s} for g, s in largest[:report_groups]],
+        "partitions": len(parts),
+    }

@@ -1,59 +1,81 @@
-"""Connected components of the duplicate graph, merged in rounds.
+"""Connected components of the duplicate graph by star contraction, partitioned.
 
-Each query slice reduces its own pairs to a forest: (node, root) for every node it
-touches, root = the smallest id of the node's component within those pairs. Forests are
-merged `fan_in` at a time (a Ray task each) until one is left; a merge needs memory for
-the nodes of its inputs only (never the pairs: a group of m copies has m^2/2 pairs but
-m forest entries). Components are those of the union graph whatever the slicing, and a
-root is always its component's smallest id, so group ids do not depend on the slicing.
+The alternating large-star / small-star algorithm (Kiveris et al., "Connected Components
+in MapReduce and Beyond", SoCC 2014). Each step looks at one node's neighbourhood only,
+so it runs per partition of nodes: a task holds the directed edges (u, v) of the nodes u
+in its id range (every undirected edge is stored at both ends) and emits new undirected
+edges, which the caller routes to both ends' partitions for the next step.
+
+- large-star: every neighbour v > u of u is re-attached to m(u) = min(u, neighbours of u);
+- small-star: u and its neighbours v <= u are attached to their minimum.
+
+Both keep the components. At a fixed point of both (no change in a large and the
+following small step) every component is a star around its smallest id: the group id.
+Rounds grow as log^2 of the longest chain; near-duplicate groups converge in a few.
+Memory per task: the edges of its partition's nodes (a group's root partition holds the
+group's members, so the largest group bounds it; never the corpus).
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
-from diffrep import storage
+EMPTY = np.zeros(0, np.int64)
 
 
-def forest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Components of the graph with edges a[i]-b[i]: (nodes sorted, root of each node)."""
-    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    nodes, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-    if not len(nodes):
-        return nodes, nodes.copy()
-    n = len(nodes)
-    graph = coo_matrix((np.ones(len(a), np.int8), (inv[:len(a)], inv[len(a):])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    roots = np.full(labels.max() + 1, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(roots, labels, nodes)
-    return nodes, roots[labels]
+def _sorted_unique(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Directed edges without self-loops or repeats, sorted by (u, v)."""
+    u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
+    keep = u != v
+    u, v = u[keep], v[keep]
+    order = np.lexsort((v, u))
+    u, v = u[order], v[order]
+    first = np.r_[True, (u[1:] != u[:-1]) | (v[1:] != v[:-1])] if len(u) else np.zeros(0, bool)
+    return u[first], v[first]
 
 
-def merge_forests(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Union of forests: each (node, root) entry is an edge of the union graph."""
-    if not parts:
-        empty = np.zeros(0, np.int64)
-        return empty, empty
-    return forest(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+def _segment_first(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For u sorted: the start of each run of equal values, and each row's run index."""
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if len(u) else EMPTY
+    run = np.cumsum(np.r_[False, u[1:] != u[:-1]]) if len(u) else EMPTY
+    return starts, run
 
 
-def write_forest(url: str, nodes: np.ndarray, roots: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, nodes=nodes, roots=roots)
-    storage.write_bytes(url, buf.getvalue())
+def large_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Undirected edges (a, b), a > b, after a large-star step over nodes u (all of each
+    u's edges given), and the number of edges that changed."""
+    u, v = _sorted_unique(u, v)
+    if not len(u):
+        return EMPTY, EMPTY, 0
+    starts, run = _segment_first(u)
+    m = np.minimum(u[starts], v[starts])[run]   # v sorted within u: first v is the smallest
+    up = v > u
+    a, b = v[up], m[up]
+    return a, b, int((b != u[up]).sum())
 
 
-def read_forest(url: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False) as z:
-        return z["nodes"], z["roots"]
+def small_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Undirected edges (a, b), a > b, after a small-star step over nodes u, and the
+    number of nodes whose edges changed (those with two or more smaller neighbours)."""
+    u, v = _sorted_unique(u, v)
+    down = v < u
+    u, v = u[down], v[down]
+    if not len(u):
+        return EMPTY, EMPTY, 0
+    starts, run = _segment_first(u)
+    m = v[starts][run]                          # the smallest of u's smaller neighbours
+    sizes = np.diff(np.r_[starts, len(u)])
+    others = v != m                             # smaller neighbours other than the minimum
+    a = np.concatenate([u[starts], v[others]])
+    b = np.concatenate([v[starts], m[others]])
+    return a, b, int((sizes >= 2).sum())
 
 
-def merge_forest_files(inputs: list[str], output: str) -> dict:
-    """One merge task: read `inputs`, write their union forest to `output`."""
-    nodes, roots = merge_forests([read_forest(u) for u in inputs])
-    write_forest(output, nodes, roots)
-    return {"output": output, "nodes": int(len(nodes))}
+def star_roots(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At the fixed point: (nodes, group id = min(node, its neighbours)) for nodes u."""
+    u, v = _sorted_unique(u, v)
+    if not len(u):
+        return EMPTY, EMPTY
+    starts, _ = _segment_first(u)
+    nodes = u[starts]
+    return nodes, np.minimum(nodes, v[starts])

@@ -20,7 +20,13 @@ class DedupConfig:
         "IVF lists probed per query; null: the index's tuned value. Near-exact copies share "
         "their list almost always, so a small nprobe often suffices at 0.95"))
     query_batch: int = field(default=1024, metadata=helps("queries per range-search call"))
-    merge_fan_in: int = field(default=8, metadata=helps("component files merged per task and round"))
+    partition_ids: int = field(default=10_000_000, metadata=helps(
+        "ids per partition of the job's end (pairs, components, groups): each task holds "
+        "one partition's edges, metadata and groups, so this bounds a task's memory"))
+    max_component_steps: int = field(default=64, metadata=helps(
+        "star-contraction steps before the components are declared not converging"))
+    keep_work: bool = field(default=False, metadata=helps(
+        "keep work/ (routed edges, step markers) after the summary is written"))
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
         "one Ray actor per index shard: auto when the index has more than one shard"))
     shard_actor_cpus: float = field(default=1.0, metadata=helps("CPUs reserved per shard actor"))
@@ -42,7 +48,8 @@ def validate(cfg: DedupConfig) -> None:
     for key in ("query_batch", "report_groups", "report_members", "max_attempts"):
         if getattr(cfg, key) < 1:
             errors.append(f"dedup.{key} must be >= 1")
-    if cfg.merge_fan_in < 2:
-        errors.append("dedup.merge_fan_in must be >= 2")
+    for key in ("partition_ids", "max_component_steps"):
+        if getattr(cfg, key) < 1:
+            errors.append(f"dedup.{key} must be >= 1")
     if errors:
         raise ConfigError("invalid dedup config:\n  - " + "\n  - ".join(errors))

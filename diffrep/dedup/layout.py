@@ -1,19 +1,25 @@
-"""Where the dedup job writes, under <root>/dedup/<model>/:
+"""Where the dedup job writes, under <root>/dedup/<model>/.
 
-  pairs/slice_IIIII.parquet    key_a, key_b, similarity, id_a, id_b: the pairs whose
-                               smaller id is one of the slice's queries (each pair once;
-                               read the folder as one parquet dataset)
-  slices/slice_IIIII.counts.parquet  id, duplicate_count of the slice's queries (count > 0)
-  slices/slice_IIIII.npz       the slice's component forest (node, root)
-  slices/slice_IIIII.json      completion marker, written last
-  merge/rR_JJJJJ.npz           component forests merged in round R
-  groups.parquet               key, id, group_id, group_size, is_representative,
-                               duplicate_count, url, caption: every image in a group of 2+
-                               (images not listed have no duplicate; keep-list = those +
-                               the representatives)
-  group_stats.parquet          per group: size, representative, distinct captions, shared
-                               caption share, example urls
+Outputs (each a folder of parquet parts that pyarrow.dataset, pandas and duckdb read as
+one table; part P covers the ids, or group ids, in [P * partition_ids, (P+1) * partition_ids)):
+
+  pairs/part_PPPPP.parquet        key_a, key_b, similarity, id_a, id_b: every pair above the
+                                  threshold exactly once (id_a < id_b), whichever side's
+                                  search found it; part = id_b's partition
+  components/part_PPPPP.parquet   id, group_id of every image in a group of 2+, sorted by
+                                  id; part = id's partition (id -> group lookups)
+  groups/part_PPPPP.parquet       key, id, group_id, group_size, is_representative,
+                                  duplicate_count, url, caption: every image in a group of
+                                  2+ (images not listed have no duplicate; keep-list = those
+                                  + the representatives); part = group_id's partition, so a
+                                  group is whole in one part
+  group_stats/part_PPPPP.parquet  per group: size, representative, distinct captions,
+                                  shared caption share, example urls (largest first within
+                                  the part; summary.json lists the largest overall)
   summary.json, report.html
+
+Work files (work/): per query slice its routed edges and marker; per step and partition
+its routed output and marker. plan.json records the partitioning a resumed run must keep.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 
 from diffrep import storage
 from diffrep.models import model_dir_name
+
+OUTPUT_DATASETS = ("pairs", "components", "groups", "group_stats")
 
 
 @dataclass(frozen=True)
@@ -36,17 +44,18 @@ class DedupLayout:
     def path(self, name: str) -> str:
         return storage.join(self.base, name)
 
-    def slice_pairs(self, slice_id: int) -> str:
-        return self.path(f"pairs/slice_{slice_id:05d}.parquet")
+    def part(self, dataset: str, partition: int) -> str:
+        """One part of an output dataset (pairs, components, groups, group_stats)."""
+        return self.path(f"{dataset}/part_{partition:05d}.parquet")
 
-    def slice_counts(self, slice_id: int) -> str:
-        return self.path(f"slices/slice_{slice_id:05d}.counts.parquet")
-
-    def slice_forest(self, slice_id: int) -> str:
-        return self.path(f"slices/slice_{slice_id:05d}.npz")
+    def slice_edges(self, slice_id: int) -> str:
+        return self.path(f"work/search/slice_{slice_id:05d}.parquet")
 
     def slice_done(self, slice_id: int) -> str:
-        return self.path(f"slices/slice_{slice_id:05d}.json")
+        return self.path(f"work/search/slice_{slice_id:05d}.json")
 
-    def merged(self, round_: int, part: int) -> str:
-        return self.path(f"merge/r{round_}_{part:05d}.npz")
+    def step_output(self, step: str, partition: int) -> str:
+        return self.path(f"work/{step}/part_{partition:05d}.parquet")
+
+    def step_done(self, step: str, partition: int) -> str:
+        return self.path(f"work/{step}/part_{partition:05d}.json")

@@ -1,4 +1,12 @@
-"""One query slice of the corpus self-search: every pair above the threshold."""
+"""One query slice of the corpus self-search: every neighbour above the threshold, routed
+to the partitions of both ends.
+
+With an approximate index a pair (a, b) may be found by a's search, by b's, or by both;
+so the slice emits each hit in both directions, (query, hit) to the query's partition and
+(hit, query) to the hit's, and the partition step keeps each undirected pair once. Pairs
+and duplicate counts are then those of the union of both sides' searches, whichever side
+found the pair.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +16,19 @@ import numpy as np
 import pyarrow as pa
 
 from diffrep import storage
-from diffrep.dedup.components import forest, write_forest
 from diffrep.dedup.layout import DedupLayout
+from diffrep.dedup.routing import partition_of, write_routed
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
 
-PAIR_SCHEMA = pa.schema([("key_a", pa.string()), ("key_b", pa.string()), ("similarity", pa.float32()),
-                         ("id_a", pa.int64()), ("id_b", pa.int64())])
-COUNT_SCHEMA = pa.schema([("id", pa.int64()), ("duplicate_count", pa.int32())])
+EDGE_SCHEMA = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("similarity", pa.float32())])
 
 
 def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: float,
-                query_batch: int, shard_actors: list | None = None, nprobe: int | None = None) -> dict:
+                query_batch: int, partition_ids: int, shard_actors: list | None = None,
+                nprobe: int | None = None) -> dict:
     """Range-search the slice's vectors against the whole index (exact re-rank); write the
-    slice's pairs, duplicate counts and component forest, then its marker last.
-
-    Each pair is written once, by the query with the smaller id (so pair files need no
-    global de-duplication); counts and components use every match of the slice's queries.
-    Returns the marker's content.
-    """
+    slice's routed edges, then its marker last. Memory: one query batch's candidates plus
+    the slice's hits above the threshold. Returns the marker's content."""
     t0 = time.monotonic()
     layout = DedupLayout(root, model)
     handle = open_index(root, model, verify_files=False)  # the driver verified the index
@@ -43,20 +46,11 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     q = np.concatenate(queries) if queries else np.zeros(0, np.int64)
     h = np.concatenate(hits) if hits else np.zeros(0, np.int64)
     s = np.concatenate(sims) if sims else np.zeros(0, np.float32)
-
-    mine = q < h
-    a, b, sim = q[mine], h[mine], s[mine]
-    ends = handle.lookup(np.concatenate([a, b]))
-    storage.write_parquet(layout.slice_pairs(slice_id), pa.table({
-        "key_a": ends["key"].slice(0, len(a)), "key_b": ends["key"].slice(len(a)),
-        "similarity": pa.array(sim, pa.float32()), "id_a": pa.array(a, pa.int64()),
-        "id_b": pa.array(b, pa.int64())}, schema=PAIR_SCHEMA))
-    ids, counts = np.unique(q, return_counts=True)
-    storage.write_parquet(layout.slice_counts(slice_id), pa.table(
-        {"id": ids, "duplicate_count": counts.astype(np.int32)}, schema=COUNT_SCHEMA))
-    nodes, roots = forest(q, h)
-    write_forest(layout.slice_forest(slice_id), nodes, roots)
-    marker = {"slice": slice_id, "queries": spec.count, "pairs": int(len(a)),
+    src, dst = np.concatenate([q, h]), np.concatenate([h, q])
+    edges = pa.table({"src": src, "dst": dst, "similarity": np.concatenate([s, s])},
+                     schema=EDGE_SCHEMA)
+    write_routed(layout.slice_edges(slice_id), edges, partition_of(src, partition_ids))
+    marker = {"slice": slice_id, "queries": spec.count, "hits": int(len(q)),
               "seconds": round(time.monotonic() - t0, 3)}
     storage.write_json(layout.slice_done(slice_id), marker)
     return marker

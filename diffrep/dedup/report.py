@@ -3,6 +3,7 @@ groups as galleries with captions and similarities."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -13,16 +14,23 @@ from diffrep.report.images import fetch_corpus_images
 from diffrep.search.index import IndexHandle
 
 
-def write_report(layout: DedupLayout, handle: IndexHandle, summary: dict, top_groups: int,
-                 members_per_group: int) -> str:
-    """Write report.html (self-contained); returns its URL."""
-    stats = pq.read_table(layout.path("group_stats.parquet")).slice(0, top_groups)
-    groups = pq.read_table(layout.path("groups.parquet"))
-    shown = {}
-    for gid in stats["group_id"].to_pylist():
-        members = groups.filter(pc.equal(groups["group_id"], gid)).sort_by(
-            [("is_representative", "descending"), ("duplicate_count", "descending"), ("id", "ascending")])
-        shown[gid] = members.slice(0, members_per_group).to_pylist()
+def write_report(layout: DedupLayout, handle: IndexHandle, summary: dict, members_per_group: int,
+                 partition_ids: int) -> str:
+    """Write report.html (self-contained); returns its URL. Reads only the group parts of
+    the largest groups (summary["largest_groups"])."""
+    top = [g["group_id"] for g in summary["largest_groups"]]
+    stats_rows, shown = [], {}
+    for part in sorted({g // partition_ids for g in top}):
+        wanted_ids = pa.array([g for g in top if g // partition_ids == part], pa.int64())
+        stats = pq.read_table(layout.part("group_stats", part))
+        stats_rows += stats.filter(pc.is_in(stats["group_id"], value_set=wanted_ids)).to_pylist()
+        groups = pq.read_table(layout.part("groups", part))
+        for gid in wanted_ids.to_pylist():
+            members = groups.filter(pc.equal(groups["group_id"], gid)).sort_by(
+                [("is_representative", "descending"), ("duplicate_count", "descending"),
+                 ("id", "ascending")])
+            shown[gid] = members.slice(0, members_per_group).to_pylist()
+    stats_rows.sort(key=lambda r: (-r["size"], r["group_id"]))
     wanted: dict[str, set[str]] = {}
     for members in shown.values():
         for shard, _, sel in handle.locate([m["id"] for m in members]):
@@ -46,9 +54,9 @@ def write_report(layout: DedupLayout, handle: IndexHandle, summary: dict, top_gr
         "<h2>Largest groups</h2>",
         table(["group", "size", "representative", "distinct captions", "shared caption share"],
               [(r["group_id"], r["size"], r["representative_key"], r["distinct_captions"],
-                f"{r['shared_caption_share']:.2f}") for r in stats.to_pylist()]),
+                f"{r['shared_caption_share']:.2f}") for r in stats_rows]),
     ]
-    for r in stats.to_pylist():
+    for r in stats_rows:
         members = shown[r["group_id"]]
         figs = "".join(figure(thumbnail_data_uri(images[m["key"]]) if m["key"] in images else None,
                               f"{'[rep] ' if m['is_representative'] else ''}{m['key']}: "

@@ -1,5 +1,10 @@
-"""The dedup job's steps: self-search per query slice (resumable), component merge
-rounds, tables, summary and report."""
+"""The dedup job's steps: self-search per query slice, then the partitioned end (pairs,
+connected components, groups; diffrep.dedup.partition_steps), summary and report.
+
+Every step is a set of tasks with markers, resumed where it stopped. No step holds the
+corpus: a search task holds one query slice's hits, every later task one partition of
+`partition_ids` ids; the driver holds the per-partition markers only.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +12,119 @@ import logging
 import time
 
 from diffrep import storage
-from diffrep.dedup.assemble import assemble
-from diffrep.dedup.components import merge_forest_files
+from diffrep.config import ConfigError
+from diffrep.dedup import partition_steps as steps
+from diffrep.dedup.assemble import merge_summaries
 from diffrep.dedup.config import DedupConfig
-from diffrep.dedup.layout import DedupLayout
+from diffrep.dedup.layout import OUTPUT_DATASETS, DedupLayout
 from diffrep.dedup.pairs import dedup_slice
 from diffrep.dedup.report import write_report
+from diffrep.dedup.routing import num_partitions
 from diffrep.progress import Progress
 from diffrep.search.index import IndexHandle
 
 log = logging.getLogger("diffrep")
 
 
+def _check_plan(layout: DedupLayout, cfg: DedupConfig, handle: IndexHandle) -> None:
+    """A resumed run must keep the settings its finished tasks used."""
+    plan = {"threshold": cfg.threshold, "margin": cfg.margin, "nprobe": cfg.nprobe,
+            "partition_ids": cfg.partition_ids, "index_generation": handle.manifest["generation"],
+            "ntotal": handle.ntotal}
+    url = layout.path("plan.json")
+    if storage.exists(url):
+        started = storage.read_json(url)
+        changed = sorted(k for k in plan if started.get(k) != plan[k])
+        if changed:
+            raise ConfigError(f"dedup of {cfg.model} under {cfg.root} was started with other "
+                              f"settings or another index ({', '.join(changed)} differ, see {url}): "
+                              f"set dedup.overwrite: true to start again")
+    storage.write_json(url, plan)
+
+
+def _run_step(executor, layout: DedupLayout, name: str, fn, args: dict[int, tuple], shared: dict,
+              progress_item: str, cfg: DedupConfig) -> list[dict]:
+    """Run `fn` for every partition without a marker of step `name`; returns all markers."""
+    todo = [p for p in sorted(args) if not storage.exists(layout.step_done(name, p))]
+    storage.remove_stale_temporaries(layout.path(f"work/{name}"))
+    if todo:
+        progress = Progress(f"dedup {name}", len(todo), unit="partitions", item=progress_item)
+        executor.map(fn, [args[p] for p in todo], shared=shared, progress=progress,
+                     count=lambda r: r.get(progress_item, 0))
+        log.info("%s", progress.line())
+    return [storage.read_json(layout.step_done(name, p)) for p in sorted(args)]
+
+
 def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: list | None) -> dict:
-    """Run every step; returns the summary (also written as summary.json)."""
+    """Run every step; returns the summary (also written as summary.json, last)."""
     layout = DedupLayout(cfg.root, cfg.model)
     if cfg.overwrite:
         storage.remove_tree(layout.base)
-    for folder in ("slices", "pairs", "merge", ""):
+    _check_plan(layout, cfg, handle)
+    if storage.exists(layout.path("summary.json")):
+        log.info("dedup: %s is complete (summary.json); overwrite: true recomputes it", layout.base)
+        return storage.read_json(layout.path("summary.json"))
+    for folder in (*OUTPUT_DATASETS, "work/search", ""):
         storage.remove_stale_temporaries(layout.path(folder) if folder else layout.base)
+    root, model = cfg.root, cfg.model
     slice_ids = [s.slice_id for s in handle.slices]
     todo = [s for s in handle.slices if not storage.exists(layout.slice_done(s.slice_id))]
-    log.info("dedup: %d query slice(s), %d to do, threshold %.3f", len(slice_ids), len(todo),
-             cfg.threshold)
+    parts = num_partitions(handle.ntotal, cfg.partition_ids)
+    log.info("dedup: %d query slice(s), %d to do, threshold %.3f; end stage in %d partition(s) "
+             "of %d ids", len(slice_ids), len(todo), cfg.threshold, parts, cfg.partition_ids)
+    seconds: dict[str, float] = {}
     t0 = time.monotonic()
-    progress = Progress("dedup", len(todo), unit="slices", item="queries")
+    progress = Progress("dedup search", len(todo), unit="slices", item="queries")
     shared = {"threshold": cfg.threshold, "margin": cfg.margin, "query_batch": cfg.query_batch,
-              "nprobe": cfg.nprobe}
+              "nprobe": cfg.nprobe, "partition_ids": cfg.partition_ids}
     if shard_actors:
         shared["shard_actors"] = shard_actors
-    executor.map(dedup_slice, [(cfg.root, cfg.model, s.slice_id) for s in todo], shared=shared,
+    executor.map(dedup_slice, [(root, model, s.slice_id) for s in todo], shared=shared,
                  progress=progress, count=lambda r: r["queries"])
     log.info("%s", progress.line())
+    seconds["search"] = time.monotonic() - t0
 
-    t_search = time.monotonic() - t0
     t0 = time.monotonic()
-    files = [layout.slice_forest(s) for s in slice_ids]
-    round_ = 0
-    while len(files) > 1:
-        chunks = [files[i:i + cfg.merge_fan_in] for i in range(0, len(files), cfg.merge_fan_in)]
-        outputs = [layout.merged(round_, j) for j in range(len(chunks))]
-        executor.map(merge_forest_files, list(zip(chunks, outputs, strict=True)))
-        log.info("dedup: merge round %d: %d forests -> %d", round_, len(files), len(outputs))
-        files, round_ = outputs, round_ + 1
+    every = range(parts)
+    adjacency = _run_step(executor, layout, "adjacency", steps.adjacency_step,
+                          {p: (root, model, p) for p in every},
+                          {"slice_ids": slice_ids, "partition_ids": cfg.partition_ids}, "nodes", cfg)
+    pairs = _run_step(executor, layout, "pairs", steps.pairs_step, {p: (root, model, p) for p in every},
+                      {"num_parts": parts}, "pairs", cfg)
+    seconds["pairs"] = time.monotonic() - t0
 
-    t_merge = time.monotonic() - t0
     t0 = time.monotonic()
-    summary = assemble(layout, handle, slice_ids, files[0], cfg.threshold)
-    summary["seconds"] = {"search": round(t_search, 3), "merge": round(t_merge, 3),
-                          "assemble": round(time.monotonic() - t0, 3)}
+    changes = [sum(m["changes"] for m in adjacency)]
+    step = 0
+    while not (step % 2 == 1 and changes[-1] == 0 and changes[-2] == 0):
+        step += 1
+        if step > cfg.max_component_steps:
+            raise RuntimeError(f"dedup: connected components did not converge in "
+                               f"{cfg.max_component_steps} steps (dedup.max_component_steps)")
+        markers = _run_step(executor, layout, f"cc{step}", steps.cc_step,
+                            {p: (root, model, p, step) for p in every},
+                            {"num_parts": parts, "partition_ids": cfg.partition_ids}, "edges", cfg)
+        changes.append(sum(m["changes"] for m in markers))
+        log.info("dedup: components step %d (%s-star): %d change(s)", step,
+                 "small" if step % 2 else "large", changes[-1])
+    _run_step(executor, layout, "labels", steps.labels_step, {p: (root, model, p) for p in every},
+              {"last_step": step, "num_parts": parts, "partition_ids": cfg.partition_ids}, "nodes", cfg)
+    seconds["components"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    group_parts = _run_step(executor, layout, "groups", steps.groups_step,
+                            {p: (root, model, p) for p in every},
+                            {"num_parts": parts, "report_groups": cfg.report_groups},
+                            "duplicated_images", cfg)
+    summary = merge_summaries(group_parts, handle.model, cfg.threshold, handle.ntotal,
+                              sum(m["pairs"] for m in pairs), cfg.report_groups)
+    seconds["groups"] = time.monotonic() - t0
+    summary["component_steps"] = step + 1
+    summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    url = write_report(layout, handle, summary, cfg.report_members, cfg.partition_ids)
     storage.write_json(layout.path("summary.json"), summary)
-    url = write_report(layout, handle, summary, cfg.report_groups, cfg.report_members)
+    if not cfg.keep_work:
+        storage.remove_tree(layout.path("work"))
     log.info("dedup: %d images, %d pairs, %d duplicated images in %d groups (largest %d); "
              "report %s", summary["images"], summary["pairs"], summary["duplicated_images"],
              summary["groups"], summary["largest_group"], url)

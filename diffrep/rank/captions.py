@@ -4,8 +4,10 @@ shards); optionally the most duplicated first.
 
 Memory: rows are hashed by caption into `num_buckets` bucket files in one streaming pass
 (one record batch in memory), then each bucket is deduplicated on its own, so a step
-holds one bucket. Selecting the `max_captions` most duplicated needs only a histogram of
-duplication counts, then holds the selected captions.
+holds one bucket. The dedup job's group sizes are streamed into buckets by the same
+caption hash (its groups carry each image's caption from the index's id map), so a
+bucket's join needs only that bucket's grouped images. Selecting the `max_captions` most
+duplicated needs only a histogram of duplication counts, then holds the selected captions.
 """
 
 from __future__ import annotations
@@ -84,10 +86,37 @@ def bucket_captions(paths: list[str], out_dir: str, num_buckets: int, column: st
     return counts
 
 
+def bucket_group_sizes(dedup_base: str, out_dir: str, num_buckets: int) -> int:
+    """Stream the dedup job's groups (key, caption, group_size) into
+    out_dir/sizes_NNNNN.parquet (key, group_size) by the caption buckets' hash; returns
+    the rows written."""
+    from diffrep.dedup.read import iter_group_sizes
+
+    schema = pa.schema([("key", pa.string()), ("group_size", pa.int32())])
+    writers: dict[int, pq.ParquetWriter] = {}
+    rows = 0
+    try:
+        for batch in iter_group_sizes(dedup_base):
+            caps = [normalise(c) for c in batch.column("caption").to_pylist()]
+            buckets = _bucket_of(caps, num_buckets)
+            table = pa.table({"key": batch.column("key"), "group_size": batch.column("group_size")},
+                             schema=schema)
+            for b in np.unique(buckets):
+                if b not in writers:
+                    writers[b] = pq.ParquetWriter(os.path.join(out_dir, f"sizes_{b:05d}.parquet"), schema)
+                writers[b].write_table(table.filter(pa.array(buckets == b)))
+            rows += batch.num_rows
+    finally:
+        for w in writers.values():
+            w.close()
+    return rows
+
+
 def dedup_bucket(path: str, group_sizes: pa.Table | None) -> pa.Table:
     """One bucket's distinct captions: images (rows with the caption), keys, urls,
     shards, and duplication = the largest near-duplicate group among its images
-    (`group_sizes`: key, group_size from the dedup job), else its number of images."""
+    (`group_sizes`: the bucket's key, group_size from the dedup job), else its number of
+    images."""
     t = pq.read_table(path)
     if group_sizes is not None and len(t):
         idx = pc.index_in(t["key"], value_set=group_sizes["key"])
@@ -107,18 +136,28 @@ def dedup_bucket(path: str, group_sizes: pa.Table | None) -> pa.Table:
 
 def build_caption_shards(paths: list[str], work_dir: str, out_dir: str, num_buckets: int,
                          captions_per_shard: int, column: str = "caption",
-                         group_sizes: pa.Table | None = None, max_captions: int | None = None,
+                         dedup_base: str | None = None, max_captions: int | None = None,
                          ) -> dict:
     """Write caption shards out_dir/NNNNN.parquet (caption_id, caption, images,
     duplication, keys, urls, shards), most duplicated first when `max_captions` is set;
-    returns stats. caption_id is the caption's position in this order."""
+    duplication counts near-duplicate groups when `dedup_base` (the dedup job's output
+    folder) is given; returns stats. caption_id is the caption's position in this order."""
     counts = bucket_captions(paths, work_dir, num_buckets, column)
+    if dedup_base:
+        counts["grouped_images"] = bucket_group_sizes(dedup_base, work_dir, num_buckets)
     buckets = sorted(f for f in os.listdir(work_dir) if f.startswith("bucket_"))
+
+    def sizes_of(bucket: str) -> pa.Table | None:
+        if not dedup_base:
+            return None
+        path = os.path.join(work_dir, bucket.replace("bucket_", "sizes_"))
+        return pq.read_table(path) if os.path.exists(path) else \
+            pa.table({"key": pa.array([], pa.string()), "group_size": pa.array([], pa.int32())})
     cutoff = None
     if max_captions:
         hist: Counter = Counter()
         for b in buckets:
-            hist.update(dedup_bucket(os.path.join(work_dir, b), group_sizes)["duplication"].to_pylist())
+            hist.update(dedup_bucket(os.path.join(work_dir, b), sizes_of(b))["duplication"].to_pylist())
         total = 0
         for value in sorted(hist, reverse=True):
             total += hist[value]
@@ -138,7 +177,7 @@ def build_caption_shards(paths: list[str], work_dir: str, out_dir: str, num_buck
 
     columns = ["caption", "images", "duplication", "keys", "urls", "shards"]
     for b in buckets:
-        t = dedup_bucket(os.path.join(work_dir, b), group_sizes).select(columns)
+        t = dedup_bucket(os.path.join(work_dir, b), sizes_of(b)).select(columns)
         if cutoff is not None:
             parts.append(t.filter(pc.greater_equal(t["duplication"], cutoff)))
         else:

@@ -19,8 +19,8 @@ class RankConfig:
     model: str = field(default="sscd_onnx", metadata=helps(
         "descriptor whose index retrieves neighbours for the ground truth"))
     dedup_groups: str | None = field(default="auto", metadata=helps(
-        "groups.parquet of the dedup job (duplication order, templates); auto: "
-        "<root>/dedup/<model>/groups.parquet when it exists; null: none"))
+        "the dedup job's output folder (duplication order, templates); auto: "
+        "<root>/dedup/<model>/ when that job has finished; null: none"))
     max_captions: int | None = field(default=None, metadata=helps(
         "score only the most duplicated captions, this many; null: every caption"))
     num_buckets: int = field(default=16, metadata=helps(

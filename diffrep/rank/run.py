@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.config import check_resumed_settings
+from diffrep.dedup.read import dedup_base, is_complete
 from diffrep.diffusion.pipelines import Checkpoint
 from diffrep.distributor import run_units_then_release
 from diffrep.embed.layout import ModelOutput
@@ -32,11 +33,10 @@ TRUTH_CHUNK = 8  # captions per ground-truth unit
 
 
 def groups_path(cfg: RankConfig) -> str | None:
+    """The dedup output folder to use: auto -> <root>/dedup/<model>/ when finished."""
     if cfg.dedup_groups == "auto":
-        from diffrep.models import model_dir_name
-
-        auto = storage.join(cfg.root, "dedup", model_dir_name(cfg.model), "groups.parquet")
-        return auto if storage.exists(auto) else None
+        auto = dedup_base(cfg.root, cfg.model)
+        return auto if is_complete(auto) else None
     return cfg.dedup_groups
 
 
@@ -64,10 +64,9 @@ def make_captions(cfg: RankConfig, layout: RankLayout) -> dict:
     spec = cfg.captions or storage.join(ModelOutput(cfg.root, cfg.model).base, "metadata")
     paths = caption_inputs(spec)
     groups = groups_path(cfg)
-    sizes = pq.read_table(groups, columns=["key", "group_size"]) if groups else None
     with tempfile.TemporaryDirectory(prefix="diffrep-buckets-") as work:
         stats = build_caption_shards(paths, work, layout.path("captions"), cfg.num_buckets,
-                                     cfg.captions_per_shard, cfg.caption_column, sizes,
+                                     cfg.captions_per_shard, cfg.caption_column, groups,
                                      cfg.max_captions)
     stats["inputs"], stats["dedup_groups"] = paths, groups
     storage.write_json(stats_url, stats)

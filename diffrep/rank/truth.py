@@ -7,28 +7,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from diffrep.dedup.read import DedupGroups
 from diffrep.rank import verbatim
 from diffrep.search import Searcher
 
 
-def template_members(searcher: Searcher, neighbour_ids: np.ndarray, groups: pa.Table | None,
+def template_members(searcher: Searcher, neighbour_ids: np.ndarray, groups: DedupGroups | None,
                      k: int) -> dict[int, list[int]]:
     """For each neighbour id, itself first and then the members of its near-duplicate
-    group: the dedup job's group (`groups`: key, group_id) when given, else its own k
-    nearest neighbours in the index (exact similarities)."""
+    group: the dedup job's group when `groups` is given (reads only the parts holding
+    these ids and groups), else its own k nearest neighbours in the index (exact
+    similarities)."""
     handle = searcher.handle
     ids = [int(i) for i in neighbour_ids]
     members: dict[int, list[int]] = {}
     if groups is not None:
-        keys = handle.lookup(np.array(ids, np.int64))["key"]
-        gids = pc.take(groups["group_id"], pc.index_in(keys, value_set=groups["key"])).to_pylist()
-        for nid, gid in zip(ids, gids, strict=True):
-            group_keys = groups.filter(pc.equal(groups["group_id"], gid))["key"].to_pylist() \
-                if gid is not None else []
-            members[nid] = [nid] + [v for v in handle.key_to_id(group_keys).values() if v != nid]
+        group_of = groups.group_ids(np.array(ids, np.int64))
+        of_group = groups.members(np.array(sorted(set(group_of.values())), np.int64))
+        for nid in ids:
+            members[nid] = [nid] + [m for m in of_group.get(group_of.get(nid, -1), []) if m != nid]
         return members
     if ids:
         nn = searcher.search(handle.vectors(np.array(ids, np.int64)), k=min(k, handle.ntotal),

@@ -17,6 +17,7 @@ from PIL import Image
 from diffrep import storage
 from diffrep.data.demo import tar_bytes
 from diffrep.data.images import encode_png
+from diffrep.dedup.read import DedupGroups, is_complete
 from diffrep.diffusion.pipelines import Checkpoint
 from diffrep.rank import truth, verbatim
 
@@ -93,8 +94,8 @@ class RankWorker:
             embedder = create_embedder(self.truth.model, weights="random" if random_init else None,
                                        device=self.device)
             groups = None
-            if self.truth.dedup_groups and storage.exists(self.truth.dedup_groups):
-                groups = pq.read_table(self.truth.dedup_groups, columns=["key", "group_id"])
+            if self.truth.dedup_groups and is_complete(self.truth.dedup_groups):
+                groups = DedupGroups(self.truth.dedup_groups)
             self._matcher = (Searcher(handle), embedder, groups)
         return self._matcher
 

@@ -1,0 +1,154 @@
+"""The partitioned end of the dedup job: tasks that each hold one id range.
+
+  adjacency (per id partition)  the partition's edges from every query slice, each pair
+                                once (the larger similarity when both sides found it);
+                                duplicate counts; half-pairs routed to id_b's partition;
+                                the first large-star step of the components
+  pairs (per id partition)      half-pairs + id_b's key -> pairs/part_P.parquet
+  cc (per id partition, rounds) star contraction steps (diffrep.dedup.components)
+  labels (per id partition)     group id of each node -> components/part_P.parquet; member
+                                rows (with metadata) routed to the group id's partition
+  groups (per group partition)  groups/part_P.parquet, group_stats/part_P.parquet and the
+                                partition's summary (diffrep.dedup.assemble)
+
+Every task writes its outputs, then its marker last (the content it returns), so a
+killed job redoes only unfinished tasks. Memory per task: the rows of one partition
+(bounded by `partition_ids` and by the largest group), never the corpus.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from diffrep import storage
+from diffrep.dedup import components
+from diffrep.dedup.assemble import MEMBER_SCHEMA, assemble_partition
+from diffrep.dedup.layout import DedupLayout
+from diffrep.dedup.pairs import EDGE_SCHEMA
+from diffrep.dedup.routing import partition_of, read_inbound, write_routed
+from diffrep.search.index import IndexHandle, open_index
+
+HALF_PAIR_SCHEMA = pa.schema([("id_a", pa.int64()), ("id_b", pa.int64()), ("similarity", pa.float32()),
+                              ("key_a", pa.string())])
+PAIR_SCHEMA = pa.schema([("key_a", pa.string()), ("key_b", pa.string()), ("similarity", pa.float32()),
+                         ("id_a", pa.int64()), ("id_b", pa.int64())])
+CC_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64())])
+DEGREE_SCHEMA = pa.schema([("id", pa.int64()), ("duplicate_count", pa.int32())])
+COMPONENT_SCHEMA = pa.schema([("id", pa.int64()), ("group_id", pa.int64())])
+
+
+def id_metadata(handle: IndexHandle, ids: np.ndarray, columns: list[str]) -> pa.Table:
+    """id map `columns` of sorted `ids`, in that order. Reads only the id-map slices
+    whose id range holds some of them (a partition's range: one or two slices)."""
+    ids = np.asarray(ids, np.int64)
+    parts = []
+    for s in handle.slices:
+        lo, hi = np.searchsorted(ids, [s.id_start, s.id_start + s.count])
+        if lo == hi:
+            continue
+        table = pq.read_table(handle.layout.path(handle.layout.idmap_name(s.slice_id)),
+                              columns=["id", *columns]).sort_by("id")
+        parts.append(table.take(pa.array(ids[lo:hi] - s.id_start)).select(columns))
+    if not parts:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.concat_tables(parts)
+
+
+def _route_edges(url: str, a: np.ndarray, b: np.ndarray, partition_ids: int) -> None:
+    """Undirected edges (a, b) -> directed at both ends, routed to u's partition."""
+    u, v = np.concatenate([a, b]), np.concatenate([b, a])
+    write_routed(url, pa.table({"u": u, "v": v}, schema=CC_SCHEMA), partition_of(u, partition_ids))
+
+
+def _finish(layout: DedupLayout, step: str, partition: int, marker: dict) -> dict:
+    storage.write_json(layout.step_done(step, partition), marker)
+    return marker
+
+
+def adjacency_step(root: str, model: str, partition: int, slice_ids: list[int],
+                   partition_ids: int) -> dict:
+    layout = DedupLayout(root, model)
+    handle = open_index(root, model, verify_files=False)
+    edges = read_inbound([layout.slice_edges(s) for s in slice_ids], partition, EDGE_SCHEMA)
+    src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()
+    sim = edges["similarity"].to_numpy()
+    order = np.lexsort((-sim, dst, src))              # per (src, dst): the largest similarity first
+    src, dst, sim = src[order], dst[order], sim[order]
+    first = np.r_[True, (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])] if len(src) else np.zeros(0, bool)
+    src, dst, sim = src[first], dst[first], sim[first]
+
+    nodes, degree = np.unique(src, return_counts=True)
+    storage.write_parquet(layout.step_output("degree", partition), pa.table(
+        {"id": nodes, "duplicate_count": degree.astype(np.int32)}, schema=DEGREE_SCHEMA))
+    keys = id_metadata(handle, nodes, ["key"])["key"]
+    mine = src < dst
+    key_a = pc.take(keys, pa.array(np.searchsorted(nodes, src[mine])))
+    write_routed(layout.step_output("halfpairs", partition), pa.table(
+        {"id_a": src[mine], "id_b": dst[mine], "similarity": sim[mine], "key_a": key_a},
+        schema=HALF_PAIR_SCHEMA), partition_of(dst[mine], partition_ids))
+    a, b, changes = components.large_star(src, dst)
+    _route_edges(layout.step_output("cc0", partition), a, b, partition_ids)
+    return _finish(layout, "adjacency", partition, {
+        "partition": partition, "nodes": int(len(nodes)), "pairs_in": int(mine.sum()),
+        "changes": changes})
+
+
+def pairs_step(root: str, model: str, partition: int, num_parts: int) -> dict:
+    layout = DedupLayout(root, model)
+    handle = open_index(root, model, verify_files=False)
+    half = read_inbound([layout.step_output("halfpairs", p) for p in range(num_parts)], partition,
+                        HALF_PAIR_SCHEMA).sort_by([("id_a", "ascending"), ("id_b", "ascending")])
+    id_b = half["id_b"].to_numpy()
+    ends, where = np.unique(id_b, return_inverse=True)
+    key_b = pc.take(id_metadata(handle, ends, ["key"])["key"], pa.array(where))
+    storage.write_parquet(layout.part("pairs", partition), pa.table(
+        {"key_a": half["key_a"], "key_b": key_b, "similarity": half["similarity"],
+         "id_a": half["id_a"], "id_b": half["id_b"]}, schema=PAIR_SCHEMA))
+    return _finish(layout, "pairs", partition, {"partition": partition, "pairs": len(half)})
+
+
+def cc_step(root: str, model: str, partition: int, step: int, num_parts: int,
+            partition_ids: int) -> dict:
+    """Star step `step` (odd: small-star, even: large-star) over the previous step's
+    edges routed to `partition`."""
+    layout = DedupLayout(root, model)
+    edges = read_inbound([layout.step_output(f"cc{step - 1}", p) for p in range(num_parts)],
+                         partition, CC_SCHEMA)
+    fn = components.small_star if step % 2 else components.large_star
+    a, b, changes = fn(edges["u"].to_numpy(), edges["v"].to_numpy())
+    _route_edges(layout.step_output(f"cc{step}", partition), a, b, partition_ids)
+    return _finish(layout, f"cc{step}", partition, {"partition": partition, "changes": changes,
+                                                     "edges": int(len(a))})
+
+
+def labels_step(root: str, model: str, partition: int, last_step: int, num_parts: int,
+                partition_ids: int) -> dict:
+    layout = DedupLayout(root, model)
+    handle = open_index(root, model, verify_files=False)
+    edges = read_inbound([layout.step_output(f"cc{last_step}", p) for p in range(num_parts)],
+                         partition, CC_SCHEMA)
+    nodes, group_ids = components.star_roots(edges["u"].to_numpy(), edges["v"].to_numpy())
+    storage.write_parquet(layout.part("components", partition), pa.table(
+        {"id": nodes, "group_id": group_ids}, schema=COMPONENT_SCHEMA))
+    degree = pq.read_table(layout.step_output("degree", partition))
+    counts = np.zeros(len(nodes), np.int32)
+    if len(degree):
+        counts[np.searchsorted(nodes, degree["id"].to_numpy())] = degree["duplicate_count"].to_numpy()
+    meta = id_metadata(handle, nodes, ["key", "url", "caption"])
+    members = pa.table({"id": nodes, "group_id": group_ids, "duplicate_count": counts,
+                        "key": meta["key"], "url": meta["url"], "caption": meta["caption"]},
+                       schema=MEMBER_SCHEMA)
+    write_routed(layout.step_output("members", partition), members,
+                 partition_of(group_ids, partition_ids))
+    return _finish(layout, "labels", partition, {"partition": partition, "nodes": int(len(nodes))})
+
+
+def groups_step(root: str, model: str, partition: int, num_parts: int, report_groups: int) -> dict:
+    layout = DedupLayout(root, model)
+    members = read_inbound([layout.step_output("members", p) for p in range(num_parts)], partition,
+                           MEMBER_SCHEMA)
+    summary = assemble_partition(layout, partition, members, report_groups)
+    return _finish(layout, "groups", partition, summary)
