@@ -1,0 +1,290 @@
+"""The LAION-shaped rehearsal (a benchmark, not a test): figures printed and written to JSON.
+
+For each corpus size N it writes a synthetic corpus straight into the embed job's layout
+(npy + metadata parquet + stats per shard, so every later job reads it unchanged):
+clustered unit vectors, about 30% of images in planted near-duplicate groups with a
+heavy-tailed size distribution (most of 2-5, a few of 1,000+), members scattered over the
+whole corpus, captions shared inside part of the groups and a few generic captions shared
+by unrelated images, as in LAION. The truth (group of every image) stays beside it.
+
+Then, on a local Ray cluster of several raylets, it runs the jobs as a user would
+(`python -m jobs.<name>`, each its own driver process): build_index -> dedup -> the DCS
+caption set with `max_captions` (the UNet scoring is left out: its cost per caption is
+measured by benchmarks/dcs.py). Per stage: wall time, vectors per second per core, the
+driver's peak RSS and the largest peak RSS of any Ray worker process (both sampled every
+0.2 s: a shorter spike can be missed), bytes written, and for dedup the planted-pair recall and precision.
+
+Everything that should stay flat is held per unit: slices of `rows_per_slice` vectors,
+dedup partitions of `partition_ids` ids, one index shard per `vectors_per_shard` (a shard
+actor maps one), IVF lists of ~`list_size` vectors (nlist grows with N, as autofaiss's
+choice does).
+
+Run: python -m benchmarks.rehearsal --sizes 1000000,3000000,10000000 --out bench-results/rehearsal.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from diffrep import storage
+from diffrep.embed.layout import METADATA_SCHEMA, ModelOutput
+
+MODEL = "sscd_onnx"
+GENERIC_CAPTIONS = 100
+
+
+def group_sizes(planted: int, rng: np.random.Generator, max_size: int, large: list[int]) -> np.ndarray:
+    """Heavy-tailed sizes (2 + Zipf) summing to about `planted`, plus the `large` ones."""
+    sizes = list(large)
+    total = sum(sizes)
+    while total < planted:
+        batch = np.minimum(rng.zipf(2.2, 100_000) + 1, max_size)
+        for s in batch.tolist():
+            if total >= planted:
+                break
+            sizes.append(s)
+            total += s
+    return np.array(sizes, np.int64)
+
+
+def pseudo_vectors(ids: np.ndarray, dim: int, salt: float) -> np.ndarray:
+    """A deterministic pseudo-random vector per id, without holding one per id (so group
+    bases are the same in whichever shard a member lands)."""
+    j = np.arange(1, dim + 1, dtype=np.float64)
+    x = np.sin(ids[:, None].astype(np.float64) * (12.9898 + salt) * j[None, :] + 78.233 * j[None, :])
+    return (np.modf(x * 43758.5453)[0] - 0.5).astype(np.float32) * 3.4  # ~unit variance
+
+
+def write_corpus(root: str, n: int, dim: int, shard_rows: int, seed: int = 0) -> dict:
+    """The synthetic corpus in the embed layout; returns its truth summary and writes
+    truth.npy (group of each global position, -1: none)."""
+    rng = np.random.default_rng(seed)
+    large = [1000, 1500, 2000] if n >= 1_000_000 else [200]
+    sizes = group_sizes(int(0.3 * n), rng, max_size=500, large=large)
+    members = rng.permutation(n)[: int(sizes.sum())]
+    group = np.full(n, -1, np.int32)
+    group[members] = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    clusters = 1000
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = ModelOutput(root, MODEL)
+    for shard, start in enumerate(range(0, n, shard_rows)):
+        name = f"{shard:05d}"
+        g = group[start:start + shard_rows]
+        m = len(g)
+        own = np.arange(start, start + m)
+        # an image's "content": its group's base when in a group, else its own
+        content = np.where(g >= 0, g.astype(np.int64) + 10 * n, own)
+        base = centres[content % clusters] + 0.9 * pseudo_vectors(content, dim, 0.0) / np.sqrt(dim)
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+        x = base + 0.02 * rng.standard_normal((m, dim)).astype(np.float32) / np.sqrt(dim)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        storage.write_npy(out.embeddings(name), x.astype(np.float16))
+        # captions: shared by the members of even groups; generic captions on 2% of images
+        generic = rng.random(m) < 0.02
+        captions = [f"generic caption {c}" if gen else (f"group {gg} caption" if gg >= 0 and gg % 2 == 0
+                                                         else f"photo {i} of a thing")
+                    for i, gg, gen, c in zip(own.tolist(), g.tolist(), generic.tolist(),
+                                             rng.integers(0, GENERIC_CAPTIONS, m).tolist(), strict=True)]
+        storage.write_parquet(out.metadata(name), pa.table({
+            "key": [f"{name}{r:06d}" for r in range(m)],
+            "url": [f"https://img.example/{name}/{r}.jpg" for r in range(m)],
+            "caption": captions, "shard": [name] * m, "row": np.arange(m, dtype=np.int64),
+            "width": np.full(m, 512, np.int32), "height": np.full(m, 512, np.int32),
+            "sha256": [""] * m}, schema=METADATA_SCHEMA))
+        storage.write_json(out.stats(name), {"shard": name, "embedded": m, "model": {"name": MODEL, "dim": dim}})
+    np.save(os.path.join(root, "truth.npy"), group)
+    return {"groups": int(len(sizes)), "duplicated_images": int(len(members)),
+            "largest_group": int(sizes.max()), "planted_pairs": int((sizes * (sizes - 1) // 2).sum()),
+            "group_size_quantiles": {q: int(np.quantile(sizes, q)) for q in (0.5, 0.9, 0.99)}}
+
+
+class WorkerRss:
+    """Peak RSS of Ray worker processes (names starting 'ray::'), sampled in a thread."""
+
+    def __init__(self, interval_s: float = 0.2):
+        import psutil
+
+        self.psutil, self.interval_s = psutil, interval_s
+        self.peak: dict[int, int] = {}
+        self.driver_pid: int | None = None
+        self.driver_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for p in self.psutil.process_iter(["name", "memory_info", "cmdline"]):
+                try:
+                    name = p.info["name"] or ""
+                    cmd = " ".join(p.info["cmdline"] or [])
+                    if p.pid == self.driver_pid:
+                        self.driver_peak = max(self.driver_peak, p.info["memory_info"].rss)
+                    elif name.startswith("ray::") or "default_worker.py" in cmd:
+                        rss = p.info["memory_info"].rss
+                        self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
+                except (self.psutil.Error, AttributeError):
+                    continue
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> WorkerRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def largest_mb(self) -> float:
+        return max(self.peak.values(), default=0) / 2**20
+
+
+def bytes_under(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def run_stage(name: str, argv: list[str], n: int, cores: int, out_dir: str, log_dir: str) -> dict:
+    """One job as its own driver process; its figures."""
+    log_path = os.path.join(log_dir, f"{name}.log")
+    before = bytes_under(out_dir) if os.path.exists(out_dir) else 0
+    with WorkerRss() as workers, open(log_path, "w") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT)
+        workers.driver_pid = proc.pid
+        status = proc.wait()
+        wall = time.perf_counter() - t0
+    if status != 0:
+        with open(log_path) as f:
+            raise RuntimeError(f"{name} failed:\n{f.read()[-3000:]}")
+    row = {"stage": name, "wall_s": round(wall, 2), "vectors_per_s_per_core": round(n / wall / cores, 1),
+           "driver_peak_rss_mb": round(workers.driver_peak / 2**20, 1),
+           "largest_worker_peak_rss_mb": round(workers.largest_mb, 1),
+           "ray_workers_seen": len(workers.peak),
+           "bytes_written": bytes_under(out_dir) - before}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def pair_quality(root: str) -> dict:
+    """Planted-pair recall and precision of dedup's pairs/ (streamed batch by batch)."""
+    group = np.load(os.path.join(root, "truth.npy"))
+    sizes = np.bincount(group[group >= 0])
+    planted = int((sizes * (sizes - 1) // 2).sum())
+    found = true = 0
+    base = os.path.join(root, "dedup", MODEL, "pairs")
+    for name in sorted(os.listdir(base)):
+        for batch in pq.ParquetFile(os.path.join(base, name)).iter_batches(columns=["id_a", "id_b"]):
+            a, b = batch.column(0).to_numpy(), batch.column(1).to_numpy()
+            found += len(a)
+            true += int(((group[a] == group[b]) & (group[a] >= 0)).sum())
+    return {"planted_pairs": planted, "found_pairs": found, "true_found": true,
+            "pair_recall": true / max(planted, 1), "pair_precision": true / max(found, 1)}
+
+
+def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: int) -> dict:
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as root:
+        t0 = time.perf_counter()
+        truth = write_corpus(root, n, dim, args.shard_rows)
+        write_s = time.perf_counter() - t0
+        print(json.dumps({"n": n, "corpus_written_s": round(write_s, 1), **truth}), flush=True)
+        nlist = 2 ** max(6, round(math.log2(n / args.list_size)))
+        shards = max(1, math.ceil(n / args.vectors_per_shard))
+        common = ["--root", root, "--model", MODEL, "--ray_address", address]
+        logs = os.path.join(args.log_dir, str(n))
+        os.makedirs(logs, exist_ok=True)
+        stages = [run_stage("build_index", [
+            "-m", "jobs.build_index", *common, "--index_key", f"IVF{nlist},PQ{dim // 4}x8np",
+            "--num_shards", str(shards), "--rows_per_slice", str(args.rows_per_slice),
+            "--train_points_per_centroid", "39", "--eval_queries", "500", "--cpus_per_task", "1",
+            "--max_index_memory_usage", "64GB", "--current_memory_available", "8GB"],
+            n, cores, os.path.join(root, "indexes"), logs)]
+        stages.append(run_stage("dedup", [
+            "-m", "jobs.dedup", *common, "--threshold", "0.95", "--nprobe", str(args.nprobe),
+            "--query_batch", "4096", "--partition_ids", str(args.partition_ids),
+            "--shard_actors", "always", "--shard_actor_cpus", str(round(0.5 / shards, 3)),
+            "--report_groups", "4", "--report_members", "4"],
+            n, cores, os.path.join(root, "dedup"), logs))
+        stages[-1].update(pair_quality(root))
+        summary = storage.read_json(os.path.join(root, "dedup", MODEL, "summary.json"))
+        stages[-1].update({"duplicated_images_found": summary["duplicated_images"],
+                           "groups_found": summary["groups"], "component_steps": summary["component_steps"],
+                           "steps_s": summary["seconds"]})
+        stages.append(run_stage("dcs_caption_set", [
+            "-m", "benchmarks.rehearsal", "--caption-set", root, "--max-captions", str(args.max_captions)],
+            n, cores, os.path.join(root, "rankings"), logs))
+        return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards,
+                "dedup_partitions": math.ceil(n / args.partition_ids), "truth": truth,
+                "corpus_written_s": round(write_s, 1), "stages": stages}
+
+
+def caption_set(root: str, max_captions: int) -> None:
+    """The DCS job's caption step alone (captions + group sizes -> selected shards)."""
+    from diffrep.rank.config import RankConfig
+    from diffrep.rank.layout import RankLayout
+    from diffrep.rank.run import make_captions
+
+    cfg = RankConfig(root=root, run="rehearsal", model=MODEL, max_captions=max_captions,
+                     num_buckets=64, captions_per_shard=20_000)
+    stats = make_captions(cfg, RankLayout(root, cfg.run))
+    print(json.dumps({k: stats[k] for k in ("rows", "captions", "shards", "duplication_cutoff")}))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench-results/rehearsal.json")
+    p.add_argument("--sizes", default="1000000,3000000,10000000")
+    p.add_argument("--dim", type=int, default=64, help="vector dims (SSCD has 512; see docs/scaling.md)")
+    p.add_argument("--shard_rows", type=int, default=100_000, help="rows per embedding shard")
+    p.add_argument("--rows_per_slice", type=int, default=500_000)
+    p.add_argument("--partition_ids", type=int, default=1_000_000)
+    p.add_argument("--vectors_per_shard", type=int, default=1_000_000)
+    p.add_argument("--list_size", type=int, default=1000, help="vectors per IVF list")
+    p.add_argument("--nprobe", type=int, default=4)
+    p.add_argument("--max_captions", type=int, default=100_000)
+    p.add_argument("--nodes", type=int, default=2, help="raylets of the local cluster")
+    p.add_argument("--work_dir", default=None)
+    p.add_argument("--log_dir", default="bench-results/rehearsal-logs")
+    p.add_argument("--caption-set", help=argparse.SUPPRESS)
+    p.add_argument("--max-captions", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.caption_set:
+        caption_set(args.caption_set, args.max_captions)
+        return 0
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cores = os.cpu_count() or 1
+    per_node = max(1, cores // args.nodes)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False})
+    for _ in range(args.nodes - 1):
+        cluster.add_node(num_cpus=per_node)
+    cluster.wait_for_nodes()
+    results = {"machine": {"cpus": cores, "raylets": args.nodes}, "settings": vars(args), "sizes": []}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    try:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            results["sizes"].append(rehearse(n, args.dim, args, cluster.address, cores))
+            with open(args.out, "w") as f:  # after every size: a cut-off run keeps what it measured
+                json.dump(results, f, indent=2)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
