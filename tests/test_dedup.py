@@ -213,3 +213,57 @@ def test_group_stats_vectorised_equals_a_plain_count():
     assert stats[3]["distinct_captions"] == 2 and stats[7]["distinct_captions"] == 3
     assert abs(stats[3]["shared_caption_share"] - 2 / 3) < 1e-6 and stats[7]["shared_caption_share"] == 0
     assert stats[3]["example_urls"] == ["u3", "u5", "u9"] and stats[3]["size"] == 3
+
+
+class KilledAfter:
+    """A LocalExecutor that dies (as a killed driver would) after `calls` task calls."""
+
+    def __init__(self, calls: int):
+        self.left = calls
+
+    def map(self, fn, items, shared=None, progress=None, count=None):
+        def once(*args, **kwargs):
+            if self.left == 0:
+                raise KeyboardInterrupt("killed")
+            self.left -= 1
+            return fn(*args, **kwargs)
+        return LocalExecutor().map(once, items, shared=shared)
+
+
+@pytest.mark.parametrize("killed_after", [2, 9, 15])
+def test_killed_dedup_resumes_to_the_same_outputs(tmp_path, killed_after):
+    from diffrep.dedup.read import DedupGroups
+
+    x, _ = planted()
+    tables = {}
+    for name, kill in (("clean", None), ("killed", killed_after)):
+        root = str(tmp_path / name)
+        write_embeddings(root, MODEL, x, 250)
+        build(IndexConfig(root=root, model=MODEL, num_shards=2, rows_per_slice=500, eval_queries=50),
+              LocalExecutor())
+        handle = open_index(root, MODEL)
+        cfg = DedupConfig(root=root, model=MODEL, threshold=0.95, partition_ids=700)
+        if kill is not None:
+            with pytest.raises(KeyboardInterrupt):
+                run_dedup(cfg, handle, KilledAfter(kill), None)
+            assert not (tmp_path / name / "dedup" / MODEL / "summary.json").exists()
+        summary = run_dedup(cfg, handle, LocalExecutor(), None)
+        base = tmp_path / name / "dedup" / MODEL
+        tables[name] = {d: pq.read_table(base / d).sort_by([(c, "ascending") for c in cols])
+                        for d, cols in (("pairs", ["id_a", "id_b"]), ("groups", ["id"]),
+                                        ("components", ["id"]), ("group_stats", ["group_id"]))}
+        tables[name]["summary"] = {k: v for k, v in summary.items() if k != "seconds"}
+        assert not (base / "work").exists()
+    for d in ("pairs", "groups", "components", "group_stats"):
+        assert tables["killed"][d].equals(tables["clean"][d]), d
+    assert tables["killed"]["summary"] == tables["clean"]["summary"]
+    # the partition readers agree with the datasets
+    groups = tables["clean"]["groups"]
+    reader = DedupGroups(str(tmp_path / "clean" / "dedup" / MODEL))
+    ids = groups["id"].to_numpy()[::7]
+    group_of = reader.group_ids(np.concatenate([ids, [len(x) - 1, 0]]))
+    want = dict(zip(groups["id"].to_pylist(), groups["group_id"].to_pylist(), strict=True))
+    assert group_of == {i: want[i] for i in np.concatenate([ids, [len(x) - 1, 0]]).tolist() if i in want}
+    members = reader.members(np.array(sorted(set(group_of.values()))))
+    for gid, ms in members.items():
+        assert ms == sorted(i for i, g in want.items() if g == gid)
