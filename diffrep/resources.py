@@ -159,7 +159,7 @@ def _fit_to_nodes(ask: Ask, cluster: Cluster) -> tuple[Ask, str | None]:
         raise ConfigError(f"{ask.gpus_key or ask.what} = {ask.gpus:g}: no node has that many GPUs "
                           f"({cluster.describe()}): lower it or add bigger GPU nodes")
     largest = max(n.cpus for n in nodes)
-    if ask.cpus <= largest + EPS:
+    if ask.cpus <= largest + EPS or ask.count == 0:
         return ask, None
     with_gpus = f" with {ask.gpus:g} GPU(s)" if ask.gpus else ""
     if ask.cpus_fit == "fixed" or (ask.cpus_fit == "whole" and largest < 1) or largest <= 0:
