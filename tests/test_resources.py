@@ -137,10 +137,12 @@ def build_index(root: Path, shards: int) -> None:
 
 
 def run_job(job: str, *args: str) -> subprocess.CompletedProcess:
-    """The job in its own process, bounded by JOB_TIMEOUT_S (TimeoutExpired: it hung)."""
+    """The job in its own process, bounded by JOB_TIMEOUT_S (TimeoutExpired: it hung);
+    its log (stdout and stderr) in .stdout."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "NO_ALBUMENTATIONS_UPDATE": "1"}
     return subprocess.run([sys.executable, "-m", f"jobs.{job}", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=JOB_TIMEOUT_S)
 
 
 @pytest.mark.ray
@@ -149,8 +151,8 @@ def test_dedup_with_default_shard_actor_cpus_finishes_on_two_cpus(ray_cluster, t
     build_index(tmp_path, shards=2)
     proc = run_job("dedup", "--root", str(tmp_path), "--model", MODEL,
                    "--ray_address", ray_cluster.address, "--progress_interval_s", "1")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "dedup.shard_actor_cpus lowered from 1 to 0.5" in proc.stderr
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "dedup.shard_actor_cpus lowered from 1 to 0.5" in proc.stdout
     groups = pq.read_table(tmp_path / "dedup" / MODEL / "groups.parquet")
     assert groups.num_rows > 0
 
@@ -162,8 +164,8 @@ def test_search_with_more_shards_than_cpus_finishes(ray_cluster, tmp_path):
     proc = run_job("search", "--root", str(tmp_path), "--model", MODEL, "--queries",
                    str(tmp_path), "--k", "3", "--shard_actors", "always", "--out", str(out),
                    "--ray_address", ray_cluster.address)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "search.shard_actor_cpus lowered from 1 to 0.66" in proc.stderr
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "search.shard_actor_cpus lowered from 1 to 0.66" in proc.stdout
     assert pq.read_table(out).num_rows == 3000 * 3
 
 
@@ -174,8 +176,8 @@ def test_scan_asking_for_a_gpu_on_a_cpu_cluster_stops_before_any_work(ray_cluste
     proc = run_job("scan", "--root", str(tmp_path), "--model", MODEL, "--generated",
                    str(tmp_path / "generated"), "--gpus_per_worker", "1",
                    "--ray_address", ray_cluster.address)
-    assert proc.returncode == 2, proc.stderr[-4000:]
-    assert "scan.gpus_per_worker = 1" in proc.stderr and "no GPU" in proc.stderr
+    assert proc.returncode == 2, proc.stdout[-4000:]
+    assert "scan.gpus_per_worker = 1" in proc.stdout and "no GPU" in proc.stdout
     assert not (tmp_path / "scans").exists()
 
 
