@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 
 from diffrep.progress import Progress
+from diffrep.resources import STALL_WARNING_S, StallWatch
 
 U = TypeVar("U")
 log = logging.getLogger("diffrep")
@@ -46,11 +47,14 @@ def run_units(
     in_flight_per_actor: int = 2,
     progress_interval_s: float = 10.0,
     max_actor_failures: int = 5,
+    stall_warning_s: float = STALL_WARNING_S,
 ) -> list[Failure[U]]:
     """Run every unit on some actor; returns the units that failed `max_attempts` times.
 
     `submit(actor, unit)` starts the remote call; `on_result(unit, value)` runs in the
-    driver for each success (progress, bookkeeping).
+    driver for each success (progress, bookkeeping). When no unit has finished for
+    `stall_warning_s` seconds while some actor is still waiting for a node, a WARNING says
+    which and what the cluster has free (nothing is stopped).
     """
     queue: deque[tuple[U, int]] = deque((u, 0) for u in units)
     live = list(range(len(actors)))
@@ -61,6 +65,7 @@ def run_units(
     cool_s = dict.fromkeys(live, 0.0)
     unavailable_retries: dict[int, int] = {}
     failures: list[Failure[U]] = []
+    watch = StallWatch("actor pool", stall_warning_s, actors=actors)
 
     def fill() -> None:
         now = time.monotonic()
@@ -79,7 +84,11 @@ def run_units(
             fill()
             continue
         ready, _ = ray.wait(list(in_flight), num_returns=1,
-                            timeout=min(progress_interval_s, 1.0) if queue else progress_interval_s)
+                            timeout=min(progress_interval_s, 1.0) if queue else
+                            min(progress_interval_s, stall_warning_s))
+        if ready:
+            watch.progressed()
+        watch.check(len(in_flight) + len(queue))
         for ref in ready:
             idx, unit, attempt = in_flight.pop(ref)
             load[idx] -= 1
@@ -138,13 +147,15 @@ class UnitsFailed(RuntimeError):
 def run_units_then_release(actors: Sequence[Any], units: Sequence[U],
                            submit: Callable[[Any, U], ray.ObjectRef],
                            on_result: Callable[[U, Any], None], progress: Progress,
-                           max_attempts: int, progress_interval_s: float, what: str) -> None:
+                           max_attempts: int, progress_interval_s: float, what: str,
+                           stall_warning_s: float = STALL_WARNING_S) -> None:
     """run_units with one call in flight per actor, then kill the actors (their GPUs go
     back to the cluster); raises UnitsFailed naming the units that failed every attempt."""
     try:
         failures = run_units(actors, units, submit, on_result, progress=progress,
                              max_attempts=max_attempts, in_flight_per_actor=1,
-                             progress_interval_s=progress_interval_s)
+                             progress_interval_s=progress_interval_s,
+                             stall_warning_s=stall_warning_s)
     finally:
         for a in actors:
             ray.kill(a)

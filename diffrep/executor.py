@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from diffrep.progress import Progress
+from diffrep.resources import STALL_WARNING_S, StallWatch
 
 
 class LocalExecutor:
@@ -28,11 +29,15 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """Runs items as Ray tasks (`num_cpus` each), retried on errors and node deaths."""
+    """Runs items as Ray tasks (`num_cpus` each), retried on errors and node deaths.
 
-    def __init__(self, num_cpus: int = 1, max_attempts: int = 3, progress_interval_s: float = 10.0):
+    When no task has finished for `stall_warning_s` seconds and no further one can start
+    (its CPUs are not free), a WARNING says what the tasks need against what is free."""
+
+    def __init__(self, num_cpus: float = 1, max_attempts: int = 3, progress_interval_s: float = 10.0,
+                 stall_warning_s: float = STALL_WARNING_S):
         self.num_cpus, self.max_attempts = num_cpus, max_attempts
-        self.progress_interval_s = progress_interval_s
+        self.progress_interval_s, self.stall_warning_s = progress_interval_s, stall_warning_s
 
     def map(self, fn: Callable, items: Sequence[tuple], shared: dict[str, Any] | None = None,
             progress: Progress | None = None, count: Callable[[Any], int] | None = None) -> list:
@@ -45,8 +50,14 @@ class RayExecutor:
         position = {ref: i for i, ref in enumerate(refs)}
         results: list[Any] = [None] * len(refs)
         pending = list(refs)
+        watch = StallWatch(f"{getattr(fn, '__name__', 'tasks')} tasks", self.stall_warning_s,
+                           demand={"CPU": self.num_cpus})
         while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=self.progress_interval_s)
+            done, pending = ray.wait(pending, num_returns=1,
+                                     timeout=min(self.progress_interval_s, self.stall_warning_s))
+            if done:
+                watch.progressed()
+            watch.check(len(pending))
             for ref in done:
                 results[position[ref]] = ray.get(ref)  # raises after max_attempts
                 if progress:

@@ -15,6 +15,7 @@ from diffrep.index.builder import build, corpus_files
 from diffrep.index.config import IndexConfig, validate
 from diffrep.logs import setup_logging
 from diffrep.ray_utils import init_ray
+from diffrep.resources import Ask, fit_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     init_ray(cfg.ray_address)
+    try:
+        cfg = fit_config(cfg, "index", [Ask("index tasks", 1, cfg.cpus_per_task,
+                                            cpus_key="index.cpus_per_task", cpus_fit="whole")])
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     executor = RayExecutor(num_cpus=cfg.cpus_per_task, max_attempts=cfg.max_attempts,
                            progress_interval_s=cfg.progress_interval_s)
     try:

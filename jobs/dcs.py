@@ -22,6 +22,7 @@ from diffrep.logs import setup_logging
 from diffrep.rank.config import RankConfig, validate
 from diffrep.rank.run import run_rank
 from diffrep.ray_utils import init_ray
+from diffrep.resources import Ask, fit_config
 from diffrep.search import open_index
 
 
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     init_ray(cfg.ray_address)
     try:
+        cfg = fit_config(cfg, "dcs", [Ask(
+            "scoring actors", cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker,
+            "dcs.cpus_per_worker", "dcs.gpus_per_worker", "dcs.workers", count_fit=True)])
         run_rank(cfg, checkpoint)
     except ConfigError as exc:
         log.error("%s", exc)

@@ -19,6 +19,7 @@ from diffrep.executor import RayExecutor
 from diffrep.index.manifest import IndexIntegrityError
 from diffrep.logs import setup_logging
 from diffrep.ray_utils import init_ray
+from diffrep.resources import Ask, fit_config
 from diffrep.search import RayShards, open_index, wants_shard_actors
 
 
@@ -33,12 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     init_ray(cfg.ray_address)
     use_actors = wants_shard_actors(cfg.shard_actors, handle)
-    try:
+    try:  # the shard actors and one slice task (1 CPU) beside them must fit the cluster
+        cfg = fit_config(cfg, "dedup", [
+            Ask("shard actors", len(handle.shard_files()) if use_actors else 0,
+                cfg.shard_actor_cpus, cpus_key="dedup.shard_actor_cpus", cpus_fit="share"),
+            Ask("slice tasks", 1, 1.0)])
         # shard actors verify their shard's sha256; in-process searchers are verified here
         actors = RayShards(handle, num_cpus=cfg.shard_actor_cpus).actors if use_actors else None
         if not use_actors:
             handle.verify_shards()
-    except IndexIntegrityError as exc:
+    except (ConfigError, IndexIntegrityError) as exc:
         log.error("%s", exc)
         return 2
     except RayError as exc:  # a shard actor's verification error, wrapped by Ray

@@ -19,6 +19,7 @@ from diffrep.embed.worker import ShardEmbedder
 from diffrep.logs import setup_logging
 from diffrep.progress import Progress
 from diffrep.ray_utils import init_ray
+from diffrep.resources import read_cluster
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     if removed:
         log.info("embed: removed %d partial files left by an interrupted run", removed)
 
-    layout = actor_layout(cfg, init_ray(cfg.ray_address))
+    init_ray(cfg.ray_address)
+    try:
+        layout = actor_layout(cfg, read_cluster())
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     specs = model_specs(cfg, layout)
     log.info("embed: %d %s actor(s), %d CPU(s) each", layout.actors, layout.device, layout.num_cpus)
     actor_cls = ray.remote(ShardEmbedder).options(

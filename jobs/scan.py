@@ -19,6 +19,7 @@ from diffrep.distributor import UnitsFailed
 from diffrep.index.manifest import IndexIntegrityError
 from diffrep.logs import setup_logging
 from diffrep.ray_utils import init_ray
+from diffrep.resources import Ask, fit_config
 from diffrep.scan.config import ScanConfig, validate
 from diffrep.scan.run import run_scan
 from diffrep.search import RayShards, open_index, wants_shard_actors
@@ -41,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     init_ray(cfg.ray_address)
     use_actors = wants_shard_actors(cfg.shard_actors, handle)
     shards = None
-    try:
+    try:  # shard actors and generation workers are held together: they must fit the cluster
+        cfg = fit_config(cfg, "scan", [
+            Ask("shard actors", len(handle.shard_files()) if use_actors else 0,
+                cfg.shard_actor_cpus, cpus_key="scan.shard_actor_cpus", cpus_fit="share"),
+            Ask("generation workers", cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker,
+                "scan.cpus_per_worker", "scan.gpus_per_worker", "scan.workers", count_fit=True)])
         if use_actors:  # each shard actor verifies its shard's sha256
             shards = RayShards(handle, num_cpus=cfg.shard_actor_cpus)
         else:

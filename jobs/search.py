@@ -19,6 +19,7 @@ from diffrep.index.manifest import IndexIntegrityError
 from diffrep.logs import setup_logging
 from diffrep.progress import Progress
 from diffrep.ray_utils import init_ray
+from diffrep.resources import Ask, fit_config
 from diffrep.search import Hits, LocalShards, RayShards, Searcher, open_index, wants_shard_actors
 from diffrep.search.config import SearchConfig, validate
 from diffrep.search.queries import load_queries
@@ -41,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     if use_actors:
         init_ray(cfg.ray_address)
         try:
+            cfg = fit_config(cfg, "search", [Ask(
+                "shard actors", len(handle.shard_files()), cfg.shard_actor_cpus,
+                cpus_key="search.shard_actor_cpus", cpus_fit="share")])
             backend = RayShards(handle, num_cpus=cfg.shard_actor_cpus, threads=1)
-        except RayError as exc:  # a shard actor's verification error, wrapped by Ray
+        except (ConfigError, RayError) as exc:  # RayError: a shard actor's verification error
             log.error("search: %s", exc)
             return 2
     else:

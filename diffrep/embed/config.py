@@ -32,9 +32,11 @@ class EmbedConfig:
     device: str = field(default="auto", metadata=helps(
         "auto (one GPU per actor when the cluster has GPUs), cpu or cuda"))
     actors: int | Literal["auto"] = field(default="auto", metadata=helps(
-        "number of embedding actors; auto: one per GPU, or CPUs // cpus_per_actor"))
+        "number of embedding actors; auto: one per GPU, or per node CPUs // cpus_per_actor; "
+        "fewer (WARNING) when they do not fit the cluster"))
     cpus_per_actor: int = field(default=2, metadata=helps(
-        "CPUs reserved per actor (model threads on CPU; decode threads on GPU nodes)"))
+        "CPUs reserved per actor (model threads on CPU; decode threads on GPU nodes); at "
+        "most the largest node's CPUs (per GPU on GPU nodes)"))
     decode_threads: int = field(default=0, metadata=helps(
         "JPEG decode + resize threads per actor; 0: cpus_per_actor"))
     max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=helps(

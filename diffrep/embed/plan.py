@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diffrep import storage
+from diffrep.config import ConfigError
 from diffrep.data.shards import shard_id
 from diffrep.embed.config import EmbedConfig
 from diffrep.embed.layout import SUBDIRS, ModelOutput
 from diffrep.embed.worker import ModelSpec
+from diffrep.resources import Ask, Cluster, fit_to_cluster
 
 
 @dataclass(frozen=True)
@@ -58,21 +60,31 @@ def clean_partial_outputs(cfg: EmbedConfig) -> int:
     return removed
 
 
-def actor_layout(cfg: EmbedConfig, resources: dict) -> ActorLayout:
+def actor_layout(cfg: EmbedConfig, cluster: Cluster) -> ActorLayout:
     """One actor per GPU when the cluster has GPUs (and device allows), else CPU actors
-    of `cpus_per_actor` CPUs each."""
-    gpus = int(resources.get("GPU", 0))
-    cpus = int(resources.get("CPU", 1))
-    use_gpu = gpus > 0 and cfg.device in ("auto", "cuda")
-    if cfg.device == "cuda" and gpus == 0:
-        raise RuntimeError("embed.device is cuda but the Ray cluster has no GPUs: use auto or cpu")
-    if use_gpu:
-        n = gpus if cfg.actors == "auto" else cfg.actors
-        per_actor_cpus = min(cfg.cpus_per_actor, max(1, cpus // max(n, 1)))
-        return ActorLayout(n, per_actor_cpus, 1, "cuda")
-    per_actor_cpus = min(cfg.cpus_per_actor, cpus)
-    n = max(1, cpus // per_actor_cpus) if cfg.actors == "auto" else cfg.actors
-    return ActorLayout(n, per_actor_cpus, 0, "cpu")
+    of `cpus_per_actor` CPUs each; never more CPUs per actor than a node holds (a GPU
+    actor: than its node has per GPU), never more actors than the nodes hold (lowered
+    with a WARNING naming the key). Raises ConfigError when nothing fits."""
+    gpu_nodes = [n for n in cluster.nodes if n.gpus >= 1]
+    if cfg.device == "cuda" and not gpu_nodes:
+        raise ConfigError(f"embed.device is cuda but the Ray cluster has no GPU "
+                          f"({cluster.describe()}): use auto or cpu, or add GPU nodes")
+    if gpu_nodes and cfg.device in ("auto", "cuda"):
+        n = sum(int(g.gpus) for g in gpu_nodes) if cfg.actors == "auto" else cfg.actors
+        per_gpu = min(int(g.cpus // int(g.gpus)) for g in gpu_nodes)
+        ask = Ask("GPU embed actors", n, min(cfg.cpus_per_actor, max(1, per_gpu)), 1.0,
+                  "embed.cpus_per_actor", "embed.device", "embed.actors", count_fit=True)
+        device = "cuda"
+    else:
+        largest = int(max((c.cpus for c in cluster.nodes), default=0))
+        per = max(1, min(cfg.cpus_per_actor, largest))
+        n = max(1, sum(int(c.cpus // per) for c in cluster.nodes)) if cfg.actors == "auto" \
+            else cfg.actors
+        ask = Ask("CPU embed actors", n, cfg.cpus_per_actor, 0.0, "embed.cpus_per_actor", None,
+                  "embed.actors", cpus_fit="whole", count_fit=True)
+        device = "cpu"
+    [fitted] = fit_to_cluster("embed", [ask], cluster)
+    return ActorLayout(fitted.count, int(fitted.cpus), int(fitted.gpus), device)
 
 
 def model_specs(cfg: EmbedConfig, layout: ActorLayout) -> list[ModelSpec]:

@@ -42,7 +42,9 @@ class IndexConfig:
     add: bool = field(default=True, metadata=helps(
         "when an index exists: add embedding shards it does not hold, without retraining"))
     overwrite: bool = field(default=False, metadata=helps("discard an existing index and rebuild"))
-    cpus_per_task: int = field(default=2, metadata=helps("CPUs per training/add/merge task"))
+    cpus_per_task: int = field(default=2, metadata=helps(
+        "CPUs per training/add/merge task (faiss threads); lowered (WARNING) to the largest "
+        "node's CPUs"))
     max_attempts: int = field(default=3, metadata=helps("tries per add/merge task"))
     progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
     ray_address: str | None = field(default=None, metadata=helps(

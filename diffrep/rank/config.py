@@ -33,8 +33,11 @@ class RankConfig:
     batch_size: int = field(default=64, metadata=helps("captions per UNet call"))
     device: str = field(default="auto", metadata=helps("auto (CUDA when visible), cpu, cuda"))
     dtype: str = field(default="auto", metadata=helps("auto (float16 on CUDA, float32 on CPU), ..."))
-    workers: int = field(default=1, metadata=helps("scoring actors (each holds text encoder + UNet)"))
-    gpus_per_worker: float = field(default=0.0, metadata=helps("GPUs per actor (1 on a GPU cluster)"))
+    workers: int = field(default=1, metadata=helps(
+        "scoring actors (each holds text encoder + UNet); fewer (WARNING) when they do not "
+        "fit the cluster"))
+    gpus_per_worker: float = field(default=0.0, metadata=helps(
+        "GPUs per actor (1 on a GPU cluster; a cluster without GPUs stops the job before any work)"))
     cpus_per_worker: float = field(default=1.0, metadata=helps("CPUs per actor"))
     top_n: int = field(default=100, metadata=helps("top of the DCS ranking given ECS and ground truth"))
     ecs_seeds: int = field(default=4, metadata=helps("J: one-step samples per caption for ECS"))

@@ -44,9 +44,12 @@ class ScanConfig:
     device: str = field(default="auto", metadata=helps("auto (CUDA when visible), cpu, cuda"))
     dtype: str = field(default="auto", metadata=helps(
         "pipeline precision: auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32"))
-    workers: int = field(default=1, metadata=helps("generation actors per checkpoint"))
+    workers: int = field(default=1, metadata=helps(
+        "generation actors per checkpoint; fewer (WARNING) when they do not fit the cluster "
+        "beside the shard actors"))
     gpus_per_worker: float = field(default=0.0, metadata=helps(
-        "GPUs per generation actor (1 on a GPU cluster; 0 on CPU)"))
+        "GPUs per generation actor (1 on a GPU cluster; 0 on CPU: a cluster without GPUs "
+        "stops the job before any work)"))
     cpus_per_worker: float = field(default=1.0, metadata=helps("CPUs per generation actor"))
     k: int = field(default=5, metadata=helps("training matches kept per generation"))
     candidates: int = field(default=50, metadata=helps(
@@ -59,7 +62,9 @@ class ScanConfig:
     baseline_seed: int = field(default=0, metadata=helps("seed of the baseline sample"))
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
         "one Ray actor per index shard: auto when the index has more than one shard"))
-    shard_actor_cpus: float = field(default=1.0, metadata=helps("CPUs reserved per shard actor"))
+    shard_actor_cpus: float = field(default=1.0, metadata=helps(
+        "CPUs reserved per shard actor, fractions allowed; lowered (WARNING) to a share that "
+        "leaves room for the generation workers"))
     report_pairs: int = field(default=12, metadata=helps(
         "highest-similarity generation/match pairs shown per checkpoint in the report"))
     overwrite: bool = field(default=False, metadata=helps("discard this run's outputs first"))

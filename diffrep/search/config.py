@@ -30,7 +30,9 @@ class SearchConfig:
     batch_size: int = field(default=1024, metadata=helps("queries per fan-out round"))
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
         "one Ray actor per index shard: auto when the index has more than one shard"))
-    shard_actor_cpus: float = field(default=1.0, metadata=helps("CPUs reserved per shard actor"))
+    shard_actor_cpus: float = field(default=1.0, metadata=helps(
+        "CPUs reserved per shard actor, fractions allowed; lowered (WARNING) to a share of "
+        "the cluster's CPUs when the shard actors would not fit"))
     out: str | None = field(default=None, metadata=helps(
         "results parquet; null: <root>/search/<model>/results.parquet"))
     verify: bool = field(default=True, metadata=helps("check index files against the manifest's sha256"))
