@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     executor = RayExecutor(num_cpus=cfg.cpus_per_task, max_attempts=cfg.max_attempts,
-                           progress_interval_s=cfg.progress_interval_s)
+                           progress_interval_s=cfg.progress_interval_s,
+                           stall_warning_s=cfg.stall_warning_s)
     try:
         infos = build(cfg, executor)
     except ConfigError as exc:

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("dedup: %s", exc)
         return 2
     executor = RayExecutor(num_cpus=1, max_attempts=cfg.max_attempts,
-                           progress_interval_s=cfg.progress_interval_s)
+                           progress_interval_s=cfg.progress_interval_s,
+                           stall_warning_s=cfg.stall_warning_s)
     run_dedup(cfg, handle, executor, actors)
     return 0
 

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         submit=lambda actor, u: actor.process.remote(u.url, u.shard, list(u.models)),
         on_result=lambda u, r: progress.update(r.embedded, r.skipped),
         progress=progress, max_attempts=cfg.max_shard_attempts,
-        progress_interval_s=cfg.progress_interval_s,
+        progress_interval_s=cfg.progress_interval_s, stall_warning_s=cfg.stall_warning_s,
     )
     log.info("%s", progress.line())
     if failures:

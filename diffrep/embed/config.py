@@ -51,6 +51,9 @@ class EmbedConfig:
         "tries per shard before it is reported failed (actor or node deaths included)"))
     progress_interval_s: float = field(default=10.0, metadata=helps(
         "seconds between progress lines"))
+    stall_warning_s: float = field(default=60.0, metadata=helps(
+        "seconds without progress, while units are pending, before the job logs why "
+        "(the pending resource demand); it only explains, it stops nothing"))
     ray_address: str | None = field(default=None, metadata=helps(
         "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 

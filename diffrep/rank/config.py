@@ -58,6 +58,9 @@ class RankConfig:
     overwrite: bool = field(default=False, metadata=helps("discard this run's outputs first"))
     max_attempts: int = field(default=3, metadata=helps("tries per caption shard"))
     progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
+    stall_warning_s: float = field(default=60.0, metadata=helps(
+        "seconds without progress, while units are pending, before the job logs why "
+        "(the pending resource demand); it only explains, it stops nothing"))
     ray_address: str | None = field(default=None, metadata=helps(
         "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 

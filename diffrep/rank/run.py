@@ -87,7 +87,8 @@ def _actors(cfg: RankConfig, checkpoint: Checkpoint, score, truth, n: int) -> li
 
 def _pool(cfg: RankConfig, actors: list, call, items: list, progress: Progress, count) -> None:
     run_units_then_release(actors, items, call, lambda _item, result: progress.update(count(result)),
-                           progress, cfg.max_attempts, cfg.progress_interval_s, f"rank {progress.job}")
+                           progress, cfg.max_attempts, cfg.progress_interval_s, f"rank {progress.job}",
+                           stall_warning_s=cfg.stall_warning_s)
 
 
 def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:

@@ -75,7 +75,8 @@ def _run_units(cfg: ScanConfig, label: str, checkpoint: Checkpoint | None, units
     progress = Progress(f"scan {label}", len(todo), unit="units", item="generations")
     run_units_then_release(actors, todo, lambda a, u: a.run.remote(u),
                            lambda _u, stats: progress.update(stats["generations"], stats["skipped"]),
-                           progress, cfg.max_attempts, cfg.progress_interval_s, f"scan {label}")
+                           progress, cfg.max_attempts, cfg.progress_interval_s, f"scan {label}",
+                           stall_warning_s=cfg.stall_warning_s)
 
 
 def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle,
