@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     executor = RayExecutor(num_cpus=1, max_attempts=cfg.max_attempts,
                            progress_interval_s=cfg.progress_interval_s,
                            stall_warning_s=cfg.stall_warning_s)
-    run_dedup(cfg, handle, executor, actors)
+    try:
+        run_dedup(cfg, handle, executor, actors)
+    except ConfigError as exc:  # resumed with other settings
+        log.error("%s", exc)
+        return 2
     return 0
 
 
