@@ -61,7 +61,7 @@ def star_components(a: np.ndarray, b: np.ndarray, parts: int, span: int) -> dict
     outs = [components.large_star(u, v) for u, v in inbound]
     history = [sum(o[2] for o in outs)]
     step = 0
-    while not (step % 2 == 1 and history[-1] == 0 and history[-2] == 0):
+    while not (len(history) >= 2 and history[-1] == 0 and history[-2] == 0):
         step += 1
         routed = route(np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]))
         fn = components.small_star if step % 2 else components.large_star

@@ -94,9 +94,10 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
     seconds["pairs"] = time.monotonic() - t0
 
     t0 = time.monotonic()
+    # one large-star and one small-star step without a change: a fixed point of both
     changes = [sum(m["changes"] for m in adjacency)]
     step = 0
-    while not (step % 2 == 1 and changes[-1] == 0 and changes[-2] == 0):
+    while not (len(changes) >= 2 and changes[-1] == 0 and changes[-2] == 0):
         step += 1
         if step > cfg.max_component_steps:
             raise RuntimeError(f"dedup: connected components did not converge in "
