@@ -267,3 +267,22 @@ def test_killed_dedup_resumes_to_the_same_outputs(tmp_path, killed_after):
     members = reader.members(np.array(sorted(set(group_of.values()))))
     for gid, ms in members.items():
         assert ms == sorted(i for i, g in want.items() if g == gid)
+
+
+@pytest.mark.parametrize("offset", [0, 2**33])
+def test_each_pair_once_with_its_largest_similarity_and_star_steps_past_32_bit_ids(offset):
+    from diffrep.dedup import components
+    from diffrep.dedup.partition_steps import once_per_pair
+
+    src = np.array([5, 3, 5, 3, 9, 5], np.int64) + offset
+    dst = np.array([3, 5, 3, 9, 3, 3], np.int64) + offset
+    sim = np.array([0.96, 0.97, 0.99, 0.98, 0.98, 0.97], np.float32)
+    import pyarrow as pa
+
+    from diffrep.dedup.pairs import EDGE_SCHEMA
+
+    s, d, best = once_per_pair(pa.table({"src": src, "dst": dst, "similarity": sim}, schema=EDGE_SCHEMA))
+    assert (s - offset).tolist() == [3, 3, 5, 9] and (d - offset).tolist() == [5, 9, 3, 3]
+    assert best.tolist() == pytest.approx([0.97, 0.98, 0.99, 0.98])
+    a, b, _ = components.large_star(np.r_[s, d], np.r_[d, s])  # 3 is the root of 3, 5, 9
+    assert sorted(zip((a - offset).tolist(), (b - offset).tolist(), strict=True)) == [(5, 3), (9, 3)]

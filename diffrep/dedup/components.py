@@ -23,11 +23,28 @@ import numpy as np
 EMPTY = np.zeros(0, np.int64)
 
 
+def packed(u: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+    """(u, v) as one uint64 key (u in the high half) that sorts as (u, v) does; None when
+    an id does not fit 32 bits (over 4.29 billion images)."""
+    if len(u) and (min(u.min(), v.min()) < 0 or max(u.max(), v.max()) >= 2**32):
+        return None
+    return (u.astype(np.uint64) << np.uint64(32)) | v.astype(np.uint64)
+
+
+def unpacked(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (key >> np.uint64(32)).astype(np.int64), (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
 def _sorted_unique(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Directed edges without self-loops or repeats, sorted by (u, v)."""
+    """Directed edges without self-loops or repeats, sorted by (u, v). Sorts one packed
+    key when ids fit 32 bits (half the memory and time of a two-key sort)."""
     u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
     keep = u != v
     u, v = u[keep], v[keep]
+    key = packed(u, v)
+    if key is not None:
+        del u, v
+        return unpacked(np.unique(key))
     order = np.lexsort((v, u))
     u, v = u[order], v[order]
     first = np.r_[True, (u[1:] != u[:-1]) | (v[1:] != v[:-1])] if len(u) else np.zeros(0, bool)

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from diffrep import storage
 from diffrep.dedup.layout import DedupLayout
-from diffrep.dedup.routing import partition_of, write_routed
+from diffrep.dedup.routing import RoutedWriter, partition_of
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
 
 EDGE_SCHEMA = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("similarity", pa.float32())])
@@ -28,29 +28,26 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
                 nprobe: int | None = None) -> dict:
     """Range-search the slice's vectors against the whole index (exact re-rank); write the
     slice's routed edges, then its marker last. Memory: one query batch's candidates plus
-    the slice's hits above the threshold. Returns the marker's content."""
+    the routed writer's buffer (streamed: not the slice's hits). Returns the marker."""
     t0 = time.monotonic()
     layout = DedupLayout(root, model)
     handle = open_index(root, model, verify_files=False)  # the driver verified the index
     backend = RayShards.from_actors(shard_actors) if shard_actors else LocalShards(handle)
     searcher = Searcher(handle, backend, nprobe=nprobe)
     spec = next(s for s in handle.slices if s.slice_id == slice_id)
-    queries, hits, sims = [], [], []
-    for start in range(spec.id_start, spec.id_start + spec.count, query_batch):
-        ids = np.arange(start, min(start + query_batch, spec.id_start + spec.count), dtype=np.int64)
-        found = searcher.range_search(handle.vectors(ids), threshold, margin=margin, exact=True)
-        keep = ids[found.query] != found.ids
-        queries.append(ids[found.query][keep])
-        hits.append(found.ids[keep])
-        sims.append(found.sims[keep])
-    q = np.concatenate(queries) if queries else np.zeros(0, np.int64)
-    h = np.concatenate(hits) if hits else np.zeros(0, np.int64)
-    s = np.concatenate(sims) if sims else np.zeros(0, np.float32)
-    src, dst = np.concatenate([q, h]), np.concatenate([h, q])
-    edges = pa.table({"src": src, "dst": dst, "similarity": np.concatenate([s, s])},
-                     schema=EDGE_SCHEMA)
-    write_routed(layout.slice_edges(slice_id), edges, partition_of(src, partition_ids))
-    marker = {"slice": slice_id, "queries": spec.count, "hits": int(len(q)),
+    hits = 0
+    with RoutedWriter(layout.slice_edges(slice_id), EDGE_SCHEMA) as edges:
+        for start in range(spec.id_start, spec.id_start + spec.count, query_batch):
+            ids = np.arange(start, min(start + query_batch, spec.id_start + spec.count), dtype=np.int64)
+            found = searcher.range_search(handle.vectors(ids), threshold, margin=margin, exact=True)
+            keep = ids[found.query] != found.ids
+            q, h, s = ids[found.query][keep], found.ids[keep], found.sims[keep]
+            src = np.concatenate([q, h])
+            edges.write(pa.table({"src": src, "dst": np.concatenate([h, q]),
+                                  "similarity": np.concatenate([s, s])}, schema=EDGE_SCHEMA),
+                        partition_of(src, partition_ids))
+            hits += len(q)
+    marker = {"slice": slice_id, "queries": spec.count, "hits": hits,
               "seconds": round(time.monotonic() - t0, 3)}
     storage.write_json(layout.slice_done(slice_id), marker)
     return marker

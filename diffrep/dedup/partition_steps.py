@@ -57,6 +57,32 @@ def id_metadata(handle: IndexHandle, ids: np.ndarray, columns: list[str]) -> pa.
     return pa.concat_tables(parts)
 
 
+def once_per_pair(edges: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Directed edges (EDGE_SCHEMA) sorted by (src, dst), each once with its largest
+    similarity (a pair found by both ends' searches arrives twice). Frees the table as
+    soon as its columns are read (pass it without keeping a reference)."""
+    src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()
+    sim = edges["similarity"].to_numpy()
+    del edges
+    pa.default_memory_pool().release_unused()
+    key = components.packed(src, dst)
+    if key is None:
+        order = np.lexsort((dst, src))
+        src, dst = src[order], dst[order]
+        first = np.r_[True, (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])] if len(src) else np.zeros(0, bool)
+        src, dst = src[first], dst[first]
+    else:
+        del src, dst
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
+        src, dst = components.unpacked(key[first])
+        del key
+    starts = np.flatnonzero(first)
+    best = np.maximum.reduceat(sim[order], starts) if len(starts) else sim[:0]
+    return src, dst, best
+
+
 def _route_edges(url: str, a: np.ndarray, b: np.ndarray, partition_ids: int) -> None:
     """Undirected edges (a, b) -> directed at both ends, routed to u's partition."""
     u, v = np.concatenate([a, b]), np.concatenate([b, a])
@@ -72,13 +98,8 @@ def adjacency_step(root: str, model: str, partition: int, slice_ids: list[int],
                    partition_ids: int) -> dict:
     layout = DedupLayout(root, model)
     handle = open_index(root, model, verify_files=False)
-    edges = read_inbound([layout.slice_edges(s) for s in slice_ids], partition, EDGE_SCHEMA)
-    src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()
-    sim = edges["similarity"].to_numpy()
-    order = np.lexsort((-sim, dst, src))              # per (src, dst): the largest similarity first
-    src, dst, sim = src[order], dst[order], sim[order]
-    first = np.r_[True, (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])] if len(src) else np.zeros(0, bool)
-    src, dst, sim = src[first], dst[first], sim[first]
+    src, dst, sim = once_per_pair(read_inbound([layout.slice_edges(s) for s in slice_ids],
+                                               partition, EDGE_SCHEMA))
 
     nodes, degree = np.unique(src, return_counts=True)
     storage.write_parquet(layout.step_output("degree", partition), pa.table(
@@ -89,6 +110,7 @@ def adjacency_step(root: str, model: str, partition: int, slice_ids: list[int],
     write_routed(layout.step_output("halfpairs", partition), pa.table(
         {"id_a": src[mine], "id_b": dst[mine], "similarity": sim[mine], "key_a": key_a},
         schema=HALF_PAIR_SCHEMA), partition_of(dst[mine], partition_ids))
+    del key_a, sim
     a, b, changes = components.large_star(src, dst)
     _route_edges(layout.step_output("cc0", partition), a, b, partition_ids)
     return _finish(layout, "adjacency", partition, {
