@@ -17,7 +17,8 @@ driver's peak RSS and the largest peak RSS of any Ray worker process (both sampl
 Everything that should stay flat is held per unit: slices of `rows_per_slice` vectors,
 dedup partitions of `partition_ids` ids, one index shard per `vectors_per_shard` (a shard
 actor maps one), IVF lists of ~`list_size` vectors (nlist grows with N, as autofaiss's
-choice does).
+choice does) behind an HNSW coarse quantizer (autofaiss's choice at scale: assignment cost
+grows with log nlist, not nlist).
 
 Run: python -m benchmarks.rehearsal --sizes 1000000,3000000,10000000 --out bench-results/rehearsal.json
 """
@@ -206,7 +207,7 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
         logs = os.path.join(args.log_dir, str(n))
         os.makedirs(logs, exist_ok=True)
         stages = [run_stage("build_index", [
-            "-m", "jobs.build_index", *common, "--index_key", f"IVF{nlist},PQ{dim // 4}x8np",
+            "-m", "jobs.build_index", *common, "--index_key", f"IVF{nlist}_HNSW32,PQ{dim // 4}x8np",
             "--num_shards", str(shards), "--rows_per_slice", str(args.rows_per_slice),
             "--train_points_per_centroid", "39", "--eval_queries", "500", "--cpus_per_task", "1",
             "--max_index_memory_usage", "64GB", "--current_memory_available", "8GB"],
@@ -272,7 +273,9 @@ def main() -> int:
     for _ in range(args.nodes - 1):
         cluster.add_node(num_cpus=per_node)
     cluster.wait_for_nodes()
-    results = {"machine": {"cpus": cores, "raylets": args.nodes}, "settings": vars(args), "sizes": []}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    results = {"machine": {"cpus": cores, "raylets": args.nodes}, "commit": commit, "settings": vars(args),
+               "sizes": []}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     try:
         for n in [int(s) for s in args.sizes.split(",")]:
