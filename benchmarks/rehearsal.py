@@ -243,6 +243,35 @@ def caption_set(root: str, max_captions: int) -> None:
     print(json.dumps({k: stats[k] for k in ("rows", "captions", "shards", "duplication_cutoff")}))
 
 
+def _change(first: dict, last: dict, key: str) -> str:
+    return f"{100 * (last[key] / first[key] - 1):+.0f}%"
+
+
+def markdown(results: dict) -> str:
+    """The rehearsal as docs/scaling.md's table: one row per (N, stage), then the growth
+    of each figure from the smallest N to the largest."""
+    lines = ["| N | stage | wall s | vectors/s/core | driver peak RSS MB | largest worker peak RSS MB "
+             "| MB written | pair recall | pair precision |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    by_stage: dict[str, list[dict]] = {}
+    for size in results["sizes"]:
+        for st in size["stages"]:
+            by_stage.setdefault(st["stage"], []).append({**st, "n": size["n"]})
+            quality = (f"{st['pair_recall']:.4f} | {st['pair_precision']:.4f}" if "pair_recall" in st
+                       else "- | -")
+            lines.append(f"| {size['n']:,} | {st['stage']} | {st['wall_s']:.0f} | {st['vectors_per_s_per_core']:,.0f} "
+                         f"| {st['driver_peak_rss_mb']:,.0f} | {st['largest_worker_peak_rss_mb']:,.0f} "
+                         f"| {st['bytes_written'] / 1e6:,.0f} | {quality} |")
+    lines += ["", "| stage | from N to N | largest worker RSS | driver RSS | cost per vector |",
+              "| --- | --- | --- | --- | --- |"]
+    for stage, rows in by_stage.items():
+        a, b = rows[0], rows[-1]
+        lines.append(f"| {stage} | {a['n']:,} -> {b['n']:,} | {_change(a, b, 'largest_worker_peak_rss_mb')} "
+                     f"| {_change(a, b, 'driver_peak_rss_mb')} "
+                     f"| {_change(b, a, 'vectors_per_s_per_core')} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-results/rehearsal.json")
@@ -258,11 +287,16 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=2, help="raylets of the local cluster")
     p.add_argument("--work_dir", default=None)
     p.add_argument("--log_dir", default="bench-results/rehearsal-logs")
+    p.add_argument("--table", action="store_true", help="print --out's results as markdown and stop")
     p.add_argument("--caption-set", help=argparse.SUPPRESS)
     p.add_argument("--max-captions", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.caption_set:
         caption_set(args.caption_set, args.max_captions)
+        return 0
+    if args.table:
+        with open(args.out) as f:
+            print(markdown(json.load(f)))
         return 0
     import ray
     from ray.cluster_utils import Cluster
@@ -285,6 +319,7 @@ def main() -> int:
     finally:
         ray.shutdown()
         cluster.shutdown()
+    print(markdown(results))
     print(f"written {args.out}")
     return 0
 
