@@ -9,9 +9,10 @@ spans nodes) and either returns it unchanged, returns it fitted (lighter shard a
 fewer workers, tasks no larger than the largest node; each change named by its config
 key, old and new value), or raises ConfigError naming the keys and the cluster's totals.
 
-Placement is simulated the way Ray spreads work: each member goes to the node with the
-most free CPUs that holds it (CPU-only members avoid GPU nodes when they can). This is
-conservative for fragmentation: a fitted request places under that policy.
+Placement is simulated best-fit: each member goes to the node with the fewest free CPUs
+that still holds it (CPU-only members avoid GPU nodes when they can), so light actors
+pack and leave whole CPUs for tasks. If Ray places them otherwise and something cannot
+start, the stall warning below says so.
 
 `StallWatch` is the run-time half: when no unit has finished for a while although units
 are pending and none can start, it logs (at most once per interval) what the pending units
@@ -125,7 +126,9 @@ def read_cluster() -> Cluster:
 
 def places(asks: Sequence[Ask], cluster: Cluster) -> bool:
     """Whether every member of every ask gets a node, placed in order, each on the node
-    with the most free CPUs that holds it (CPU-only members on CPU-only nodes if any)."""
+    with the fewest free CPUs that still holds it (best fit: fractional actors pack onto
+    one node and leave whole CPUs for tasks, as Ray's hybrid policy packs a node up to
+    half its load before spreading; CPU-only members on CPU-only nodes if any)."""
     free = [[n.cpus, n.gpus, n.gpus > 0] for n in cluster.nodes]
     for ask in asks:
         for _ in range(ask.count):
@@ -134,7 +137,7 @@ def places(asks: Sequence[Ask], cluster: Cluster) -> bool:
                 return False
             if not ask.gpus:
                 fits = [f for f in fits if not f[2]] or fits
-            best = max(fits, key=lambda f: f[0])
+            best = min(fits, key=lambda f: f[0])
             best[0] -= ask.cpus
             best[1] -= ask.gpus
     return True

@@ -48,6 +48,15 @@ def test_shard_actors_get_a_share_that_leaves_room_for_a_task():
     assert len(changes) == 1 and "dedup.shard_actor_cpus lowered from 1 to 0.5" in changes[0]
 
 
+def test_light_shard_actors_pack_on_one_node_and_leave_a_whole_cpu_for_tasks():
+    """Two 1-CPU raylets, three shard actors of 1/6 CPU and a 1-CPU task: the actors pack
+    onto one node (a spreading placement would leave no node a whole CPU)."""
+    nodes = Cluster((Node(1), Node(1)))
+    asks = [shard_actors(3, 0.167), Ask("slice tasks", 1, 1.0)]
+    assert places(asks, nodes)
+    assert fit(asks, nodes) == (asks, [])
+
+
 def test_a_request_that_fits_is_unchanged():
     asks = [shard_actors(2, 0.5), Ask("slice tasks", 1, 1.0)]
     assert fit(asks, Cluster((Node(2),))) == (asks, [])
@@ -153,7 +162,7 @@ def test_dedup_with_default_shard_actor_cpus_finishes_on_two_cpus(ray_cluster, t
                    "--ray_address", ray_cluster.address, "--progress_interval_s", "1")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "dedup.shard_actor_cpus lowered from 1 to 0.5" in proc.stdout
-    groups = pq.read_table(tmp_path / "dedup" / MODEL / "groups.parquet")
+    groups = pq.read_table(tmp_path / "dedup" / MODEL / "groups")
     assert groups.num_rows > 0
 
 
