@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 # torch/torchvision pinned to the releases this project is tested with.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint bench bench-gpu clean-demo
+.PHONY: setup demo test lint bench bench-gpu rehearsal clean-demo
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,12 @@ bench: setup
 	$(BIN)/python -m benchmarks.scan --out bench-results/scan.json
 	$(BIN)/python -m benchmarks.dcs --out bench-results/dcs.json
 	$(BIN)/python -m jobs.copybench --config configs/demo.yaml --out_dir bench-results/copybench
+
+# The LAION-shaped rehearsal (benchmarks/rehearsal.py): build_index -> dedup -> DCS caption
+# set at 1M, 3M and 10M vectors on a local multi-raylet Ray; ~1 h and ~20 GB of disk on 2 cores.
+REHEARSAL_SIZES ?= 1000000,3000000,10000000
+rehearsal: setup
+	$(BIN)/python -m benchmarks.rehearsal --sizes $(REHEARSAL_SIZES) --out bench-results/rehearsal.json
 
 bench-gpu: setup
 	$(BIN)/python -m benchmarks.dcs --pipeline sd_v1 --device cuda --resolution 512 --captions 2048 --batch_size 256 --out bench-results/dcs_gpu.json
