@@ -4,7 +4,8 @@
     captions/NNNNN.parquet     caption shards: caption_id, caption, images, duplication, keys, urls, shards
     captions/_stats.json       caption-set counts, written last (the step's marker)
     scores/NNNNN.parquet       per caption shard: caption_id, caption, dcs, noise_magnitude, ... (atomic)
-    ranked.parquet             every caption by DCS, highest first
+    ranked.parquet             every caption by DCS, highest first (k-way merge of sorted shards;
+                               ranked_runs/ holds the sorted shards while it runs)
     truth/NNNNN.parquet        top-N chunks: ECS, ground-truth distances and label (atomic)
     truth/NNNNN.tar            those chunks' generations (<caption_id>_<seed>.png)
     summary.json, report.html

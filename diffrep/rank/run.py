@@ -24,6 +24,7 @@ from diffrep.progress import Progress
 from diffrep.rank.captions import build_caption_shards, caption_inputs
 from diffrep.rank.config import RankConfig
 from diffrep.rank.layout import RankLayout
+from diffrep.rank.merge import merge_runs, sort_run
 from diffrep.rank.report import write_report
 from diffrep.rank.verbatim import precision_vs_found
 from diffrep.rank.worker import RankWorker, ScoreSettings, TruthSettings
@@ -111,13 +112,15 @@ def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
               lambda r: r["captions"])
     t_score = time.monotonic() - t0
 
-    scores = pa.concat_tables([pq.read_table(layout.scores(s)) for s in shards])
-    ranked = scores.sort_by([("dcs", "descending"), ("caption_id", "ascending")])
-    ranked = ranked.add_column(0, "rank", pa.array(np.arange(1, len(ranked) + 1, dtype=np.int64)))
-    storage.write_parquet(layout.path("ranked.parquet"), ranked)
+    # each shard sorted alone, then merged batch by batch: the driver never holds every score
+    runs = [layout.path("ranked_runs", f"{s:05d}.parquet") for s in shards]
+    for s, run in zip(shards, runs, strict=True):
+        sort_run(layout.scores(s), run)
+    top, dcs_quantiles, scored = merge_runs(runs, layout.path("ranked.parquet"), cfg.top_n)
+    storage.remove_tree(layout.path("ranked_runs"))
 
-    rows = ranked.slice(0, cfg.top_n).select(
-        ["rank", "caption_id", "caption", "dcs", "noise_magnitude", "keys", "shards"]).to_pylist()
+    rows = top.select(["rank", "caption_id", "caption", "dcs", "noise_magnitude", "keys",
+                       "shards"]).to_pylist() if top is not None else []
     chunks = [rows[i:i + TRUTH_CHUNK] for i in range(0, len(rows), TRUTH_CHUNK)]
     todo = [i for i in range(len(chunks)) if not storage.exists(layout.truth(i))]
     log.info("rank: ground truth for the top %d caption(s): %d chunk(s), %d to do", len(rows),
@@ -131,22 +134,21 @@ def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
               lambda r: r["captions"])
     truth_table = pa.concat_tables([pq.read_table(layout.truth(i)) for i in range(len(chunks))]) \
         if chunks else None
-    summary = summarise(cfg, cap_stats, ranked, truth_table)
+    summary = summarise(cfg, cap_stats, scored, dcs_quantiles, truth_table)
     summary["seconds"] = {"captions_and_scores": round(t_score, 3),
                           "ground_truth": round(time.monotonic() - t0, 3)}
     storage.write_json(layout.path("summary.json"), summary)
     url = write_report(layout, cfg, summary, truth_table)
-    log.info("rank: %d captions scored; top %d labelled %s; report %s", len(ranked), len(rows),
+    log.info("rank: %d captions scored; top %d labelled %s; report %s", scored, len(rows),
              summary.get("labels"), url)
     return summary
 
 
-def summarise(cfg: RankConfig, cap_stats: dict, ranked: pa.Table, truth: pa.Table | None) -> dict:
+def summarise(cfg: RankConfig, cap_stats: dict, scored: int, dcs_quantiles: dict[str, float],
+              truth: pa.Table | None) -> dict:
     out = {"run": cfg.run, "checkpoint": cfg.checkpoint, "captions": cap_stats,
-           "scored": len(ranked), "distance": "RMS pixel difference, 256x256 RGB in [0, 1]",
-           "delta_v": cfg.delta_v, "delta": cfg.delta,
-           "dcs_quantiles": {str(q): float(np.quantile(ranked["dcs"].to_numpy(), q))
-                             for q in (0.5, 0.9, 0.99)} if len(ranked) else {}}
+           "scored": scored, "distance": "RMS pixel difference, 256x256 RGB in [0, 1]",
+           "delta_v": cfg.delta_v, "delta": cfg.delta, "dcs_quantiles": dcs_quantiles}
     if truth is None or not len(truth):
         return out
     labels = truth["label"].to_pylist()
