@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from diffrep import storage
 from diffrep.dedup.layout import DedupLayout
-from diffrep.dedup.routing import RoutedWriter, partition_of
+from diffrep.routing import RoutedWriter, partition_of
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
 
 EDGE_SCHEMA = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("similarity", pa.float32())])

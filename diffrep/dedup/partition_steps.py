@@ -28,7 +28,7 @@ from diffrep.dedup import components
 from diffrep.dedup.assemble import MEMBER_SCHEMA, assemble_partition
 from diffrep.dedup.layout import DedupLayout
 from diffrep.dedup.pairs import EDGE_SCHEMA
-from diffrep.dedup.routing import partition_of, read_inbound, write_routed
+from diffrep.routing import partition_of, read_inbound, write_routed
 from diffrep.search.index import IndexHandle, open_index
 
 HALF_PAIR_SCHEMA = pa.schema([("id_a", pa.int64()), ("id_b", pa.int64()), ("similarity", pa.float32()),

@@ -19,8 +19,8 @@ from diffrep.dedup.config import DedupConfig
 from diffrep.dedup.layout import OUTPUT_DATASETS, DedupLayout
 from diffrep.dedup.pairs import dedup_slice
 from diffrep.dedup.report import write_report
-from diffrep.dedup.routing import num_partitions
 from diffrep.progress import Progress
+from diffrep.routing import num_partitions
 from diffrep.search.index import IndexHandle
 
 log = logging.getLogger("diffrep")

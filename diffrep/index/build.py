@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.embed.layout import ModelOutput
+from diffrep.index.keys import write_key_run
 from diffrep.index.layout import IndexLayout
 from diffrep.index.plan import SliceSpec
 from diffrep.index.vectors import exact_topk, load_npy, merge_topk, read_rows
@@ -68,11 +69,12 @@ def train_index(root: str, model: str, key: str, dim: int,
 
 
 def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
-              eval_queries: np.ndarray, eval_k: int, threads: int = 0) -> dict:
+              eval_queries: np.ndarray, eval_k: int, threads: int = 0, key_parts: int | None = None) -> dict:
     """Add one slice's vectors (ids id_start..) to a copy of the trained index.
 
-    Writes the part index, the slice's id map and the exact top-k of the eval queries
-    within the slice, then the completion marker last. Returns the marker's content.
+    Writes the part index, the slice's id map, its key run (routed to `key_parts` key
+    index partitions, when given) and the exact top-k of the eval queries within the
+    slice, then the completion marker last. Returns the marker's content.
     """
     if threads:
         faiss.omp_set_num_threads(threads)
@@ -106,7 +108,10 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
         }, schema=IDMAP_SCHEMA))
         next_id += rows
     write_index(layout.part(spec.slice_id), index)
-    storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), pa.concat_tables(tables))
+    idmap = pa.concat_tables(tables)
+    storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), idmap)
+    if key_parts:
+        write_key_run(layout, spec.slice_id, idmap["key"].combine_chunks(), idmap["id"].to_numpy(), key_parts)
     buf = io.BytesIO()
     np.savez(buf, sims=best_s, ids=best_i)
     storage.write_bytes(layout.path(layout.eval_name(spec.slice_id)), buf.getvalue())

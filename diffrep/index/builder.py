@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 
 import numpy as np
@@ -20,6 +21,7 @@ from diffrep import storage
 from diffrep.config import ConfigError
 from diffrep.embed.layout import ModelOutput
 from diffrep.index import build as work
+from diffrep.index import keys
 from diffrep.index.choose import choose_index, nlist_of, shard_count_for_memory
 from diffrep.index.config import IndexConfig, memory_bytes
 from diffrep.index.layout import IndexLayout
@@ -96,9 +98,13 @@ def build(cfg: IndexConfig, executor) -> dict:
     progress = Progress("index add", len(todo), unit="slices", item="vectors")
     executor.map(work.add_slice, [(layout, s) for s in todo],
                  shared={"trained": trained, "eval_queries": eval_vectors, "eval_k": EVAL_K,
-                         "threads": cfg.cpus_per_task},
+                         "threads": cfg.cpus_per_task, "key_parts": plan.get("key_parts")},
                  progress=progress, count=lambda r: r["vectors"])
     timings["add_s"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    key_files = build_keys(layout, plan, manifest, new_slices, executor)
+    timings["keys_s"] = time.monotonic() - t0
 
     t0 = time.monotonic()
     shards = merge_shards(cfg, layout, plan, manifest, slices, new_slices, executor)
@@ -109,7 +115,7 @@ def build(cfg: IndexConfig, executor) -> dict:
     timings["eval_s"] = time.monotonic() - t0
 
     infos = write_infos(cfg, layout, plan, shards, evaluation, timings)
-    commit(layout, plan, shards, slices)
+    commit(layout, plan, shards, slices, key_files)
     log.info("index: committed generation %d: %d vectors in %d shard(s), %s, nprobe=%s, "
              "recall@1=%.3f recall@10=%.3f", generation, infos["ntotal"], len(shards),
              infos["index_key"], infos["nprobe"], infos["recall_at_1"], infos["recall_at_10"])
@@ -156,6 +162,7 @@ def make_plan(cfg: IndexConfig, files: list[EmbeddingFile], manifest: dict | Non
         eval_at = [(shard, int(r)) for shard, rows, _ in locate(eval_global, files) for r in rows]
         return {"generation": 0, "model": cfg.model, "dim": dim, "key": choice.key,
                 "choice": {**choice.__dict__}, "ntotal": total, "num_shards": num_shards,
+                "key_parts": max(1, math.ceil(total / cfg.key_partition_rows)),
                 "slices": [s.to_json() for s in slices], "new_slices": [s.slice_id for s in slices],
                 "eval_global": eval_global.tolist(), "eval_at": eval_at}
     if manifest["dim"] != dim:
@@ -173,8 +180,13 @@ def make_plan(cfg: IndexConfig, files: list[EmbeddingFile], manifest: dict | Non
     new = assign_smallest(new, [s["ntotal"] for s in manifest["shards"]])
     log.info("index: adding %d new embedding shard(s) (%d vectors) without retraining",
              len(new_files), sum(f.rows for f in new_files))
+    if not manifest.get("key_parts"):
+        log.warning("index: this index was committed without a key index; the new generation "
+                    "has none either (key lookups scan the id maps): rebuild with --overwrite "
+                    "true to get one")
     return {**{k: manifest[k] for k in ("model", "dim", "key", "choice", "num_shards",
                                          "eval_global", "eval_at")},
+            "key_parts": manifest.get("key_parts"),
             "generation": generation, "ntotal": manifest["ntotal"] + sum(s.count for s in new),
             "slices": [s.to_json() for s in old + new], "new_slices": [s.slice_id for s in new]}
 
@@ -188,6 +200,30 @@ def eval_queries(cfg: IndexConfig, plan: dict) -> np.ndarray:
         by_shard.setdefault(shard, []).append(i)
     located = [(shard, np.array([at[i][1] for i in idx]), np.array(idx)) for shard, idx in by_shard.items()]
     return work.gather(cfg.root, cfg.model, located, len(at), plan["dim"])
+
+
+def build_keys(layout: IndexLayout, plan: dict, manifest: dict | None, new_slices: list[SliceSpec],
+               executor) -> list[str]:
+    """The key index parts of this generation (one task per part; resumable); [] when the
+    plan has no key index."""
+    parts = plan.get("key_parts")
+    if not parts:
+        return []
+    previous = manifest.get("key_files") if manifest else None
+    files, items = [], []
+    for part in range(parts):
+        marker = layout.path(f"parts/keys_{part:05d}.json")
+        if storage.exists(marker):
+            files.append(storage.read_json(marker)["file"])
+            continue
+        files.append(None)
+        items.append((layout, part, [s.slice_id for s in new_slices],
+                      previous[part] if previous else None, plan["generation"]))
+    log.info("index: key index: %d part(s), %d to do", parts, len(items))
+    for result in executor.map(keys.build_key_part, items):
+        storage.write_json(layout.path(f"parts/keys_{result['part']:05d}.json"), result)
+        files[result["part"]] = result["file"]
+    return files
 
 
 def merge_shards(cfg: IndexConfig, layout: IndexLayout, plan: dict, manifest: dict | None,
@@ -304,13 +340,16 @@ def embedder_of(cfg: IndexConfig, plan: dict) -> dict:
     return stats.get("model", {})
 
 
-def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[SliceSpec]) -> None:
+def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[SliceSpec],
+           key_files: list[str]) -> None:
     """Write the manifest (the commit), then remove what the committed index no longer needs."""
     names = ([s["file"] for s in shards] + [layout.idmap_name(s.slice_id) for s in slices]
-             + [layout.eval_name(s.slice_id) for s in slices] + ["index_infos.json", "trained.index"])
+             + [layout.eval_name(s.slice_id) for s in slices] + key_files
+             + ["index_infos.json", "trained.index"])
     manifest = {k: plan[k] for k in ("generation", "model", "dim", "key", "choice", "ntotal",
                                      "num_shards", "eval_global", "eval_at")}
     manifest.update({"slices": [s.to_json() for s in slices], "shards": shards,
+                     "key_parts": len(key_files) or None, "key_files": key_files,
                      "files": describe_files(layout.base, names)})
     storage.write_json(layout.manifest, manifest)
     fs, base = storage.filesystem(layout.base)
@@ -321,4 +360,11 @@ def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[Sli
             fs.rm(path)
     if fs.exists(f"{base}/parts"):
         fs.rm(f"{base}/parts", recursive=True)
+    if fs.exists(f"{base}/keys/runs"):
+        fs.rm(f"{base}/keys/runs", recursive=True)
+    if fs.exists(f"{base}/keys"):
+        held = {k.rsplit("/", 1)[-1] for k in key_files}
+        for path in fs.ls(f"{base}/keys", detail=False):
+            if path.rsplit("/", 1)[-1] not in held:
+                fs.rm(path, recursive=True)
     fs.rm(f"{base}/plan.json")

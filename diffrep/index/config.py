@@ -33,6 +33,9 @@ class IndexConfig:
         "training sample size per IVF centroid (faiss wants 39..256)"))
     rows_per_slice: int = field(default=1_000_000, metadata=helps(
         "vectors per add task (a slice of whole embedding files)"))
+    key_partition_rows: int = field(default=4_000_000, metadata=helps(
+        "keys per part of the key index (key -> id), hash-partitioned: resolving K keys "
+        "reads at most K parts"))
     eval_queries: int = field(default=1000, metadata=helps(
         "held-out corpus vectors (not in the training sample) used to measure recall"))
     target_recall_at_10: float = field(default=0.95, metadata=helps(
@@ -76,7 +79,7 @@ def validate(cfg: IndexConfig) -> None:
             memory_bytes(getattr(cfg, key), key)
         except ConfigError as exc:
             errors.append(str(exc))
-    for key in ("num_shards", "rows_per_slice", "eval_queries", "max_nprobe", "cpus_per_task",
+    for key in ("num_shards", "rows_per_slice", "eval_queries", "key_partition_rows", "max_nprobe", "cpus_per_task",
                 "max_attempts", "train_points_per_centroid"):
         if getattr(cfg, key) < 1:
             errors.append(f"index.{key} must be >= 1")

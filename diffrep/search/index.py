@@ -3,6 +3,8 @@ stored embeddings looked up by global id."""
 
 from __future__ import annotations
 
+import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,19 +15,27 @@ import pyarrow.parquet as pq
 from diffrep import storage
 from diffrep.embed.layout import ModelOutput
 from diffrep.index.build import IDMAP_SCHEMA
+from diffrep.index.keys import resolve as resolve_keys
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, verify
 from diffrep.index.plan import SliceSpec
 from diffrep.index.vectors import load_npy
 
+log = logging.getLogger("diffrep")
+_warned_no_key_index = False
+IDMAP_CACHE_SLICES = 4  # id-map slices a handle keeps in memory (least recently used out)
+
 
 @dataclass
 class IndexHandle:
+    """A committed index. Memory: the manifest, and at most IDMAP_CACHE_SLICES id-map
+    slices cached for `lookup` (an LRU: a long-lived process never holds every id map)."""
+
     layout: IndexLayout
     manifest: dict
     infos: dict
     slices: list[SliceSpec]
-    _idmaps: dict[int, pa.Table] = field(default_factory=dict, repr=False)
+    _idmaps: OrderedDict[int, pa.Table] = field(default_factory=OrderedDict, repr=False)
 
     @property
     def model(self) -> str:
@@ -109,19 +119,34 @@ class IndexHandle:
         return pa.table(columns, schema=IDMAP_SCHEMA)
 
     def _idmap(self, slice_id: int) -> pa.Table:
-        if slice_id not in self._idmaps:
+        if slice_id in self._idmaps:
+            self._idmaps.move_to_end(slice_id)
+        else:
             table = pq.read_table(self.layout.path(self.layout.idmap_name(slice_id)))
             self._idmaps[slice_id] = table.sort_by("id")
+            while len(self._idmaps) > IDMAP_CACHE_SLICES:
+                self._idmaps.popitem(last=False)
         return self._idmaps[slice_id]
 
     def key_to_id(self, keys: list[str]) -> dict[str, int]:
-        """Global ids of corpus keys (reads every id map: for test and small-corpus use)."""
+        """Global ids of corpus keys; absent keys are left out, a key held twice gives its
+        smallest id. Reads only the key-index parts the keys hash to; an index committed
+        before the key index existed falls back to scanning every id map (warned once)."""
+        if self.manifest.get("key_files"):
+            return resolve_keys(self.layout, self.manifest["key_files"], list(keys))
+        global _warned_no_key_index
+        if not _warned_no_key_index:
+            log.warning("index %s has no key index (built before it existed): key lookups scan "
+                        "every id map; rebuild it (jobs.build_index --overwrite true) at scale",
+                        self.layout.base)
+            _warned_no_key_index = True
         wanted = pa.array(keys, pa.string())
         out: dict[str, int] = {}
         for s in self.slices:
-            t = self._idmap(s.slice_id)
-            hit = t.filter(pc.is_in(t["key"], value_set=wanted))
-            out.update(zip(hit["key"].to_pylist(), hit["id"].to_pylist(), strict=True))
+            t = pq.read_table(self.layout.path(self.layout.idmap_name(s.slice_id)), columns=["key", "id"])
+            hit = t.filter(pc.is_in(t["key"], value_set=wanted)).sort_by("id")
+            for key, id_ in zip(hit["key"].to_pylist(), hit["id"].to_pylist(), strict=True):
+                out.setdefault(key, id_)
         return out
 
 

@@ -1,8 +1,8 @@
-"""Range partitions of corpus ids, and the routed files that move rows between them.
+"""Partitions, and the routed files that move rows between them (a shuffle on files).
 
-The end of the dedup job (pair de-duplication, connected components, groups) runs as
-rounds of parallel tasks, each holding one *partition*: the ids in
-[p * partition_ids, (p + 1) * partition_ids). A task that produces rows for other
+Partitioned steps (the dedup job's end, the index's key index) run as rounds of parallel
+tasks, each holding one *partition*, e.g. the ids in [p * partition_ids,
+(p + 1) * partition_ids). A task that produces rows for other
 partitions writes ONE routed file: a parquet file whose row groups each hold one
 destination partition's rows, the destinations listed in the file's footer. A task
 reading its inbound rows opens every routed file of the previous step and reads only its

@@ -1,0 +1,86 @@
+"""The key index: keys resolve to the ids a scan of the id maps gives (absent keys left
+out, a key held twice -> its smallest id), reading only the parts the keys hash to; an
+added generation includes the new slices; a tampered part is refused by the manifest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from diffrep.embed.layout import ModelOutput
+from diffrep.executor import LocalExecutor
+from diffrep.index.builder import build
+from diffrep.index.config import IndexConfig
+from diffrep.index.keys import key_partition
+from diffrep.index.manifest import IndexIntegrityError
+from diffrep.search import open_index
+from tests.index_helpers import clustered_vectors, write_embeddings
+
+MODEL = "sscd_onnx"
+
+
+def scan_id_maps(handle) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in handle.slices:
+        t = pq.read_table(handle.layout.path(handle.layout.idmap_name(s.slice_id)))
+        for key, id_ in zip(t["key"].to_pylist(), t["id"].to_pylist(), strict=True):
+            out[key] = min(id_, out.get(key, id_))
+    return out
+
+
+def test_key_index_resolves_like_a_scan_and_reads_only_its_parts(tmp_path, monkeypatch):
+    x = clustered_vectors(2000, 16, clusters=8, seed=3)
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x[:1500], 500)
+    meta = ModelOutput(root, MODEL).metadata("00002")  # one key held twice (LAION has such)
+    t = pq.read_table(meta)
+    keys = t["key"].to_pylist()
+    keys[7] = "k00000_3"
+    pq.write_table(t.set_column(0, "key", pa.array(keys)), meta)
+    cfg = IndexConfig(root=root, model=MODEL, index_key="IVF8,Flat", key_partition_rows=300,
+                      rows_per_slice=500, eval_queries=20)
+    build(cfg, LocalExecutor())
+    handle = open_index(root, MODEL)
+    assert handle.manifest["key_parts"] == 5 and len(handle.manifest["key_files"]) == 5
+    truth = scan_id_maps(handle)
+    assert truth["k00000_3"] == 3 and len(truth) == 1499
+    asked = ["k00000_3", "k00001_10", "k00002_499", "missing", "k00002_7"]
+    opened: list[str] = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda path, *a, **k: (opened.append(str(path)), real(path, *a, **k))[1])
+    got = handle.key_to_id(asked)
+    assert got == {k: truth[k] for k in asked if k in truth}
+    assert opened and all("/keys/part_" in p for p in opened)  # never an id map
+    assert len(opened) == len(set(key_partition(asked, 5).tolist())) < 5  # only the keys' parts
+    monkeypatch.setattr(pq, "read_table", real)
+    assert handle.key_to_id(list(truth)) == truth
+
+    # a new generation (new embedding shard) holds the new keys and keeps the old ones
+    write_embeddings(root, MODEL, x[1500:], 500, first_shard=3)
+    build(cfg, LocalExecutor())
+    handle = open_index(root, MODEL)
+    assert handle.manifest["generation"] == 1 and len(handle.manifest["key_files"]) == 5
+    truth = scan_id_maps(handle)
+    assert handle.key_to_id(list(truth)) == truth and handle.key_to_id(["k00003_0"]) == {"k00003_0": 1500}
+    files = sorted(p.name for p in (tmp_path / "indexes" / MODEL / "keys").iterdir())
+    assert files == sorted(f.rsplit("/", 1)[-1] for f in handle.manifest["key_files"])  # old parts gone
+
+    part = tmp_path / "indexes" / MODEL / handle.manifest["key_files"][0]
+    part.write_bytes(part.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(IndexIntegrityError, match="sha256|keys/part_"):
+        open_index(root, MODEL)
+
+
+def test_id_map_cache_is_bounded(tmp_path):
+    from diffrep.search.index import IDMAP_CACHE_SLICES
+
+    x = clustered_vectors(1200, 16, clusters=8, seed=4)
+    write_embeddings(str(tmp_path), MODEL, x, 100)
+    build(IndexConfig(root=str(tmp_path), model=MODEL, index_key="IVF4,Flat", rows_per_slice=100,
+                      eval_queries=10), LocalExecutor())
+    handle = open_index(str(tmp_path), MODEL)
+    rows = handle.lookup(np.arange(0, 1200, 7))
+    assert rows["key"].to_pylist() == [f"k{i // 100:05d}_{i % 100}" for i in range(0, 1200, 7)]
+    assert len(handle._idmaps) == IDMAP_CACHE_SLICES < len(handle.slices)
