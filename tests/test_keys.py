@@ -84,3 +84,29 @@ def test_id_map_cache_is_bounded(tmp_path):
     rows = handle.lookup(np.arange(0, 1200, 7))
     assert rows["key"].to_pylist() == [f"k{i // 100:05d}_{i % 100}" for i in range(0, 1200, 7)]
     assert len(handle._idmaps) == IDMAP_CACHE_SLICES < len(handle.slices)
+
+
+def test_kmeans_on_gpus_when_faiss_sees_them_else_cpu(tmp_path, monkeypatch):
+    """The CPU path is real; the GPU path is checked for its wiring (the clustering index
+    handed to faiss's GPU spreader), with faiss reporting a GPU and the spreader stubbed."""
+    import faiss
+
+    from diffrep.index import build as work
+
+    x = clustered_vectors(1200, 16, clusters=8, seed=5)
+    write_embeddings(str(tmp_path / "cpu"), MODEL, x, 600)
+    build(IndexConfig(root=str(tmp_path / "cpu"), model=MODEL, index_key="IVF8,PQ4x8np", exact_below=0,
+                      eval_queries=10), LocalExecutor())
+    assert open_index(str(tmp_path / "cpu"), MODEL).infos["training_device"] == "cpu"
+
+    spread: list = []
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: spread.append(index) or index)
+    write_embeddings(str(tmp_path / "gpu"), MODEL, x, 600)
+    build(IndexConfig(root=str(tmp_path / "gpu"), model=MODEL, index_key="IVF8_HNSW32,PQ4x8np",
+                      exact_below=0, eval_queries=10), LocalExecutor())
+    handle = open_index(str(tmp_path / "gpu"), MODEL)
+    assert handle.infos["training_device"] == "gpu:2"
+    assert len(spread) == 1 and isinstance(spread[0], faiss.IndexFlatIP) and spread[0].d == 16
+    assert spread[0].ntotal == 8  # k-means ran on it: it holds the 8 centroids
+    assert work.training_device() == "gpu:2"

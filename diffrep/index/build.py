@@ -55,17 +55,41 @@ def gather(root: str, model: str, located: list[tuple[str, np.ndarray, np.ndarra
     return out
 
 
+def training_device() -> str:
+    """Where k-means runs: "gpu:N" when faiss sees N GPUs (a faiss GPU build), else "cpu"."""
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    return f"gpu:{gpus}" if gpus > 0 else "cpu"
+
+
 def train_index(root: str, model: str, key: str, dim: int,
                 located: list[tuple[str, np.ndarray, np.ndarray]], count: int,
-                threads: int = 0) -> np.ndarray:
-    """Train an empty inner-product index `key` on the sampled vectors; returns it serialized."""
+                threads: int = 0) -> tuple[np.ndarray, str]:
+    """Train an empty inner-product index `key` on the sampled vectors; returns it
+    serialized and where its coarse k-means ran. On GPUs the IVF's coarse k-means runs
+    on a flat index spread over every GPU (its `clustering_index`, as autofaiss does); the
+    rest (PQ, HNSW quantizer) trains on the CPU."""
     if threads:
         faiss.omp_set_num_threads(threads)
     sample = gather(root, model, located, count, dim)
     index = faiss.index_factory(dim, key, faiss.METRIC_INNER_PRODUCT)
+    device = "cpu"
     if not index.is_trained:
+        ivf = _ivf_of(index)
+        device = training_device() if ivf is not None else "cpu"
+        if device != "cpu":
+            flat = faiss.IndexFlatIP(dim) if ivf.metric_type == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+            ivf.clustering_index = faiss.index_cpu_to_all_gpus(flat)
         index.train(sample)
-    return serialize(index)
+        if ivf is not None:
+            ivf.clustering_index = None  # GPU resources are not part of the saved index
+    return serialize(index), device
+
+
+def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
 
 
 def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,

@@ -84,9 +84,11 @@ def build(cfg: IndexConfig, executor) -> dict:
                                      exclude=np.asarray(plan["eval_global"], np.int64))
         files_in_order = [EmbeddingFile(f, r, plan["dim"], "") for s in slices
                           for f, r in zip(s.files, s.rows, strict=True)]
-        [trained] = executor.map(work.train_index, [(
+        [(trained, device)] = executor.map(work.train_index, [(
             cfg.root, cfg.model, plan["key"], plan["dim"], locate(positions, files_in_order),
             len(positions), cfg.cpus_per_task)])
+        log.info("index: k-means ran on %s", device)
+        storage.write_json(layout.path("trained.json"), {"training_device": device})
         storage.write_bytes(layout.trained, np.asarray(trained).tobytes())
     timings["train_s"] = time.monotonic() - t0
     trained = np.frombuffer(storage.read_bytes(layout.trained), np.uint8)
@@ -309,6 +311,12 @@ def recall(found: np.ndarray, truth: np.ndarray) -> dict:
     return {"recall_at_1": at1, "recall_at_10": at10}
 
 
+def training_device_of(layout: IndexLayout) -> str:
+    """Where the trained index's k-means ran (trained.json, kept with trained.index)."""
+    url = layout.path("trained.json")
+    return storage.read_json(url)["training_device"] if storage.exists(url) else "unknown"
+
+
 def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[dict],
                 evaluation: dict, timings: dict) -> dict:
     size_bytes = 0
@@ -327,6 +335,7 @@ def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[
         "estimated_bytes": plan["choice"]["estimated_bytes"],
         "max_index_memory_usage": cfg.max_index_memory_usage,
         "build_seconds": {k: round(v, 3) for k, v in timings.items()},
+        "training_device": training_device_of(layout),
         "embedder": embedder_of(cfg, plan),
     }
     storage.write_json(layout.infos, infos)
@@ -345,7 +354,8 @@ def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[Sli
     """Write the manifest (the commit), then remove what the committed index no longer needs."""
     names = ([s["file"] for s in shards] + [layout.idmap_name(s.slice_id) for s in slices]
              + [layout.eval_name(s.slice_id) for s in slices] + key_files
-             + ["index_infos.json", "trained.index"])
+             + ["index_infos.json", "trained.index"]
+             + (["trained.json"] if storage.exists(layout.path("trained.json")) else []))
     manifest = {k: plan[k] for k in ("generation", "model", "dim", "key", "choice", "ntotal",
                                      "num_shards", "eval_global", "eval_at")}
     manifest.update({"slices": [s.to_json() for s in slices], "shards": shards,
