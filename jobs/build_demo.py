@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from diffrep import storage
 from diffrep.config import ConfigError, load_job_config
 from diffrep.data.demo import build_demo_corpus
@@ -61,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                  "shards under %s", manifest["num_sources"], manifest["num_planted_duplicates"],
                  manifest["num_good_samples"], manifest["num_shards"], cfg.out_dir)
     generated = Path(cfg.out_dir) / "generated"
-    if cfg.overwrite or not (generated / "truth.parquet").exists():
+    truth_url = generated / "truth.parquet"
+    stale = truth_url.exists() and "box" not in pq.read_schema(truth_url).names  # before pasted copies
+    if cfg.overwrite or stale or not truth_url.exists():
         truth = build_planted_generations(cfg.out_dir, str(generated), cfg.planted_copies,
                                           cfg.novel_images, cfg.seed, cfg.pasted_copies)
         log.info("build_demo: %d planted copies (%d of them pasted objects) + %d novel images in %s",
