@@ -71,6 +71,9 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
             assert r["checkpoint"] == str(pipelines / label) and r["steps"] == 3
             assert r["scheduler"] == "DDIMScheduler" and r["resolution"] == 32
             assert len(r["match_keys"]) == 3 and r["match_sims"] == sorted(r["match_sims"], reverse=True)
+            # regions on by default: the region score is never below the global top-1
+            assert r["region_sim"] >= r["top1_sim"] - 1e-5 and len(r["region_box"]) == 4
+            assert min(r["region_box"]) >= 0 and max(r["region_box"]) <= 1
         images = {}
         for tar_url in {r["image_tar"] for r in rows}:
             with tarfile.open(tar_url) as tar:
@@ -124,10 +127,12 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
     if chromium() is None:
         pytest.skip("headless Chromium not installed (apt-get install chromium)")
     rendered = render_report(base / "report.html", tmp_path)
-    # 2 checkpoints x (top-1 vs baseline, similarity to own training image); 4 pairs each
-    assert rendered["svgs"] == 4
-    assert rendered["images"] == 2 * 4 * 2 and rendered["images_ok"] == rendered["images"]
+    # 2 checkpoints x (top-1 vs baseline, similarity to own training image, region score vs
+    # region baseline); 4 global pairs and 4 region pairs each
+    assert rendered["svgs"] == 2 * 3
+    assert rendered["images"] == 2 * 2 * 4 * 2 and rendered["images_ok"] == rendered["images"]
     assert "tiny-1: top 4 generation / training pairs" in rendered["dom"]
+    assert "tiny-1: top 4 region matches (box drawn on the generation)" in rendered["dom"]
 
 
 def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster, tmp_path):
