@@ -6,7 +6,9 @@
   for a GPU (float16 there).
 - matching (CPU, real SSCD when installed): rows/s of a scan unit over already generated
   512 px images, embed + top-k search with exact re-rank, against a synthetic
-  IVF-PQ index of `index_size` 512-d vectors; and a whole unit with the tiny pipeline.
+  IVF-PQ index of `index_size` 512-d vectors, without and with object-level matching
+  (regions: 14 descriptor calls and searches per image); and a whole unit with the tiny
+  pipeline.
 
 Run: python -m benchmarks.scan --out bench-results/scan.json
      python -m benchmarks.scan --pipeline sd_v1 --device cuda --resolution 512 --steps 50 --skip_match
@@ -81,14 +83,21 @@ def bench_match(index_size: int, images: int, tmp: str) -> dict:
         with open(os.path.join(folder, f"g{i:04d}.txt"), "w") as f:
             f.write(f"prompt {i}")
     match = MatchSettings("sscd_onnx", None, k=10, candidates=50)
-    worker = ScanWorker(root, "bench", None, GenerationSettings(), match)
+    regions = MatchSettings("sscd_onnx", None, k=10, candidates=50, region_scales=(0.5, 0.75))
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".png"))
-    worker.run(ScanUnit("warm", 0, sources=paths[:4]))
-    t0 = time.perf_counter()
-    stats = worker.run(ScanUnit("given", 0, sources=paths))
-    dt = time.perf_counter() - t0
-    print(f"match (read + SSCD embed + search, {index_size} vectors): {images / dt:.1f} rows/s",
-          flush=True)
+    rates = {}
+    for name, settings in (("global", match), ("regions", regions)):
+        worker = ScanWorker(root, "bench", None, GenerationSettings(), settings)
+        worker.run(ScanUnit(f"warm-{name}", 0, sources=paths[:4]))
+        t0 = time.perf_counter()
+        stats = worker.run(ScanUnit(f"given-{name}", 0, sources=paths))
+        dt = time.perf_counter() - t0
+        rates[name] = (images / dt, stats)
+        print(f"match, {name} (read + SSCD embed + search, {index_size} vectors): "
+              f"{images / dt:.1f} rows/s", flush=True)
+    ratio = rates["global"][0] / rates["regions"][0]
+    print(f"region matching costs x{ratio:.1f} the match time per image", flush=True)
+    dt, stats = images / rates["global"][0], rates["global"][1]
     build_tiny_pipeline(os.path.join(tmp, "tiny"), seed=0, resolution=64)
     gen = GenerationSettings(steps=10, resolution=64, batch_size=8, device="cpu")
     worker = ScanWorker(root, "bench", Checkpoint("tiny", os.path.join(tmp, "tiny")), gen, match)
@@ -103,6 +112,9 @@ def bench_match(index_size: int, images: int, tmp: str) -> dict:
     return {"index_size": index_size, "index": worker.searcher.handle.infos.get("index_key"),
             "index_build_s": round(t_index, 1), "match_rows": images,
             "match_rows_per_s": round(images / dt, 2), "match_seconds": stats["seconds"],
+            "match_regions_rows_per_s": round(rates["regions"][0], 2),
+            "match_regions_seconds": rates["regions"][1]["seconds"],
+            "regions_cost_ratio": round(ratio, 2),
             "tiny_unit_rows_per_s": round(32 / dt_full, 2), "tiny_unit_seconds": full["seconds"]}
 
 

@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from diffrep import storage
 from diffrep.config import ConfigError, load_job_config
 from diffrep.data.demo import build_demo_corpus
@@ -32,6 +34,8 @@ class BuildDemoConfig:
         "help": "add samples the embed job must skip and count (truncated JPEG, no image)"})
     planted_copies: int = field(default=12, metadata={
         "help": "edited copies of training images in <out_dir>/generated (scan ground truth)"})
+    pasted_copies: int = field(default=6, metadata={
+        "help": "pasted-object copies (part of a training photo in a drawn scene) in <out_dir>/generated"})
     novel_images: int = field(default=8, metadata={
         "help": "drawn images unlike any training image in <out_dir>/generated"})
     tiny_pipelines: int = field(default=2, metadata={
@@ -59,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
                  "shards under %s", manifest["num_sources"], manifest["num_planted_duplicates"],
                  manifest["num_good_samples"], manifest["num_shards"], cfg.out_dir)
     generated = Path(cfg.out_dir) / "generated"
-    if cfg.overwrite or not (generated / "truth.parquet").exists():
+    truth_url = generated / "truth.parquet"
+    stale = truth_url.exists() and "box" not in pq.read_schema(truth_url).names  # before pasted copies
+    if cfg.overwrite or stale or not truth_url.exists():
         truth = build_planted_generations(cfg.out_dir, str(generated), cfg.planted_copies,
-                                          cfg.novel_images, cfg.seed)
-        log.info("build_demo: %d planted copies + %d novel images in %s",
-                 sum(truth["planted"].to_pylist()), cfg.novel_images, generated)
+                                          cfg.novel_images, cfg.seed, cfg.pasted_copies)
+        log.info("build_demo: %d planted copies (%d of them pasted objects) + %d novel images in %s",
+                 sum(truth["planted"].to_pylist()), cfg.pasted_copies, cfg.novel_images, generated)
     for seed in range(cfg.tiny_pipelines):
         path = Path(cfg.out_dir) / "pipelines" / f"tiny-{seed}"
         if cfg.overwrite or not (path / "model_index.json").exists():

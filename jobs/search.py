@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for start in range(0, n, cfg.batch_size):
         block = queries.vectors[start:start + cfg.batch_size]
-        hits = searcher.search(block, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates)
+        hits = searcher.search(block, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates,
+                               regions=queries.block(start, start + cfg.batch_size))
         tables.append(hits_table(handle, queries.keys[start:start + cfg.batch_size], hits))
         progress.update(len(block), queries.skipped if start == 0 else None)
         progress.report(every_s=10)

@@ -289,6 +289,12 @@ def test_search_job_images_and_embeddings(demo_sscd_root, tmp_path, caplog):
     table = pq.read_table(out).to_pylist()
     assert [r["rank"] for r in table] == [0, 1, 2] and table[0]["query_key"].endswith("a.png")
     assert all(r["key"] and r["url"] and r["caption"] is not None for r in table)
+    # image queries get object-level matching by default: ranked by region score, with the
+    # whole image's similarity and the best region's box; --regions false: global only
+    assert all(r["similarity"] >= r["global_similarity"] - 1e-5 and len(r["box"]) == 4 for r in table)
+    assert search.main(["--root", root, "--model", MODEL, "--images", str(images), "--k", "3",
+                        "--out", str(out), "--regions", "false"]) == 0
+    assert "box" not in pq.read_schema(out).names
     # embeddings from an embed-job root (the corpus itself): top-1 of a corpus key is itself
     out2 = tmp_path / "emb.parquet"
     assert search.main(["--root", root, "--model", MODEL, "--queries", root, "--k", "2",
@@ -296,6 +302,7 @@ def test_search_job_images_and_embeddings(demo_sscd_root, tmp_path, caplog):
     rows = pq.read_table(out2).to_pylist()
     top = {r["query_key"]: r for r in rows if r["rank"] == 0}
     assert len(top) == handle.ntotal and all(k == r["key"] for k, r in top.items())
+    assert "box" not in pq.read_schema(out2).names  # embeddings have no pixels to crop
     assert all(abs(r["similarity"] - 1) < 1e-3 for r in top.values())
     # model mismatch: a .npy said to come from another model, and a root without the model
     np.save(tmp_path / "q.npy", np.ones((2, 512), np.float32))

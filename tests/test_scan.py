@@ -17,10 +17,12 @@ import torch
 
 from diffrep.diffusion.pipelines import CheckpointError, resolve_checkpoint
 from diffrep.diffusion.tiny import build_tiny_pipeline
+from diffrep.scan.config import ScanConfig
 from diffrep.scan.demo import build_planted_generations
 from diffrep.scan.prompts import from_file
 from diffrep.search import open_index
 from tests.helpers import chromium, render_report
+from tests.test_regions import iou
 
 MODEL = "sscd_onnx"
 
@@ -69,6 +71,9 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
             assert r["checkpoint"] == str(pipelines / label) and r["steps"] == 3
             assert r["scheduler"] == "DDIMScheduler" and r["resolution"] == 32
             assert len(r["match_keys"]) == 3 and r["match_sims"] == sorted(r["match_sims"], reverse=True)
+            # regions on by default: the region score is never below the global top-1
+            assert r["region_sim"] >= r["top1_sim"] - 1e-5 and len(r["region_box"]) == 4
+            assert min(r["region_box"]) >= 0 and max(r["region_box"]) <= 1
         images = {}
         for tar_url in {r["image_tar"] for r in rows}:
             with tarfile.open(tar_url) as tar:
@@ -100,7 +105,7 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
     assert summary["baseline"]["count"] == 30
 
     # resume: a unit whose marker is gone is redone, and only it; outputs are identical
-    baseline_files = list((root / "scans" / "_baseline").rglob("*-n30-*.parquet"))  # this size
+    baseline_files = list((root / "scans" / "_baseline").rglob("*-n30-s0.parquet"))  # this size
     assert len(baseline_files) == 1
     baseline_mtime = baseline_files[0].stat().st_mtime_ns
     done = base / "done" / "tiny-1" / "00001.json"
@@ -110,9 +115,10 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
     (base / "generations" / "tiny-1" / "00001.parquet").unlink()
     assert scan.main(args) == 0
     after = read_generations(root, "tiny", "tiny-1")
-    assert after.drop(["match_sims", "top1_sim", "source_sim"]).equals(
-        before.drop(["match_sims", "top1_sim", "source_sim"]))
-    np.testing.assert_allclose(after["top1_sim"].to_numpy(), before["top1_sim"].to_numpy(), atol=1e-5)
+    floats = ["match_sims", "top1_sim", "source_sim", "region_sim", "region_global_sim"]
+    assert after.drop(floats).equals(before.drop(floats))
+    for column in floats[1:]:
+        np.testing.assert_allclose(after[column].to_numpy(), before[column].to_numpy(), atol=1e-5)
     assert untouched.stat().st_mtime_ns == mtime and done.exists()
     assert baseline_files[0].stat().st_mtime_ns == baseline_mtime  # cached per index
 
@@ -122,10 +128,12 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
     if chromium() is None:
         pytest.skip("headless Chromium not installed (apt-get install chromium)")
     rendered = render_report(base / "report.html", tmp_path)
-    # 2 checkpoints x (top-1 vs baseline, similarity to own training image); 4 pairs each
-    assert rendered["svgs"] == 4
-    assert rendered["images"] == 2 * 4 * 2 and rendered["images_ok"] == rendered["images"]
+    # 2 checkpoints x (top-1 vs baseline, similarity to own training image, region score vs
+    # region baseline); 4 global pairs and 4 region pairs each
+    assert rendered["svgs"] == 2 * 3
+    assert rendered["images"] == 2 * 2 * 4 * 2 and rendered["images_ok"] == rendered["images"]
     assert "tiny-1: top 4 generation / training pairs" in rendered["dom"]
+    assert "tiny-1: top 4 region matches (box drawn on the generation)" in rendered["dom"]
 
 
 def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster, tmp_path):
@@ -133,7 +141,7 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
 
     root, corpus, _ = demo_index_root
     folder = tmp_path / "generated"
-    truth = build_planted_generations(str(corpus), str(folder), copies=12, novel=8, seed=1)
+    truth = build_planted_generations(str(corpus), str(folder), copies=12, novel=8, seed=1, pasted=6)
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     assert scan.main(["--root", str(root), "--run", "planted", "--generated", str(folder),
                       "--generated_name", "closed-model", "--prompts_per_unit", "8",
@@ -148,18 +156,28 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     for d in pq.read_table(corpus / "duplicates.parquet").to_pylist():
         same_photo.setdefault(d["source_key"], {d["source_key"]}).add(d["key"])
     exact = 0
+    region_thr = ScanConfig().region_threshold
     for t in truth.to_pylist():
         r = rows[t["name"]]
         assert r["prompt"] == (folder / f"{t['name']}.txt").read_text()
-        if t["planted"]:
+        if t["transform"] == "pasted_object":  # object-level: found by a region, with its box
+            assert r["region_key"] in same_photo[t["source_key"]], (t, r["region_key"], r["region_sim"])
+            assert r["region_sim"] > region_thr, (t, r["region_sim"])
+            assert iou(r["region_box"], t["box"]) > 0.2, (r["region_box"], t["box"])
+            assert r["region_global_sim"] < r["region_sim"]
+        elif t["planted"]:
             assert r["top1_key"] in same_photo[t["source_key"]] and r["top1_sim"] > 0.5, (t, r)
             assert t["source_key"] in r["match_keys"] and r["source_sim"] > 0.5
             exact += r["top1_key"] == t["source_key"]
+            assert r["region_sim"] >= r["top1_sim"] - 1e-5
         else:
             assert r["top1_sim"] < 0.5, (t, r["top1_sim"])
+            assert r["region_sim"] < region_thr, (t, r["region_sim"])
     assert exact >= 9, exact  # most copies are nearest to the very image they copy
     summary = json.loads((root / "scans/planted/summary.json").read_text())
-    assert summary["checkpoints"]["closed-model"]["top1"]["above_threshold"] == 12
+    assert summary["checkpoints"]["closed-model"]["top1"]["above_threshold"] >= 12
+    assert summary["checkpoints"]["closed-model"]["replicated"] == 12 + 6
+    assert summary["region_baseline"]["count"] > 0
     assert summary["checkpoints"]["closed-model"]["skipped"] == {"not_an_image": 1}
 
 

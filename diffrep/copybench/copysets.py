@@ -42,6 +42,8 @@ class Query:
     set: str
     source_key: str
     image: Image.Image
+    #: the gallery item whose content was mixed in (None for noise fills and plain edits)
+    other_key: str | None = None
 
 
 def make_gallery(photos: dict[str, Image.Image], crops_per_photo: int, seed: int) -> list[GalleryItem]:
@@ -144,7 +146,8 @@ def make_queries(gallery: list[GalleryItem], set_name: str, seed: int) -> list[Q
     rng = random.Random(f"{seed}-{set_name}")
     out = []
     for item in gallery:
-        other = rng.choice([g for g in gallery if g.group != item.group]).image
+        other_item = rng.choice([g for g in gallery if g.group != item.group])
+        other = other_item.image
         if set_name == "cutmix":
             img = cutmix(item.image, other, rng)
         elif set_name == "segmix":
@@ -159,5 +162,7 @@ def make_queries(gallery: list[GalleryItem], set_name: str, seed: int) -> list[Q
             img = item.image
             for edit in rng.sample(PLAIN, 2):
                 img = TRANSFORMS[edit](img, rng)
-        out.append(Query(f"{set_name}__{item.key}", set_name, item.key, img.convert("RGB")))
+        mixed = set_name in ("cutmix", "segmix", "segmix_background", "diagonal_image")
+        out.append(Query(f"{set_name}__{item.key}", set_name, item.key, img.convert("RGB"),
+                         other_item.key if mixed else None))
     return out

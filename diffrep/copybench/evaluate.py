@@ -75,3 +75,21 @@ def average_ranks(table: dict[str, dict[str, float]]) -> dict[str, float]:
         for r, v in zip(rows, values, strict=True):
             ranks[r].append(1 + int((values > v).sum()) + ((values == v).sum() - 1) / 2)
     return {r: float(np.mean(v)) for r, v in ranks.items()}
+
+
+def score_regions(gallery: list[GalleryItem], query_sets: dict[str, list[Query]],
+                  gallery_feats: Features, region_vectors: dict[str, np.ndarray]
+                  ) -> dict[str, CopyMetrics]:
+    """{set: metrics} of object-level matching: each (query, gallery item) scored by the
+    best similarity of any of the query's regions (region_vectors[set]: (Q, R, dim), from
+    diffrep.search.regions.embed_regions) to the item's global descriptor."""
+    from diffrep.search.regions import region_scores
+
+    index = {g.key: i for i, g in enumerate(gallery)}
+    groups = np.array([g.group for g in gallery])
+    out = {}
+    for name, queries in query_sets.items():
+        source = np.array([index[q.source_key] for q in queries])
+        scores, _ = region_scores(region_vectors[name], gallery_feats.pooled)
+        out[name] = evaluate(scores, source, groups[source], groups)
+    return out

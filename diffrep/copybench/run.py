@@ -13,10 +13,11 @@ from typing import Any
 from diffrep import storage
 from diffrep.config import ConfigError, helps
 from diffrep.copybench.copysets import SETS, make_gallery, make_queries
-from diffrep.copybench.evaluate import average_ranks, extract, score_sets
+from diffrep.copybench.evaluate import average_ranks, extract, score_regions, score_sets
 from diffrep.data.demo import load_source_photos, tar_bytes
 from diffrep.models import check_model_name, create_embedder, default_weights
 from diffrep.report.html import esc, figure, page, table, thumbnail_data_uri
+from diffrep.search.regions import RegionSpec, embed_regions
 
 log = logging.getLogger("diffrep")
 
@@ -35,6 +36,12 @@ class CopyBenchConfig:
     use_opencv_doc: bool = field(default=True, metadata=helps("also Debian opencv-doc photos when present"))
     split_product: bool = field(default=True, metadata=helps(
         "also score token models (DINO, timm ViTs) with split-product"))
+    region_models: list[str] = field(default_factory=lambda: ["sscd_onnx", "sscd_distilled_onnx"],
+                                     metadata=helps(
+        "models also scored with object-level matching (diffrep.search.regions: best "
+        "region-to-image similarity over grid crops of each query), a row '<model>, regions'"))
+    region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
+        "crop sides of the region grid, as fractions of the query's side"))
     write_webdataset: bool = field(default=True, metadata=helps("write gallery and sets as WebDataset tars"))
     batch_size: int = field(default=32, metadata=helps("images per model call"))
     device: str = field(default="cpu", metadata=helps("cpu or cuda"))
@@ -93,6 +100,15 @@ def run_copybench(cfg: CopyBenchConfig) -> dict:
         for similarity, per_set in score_sets(gallery, query_sets, g_feats, q_feats).items():
             row = label if similarity == "inner_product" else f"{label}, split-product"
             rows[row] = {s: m.__dict__ for s, m in per_set.items()}
+        if model in cfg.region_models:
+            spec = RegionSpec(tuple(cfg.region_scales))
+            t1 = time.monotonic()
+            regions = {s: embed_regions(embedder, [q.image for q in qs], spec, cfg.batch_size).vectors
+                       for s, qs in query_sets.items()}
+            per_set = score_regions(gallery, query_sets, g_feats, regions)
+            rows[f"{label}, regions"] = {s: m.__dict__ for s, m in per_set.items()}
+            log.info("copybench: %s regions (%d per query) scored in %.1f s", model, spec.count(),
+                     time.monotonic() - t1)
         log.info("copybench: %s scored in %.1f s", model, time.monotonic() - t0)
     ranks = average_ranks({r: {s: v["map"] for s, v in per.items()} for r, per in rows.items()})
     results = {"sets": cfg.sets, "gallery": len(gallery), "photos": len(photos),

@@ -47,3 +47,16 @@ def read_tar_images(url: str, names: set[str]) -> dict[str, Image.Image]:
     except (OSError, tarfile.TarError) as exc:
         log.warning("report: images of %s unavailable: %s", url, exc)
     return out
+
+
+def draw_box(image: Image.Image, box, colour: str = "#e02020") -> Image.Image:
+    """A copy of `image` with the normalised box (x0, y0, x1, y1 in [0, 1]) outlined."""
+    from PIL import ImageDraw
+
+    out = image.convert("RGB")
+    w, h = out.size
+    x0, y0, x1, y1 = box
+    width = max(2, round(max(w, h) / 75))
+    ImageDraw.Draw(out).rectangle((x0 * w, y0 * h, x1 * w - 1, y1 * h - 1), outline=colour,
+                                  width=width)
+    return out

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from diffrep import storage
 from diffrep.scan.layout import ScanLayout
 from diffrep.search import Searcher
+from diffrep.search.regions import RegionSpec, embed_regions
 
 log = logging.getLogger("diffrep")
 
@@ -59,3 +60,78 @@ def load_or_compute(layout: ScanLayout, searcher: Searcher, n: int, seed: int,
     log.info("scan: baseline of %d training images: median top-1 %.3f (cached at %s)",
              len(ids), float(np.nanmedian(sims)) if len(ids) else float("nan"), url)
     return table
+
+
+def region_sample(handle, n: int, seed: int, max_shards: int) -> np.ndarray:
+    """Sorted ids of up to `n` random training images drawn from at most `max_shards`
+    random embedding shards: the region baseline needs pixels, and reading a few input
+    tars is what keeps it cheap at LAION scale."""
+    rng = np.random.default_rng(seed)
+    by_shard: dict[str, list[int]] = {}
+    for shard, _, sel in handle.locate(np.arange(handle.ntotal)):
+        by_shard.setdefault(shard, []).extend(sel.tolist())
+    shards = sorted(by_shard)
+    chosen = rng.choice(len(shards), size=min(max_shards, len(shards)), replace=False)
+    pool = np.sort(np.concatenate([np.asarray(by_shard[shards[i]], np.int64) for i in chosen]))
+    return np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
+
+
+def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, spec: RegionSpec,
+                            n: int, seed: int, candidates: int, max_shards: int = 4) -> pa.Table:
+    """The baseline region-scored the way generations are (diffrep.search.regions): for
+    random training images, the best region-to-image score against the rest of the
+    training set (self excluded), its neighbour and box. Table (id, key, neighbour_id,
+    similarity (global, same neighbour), region_similarity, box); cached per index,
+    size, seed and region scales."""
+    from diffrep.report.images import fetch_corpus_images
+
+    handle = searcher.handle
+    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales)
+    url = layout.baseline(handle.model, index_hash(searcher), n, seed, tag)
+    if storage.exists(url):
+        log.info("scan: region baseline from cache %s", url)
+        return pq.read_table(url)
+    ids = region_sample(handle, n, seed, max_shards)
+    keys = handle.lookup(ids)["key"].to_pylist()
+    wanted: dict[str, set[str]] = {}
+    for shard, _, sel in handle.locate(ids):
+        wanted.setdefault(shard, set()).update(keys[i] for i in sel)
+    images = fetch_corpus_images(handle.layout.root, handle.model, wanted)
+    have = [i for i, key in enumerate(keys) if key in images]
+    ids, keys = ids[have], [keys[i] for i in have]
+    out = {"neighbour_id": np.full(len(ids), -1, np.int64),
+           "similarity": np.full(len(ids), np.nan, np.float32),
+           "region_similarity": np.full(len(ids), np.nan, np.float32),
+           "box": [None] * len(ids)}
+    for start in range(0, len(ids), 64):
+        chunk = ids[start:start + 64]
+        regions = embed_regions(embedder, [images[k] for k in keys[start:start + 64]], spec)
+        hits = searcher.search(regions.global_vectors, k=min(3, handle.ntotal), rerank="exact",
+                               candidates=candidates, regions=regions)
+        for i, qid in enumerate(chunk):
+            others = np.nonzero((hits.ids[i] != qid) & (hits.ids[i] >= 0))[0]
+            if len(others):
+                j, row = others[0], start + i
+                out["neighbour_id"][row] = hits.ids[i, j]
+                out["similarity"][row] = hits.global_sims[i, j]
+                out["region_similarity"][row] = hits.sims[i, j]
+                out["box"][row] = hits.boxes[i, j].tolist()
+    table = pa.table({"id": ids, "key": pa.array(keys, pa.string()), **{
+        k: (pa.array(v, pa.list_(pa.float32(), 4)) if k == "box" else v) for k, v in out.items()}})
+    storage.write_parquet(url, table)
+    log.info("scan: region baseline of %d training images: median region score %.3f (cached at %s)",
+             len(ids), float(np.nanmedian(out["region_similarity"])) if len(ids) else float("nan"), url)
+    return table
+
+
+def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> pa.Table | None:
+    """The scan's region baseline (ScanConfig cfg, MatchSettings match), None when
+    scan.regions is off. Embeds with the descriptor the generations get."""
+    spec = match.region_spec()
+    if spec is None:
+        return None
+    from diffrep.models import create_embedder
+
+    embedder = create_embedder(match.model, weights=match.weights, device="cpu")
+    return load_or_compute_regions(layout, searcher, embedder, spec, cfg.baseline_size,
+                                   cfg.baseline_seed, cfg.candidates, cfg.region_baseline_shards)

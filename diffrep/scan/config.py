@@ -57,6 +57,19 @@ class ScanConfig:
     nprobe: int | None = field(default=None, metadata=helps("IVF lists probed; null: the index's"))
     threshold: float = field(default=0.5, metadata=helps(
         "replication threshold on top-1 similarity (SSCD 0.5, paper 1)"))
+    regions: bool = field(default=True, metadata=helps(
+        "object-level matching (paper 1, sec. 3): each generation also gets descriptors of "
+        "grid crops at region_scales and a region score, its best region-to-training-image "
+        "similarity, with the box; 1 + 13 descriptor calls per generation, small next to "
+        "generating it. false: the global descriptor only"))
+    region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
+        "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
+    region_threshold: float = field(default=0.6, metadata=helps(
+        "replication threshold on the region score, calibrated on the baseline, copybench "
+        "and novel images (docs/benchmarks.md, 'Region matching')"))
+    region_baseline_shards: int = field(default=4, metadata=helps(
+        "the region baseline samples its baseline_size images from this many random "
+        "training shards (it reads their images)"))
     baseline_size: int = field(default=1000, metadata=helps(
         "training images in the baseline (top-1 similarity to the rest of the training set)"))
     baseline_seed: int = field(default=0, metadata=helps("seed of the baseline sample"))
@@ -94,8 +107,12 @@ def validate(cfg: ScanConfig) -> None:
             errors.append(f"scan.{key} must be >= 1")
     if cfg.resolution < 8 or cfg.resolution % 8:
         errors.append("scan.resolution must be a multiple of 8 (the VAE's downsampling)")
-    if not -1 <= cfg.threshold <= 1:
-        errors.append("scan.threshold must be in [-1, 1] (cosine similarity)")
+    if not -1 <= cfg.threshold <= 1 or not -1 <= cfg.region_threshold <= 1:
+        errors.append("scan.threshold and scan.region_threshold must be in [-1, 1] (cosine similarity)")
+    if cfg.regions and not all(0 < s < 1 for s in cfg.region_scales):
+        errors.append("scan.region_scales must be fractions in (0, 1)")
+    if cfg.region_baseline_shards < 1:
+        errors.append("scan.region_baseline_shards must be >= 1")
     if cfg.gpus_per_worker < 0 or cfg.cpus_per_worker < 0:
         errors.append("scan.gpus_per_worker and scan.cpus_per_worker must be >= 0")
     if errors:

@@ -1,9 +1,11 @@
 """Scan inputs for the embedded default: a folder of "generated" images that holds planted
-edited copies of training images beside novel images (the ground truth is known), and
-tiny random-weight pipelines standing in for checkpoints.
+edited copies of training images, pasted-object copies (part of a training photo pasted as
+an ellipse into a novel scene: object-level replication, paper 1 sec. 3) and novel images
+(the ground truth is known), and tiny random-weight pipelines standing in for checkpoints.
 
 Folder layout (what scan.generated reads): <name>.png, <name>.txt (the prompt),
-<name>.json (provenance: planted, source_key, transform); truth.parquet lists them all.
+<name>.json (provenance: planted, source_key, transform, box); truth.parquet lists them
+all (box: where a pasted object lies, normalised x0, y0, x1, y1).
 """
 
 from __future__ import annotations
@@ -60,11 +62,33 @@ def novel_image(seed: int, size: int = 256) -> Image.Image:
     return img
 
 
+def paste_object(source: Image.Image, scene: Image.Image, rng: random.Random
+                 ) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """Paste an elliptical part of `source` (half to two thirds of its sides, at random)
+    into `scene` at 45-60% of the scene's side; returns the image and the normalised box."""
+    fw, fh = rng.uniform(0.5, 0.67), rng.uniform(0.5, 0.67)
+    w, h = int(source.width * fw), int(source.height * fh)
+    x, y = rng.randint(0, source.width - w), rng.randint(0, source.height - h)
+    side = int(scene.width * rng.uniform(0.45, 0.6))
+    obj = source.crop((x, y, x + w, y + h)).resize((side, int(side * h / w)), Image.Resampling.BICUBIC)
+    obj_h = min(obj.height, scene.height)
+    obj = obj.crop((0, 0, side, obj_h))
+    mask = Image.new("L", obj.size, 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, obj.width - 1, obj.height - 1), fill=255)
+    px, py = rng.randint(0, scene.width - obj.width), rng.randint(0, scene.height - obj.height)
+    out = scene.copy()
+    out.paste(obj, (px, py), mask)
+    box = (px / scene.width, py / scene.height, (px + obj.width) / scene.width,
+           (py + obj.height) / scene.height)
+    return out, tuple(round(v, 4) for v in box)
+
+
 def build_planted_generations(corpus_dir: str, out_dir: str, copies: int = 12, novel: int = 8,
-                              seed: int = 0) -> pa.Table:
-    """Write `copies` mildly edited copies of source photos of the demo corpus and `novel`
-    drawn images, each with prompt and provenance; returns the truth table (name,
-    planted, source_key, transform)."""
+                              seed: int = 0, pasted: int = 0) -> pa.Table:
+    """Write `copies` mildly edited copies of source photos of the demo corpus, `pasted`
+    pasted-object copies (part of a source photo in a novel scene) and `novel` drawn
+    images, each with prompt and provenance; returns the truth table (name, planted,
+    source_key, transform, box)."""
     rng = random.Random(seed)
     corpus = Path(corpus_dir)
     sources = set(pq.read_table(corpus / "duplicates.parquet")["source_key"].to_pylist())
@@ -77,7 +101,7 @@ def build_planted_generations(corpus_dir: str, out_dir: str, copies: int = 12, n
     chosen = rng.sample(sorted(images), min(copies, len(images)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    truth: dict[str, list] = {"name": [], "planted": [], "source_key": [], "transform": []}
+    truth: dict[str, list] = {"name": [], "planted": [], "source_key": [], "transform": [], "box": []}
 
     def write(name: str, img: Image.Image, prompt: str, meta: dict) -> None:
         (out / f"{name}.png").write_bytes(encode_png(img))
@@ -91,10 +115,17 @@ def build_planted_generations(corpus_dir: str, out_dir: str, copies: int = 12, n
         edit = list(PLANTED_EDITS)[i % len(PLANTED_EDITS)]
         write(f"copy_{i:03d}", PLANTED_EDITS[edit](img, rng), caption,
               {"planted": True, "source_key": key, "transform": edit})
+    for i, key in enumerate(rng.sample(sorted(images), min(pasted, len(images)))):
+        img, caption = images[key]
+        scene = novel_image(seed * 1000 + 500 + i, size=384)
+        copy, box = paste_object(img, scene, rng)
+        write(f"pasted_{i:03d}", copy, f"{caption}, in a drawn scene",
+              {"planted": True, "source_key": key, "transform": "pasted_object", "box": list(box)})
     for i in range(novel):
         write(f"novel_{i:03d}", novel_image(seed * 1000 + i), f"a drawing of shapes #{i}",
               {"planted": False, "source_key": None, "transform": None})
     table = pa.table(truth, schema=pa.schema([("name", pa.string()), ("planted", pa.bool_()),
-                                              ("source_key", pa.string()), ("transform", pa.string())]))
+                                              ("source_key", pa.string()), ("transform", pa.string()),
+                                              ("box", pa.list_(pa.float32(), 4))]))
     pq.write_table(table, out / "truth.parquet")
     return table

@@ -7,7 +7,8 @@
     done/<ckpt>/NNNNN.json             unit stats, written last: the unit's completion marker
     summary.json, report.html
 
-Baselines are per index, cached at <root>/scans/_baseline/<model>/<index hash>-n<N>-s<seed>.parquet.
+Baselines are per index, cached at <root>/scans/_baseline/<model>/<index hash>-n<N>-s<seed>.parquet
+(region-scored: ...-s<seed>-regions-<scales>.parquet).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ScanLayout:
     def done(self, label: str, unit: int) -> str:
         return self.path("done", label, f"{unit:05d}.json")
 
-    def baseline(self, model: str, index_hash: str, n: int, seed: int) -> str:
+    def baseline(self, model: str, index_hash: str, n: int, seed: int, tag: str = "") -> str:
+        """`tag`: what else the baseline depends on (e.g. region scales)."""
         return storage.join(self.root, "scans", "_baseline", model_dir_name(model),
-                            f"{index_hash[:16]}-n{n}-s{seed}.parquet")
+                            f"{index_hash[:16]}-n{n}-s{seed}{tag}.parquet")

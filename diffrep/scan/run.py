@@ -33,7 +33,8 @@ def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, 
     gen = GenerationSettings(cfg.seeds_per_prompt, cfg.seed, cfg.scheduler, cfg.steps,
                              cfg.guidance_scale, cfg.resolution, cfg.batch_size, cfg.device,
                              cfg.dtype)
-    return gen, MatchSettings(cfg.model, weights, cfg.k, cfg.candidates, cfg.nprobe)
+    return gen, MatchSettings(cfg.model, weights, cfg.k, cfg.candidates, cfg.nprobe,
+                              tuple(cfg.region_scales) if cfg.regions else ())
 
 
 def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match) -> pa.Table | None:
@@ -88,8 +89,10 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     gen, match = settings(cfg, handle)
     prompt_table = _plan(cfg, layout, handle, gen, match)
     backend = RayShards.from_actors(shard_actors) if shard_actors else LocalShards(handle)
-    base = baseline.load_or_compute(layout, Searcher(handle, backend, cfg.nprobe),
-                                    cfg.baseline_size, cfg.baseline_seed, cfg.candidates)
+    searcher = Searcher(handle, backend, cfg.nprobe)
+    base = baseline.load_or_compute(layout, searcher, cfg.baseline_size, cfg.baseline_seed,
+                                    cfg.candidates)
+    region_base = baseline.region_baseline(cfg, match, layout, searcher)
     labels = []
     if cfg.generated:
         label = output_label(cfg.generated_name)
@@ -109,7 +112,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     # only committed units' files are read (a stray file in the folder is not)
     tables = {label: pa.concat_tables([pq.read_table(layout.generations(label, u.unit))
                                        for u in units]) for label, units in labels}
-    summary = summarise(tables, base, cfg.threshold, cfg.model)
+    summary = summarise(tables, base, cfg.threshold, cfg.model, region_base, cfg.region_threshold)
     for label, units in labels:
         skipped: Counter = Counter()
         for u in units:

@@ -30,19 +30,35 @@ def describe(sims: np.ndarray, threshold: float) -> dict:
             "histogram": histogram(sims)}
 
 
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> nan
+
+
 def summarise(generations: dict[str, pa.Table], baseline: pa.Table, threshold: float,
-              model: str) -> dict:
-    """`generations`: per checkpoint label, a table with top1_sim and source_sim."""
+              model: str, region_baseline: pa.Table | None = None,
+              region_threshold: float | None = None) -> dict:
+    """`generations`: per checkpoint label, a table with top1_sim and source_sim (and
+    region_sim when object-level matching ran: then `region_baseline` and
+    `region_threshold` describe it, and `replicated` counts generations above either
+    threshold)."""
     out = {"model": model, "threshold": threshold, "bin_edges": BIN_EDGES.tolist(),
-           "baseline": describe(baseline["similarity"].to_numpy(zero_copy_only=False), threshold),
+           "baseline": describe(_floats(baseline["similarity"]), threshold),
            "checkpoints": {}}
+    if region_baseline is not None:
+        out["region_threshold"] = region_threshold
+        out["region_baseline"] = describe(_floats(region_baseline["region_similarity"]),
+                                          region_threshold)
     for label, table in generations.items():
-        top1 = table["top1_sim"].to_numpy(zero_copy_only=False).astype(np.float64)
-        source = table["source_sim"].to_numpy(zero_copy_only=False).astype(np.float64)
+        top1 = _floats(table["top1_sim"])
         out["checkpoints"][label] = {
             "checkpoint": table["checkpoint"][0].as_py() if len(table) else label,
             "generations": len(table), "prompts": len(set(table["prompt"].to_pylist())),
             "top1": describe(top1, threshold),
-            "source": describe(source, threshold),
+            "source": describe(_floats(table["source_sim"]), threshold),
         }
+        if region_baseline is not None:
+            region = _floats(table["region_sim"])
+            out["checkpoints"][label]["region"] = describe(region, region_threshold)
+            out["checkpoints"][label]["replicated"] = int(
+                ((top1 > threshold) | (region > region_threshold)).sum())
     return out

@@ -19,6 +19,7 @@ from diffrep.diffusion.pipelines import Checkpoint
 from diffrep.scan.layout import ScanLayout
 from diffrep.scan.units import ScanUnit, read_given
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
+from diffrep.search.regions import RegionSpec, embed_regions
 
 GENERATION_SCHEMA = pa.schema([
     ("gen_id", pa.string()), ("checkpoint", pa.string()), ("checkpoint_path", pa.string()),
@@ -31,6 +32,11 @@ GENERATION_SCHEMA = pa.schema([
     ("match_ids", pa.list_(pa.int64())), ("match_keys", pa.list_(pa.string())),
     ("match_urls", pa.list_(pa.string())), ("match_captions", pa.list_(pa.string())),
     ("match_sims", pa.list_(pa.float32())),
+    # object-level matching (diffrep.search.regions; null when scan.regions is off): the
+    # training image with the best region score, that score, the whole generation's
+    # similarity to the same image, and the region's box (x0, y0, x1, y1 in [0, 1])
+    ("region_id", pa.int64()), ("region_key", pa.string()), ("region_sim", pa.float32()),
+    ("region_global_sim", pa.float32()), ("region_box", pa.list_(pa.float32(), 4)),
 ])
 
 
@@ -54,6 +60,11 @@ class MatchSettings:
     k: int = 5
     candidates: int = 50
     nprobe: int | None = None
+    #: region scales (RegionSpec.scales) of object-level matching; empty: global only
+    region_scales: tuple[float, ...] = ()
+
+    def region_spec(self) -> RegionSpec | None:
+        return RegionSpec(tuple(self.region_scales)) if self.region_scales else None
 
 
 class ScanWorker:
@@ -144,9 +155,13 @@ class ScanWorker:
         if not rows:
             return
         m, handle = self.match, self.searcher.handle
-        vectors = self.embedder.embed_images(images)
+        spec = m.region_spec()
+        regions = embed_regions(self.embedder, images, spec) if spec else None
+        vectors = regions.global_vectors if regions else self.embedder.embed_images(images)
         k = min(m.k, handle.ntotal)
         hits = self.searcher.search(vectors, k=k, rerank="exact", candidates=m.candidates)
+        if regions is not None:
+            self._match_regions(rows, vectors, regions)
         meta = handle.lookup(hits.ids.ravel()).to_pydict()
         with_source = [i for i, r in enumerate(rows) if r["source_id"] is not None]
         source_sims = {}
@@ -161,6 +176,19 @@ class ScanWorker:
                      match_sims=hits.sims[i].tolist(), top1_id=int(hits.ids[i, 0]),
                      top1_key=meta["key"][i * k], top1_sim=float(hits.sims[i, 0]),
                      source_sim=source_sims.get(i))
+
+
+    def _match_regions(self, rows: list[dict], vectors: np.ndarray, regions) -> None:
+        """Best region score, its training image and box (diffrep.search.regions), into `rows`."""
+        hits = self.searcher.search(vectors, k=1, rerank="exact", candidates=self.match.candidates,
+                                    regions=regions)
+        keys = self.searcher.handle.lookup(hits.ids[:, 0])["key"].to_pylist()
+        for i, r in enumerate(rows):
+            if hits.ids[i, 0] >= 0:
+                r.update(region_id=int(hits.ids[i, 0]), region_key=keys[i],
+                         region_sim=float(hits.sims[i, 0]),
+                         region_global_sim=float(hits.global_sims[i, 0]),
+                         region_box=hits.boxes[i, 0].tolist())
 
 
 def settings_dict(gen: GenerationSettings, match: MatchSettings) -> dict:

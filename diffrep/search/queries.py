@@ -17,6 +17,7 @@ from diffrep.data.images import SkipSample, decode_image
 from diffrep.embed.layout import ModelOutput
 from diffrep.index.vectors import list_embedding_files, load_npy
 from diffrep.models import model_dir_name
+from diffrep.search.regions import RegionQueries, RegionSpec, embed_regions
 
 log = logging.getLogger("diffrep")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -27,6 +28,13 @@ class QuerySet:
     keys: list[str]
     vectors: np.ndarray          # (Q, dim) float32
     skipped: dict[str, int]
+    regions: RegionQueries | None = None  # image queries with region matching on
+
+    def block(self, start: int, stop: int) -> RegionQueries | None:
+        """Region descriptors of queries [start, stop), or None."""
+        if self.regions is None:
+            return None
+        return RegionQueries(self.regions.vectors[start:stop], self.regions.boxes, self.regions.spec)
 
 
 def from_embed_root(root: str, model: str) -> QuerySet:
@@ -77,9 +85,11 @@ def list_images(pattern: str) -> list[str]:
     return sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def from_images(paths: list[str], embedder, batch_size: int = 32) -> QuerySet:
+def from_images(paths: list[str], embedder, batch_size: int = 32,
+                regions: RegionSpec | None = None) -> QuerySet:
     """Decode and embed image files; unreadable ones are skipped and counted by reason.
-    Keys are the file paths."""
+    Keys are the file paths. With `regions`, every image's region descriptors too (region 0
+    is the whole image, so the global vectors come from them)."""
     keys, images, skipped = [], [], Counter()
     for path in paths:
         try:
@@ -89,6 +99,9 @@ def from_images(paths: list[str], embedder, batch_size: int = 32) -> QuerySet:
         except SkipSample as exc:
             skipped[exc.reason] += 1
             log.warning("search: skipping %s (%s)", path, exc.reason)
+    if regions is not None:
+        rq = embed_regions(embedder, images, regions, batch_size)
+        return QuerySet(keys, rq.global_vectors, dict(skipped), rq)
     vectors = embedder.embed_images(images, batch_size=batch_size) if images else \
         np.zeros((0, embedder.dim), np.float32)
     return QuerySet(keys, vectors, dict(skipped))
@@ -105,7 +118,8 @@ def load_queries(cfg, handle) -> QuerySet:
             raise ConfigError(f"search.images {cfg.images!r} matches no image file")
         random_init = handle.infos.get("embedder", {}).get("random_init", False)
         weights = cfg.weights or ("random" if random_init else default_weights(cfg.model))
-        queries = from_images(paths, create_embedder(cfg.model, weights=weights))
+        spec = RegionSpec(tuple(cfg.region_scales)) if cfg.regions else None
+        queries = from_images(paths, create_embedder(cfg.model, weights=weights), regions=spec)
     elif cfg.queries.endswith(".npy"):
         queries = from_npy(cfg.queries, cfg.queries_metadata, cfg.query_model, cfg.model)
     else:

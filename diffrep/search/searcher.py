@@ -18,6 +18,7 @@ from diffrep.index.build import read_index, search_params
 from diffrep.index.manifest import verify
 from diffrep.index.vectors import merge_topk
 from diffrep.search.index import IndexHandle
+from diffrep.search.regions import RegionQueries, region_scores, union_candidates
 from diffrep.similarity import split_product
 
 Rerank = Literal["none", "exact", "split_product"]
@@ -25,10 +26,18 @@ Rerank = Literal["none", "exact", "split_product"]
 
 @dataclass
 class Hits:
-    """Top-k per query: ids (Q, k) int64 (-1: none), similarities (Q, k) float32."""
+    """Top-k per query: ids (Q, k) int64 (-1: none), similarities (Q, k) float32.
+
+    With region matching (Searcher.search(regions=...)), `sims` are region scores (best
+    region-to-image similarity, the ranking's), `global_sims` (Q, k) the whole query's
+    similarity to the same images and `boxes` (Q, k, 4) the best region of each, normalised
+    (x0, y0, x1, y1); without it both are None.
+    """
 
     ids: np.ndarray
     sims: np.ndarray
+    global_sims: np.ndarray | None = None
+    boxes: np.ndarray | None = None
 
 
 @dataclass
@@ -142,14 +151,22 @@ class Searcher:
         return q
 
     def search(self, queries: np.ndarray, k: int = 10, rerank: Rerank = "none",
-               candidates: int = 0, query_tokens: np.ndarray | None = None) -> Hits:
+               candidates: int = 0, query_tokens: np.ndarray | None = None,
+               regions: RegionQueries | None = None) -> Hits:
         """Top-k of each query over all shards.
 
         rerank="exact" ranks max(k, candidates) approximate candidates by their true inner
         product with the stored embeddings; "split_product" by split-product of patch
         tokens (query_tokens: (Q, T, d)). Similarities returned are those of the ranking.
+
+        regions (diffrep.search.regions.embed_regions of the same queries): object-level
+        matching. The global candidates and each region's `per_region` candidates are
+        ranked by region score, the best exact similarity of any region of the query to
+        the stored embedding (rerank is then always exact); see Hits.
         """
         q = self._check(queries)
+        if regions is not None:
+            return self._region_search(q, regions, k, max(k, candidates))
         n_cand = max(k, candidates) if rerank != "none" else k
         sims, ids = merge_topk(self.backend.search(q, n_cand, self.nprobe), n_cand)
         if rerank == "none":
@@ -189,6 +206,35 @@ class Searcher:
         query, ids_, sims_ = query[keep], ids_[keep], sims_[keep]
         order = np.lexsort((ids_, -sims_, query))
         return RangeHits(query[order], ids_[order], sims_[order])
+
+    def _region_search(self, q: np.ndarray, regions: RegionQueries, k: int, n_cand: int) -> Hits:
+        nq, nr, dim = regions.vectors.shape
+        if nq != len(q) or dim != q.shape[1]:
+            raise ValueError(f"region vectors {regions.vectors.shape} do not match queries {q.shape}")
+        _, g_ids = merge_topk(self.backend.search(q, n_cand, self.nprobe), n_cand)
+        per = regions.spec.per_region
+        flat = np.ascontiguousarray(regions.vectors.reshape(nq * nr, dim), np.float32)
+        _, r_ids = merge_topk(self.backend.search(flat, per, self.nprobe), per)
+        ids = union_candidates(g_ids, r_ids.reshape(nq, nr * per))
+        vecs = np.zeros(ids.shape + (dim,), np.float32)
+        valid = ids >= 0
+        if valid.any():
+            uniq, inv = np.unique(ids[valid], return_inverse=True)
+            vecs[valid] = self.handle.vectors(uniq)[inv]
+        score, best = region_scores(regions.vectors, vecs)
+        glob = np.einsum("qd,qcd->qc", q, vecs)
+        score, glob = np.where(valid, score, -np.inf), np.where(valid, glob, -np.inf)
+        order = np.lexsort((ids, -glob, -score), axis=-1)[:, :k]
+        take = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
+        boxes = regions.boxes[take(best)]
+        ids_k = take(ids)
+        if ids_k.shape[1] < k:  # fewer candidates than k: pad as "no result"
+            pad = k - ids_k.shape[1]
+            return Hits(np.pad(ids_k, ((0, 0), (0, pad)), constant_values=-1),
+                        np.pad(take(score), ((0, 0), (0, pad)), constant_values=-np.inf),
+                        np.pad(take(glob), ((0, 0), (0, pad)), constant_values=-np.inf),
+                        np.pad(boxes, ((0, 0), (0, pad), (0, 0))))
+        return Hits(ids_k, take(score).astype(np.float32), take(glob).astype(np.float32), boxes)
 
     def _true_sims(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         flat = ids.ravel()

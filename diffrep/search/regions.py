@@ -1,0 +1,124 @@
+"""Region (object-level) matching for image queries (paper 1, sec. 3).
+
+A generation replicates when it contains an object of a training image, and one global
+descriptor of the whole generation misses an object pasted into part of it. So a query
+image also gets region descriptors: crops on a multi-scale grid, each embedded with the
+index's own descriptor. The region score of a (query, training image) pair is the best
+similarity of any of the query's regions to the training image's (global, stored)
+descriptor, and the box of that region is kept. The whole image is region 0, so the region
+score is never below the global similarity.
+
+The index does not change: only queries get region descriptors. The extra cost is one
+descriptor call per region (`RegionSpec.count()` per query, 14 by default, instead of 1)
+and one search per region of `per_region` candidates.
+
+Boxes are normalised (x0, y0, x1, y1) in [0, 1] of the query image's width and height.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+FULL_BOX = (0.0, 0.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """Which regions a query gets and how many candidates each one brings.
+
+    scales: crop side as a fraction of the image's side (width and height alike); each
+        scale tiles the image with crops that overlap their neighbours by `overlap`.
+    per_region: approximate candidates searched per region (its union with the global
+        candidates is re-ranked exactly).
+    """
+
+    scales: tuple[float, ...] = (0.5, 0.75)
+    overlap: float = 0.5
+    per_region: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.scales or not all(0 < s < 1 for s in self.scales):
+            raise ValueError(f"region scales must be in (0, 1), not {self.scales}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"region overlap must be in [0, 1), not {self.overlap}")
+        if self.per_region < 1:
+            raise ValueError("per_region must be >= 1")
+
+    def boxes(self) -> np.ndarray:
+        """(R, 4) float32 normalised boxes: the whole image first, then each scale's grid."""
+        out = [FULL_BOX]
+        for s in self.scales:
+            stride = s * (1 - self.overlap)
+            n = math.ceil(round((1 - s) / stride, 6)) + 1 if stride > 0 else 1
+            starts = np.linspace(0.0, 1 - s, n)
+            out += [(x, y, x + s, y + s) for y in starts for x in starts]
+        return np.round(np.asarray(out, np.float32), 4)
+
+    def count(self) -> int:
+        """Regions per query, the whole image included (descriptor calls per query)."""
+        return len(self.boxes())
+
+
+def crop_regions(image: Image.Image, boxes: np.ndarray) -> list[Image.Image]:
+    """The image's crops at normalised `boxes` (pixel edges rounded)."""
+    w, h = image.size
+    out = []
+    for x0, y0, x1, y1 in boxes:
+        px = (round(x0 * w), round(y0 * h), max(round(x1 * w), round(x0 * w) + 1),
+              max(round(y1 * h), round(y0 * h) + 1))
+        out.append(image if px == (0, 0, w, h) else image.crop(px))
+    return out
+
+
+@dataclass
+class RegionQueries:
+    """Region descriptors of Q query images: vectors (Q, R, dim) float32, L2-normalised,
+    region 0 being the whole image (the query's global descriptor); boxes (R, 4)."""
+
+    vectors: np.ndarray
+    boxes: np.ndarray
+    spec: RegionSpec
+
+    @property
+    def global_vectors(self) -> np.ndarray:
+        """(Q, dim): region 0, the global descriptor of each query."""
+        return np.ascontiguousarray(self.vectors[:, 0])
+
+
+def embed_regions(embedder, images: Sequence[Image.Image], spec: RegionSpec,
+                  batch_size: int = 32) -> RegionQueries:
+    """Embed every region of every image with `embedder` (the index's descriptor)."""
+    boxes = spec.boxes()
+    crops = [c for img in images for c in crop_regions(img.convert("RGB"), boxes)]
+    if not crops:
+        return RegionQueries(np.zeros((0, len(boxes), embedder.dim), np.float32), boxes, spec)
+    flat = embedder.embed_images(crops, batch_size=batch_size)
+    return RegionQueries(flat.reshape(len(images), len(boxes), -1), boxes, spec)
+
+
+def region_scores(region_vectors: np.ndarray, candidates: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Best region-to-image similarity. region_vectors (Q, R, d), candidates (Q, C, d) or
+    (C, d) shared by all queries -> (scores (Q, C) float32, best region index (Q, C))."""
+    r = np.asarray(region_vectors, np.float32)
+    c = np.asarray(candidates, np.float32)
+    sims = np.einsum("qrd,cd->qrc", r, c) if c.ndim == 2 else np.einsum("qrd,qcd->qrc", r, c)
+    best = sims.argmax(axis=1)
+    return np.take_along_axis(sims, best[:, None], 1)[:, 0], best
+
+
+def union_candidates(global_ids: np.ndarray, region_ids: np.ndarray) -> np.ndarray:
+    """Per query, the distinct ids of its global (Q, a) and region (Q, b) candidates,
+    padded with -1 to a common width (Q, U)."""
+    rows = [np.unique(np.concatenate([g, r])) for g, r in zip(global_ids, region_ids, strict=True)]
+    rows = [u[u >= 0] for u in rows]
+    width = max((len(u) for u in rows), default=0)
+    out = np.full((len(rows), max(width, 1)), -1, np.int64)
+    for i, u in enumerate(rows):
+        out[i, :len(u)] = u
+    return out
