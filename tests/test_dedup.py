@@ -113,6 +113,12 @@ def test_groups_do_not_depend_on_slices_shards_or_partitions(tmp_path, rows_per_
             want.setdefault(g, set()).add(key)
     assert partition(groups) == {frozenset(v) for v in want.values()}
     assert summary["groups"] == len(want) and summary["duplicated_images"] == int((truth >= 0).sum())
+    from diffrep.dedup.assemble import COUNT_EDGES, SIZE_EDGES, histogram
+
+    # bins in their numeric order (the report plots them so), counts over every image
+    assert list(summary["duplicate_count_histogram"]) == list(histogram(np.zeros(0), COUNT_EDGES))
+    assert list(summary["group_size_histogram"]) == list(histogram(np.zeros(0), SIZE_EDGES))
+    assert sum(summary["duplicate_count_histogram"].values()) == len(x)
     # every within-group pair, once (over all slices' files); duplicate counts = size - 1
     pairs = pq.read_table(tmp_path / "dedup" / MODEL / "pairs")
     assert pairs.num_rows == sum(len(v) * (len(v) - 1) // 2 for v in want.values())

@@ -109,15 +109,17 @@ def merge_summaries(parts: list[dict], model: str, threshold: float, images: int
     def total(key: str) -> int:
         return sum(p[key] for p in parts)
 
-    def summed(key: str) -> dict[str, int]:
-        out: dict[str, int] = {}
+    def summed(key: str, edges: list[int]) -> dict[str, int]:
+        """Bin counts summed over parts, bins in edge order (markers are JSON with sorted
+        keys, which would put "10-19" before "2")."""
+        out = histogram(np.zeros(0, np.int64), edges)
         for p in parts:
             for label, n in p[key].items():
-                out[label] = out.get(label, 0) + n
+                out[label] += n
         return out
 
     duplicated, groups = total("duplicated_images"), total("groups")
-    counts = summed("duplicate_count_histogram")
+    counts = summed("duplicate_count_histogram", COUNT_EDGES)
     counts["0"] = counts.get("0", 0) + images - duplicated
     largest = sorted((tuple(g) for p in parts for g in p["largest_groups"]), key=lambda g: (-g[1], g[0]))
     return {
@@ -126,8 +128,8 @@ def merge_summaries(parts: list[dict], model: str, threshold: float, images: int
         "kept_images": images - duplicated + groups,
         "largest_group": max((p["largest_group"] for p in parts), default=0),
         "duplicate_count_histogram": counts,
-        "group_size_histogram": summed("group_size_histogram"),
-        "distinct_captions_histogram": summed("distinct_captions_histogram"),
+        "group_size_histogram": summed("group_size_histogram", SIZE_EDGES),
+        "distinct_captions_histogram": summed("distinct_captions_histogram", CAPTION_EDGES),
         "groups_sharing_a_caption": total("groups_sharing_a_caption"),
         "largest_groups": [{"group_id": g, "size": s} for g, s in largest[:report_groups]],
         "partitions": len(parts),
