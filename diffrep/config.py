@@ -55,6 +55,9 @@ def check_resumed_settings(url: str, settings: dict, section: str, run: str) -> 
     keys that differ, else (re)writes the record."""
     from diffrep import storage
 
+    import json
+
+    settings = json.loads(json.dumps(settings))  # as the record holds them: tuples are lists
     if storage.exists(url):
         started = storage.read_json(url)
         changed = sorted(k for k in settings if started.get(k) != settings[k])

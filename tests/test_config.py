@@ -82,3 +82,16 @@ def test_every_shipped_config_parses_with_its_jobs(path):
     for section in sections:
         assert section in classes, f"{path}: section {section!r} belongs to no job"
         load_job_config(classes[section], section, ["--config", path])
+
+
+def test_resumed_settings_compare_as_recorded(tmp_path):
+    """A resumed run with the same settings passes even where they hold tuples (the JSON
+    record holds lists); a changed value is named."""
+    from diffrep.config import check_resumed_settings
+
+    url = str(tmp_path / "plan.json")
+    settings = {"match": {"region_scales": (0.5, 0.75), "k": 5}, "num_prompts": 12}
+    check_resumed_settings(url, settings, "scan", "r")
+    check_resumed_settings(url, settings, "scan", "r")
+    with pytest.raises(ConfigError, match=r"\(match differ"):
+        check_resumed_settings(url, {**settings, "match": {"region_scales": (0.5,), "k": 5}}, "scan", "r")
