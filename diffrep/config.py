@@ -53,9 +53,9 @@ def check_resumed_settings(url: str, settings: dict, section: str, run: str) -> 
     """A run records the settings it started with at `url`; a resumed run must have the
     same ones (outputs made with others would be mixed in). Raises ConfigError naming the
     keys that differ, else (re)writes the record."""
-    from diffrep import storage
-
     import json
+
+    from diffrep import storage
 
     settings = json.loads(json.dumps(settings))  # as the record holds them: tuples are lists
     if storage.exists(url):
