@@ -11,7 +11,13 @@ replication threshold comes from data. On copybench's gallery (crops of real pho
   * copy sets: each query against the training images of photos it holds nothing of
     (neither its source's nor the mixed-in photo's);
   * novel drawings (diffrep.scan.demo.novel_image) against every training image;
-- positive scores: each query against its source, per set.
+- positive scores: each query against its source, per set (copybench's sets and
+  pasted-object copies as the demo's planted folder makes them).
+
+Three scorings: `image` (each query region against the whole training image's stored
+descriptor), `rerank_top3` (what Searcher.search does by default: then each query's top 3
+re-scored region to region, with the training images' own grid crops) and `pairs_all`
+(region to region against every training image: an upper bound of the null).
 
 The threshold is the largest null score, rounded up to the next 0.05: every novel image
 stays below it. Printed beside it: the share of each set's copies above it (region score)
@@ -26,9 +32,12 @@ import argparse
 import json
 import math
 import os
+import random
 import time
 
 import numpy as np
+
+from diffrep.search.regions import RegionSpec, embed_regions
 
 SETS = ("cutmix", "segmix", "segmix_background", "diagonal_image", "plain")
 
@@ -41,8 +50,12 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
     from diffrep.copybench.copysets import make_gallery, make_queries
     from diffrep.data.demo import load_source_photos
     from diffrep.models import create_embedder, default_weights
-    from diffrep.scan.demo import novel_image
-    from diffrep.search.regions import RegionSpec, embed_regions, region_scores
+    from diffrep.scan.demo import novel_image, paste_object
+    from diffrep.search.regions import (
+        region_pair_scores,
+        region_scores,
+        rerank_pairs,
+    )
 
     spec = RegionSpec()
     embedder = create_embedder(model, weights=default_weights(model))
@@ -51,46 +64,113 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
     groups = np.array([g.group for g in gallery])
     index = {g.key: i for i, g in enumerate(gallery)}
     t0 = time.perf_counter()
-    g_regions = embed_regions(embedder, [g.image for g in gallery], spec)
-    g_vecs = g_regions.global_vectors
+    g_regions = embed_regions(embedder, [g.image for g in gallery], spec).vectors
     t_gallery = time.perf_counter() - t0
-    nulls: dict[str, np.ndarray] = {}
-    scores, _ = region_scores(g_regions.vectors, g_vecs)
-    nulls["baseline"] = np.where(groups[:, None] == groups[None, :], -1, scores).max(1)
-    drawings = [novel_image(seed * 1000 + 700 + i) for i in range(novel)]
-    scores, _ = region_scores(embed_regions(embedder, drawings, spec).vectors, g_vecs)
-    nulls["novel"] = scores.max(1)
-    positives, global_pos, unrelated = {}, {}, []
-    for name in SETS:
-        queries = make_queries(gallery, name, seed)
-        rq = embed_regions(embedder, [q.image for q in queries], spec)
-        scores, _ = region_scores(rq.vectors, g_vecs)
-        src = np.array([index[q.source_key] for q in queries])
-        positives[name] = scores[np.arange(len(src)), src]
-        global_pos[name] = (rq.global_vectors * g_vecs[src]).sum(1)
-        related = groups[None, :] == groups[src][:, None]
-        others = [groups[index[q.other_key]] if q.other_key else "" for q in queries]
-        related |= groups[None, :] == np.array(others)[:, None]
-        unrelated.append(np.where(related, -1, scores).max(1))
-    nulls["copy_sets_unrelated"] = np.concatenate(unrelated)
-    worst = max(float(v.max()) for v in nulls.values())
-    threshold = math.ceil(worst * 20 - 1e-9) / 20
+    # each scoring: query regions (Q, R, d) -> scores (Q, gallery)
+    # each scoring: query regions (Q, R, d), excluded (Q, gallery) bool or None -> scores
+    # (Q, gallery), excluded items at -1 (excluded before the re-rank picks its top: a null
+    # score is that of the best image the query holds nothing of, re-ranked as it would be)
+    def image(r: np.ndarray, excluded: np.ndarray | None) -> np.ndarray:
+        scores = region_scores(r, g_regions[:, 0])[0]
+        return scores if excluded is None else np.where(excluded, -1, scores)
+
+    def with_rerank(r: np.ndarray, excluded: np.ndarray | None) -> np.ndarray:  # as Searcher.search
+        scores, best = region_scores(r, g_regions[:, 0])
+        if excluded is not None:
+            scores = np.where(excluded, -1, scores).astype(np.float32)
+        ids = np.broadcast_to(np.arange(len(gallery)), scores.shape)
+        rerank_pairs(r, ids, scores, best, lambda i: g_regions[i], spec.rerank)
+        return scores if excluded is None else np.where(excluded, -1, scores)
+
+    def pairs_all(r: np.ndarray, excluded: np.ndarray | None) -> np.ndarray:
+        scores = region_pair_scores(r, g_regions)[0]
+        return scores if excluded is None else np.where(excluded, -1, scores)
+
+    scorings = {"image": image, f"rerank_top{spec.rerank}": with_rerank, "pairs_all": pairs_all}
+    drawings = embed_regions(embedder, [novel_image(seed * 1000 + 700 + i) for i in range(novel)],
+                             spec).vectors
+    rng = random.Random(seed)
+    query_sets = {name: make_queries(gallery, name, seed) for name in SETS}
+    query_regions = {name: embed_regions(embedder, [q.image for q in qs], spec).vectors
+                     for name, qs in query_sets.items()}
+    pasted = [paste_object(g.image, novel_image(seed * 1000 + 500 + i, size=384), rng)[0]
+              for i, g in enumerate(gallery)]
+    query_regions["pasted_object"] = embed_regions(embedder, pasted, spec).vectors
+    sources = {name: np.array([index[q.source_key] for q in qs]) for name, qs in query_sets.items()}
+    sources["pasted_object"] = np.arange(len(gallery))
+    others = {name: np.array([groups[index[q.other_key]] if q.other_key else "" for q in qs])
+              for name, qs in query_sets.items()}
+    others["pasted_object"] = np.full(len(gallery), "")
     out = {"model": model, "regions_per_query": spec.count(), "scales": list(spec.scales),
            "gallery": len(gallery), "photos": len(photos), "novel_drawings": novel,
            "gallery_region_embed_s": round(t_gallery, 2),
-           "null_quantiles": {k: quantiles(v) for k, v in nulls.items()},
-           "null_count": {k: int(len(v)) for k, v in nulls.items()},
-           "largest_null": round(worst, 4), "threshold": threshold,
-           "copies_above": {name: {"region_score_above_threshold": round(float((p > threshold).mean()), 3),
-                                   "global_above_0.5": round(float((global_pos[name] > 0.5).mean()), 3),
-                                   "region_score_quantiles": quantiles(p)}
-                            for name, p in positives.items()}}
-    print(f"region threshold for {model}: {threshold} (largest null score {worst:.3f})")
-    for k, v in out["null_quantiles"].items():
-        print(f"  null {k:>20} (n={out['null_count'][k]}): {v}")
-    print("  | set | copies with region score > threshold | copies with global similarity > 0.5 |")
-    for name, c in out["copies_above"].items():
-        print(f"  | {name} | {c['region_score_above_threshold']:.3f} | {c['global_above_0.5']:.3f} |")
+           "region_embed_per_image_s": round(t_gallery / len(gallery), 4), "scorings": {}}
+    for scoring, score in scorings.items():
+        nulls: dict[str, np.ndarray] = {}
+        nulls["baseline"] = score(g_regions, groups[:, None] == groups[None, :]).max(1)
+        nulls["novel"] = score(drawings, None).max(1)
+        positives, unrelated = {}, []
+        for name, regions in query_regions.items():
+            src = sources[name]
+            positives[name] = score(regions, None)[np.arange(len(src)), src]
+            related = (groups[None, :] == groups[src][:, None]) | (groups[None, :] == others[name][:, None])
+            unrelated.append(score(regions, related).max(1))
+        nulls["copy_sets_unrelated"] = np.concatenate(unrelated)
+        worst = max(float(v.max()) for v in nulls.values())
+        threshold = math.ceil(worst * 20 - 1e-9) / 20
+        global_pos = {name: (r[:, 0] * g_regions[sources[name], 0]).sum(1)
+                      for name, r in query_regions.items()}
+        res = {"null_quantiles": {k: quantiles(v) for k, v in nulls.items()},
+               "null_count": {k: int(len(v)) for k, v in nulls.items()},
+               "largest_null": round(worst, 4), "threshold": threshold,
+               "copies_above": {name: {"region_score_above_threshold": round(float((p > threshold).mean()), 3),
+                                       "global_above_0.5": round(float((global_pos[name] > 0.5).mean()), 3),
+                                       "region_score_quantiles": quantiles(p)}
+                                for name, p in positives.items()}}
+        out["scorings"][scoring] = res
+        print(f"{scoring}: region threshold for {model}: {threshold} (largest null score {worst:.3f})")
+        for k, v in res["null_quantiles"].items():
+            print(f"  null {k:>20} (n={res['null_count'][k]}): {v}")
+        print("  | set | copies with region score > threshold | copies with global similarity > 0.5 |")
+        for name, c in res["copies_above"].items():
+            print(f"  | {name} | {c['region_score_above_threshold']:.3f} | {c['global_above_0.5']:.3f} |")
+    return out
+
+
+def query_rates(root: str, folder: str, model: str, repeats: int = 2) -> dict:
+    """Queries per second on an index with its corpus (e.g. the demo's after `make demo`):
+    the images of `folder` searched (top 5 of 50 candidates, exact re-rank) with the global
+    descriptor only, with regions to whole training images, and with the default re-rank
+    of the top 3 region to region; embedding included, best of `repeats` runs (the
+    re-rank's candidate cache is emptied before each run)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from diffrep.models import create_embedder, default_weights
+    from diffrep.search import Searcher, open_index
+    from diffrep.search.training_regions import TrainingRegions
+
+    handle = open_index(root, model)
+    embedder = create_embedder(model, weights=default_weights(model))
+    images = [Image.open(p).convert("RGB") for p in sorted(Path(folder).glob("*.png"))]
+    spec = RegionSpec()
+    modes = {"global": None, "regions": RegionSpec(rerank=0), f"regions_rerank{spec.rerank}": spec}
+    out = {"queries": len(images), "index_vectors": handle.ntotal}
+    for name, mode in modes.items():
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            if mode is None:
+                Searcher(handle).search(embedder.embed_images(images), k=5, rerank="exact", candidates=50)
+            else:
+                regions = TrainingRegions(handle, embedder, mode) if mode.rerank else None
+                rq = embed_regions(embedder, images, mode)
+                Searcher(handle, candidate_regions=regions).search(
+                    rq.global_vectors, k=5, rerank="exact", candidates=50, regions=rq)
+            best = min(best, time.perf_counter() - t0)
+        out[f"{name}_queries_per_s"] = round(len(images) / best, 2)
+        print(f"  {name}: {len(images) / best:.2f} queries/s", flush=True)
     return out
 
 
@@ -102,8 +182,13 @@ def main() -> None:
     parser.add_argument("--crops_per_photo", type=int, default=3)
     parser.add_argument("--novel", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--demo_root", default=None,
+                        help="also queries/s on this index with its corpus (e.g. data/demo/out)")
+    parser.add_argument("--demo_folder", default="data/demo/corpus/generated")
     args = parser.parse_args()
     results = calibrate(args.model, args.crops_per_photo, args.novel, args.seed)
+    if args.demo_root:
+        results["query_rates"] = query_rates(args.demo_root, args.demo_folder, args.model)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)

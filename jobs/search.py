@@ -22,8 +22,9 @@ from diffrep.ray_utils import init_ray
 from diffrep.resources import Ask, fit_config
 from diffrep.search import Hits, LocalShards, RayShards, Searcher, open_index, wants_shard_actors
 from diffrep.search.config import SearchConfig, validate
-from diffrep.search.queries import load_queries
+from diffrep.search.queries import image_embedder, load_queries
 from diffrep.search.results import hits_table
+from diffrep.search.training_regions import TrainingRegions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         backend = LocalShards(handle)
-    searcher = Searcher(handle, backend, nprobe=cfg.nprobe)
+    spec = queries.regions.spec if queries.regions is not None else None
+    training_regions = TrainingRegions(handle, image_embedder(cfg, handle), spec) \
+        if spec is not None and spec.rerank else None
+    searcher = Searcher(handle, backend, nprobe=cfg.nprobe, candidate_regions=training_regions)
     n = len(queries.keys)
     progress = Progress("search", -(-n // cfg.batch_size), unit="batches", item="queries")
     tables = []

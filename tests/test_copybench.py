@@ -97,7 +97,7 @@ def test_copy_sets_record_their_source_and_mix_another_photo():
 def test_real_sscd_beats_random_init_on_every_set(tmp_path):
     cfg = CopyBenchConfig(out_dir=str(tmp_path), models=["sscd_onnx", "clip:ViT-B-32"],
                           weights={"clip:ViT-B-32": "random"}, crops_per_photo=2,
-                          use_opencv_doc=False)
+                          use_opencv_doc=False, region_models=[])
     results = run_copybench(cfg)
     sscd, rand = results["rows"]["sscd_onnx"], results["rows"]["clip:ViT-B-32 (random init)"]
     margins = {s: sscd[s]["map"] - rand[s]["map"] for s in SETS}

@@ -12,7 +12,14 @@ from PIL import Image
 
 from diffrep.scan.config import ScanConfig
 from diffrep.scan.demo import novel_image, paste_object
-from diffrep.search.regions import RegionSpec, crop_regions, region_scores, union_candidates
+from diffrep.search.regions import (
+    RegionSpec,
+    crop_regions,
+    region_pair_scores,
+    region_scores,
+    rerank_pairs,
+    union_candidates,
+)
 
 REGION_THRESHOLD = ScanConfig().region_threshold
 
@@ -56,14 +63,58 @@ def test_region_score_is_the_best_region_and_never_below_the_global_one():
     assert u.tolist() == [[1, 3, 5], [2, -1, -1]]
 
 
+def test_region_pairs_score_the_best_region_to_region_and_rerank_only_the_top():
+    rng = np.random.default_rng(1)
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+    q = unit(rng.standard_normal((2, 4, 8))).astype(np.float32)
+    cand = unit(rng.standard_normal((5, 3, 8))).astype(np.float32)  # 5 images, 3 regions each
+    cand[2, 1] = q[0, 3]  # query 0's region 3 is region 1 of image 2
+    pair, best = region_pair_scores(q, cand)
+    want = np.einsum("qrd,csd->qcrs", q, cand).max((2, 3))
+    np.testing.assert_allclose(pair, want, atol=1e-6)
+    assert pair[0, 2] == pytest.approx(1.0, abs=1e-6) and best[0, 2] == 3
+    whole, whole_best = region_scores(q, cand[:, 0])  # against each image's region 0 only
+    assert (pair >= whole - 1e-6).all()
+    ids = np.array([[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]])
+    score, best = np.take_along_axis(whole, ids, 1).copy(), np.take_along_axis(whole_best, ids, 1).copy()
+    before, called = score.copy(), []
+
+    def regions_of(u):
+        called.append(u.tolist())
+        return cand[u]
+
+    rerank_pairs(q, ids, score, best, regions_of, top=2)
+    top = np.argsort(-before, axis=1, kind="stable")[:, :2]
+    assert called == [sorted(set(np.take_along_axis(ids, top, 1).ravel().tolist()))]  # one call
+    for i in range(2):
+        for j in range(5):
+            want_ij = max(before[i, j], pair[i, ids[i, j]]) if j in top[i] else before[i, j]
+            assert score[i, j] == pytest.approx(want_ij, abs=1e-6), (i, j)
+
+
 @pytest.fixture(scope="module")
 def sscd_searcher(demo_index_root):
     from diffrep.models import create_embedder
     from diffrep.search import Searcher, open_index
+    from diffrep.search.training_regions import TrainingRegions
 
     root, corpus, _ = demo_index_root
     handle = open_index(str(root), "sscd_onnx")
-    return Searcher(handle), create_embedder("sscd_onnx"), corpus
+    embedder = create_embedder("sscd_onnx")
+    return Searcher(handle, candidate_regions=TrainingRegions(handle, embedder, RegionSpec())), \
+        embedder, corpus
+
+
+def test_training_regions_read_the_candidates_pixels_and_cache_them(sscd_searcher):
+    searcher, _, _ = sscd_searcher
+    regions, handle = searcher.candidate_regions, searcher.handle
+    ids = np.array([3, 0, 3], np.int64)
+    vecs = regions(ids)
+    assert vecs.shape == (3, RegionSpec().count(), handle.dim)
+    # region 0 is the whole image: its descriptor is the stored embedding (fp16 stored)
+    np.testing.assert_allclose(np.einsum("nd,nd->n", vecs[:, 0], handle.vectors(ids)), 1, atol=0.02)
+    np.testing.assert_array_equal(vecs[0], vecs[2])
+    assert 3 in regions._cache and regions.missing == 0
 
 
 def test_pasted_training_photo_is_found_with_its_box_and_a_novel_drawing_is_not(sscd_searcher):

@@ -78,18 +78,24 @@ def average_ranks(table: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def score_regions(gallery: list[GalleryItem], query_sets: dict[str, list[Query]],
-                  gallery_feats: Features, region_vectors: dict[str, np.ndarray]
+                  gallery_feats: Features, region_vectors: dict[str, np.ndarray],
+                  gallery_regions: np.ndarray | None = None, rerank: int = 0
                   ) -> dict[str, CopyMetrics]:
-    """{set: metrics} of object-level matching: each (query, gallery item) scored by the
-    best similarity of any of the query's regions (region_vectors[set]: (Q, R, dim), from
-    diffrep.search.regions.embed_regions) to the item's global descriptor."""
-    from diffrep.search.regions import region_scores
+    """{set: metrics} of object-level matching as Searcher.search(regions=...) does it:
+    each (query, gallery item) scored by the best similarity of any of the query's regions
+    (region_vectors[set]: (Q, R, dim), from diffrep.search.regions.embed_regions) to the
+    item's global descriptor; with gallery_regions (G, R, dim), each query's top `rerank`
+    items are re-scored region to region."""
+    from diffrep.search.regions import region_scores, rerank_pairs
 
     index = {g.key: i for i, g in enumerate(gallery)}
     groups = np.array([g.group for g in gallery])
     out = {}
     for name, queries in query_sets.items():
         source = np.array([index[q.source_key] for q in queries])
-        scores, _ = region_scores(region_vectors[name], gallery_feats.pooled)
+        scores, best = region_scores(region_vectors[name], gallery_feats.pooled)
+        if gallery_regions is not None and rerank:
+            ids = np.broadcast_to(np.arange(len(gallery)), scores.shape)
+            rerank_pairs(region_vectors[name], ids, scores, best, lambda i: gallery_regions[i], rerank)
         out[name] = evaluate(scores, source, groups[source], groups)
     return out

@@ -42,6 +42,9 @@ class CopyBenchConfig:
         "region-to-image similarity over grid crops of each query), a row '<model>, regions'"))
     region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
         "crop sides of the region grid, as fractions of the query's side"))
+    region_rerank: int = field(default=3, metadata=helps(
+        "with regions: top gallery items per query re-scored region to region (as the "
+        "search does with training images); 0: region to whole image only"))
     write_webdataset: bool = field(default=True, metadata=helps("write gallery and sets as WebDataset tars"))
     batch_size: int = field(default=32, metadata=helps("images per model call"))
     device: str = field(default="cpu", metadata=helps("cpu or cuda"))
@@ -101,11 +104,13 @@ def run_copybench(cfg: CopyBenchConfig) -> dict:
             row = label if similarity == "inner_product" else f"{label}, split-product"
             rows[row] = {s: m.__dict__ for s, m in per_set.items()}
         if model in cfg.region_models:
-            spec = RegionSpec(tuple(cfg.region_scales))
+            spec = RegionSpec(tuple(cfg.region_scales), rerank=cfg.region_rerank)
             t1 = time.monotonic()
             regions = {s: embed_regions(embedder, [q.image for q in qs], spec, cfg.batch_size).vectors
                        for s, qs in query_sets.items()}
-            per_set = score_regions(gallery, query_sets, g_feats, regions)
+            g_regions = embed_regions(embedder, [g.image for g in gallery], spec, cfg.batch_size).vectors \
+                if spec.rerank else None
+            per_set = score_regions(gallery, query_sets, g_feats, regions, g_regions, spec.rerank)
             rows[f"{label}, regions"] = {s: m.__dict__ for s, m in per_set.items()}
             log.info("copybench: %s regions (%d per query) scored in %.1f s", model, spec.count(),
                      time.monotonic() - t1)

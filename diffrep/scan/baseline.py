@@ -86,7 +86,8 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
     from diffrep.report.images import fetch_corpus_images
 
     handle = searcher.handle
-    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales)
+    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales) + \
+        (f"-rerank{spec.rerank}" if searcher.candidate_regions is not None else "")
     url = layout.baseline(handle.model, index_hash(searcher), n, seed, tag)
     if storage.exists(url):
         log.info("scan: region baseline from cache %s", url)
@@ -133,5 +134,6 @@ def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> pa.Ta
     from diffrep.models import create_embedder
 
     embedder = create_embedder(match.model, weights=match.weights, device="cpu")
+    searcher = match.searcher(searcher.handle, searcher.backend, embedder)
     return load_or_compute_regions(layout, searcher, embedder, spec, cfg.baseline_size,
                                    cfg.baseline_seed, cfg.candidates, cfg.region_baseline_shards)

@@ -64,7 +64,12 @@ class ScanConfig:
         "generating it. false: the global descriptor only"))
     region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
         "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
-    region_threshold: float = field(default=0.6, metadata=helps(
+    region_rerank: int = field(default=3, metadata=helps(
+        "top candidates of each generation re-scored region to region: their training "
+        "images are read from the corpus tars and their grid crops embedded "
+        "(diffrep.search.training_regions; 14 descriptor calls per candidate); 0: region "
+        "to whole training image only"))
+    region_threshold: float = field(default=0.5, metadata=helps(
         "replication threshold on the region score, calibrated on the baseline, copybench "
         "and novel images (docs/benchmarks.md, 'Region matching')"))
     region_baseline_shards: int = field(default=4, metadata=helps(
@@ -109,6 +114,8 @@ def validate(cfg: ScanConfig) -> None:
         errors.append("scan.resolution must be a multiple of 8 (the VAE's downsampling)")
     if not -1 <= cfg.threshold <= 1 or not -1 <= cfg.region_threshold <= 1:
         errors.append("scan.threshold and scan.region_threshold must be in [-1, 1] (cosine similarity)")
+    if cfg.region_rerank < 0:
+        errors.append("scan.region_rerank must be >= 0")
     if cfg.regions and not all(0 < s < 1 for s in cfg.region_scales):
         errors.append("scan.region_scales must be fractions in (0, 1)")
     if cfg.region_baseline_shards < 1:

@@ -34,7 +34,7 @@ def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, 
                              cfg.guidance_scale, cfg.resolution, cfg.batch_size, cfg.device,
                              cfg.dtype)
     return gen, MatchSettings(cfg.model, weights, cfg.k, cfg.candidates, cfg.nprobe,
-                              tuple(cfg.region_scales) if cfg.regions else ())
+                              tuple(cfg.region_scales) if cfg.regions else (), cfg.region_rerank)
 
 
 def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match) -> pa.Table | None:

@@ -20,6 +20,7 @@ from diffrep.scan.layout import ScanLayout
 from diffrep.scan.units import ScanUnit, read_given
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
 from diffrep.search.regions import RegionSpec, embed_regions
+from diffrep.search.training_regions import TrainingRegions
 
 GENERATION_SCHEMA = pa.schema([
     ("gen_id", pa.string()), ("checkpoint", pa.string()), ("checkpoint_path", pa.string()),
@@ -62,9 +63,19 @@ class MatchSettings:
     nprobe: int | None = None
     #: region scales (RegionSpec.scales) of object-level matching; empty: global only
     region_scales: tuple[float, ...] = ()
+    #: top candidates re-scored region to region with the training images' own regions
+    region_rerank: int = 3
 
     def region_spec(self) -> RegionSpec | None:
-        return RegionSpec(tuple(self.region_scales)) if self.region_scales else None
+        return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank) \
+            if self.region_scales else None
+
+    def searcher(self, handle, backend, embedder) -> Searcher:
+        """The searcher matches use: with region re-ranking, it reads and embeds the top
+        candidates' training images (diffrep.search.training_regions)."""
+        spec = self.region_spec()
+        regions = TrainingRegions(handle, embedder, spec) if spec and spec.rerank else None
+        return Searcher(handle, backend, self.nprobe, candidate_regions=regions)
 
 
 class ScanWorker:
@@ -79,9 +90,9 @@ class ScanWorker:
         self.checkpoint, self.gen, self.match = checkpoint, gen, match
         handle = open_index(root, match.model, verify_files="metadata" if shard_actors else True)
         backend = RayShards.from_actors(shard_actors) if shard_actors else LocalShards(handle)
-        self.searcher = Searcher(handle, backend, match.nprobe)
         device = resolve_device(gen.device)
         self.embedder = create_embedder(match.model, weights=match.weights, device=device)
+        self.searcher = match.searcher(handle, backend, self.embedder)
         self.pipe = load_pipeline(checkpoint, device, gen.dtype, gen.scheduler) if checkpoint else None
 
     def run(self, unit: ScanUnit) -> dict:

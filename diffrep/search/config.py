@@ -29,6 +29,10 @@ class SearchConfig:
         "have no pixels: global only"))
     region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
         "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
+    region_rerank: int = field(default=3, metadata=helps(
+        "with regions: top candidates per query re-scored region to region, their training "
+        "images read from the corpus tars and their grid crops embedded "
+        "(diffrep.search.training_regions); 0: region to whole training image only"))
     k: int = field(default=10, metadata=helps("neighbours per query"))
     rerank: Literal["none", "exact"] = field(default="exact", metadata=helps(
         "exact: re-rank candidates by true inner product from the stored embeddings"))
@@ -54,6 +58,8 @@ def validate(cfg: SearchConfig) -> None:
     for key in ("k", "candidates", "batch_size"):
         if getattr(cfg, key) < 1:
             errors.append(f"search.{key} must be >= 1")
+    if cfg.region_rerank < 0:
+        errors.append("search.region_rerank must be >= 0")
     if cfg.regions and not all(0 < s < 1 for s in cfg.region_scales):
         errors.append("search.region_scales must be fractions in (0, 1)")
     if errors:

@@ -107,19 +107,25 @@ def from_images(paths: list[str], embedder, batch_size: int = 32,
     return QuerySet(keys, vectors, dict(skipped))
 
 
+def image_embedder(cfg, handle):
+    """The descriptor image queries are embedded with: the index's model, with the weights
+    its embeddings used (random or default) unless search.weights says otherwise."""
+    from diffrep.models import create_embedder, default_weights
+
+    random_init = handle.infos.get("embedder", {}).get("random_init", False)
+    weights = cfg.weights or ("random" if random_init else default_weights(cfg.model))
+    return create_embedder(cfg.model, weights=weights)
+
+
 def load_queries(cfg, handle) -> QuerySet:
     """The search job's queries (SearchConfig: images, a .npy, or an embed root), checked
     against the index's model and dimension. Raises ConfigError naming the problem."""
-    from diffrep.models import create_embedder, default_weights
-
     if cfg.images is not None:
         paths = list_images(cfg.images)
         if not paths:
             raise ConfigError(f"search.images {cfg.images!r} matches no image file")
-        random_init = handle.infos.get("embedder", {}).get("random_init", False)
-        weights = cfg.weights or ("random" if random_init else default_weights(cfg.model))
-        spec = RegionSpec(tuple(cfg.region_scales)) if cfg.regions else None
-        queries = from_images(paths, create_embedder(cfg.model, weights=weights), regions=spec)
+        spec = RegionSpec(tuple(cfg.region_scales), rerank=cfg.region_rerank) if cfg.regions else None
+        queries = from_images(paths, image_embedder(cfg, handle), regions=spec)
     elif cfg.queries.endswith(".npy"):
         queries = from_npy(cfg.queries, cfg.queries_metadata, cfg.query_model, cfg.model)
     else:

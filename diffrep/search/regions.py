@@ -18,7 +18,7 @@ Boxes are normalised (x0, y0, x1, y1) in [0, 1] of the query image's width and h
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,11 +35,14 @@ class RegionSpec:
         scale tiles the image with crops that overlap their neighbours by `overlap`.
     per_region: approximate candidates searched per region (its union with the global
         candidates is re-ranked exactly).
+    rerank: top candidates per query re-scored region to region when the searcher has the
+        training images' regions (diffrep.search.training_regions); 0: never.
     """
 
     scales: tuple[float, ...] = (0.5, 0.75)
     overlap: float = 0.5
     per_region: int = 10
+    rerank: int = 3
 
     def __post_init__(self) -> None:
         if not self.scales or not all(0 < s < 1 for s in self.scales):
@@ -48,6 +51,8 @@ class RegionSpec:
             raise ValueError(f"region overlap must be in [0, 1), not {self.overlap}")
         if self.per_region < 1:
             raise ValueError("per_region must be >= 1")
+        if self.rerank < 0:
+            raise ValueError("rerank must be >= 0")
 
     def boxes(self) -> np.ndarray:
         """(R, 4) float32 normalised boxes: the whole image first, then each scale's grid."""
@@ -122,3 +127,40 @@ def union_candidates(global_ids: np.ndarray, region_ids: np.ndarray) -> np.ndarr
     for i, u in enumerate(rows):
         out[i, :len(u)] = u
     return out
+
+
+def region_pair_scores(query_regions: np.ndarray, candidate_regions: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Best region-to-region similarity: query_regions (Q, R, d); candidate_regions
+    (Q, C, S, d), or (C, S, d) shared by all queries, the candidates' own region
+    descriptors (region 0: the whole image) -> (scores (Q, C) float32, best query region
+    (Q, C)). Never below region_scores against the candidates' whole images."""
+    q = np.asarray(query_regions, np.float32)
+    c = np.asarray(candidate_regions, np.float32)
+    sims = np.einsum("qrd,csd->qcrs" if c.ndim == 3 else "qrd,qcsd->qcrs", q, c)
+    per_region = sims.max(axis=3)  # (Q, C, R): each query region's best candidate region
+    best = per_region.argmax(axis=2)
+    return np.take_along_axis(per_region, best[..., None], 2)[..., 0], best
+
+
+def rerank_pairs(query_regions: np.ndarray, ids: np.ndarray, score: np.ndarray, best: np.ndarray,
+                 candidate_regions: Callable[[np.ndarray], np.ndarray], top: int) -> None:
+    """In place: each query's `top` candidates by region score (ids (Q, C), -1: none;
+    score and best (Q, C) from region_scores) get the region-to-region score when it is
+    higher (it is never lower but for the stored descriptor's rounding: the whole training
+    image is its region 0). candidate_regions: ids (U,) -> (U, R, d), called once."""
+    order = np.argsort(-score, axis=1, kind="stable")[:, :top]
+    rows = np.repeat(np.arange(len(ids)), order.shape[1])
+    cols = order.ravel()
+    keep = ids[rows, cols] >= 0
+    rows, cols = rows[keep], cols[keep]
+    if not len(rows):
+        return
+    uniq, inv = np.unique(ids[rows, cols], return_inverse=True)
+    cand = np.asarray(candidate_regions(uniq), np.float32)
+    sims = np.einsum("nrd,nsd->nrs", np.asarray(query_regions, np.float32)[rows], cand[inv]).max(axis=2)
+    pair_best = sims.argmax(axis=1)
+    pair = sims[np.arange(len(rows)), pair_best]
+    better = pair > score[rows, cols]
+    score[rows[better], cols[better]] = pair[better]
+    best[rows[better], cols[better]] = pair_best[better]

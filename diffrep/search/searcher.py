@@ -8,6 +8,7 @@ product) or patch tokens (split-product), so reported similarities are true ones
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +19,7 @@ from diffrep.index.build import read_index, search_params
 from diffrep.index.manifest import verify
 from diffrep.index.vectors import merge_topk
 from diffrep.search.index import IndexHandle
-from diffrep.search.regions import RegionQueries, region_scores, union_candidates
+from diffrep.search.regions import RegionQueries, region_scores, rerank_pairs, union_candidates
 from diffrep.similarity import split_product
 
 Rerank = Literal["none", "exact", "split_product"]
@@ -135,13 +136,19 @@ class RayShards:
 
 
 class Searcher:
-    """Search an index through a shard backend, with optional exact re-rank."""
+    """Search an index through a shard backend, with optional exact re-rank.
+
+    candidate_regions (e.g. diffrep.search.training_regions.TrainingRegions): ids (n,) ->
+    the training images' own region descriptors (n, R, dim); with it, region searches
+    re-score each query's top `RegionSpec.rerank` candidates region to region."""
 
     def __init__(self, handle: IndexHandle, backend: LocalShards | RayShards | None = None,
-                 nprobe: int | None = None):
+                 nprobe: int | None = None,
+                 candidate_regions: Callable[[np.ndarray], np.ndarray] | None = None):
         self.handle = handle
         self.backend = backend or LocalShards(handle)
         self.nprobe = nprobe or int(handle.infos.get("nprobe") or 1)
+        self.candidate_regions = candidate_regions
 
     def _check(self, queries: np.ndarray) -> np.ndarray:
         q = np.asarray(queries, np.float32)
@@ -162,7 +169,9 @@ class Searcher:
         regions (diffrep.search.regions.embed_regions of the same queries): object-level
         matching. The global candidates and each region's `per_region` candidates are
         ranked by region score, the best exact similarity of any region of the query to
-        the stored embedding (rerank is then always exact); see Hits.
+        the stored embedding (rerank is then always exact); with the searcher's
+        candidate_regions, the top `regions.spec.rerank` are then scored by the best
+        similarity of any region of the query to any region of the training image; see Hits.
         """
         q = self._check(queries)
         if regions is not None:
@@ -224,6 +233,9 @@ class Searcher:
         score, best = region_scores(regions.vectors, vecs)
         glob = np.einsum("qd,qcd->qc", q, vecs)
         score, glob = np.where(valid, score, -np.inf), np.where(valid, glob, -np.inf)
+        if self.candidate_regions is not None and regions.spec.rerank > 0:
+            rerank_pairs(regions.vectors, ids, score, best, self.candidate_regions,
+                         regions.spec.rerank)
         order = np.lexsort((ids, -glob, -score), axis=-1)[:, :k]
         take = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
         boxes = regions.boxes[take(best)]
