@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 # torch/torchvision pinned to the releases this project is tested with.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint bench bench-gpu rehearsal clean-demo
+.PHONY: setup demo test lint bench bench-gpu rehearsal clean-demo testbed
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,12 @@ demo: setup
 	$(BIN)/python -m jobs.scan --config configs/demo-scan-planted.yaml
 	$(BIN)/python -m jobs.scan --config configs/demo.yaml
 	$(BIN)/python -m jobs.dcs --config configs/demo.yaml
+
+# The memorization testbed (diffrep/testbed): retrains testbed/{memorizing,large-data}
+# from the shipped photos, seeded (~50 min on one CPU thread), then verifies them.
+testbed: setup
+	$(BIN)/python -m jobs.train_testbed --out_dir testbed
+	$(BIN)/python -m jobs.verify_testbed --testbed testbed
 
 test: setup
 	$(BIN)/python -m pytest -q
