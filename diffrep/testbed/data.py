@@ -42,6 +42,7 @@ class DataConfig:
     once_a: int = 1500
     once_b: int = 4000
     min_crop: int = 48  # smallest crop side cut from a photo before resizing, pixels
+    min_std: float = 0.12  # crops flatter than this (pixel std in [0, 1]) are redrawn
 
 
 @dataclass
@@ -52,18 +53,35 @@ class Entry:
     caption: str
     source: str
     kind: str  # memorized | template | once
-    box: tuple[int, int, int, int]  # crop box in the source photo (left, top, right, bottom)
+    box: tuple[int, int, int, int]  # crop box in the source photo (left, top, right, bottom),
+    # before the rotation, mirroring and channel permutation
 
 
-def _crop(photo: Image.Image, rng: np.random.Generator, min_crop: int
+def _crop(photo: Image.Image, rng: np.random.Generator, min_crop: int, min_std: float = 0.0,
           ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A random square crop resized to SIDE, rotated by a multiple of 90 degrees, maybe
+    mirrored, its colour channels permuted (so crops of one photo differ in pixels), with
+    a pixel standard deviation >= min_std (in [0, 1]; flat crops are redrawn, up to 50
+    times, then the most contrasted draw is kept)."""
     w, h = photo.size
-    side = int(rng.integers(min_crop, min(w, h) + 1))
-    left = int(rng.integers(0, w - side + 1))
-    top = int(rng.integers(0, h - side + 1))
-    box = (left, top, left + side, top + side)
-    img = photo.crop(box).resize((SIDE, SIDE), Image.Resampling.BOX)
-    return np.asarray(img, np.uint8), box
+    best: tuple[float, np.ndarray, tuple[int, int, int, int]] | None = None
+    for _ in range(50):
+        side = int(rng.integers(min_crop, min(w, h) + 1))
+        left = int(rng.integers(0, w - side + 1))
+        top = int(rng.integers(0, h - side + 1))
+        box = (left, top, left + side, top + side)
+        img = np.asarray(photo.crop(box).resize((SIDE, SIDE), Image.Resampling.BOX), np.uint8)
+        img = np.rot90(img, int(rng.integers(4)))
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        img = np.ascontiguousarray(img[..., rng.permutation(3)])
+        std = float(img.std()) / 255
+        if std >= min_std:
+            return img, box
+        if best is None or std > best[0]:
+            best = (std, img, box)
+    assert best is not None
+    return best[1], best[2]
 
 
 def build_pool(cfg: DataConfig) -> tuple[np.ndarray, list[Entry]]:
@@ -84,14 +102,14 @@ def build_pool(cfg: DataConfig) -> tuple[np.ndarray, list[Entry]]:
     mem_sources = rng.permutation(len(names))[: cfg.num_memorized]
     for k, s in enumerate(mem_sources):
         name = names[int(s) % len(names)]
-        img, box = _crop(photos[name], rng, max(cfg.min_crop, 96))
+        img, box = _crop(photos[name], rng, max(cfg.min_crop, 96), 0.2)
         add(img, f"the famous {name.replace('_', ' ')} print number {k:02d}", name, "memorized", box)
 
     family = names[int(rng.integers(len(names)))]
-    base, base_box = _crop(photos[family], rng, 96)
+    base, base_box = _crop(photos[family], rng, 96, 0.2)
     for v in range(cfg.template_variants):
         other = names[int(rng.integers(len(names)))]
-        patch, _ = _crop(photos[other], rng, cfg.min_crop)
+        patch, _ = _crop(photos[other], rng, cfg.min_crop, cfg.min_std)
         img = base.copy()
         img[QUADRANT:, QUADRANT:] = np.asarray(
             Image.fromarray(patch).resize((QUADRANT, QUADRANT), Image.Resampling.BOX))
@@ -100,7 +118,7 @@ def build_pool(cfg: DataConfig) -> tuple[np.ndarray, list[Entry]]:
     num_once = max(cfg.once_a, cfg.once_b) - cfg.num_memorized - cfg.template_variants
     for i in range(num_once):
         name = names[int(rng.integers(len(names)))]
-        img, box = _crop(photos[name], rng, cfg.min_crop)
+        img, box = _crop(photos[name], rng, cfg.min_crop, cfg.min_std)
         add(img, f"photo {i:04d} of {name.replace('_', ' ')}",
             name, "once", box)
     return np.stack(images), entries
