@@ -14,7 +14,7 @@ from tests.conftest import onnx_sscd_available
 
 ROOT = Path(__file__).resolve().parents[1] / "testbed"
 A, B = ROOT / "memorizing", ROOT / "large-data"
-ONCE_SAMPLE = 16  # once-seen captions generated from (seeded sample)
+ONCE_SAMPLE = 8  # once-seen captions generated from (seeded sample)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def verified(pool, truth_a):
     # generations land at RMS 0.10-0.15 from their image (verify_testbed's default too).
     return {m.name: verify_model(m, captions, images, entries, model_training_indices(m),
                                  seeds=[0, 1, 2, 3], steps=20, guidance_scale=12.0,
-                                 embedder=embedder)
+                                 embedder=embedder, sscd_kinds=("memorized", "once"))
             for m in (A, B)}
 
 

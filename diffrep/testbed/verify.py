@@ -33,21 +33,22 @@ def load_pipeline(model_dir: str | Path, threads: int | None = 1):
 
 
 def generate(pipe, captions: Sequence[str], seeds: Sequence[int], steps: int,
-             guidance_scale: float, batch_size: int = 32) -> np.ndarray:
+             guidance_scale: float, batch_size: int = 256) -> np.ndarray:
     """(N, J, 32, 32, 3) float32 images in [0, 1]: one per caption and seed; seed j's
-    initial noise is the same for every caption."""
+    initial noise is the same for every caption (one torch.Generator per image, so an
+    image does not depend on its batch). (caption, seed) pairs go `batch_size` per call."""
     import torch
 
-    out = np.zeros((len(captions), len(seeds), 32, 32, 3), np.float32)
-    for j, seed in enumerate(seeds):
-        for s in range(0, len(captions), batch_size):
-            chunk = list(captions[s:s + batch_size])
-            gens = [torch.Generator("cpu").manual_seed(int(seed)) for _ in chunk]
-            with torch.inference_mode():
-                imgs = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance_scale,
-                            generator=gens, output_type="np").images
-            out[s:s + len(chunk), j] = imgs
-    return out
+    pairs = [(c, int(s)) for c in captions for s in seeds]
+    flat = np.zeros((len(pairs), 32, 32, 3), np.float32)
+    for b in range(0, len(pairs), batch_size):
+        chunk = pairs[b:b + batch_size]
+        gens = [torch.Generator("cpu").manual_seed(s) for _, s in chunk]
+        with torch.inference_mode():
+            imgs = pipe([c for c, _ in chunk], num_inference_steps=steps,
+                        guidance_scale=guidance_scale, generator=gens, output_type="np").images
+        flat[b:b + len(chunk)] = imgs
+    return flat.reshape(len(captions), len(seeds), 32, 32, 3)
 
 
 def template_reference(images: np.ndarray, entries: list[dict], tolerance: float = 0.1
@@ -65,8 +66,8 @@ def nearest_training(gen: np.ndarray, train_images: np.ndarray, k: int) -> np.nd
     generations `gen` (J, 32, 32, 3) in [0, 1]."""
     flat = train_images.reshape(len(train_images), -1).astype(np.float32) / 255
     g = gen.reshape(len(gen), -1)
-    d = ((g[:, None, :] - flat[None]) ** 2).mean(-1).min(0)
-    return np.argsort(d)[:k]
+    d = (g ** 2).sum(1)[:, None] + (flat ** 2).sum(1)[None] - 2 * g @ flat.T
+    return np.argsort(d.min(0))[:k]
 
 
 def sscd_similarity(embedder, generations: np.ndarray, own: np.ndarray) -> np.ndarray:
@@ -84,15 +85,21 @@ def sscd_similarity(embedder, generations: np.ndarray, own: np.ndarray) -> np.nd
 
 def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray,
                  entries: list[dict], train_indices: np.ndarray, seeds: Sequence[int],
-                 steps: int, guidance_scale: float, embedder=None, delta: float = 0.12
-                 ) -> list[dict]:
+                 steps: int, guidance_scale: float, embedder=None, delta: float = 0.12,
+                 sscd_kinds: Sequence[str] | None = None) -> list[dict]:
     """One row per caption (dicts of testbed truth rows, with pool `index`): min RMS to its
     own image over the J generations, SSCD similarity (max over J; None without an
-    embedder), and the verbatim label against `train_indices` (the model's training set)."""
+    embedder or for kinds not in `sscd_kinds` when given), and the verbatim label against
+    `train_indices` (the model's training set)."""
     pipe = load_pipeline(model_dir)
     gens = generate(pipe, [c["caption"] for c in captions], seeds, steps, guidance_scale)
     own = images[[c["index"] for c in captions]]
-    sims = sscd_similarity(embedder, gens, own) if embedder is not None else None
+    sims: list[float | None] = [None] * len(captions)
+    if embedder is not None:
+        sel = [i for i, c in enumerate(captions) if sscd_kinds is None or c["kind"] in sscd_kinds]
+        if sel:
+            for i, v in zip(sel, sscd_similarity(embedder, gens[sel], own[sel]).max(1), strict=True):
+                sims[i] = float(v)
     template = template_reference(images, entries)
     train_images = images[train_indices]
     rows = []
@@ -105,7 +112,7 @@ def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray
                            neighbours, [template] if template is not None else [], delta, delta)
         rows.append({**c, "label": v.label, "rms_own": v.matching_distance,
                      "rms_neighbour": v.retrieval_distance, "rms_template": v.template_distance,
-                     "sscd_own": None if sims is None else float(sims[i].max())})
+                     "sscd_own": sims[i]})
     return rows
 
 
