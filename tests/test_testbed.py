@@ -66,7 +66,7 @@ def test_dcs_and_noise_magnitude_rank_memorized_captions_first(truth_a):
     from diffrep.diffusion.scores import Denoiser
     from diffrep.testbed.verify import caption_sample, load_pipeline
 
-    rows = caption_sample(truth_a, 400, seed=2)
+    rows = caption_sample(truth_a, 200, seed=2)
     labels = np.array([r["memorized"] for r in rows])
     den = Denoiser(load_pipeline(A), guidance_scale=7.5, seed=0)
     scores = dcs_and_magnitude(den, [r["caption"] for r in rows], 32, batch_size=128)
