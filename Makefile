@@ -43,6 +43,7 @@ testbed: setup
 	$(BIN)/python -m jobs.verify_testbed --testbed testbed
 	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --out_dir testbed/detectbench/memorizing
 	$(BIN)/python -m jobs.detectbench --checkpoint testbed/large-data --labels testbed/memorizing/testbed/truth.json --out_dir testbed/detectbench/large-data
+	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --labels testbed/style_control.csv --out_dir testbed/detectbench/style-control
 
 test: setup
 	$(BIN)/python -m pytest -q
