@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 # torch/torchvision pinned to the releases this project is tested with.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint bench bench-gpu rehearsal clean-demo
+.PHONY: setup demo test lint bench bench-gpu rehearsal clean-demo testbed
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,17 @@ demo: setup
 	$(BIN)/python -m jobs.scan --config configs/demo-scan-planted.yaml
 	$(BIN)/python -m jobs.scan --config configs/demo.yaml
 	$(BIN)/python -m jobs.dcs --config configs/demo.yaml
+	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --max_captions 400 --out_dir data/demo/out/detectbench
+
+# The memorization testbed (diffrep/testbed): retrains testbed/{memorizing,large-data}
+# from the shipped photos, seeded (~55 min on one CPU thread), verifies them and runs the
+# detector benchmark on them (testbed/verify.md, testbed/detectbench/*/table.md).
+testbed: setup
+	$(BIN)/python -m jobs.train_testbed --out_dir testbed
+	$(BIN)/python -m jobs.verify_testbed --testbed testbed
+	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --out_dir testbed/detectbench/memorizing
+	$(BIN)/python -m jobs.detectbench --checkpoint testbed/large-data --labels testbed/memorizing/testbed/truth.json --out_dir testbed/detectbench/large-data
+	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --labels testbed/style_control.csv --out_dir testbed/detectbench/style-control
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,1 @@
+"""Memorization detectors compared on captions with known labels (diffrep.detect.bench)."""

@@ -1,0 +1,95 @@
+"""The detector benchmark: score labelled captions with every detector of
+diffrep.detect.scores and compare them by ROC AUC and TPR at 1% FPR (label 1 =
+memorized), with the UNet passes each spends per caption.
+
+Labels come from a testbed model's truth (testbed/<model>/testbed/truth.json: memorized)
+or from a user's file (CSV or parquet with columns caption, label; label 1/0 or
+true/false). Writes results.json, table.md and report.html (ROC curves) to out_dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from diffrep.detect import metrics
+from diffrep.detect.scores import DETECTORS, score_captions
+from diffrep.report import html
+
+
+def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """(captions, labels bool) from a truth.json, a CSV or a parquet file."""
+    p = Path(path)
+    if p.suffix == ".json":
+        rows = json.loads(p.read_text())["captions"]
+        return [r["caption"] for r in rows], np.array([bool(r["memorized"]) for r in rows])
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(p).to_pydict()
+    elif p.suffix == ".csv":
+        import csv
+
+        with p.open(newline="") as f:
+            recs = list(csv.DictReader(f))
+        t = {k: [r[k] for r in recs] for k in (recs[0].keys() if recs else [])}
+    else:
+        raise ValueError(f"{p}: labels must be .json (testbed truth), .csv or .parquet")
+    for col in ("caption", "label"):
+        if col not in t:
+            raise ValueError(f"{p}: column {col!r} missing (need caption, label)")
+    labels = [str(v).strip().lower() in ("1", "true", "yes", "memorized") for v in t["label"]]
+    return [str(c) for c in t["caption"]], np.array(labels)
+
+
+def evaluate(scores: dict[str, np.ndarray], labels: np.ndarray, passes: dict[str, int],
+             fpr: float = 0.01) -> dict[str, dict]:
+    """{detector: {auc, tpr_at_fpr, passes_per_caption}} for each detector in DETECTORS."""
+    return {d: {"auc": metrics.roc_auc(scores[d], labels),
+                "tpr_at_fpr": metrics.tpr_at_fpr(scores[d], labels, fpr),
+                "passes_per_caption": passes[d]} for d in DETECTORS if d in scores}
+
+
+def markdown_table(results: dict[str, dict], fpr: float = 0.01) -> str:
+    lines = [f"| detector | ROC AUC | TPR@{fpr:.0%}FPR | UNet passes / caption |",
+             "| --- | --- | --- | --- |"]
+    lines += [f"| {d} | {r['auc']:.3f} | {r['tpr_at_fpr']:.3f} | {r['passes_per_caption']} |"
+              for d, r in results.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: Path, title: str, results: dict[str, dict],
+                 scores: dict[str, np.ndarray], labels: np.ndarray, note: str) -> None:
+    curves = {}
+    for d in results:
+        f, t = metrics.roc_curve(scores[d], labels)
+        curves[f"{d} (AUC {results[d]['auc']:.3f})"] = (f.tolist(), t.tolist())
+    rows = [(d, html.fmt(r["auc"]), html.fmt(r["tpr_at_fpr"]), r["passes_per_caption"])
+            for d, r in results.items()]
+    body = (f"<p class='note'>{html.esc(note)}</p>"
+            + html.table(["detector", "ROC AUC", "TPR@1%FPR", "UNet passes / caption"], rows)
+            + html.svg_lines(curves, "ROC curves", "false-positive rate", "true-positive rate",
+                             y_max=1.0))
+    (out_dir / "report.html").write_text(html.page(title, body))
+
+
+def run_bench(pipe, captions: list[str], labels: np.ndarray, out_dir: str | Path,
+              resolution: int, title: str, guidance_scale: float = 7.5, seed: int = 0,
+              ecs_seeds: int = 4, fpr: float = 0.01, batch_size: int = 64) -> dict:
+    """Score, evaluate, write results.json / table.md / report.html; returns the results."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scores, passes = score_captions(pipe, captions, resolution, guidance_scale, seed,
+                                    ecs_seeds, batch_size=batch_size)
+    results = evaluate(scores, labels, passes, fpr)
+    note = (f"{len(captions)} captions, {int(labels.sum())} labelled memorized; guidance "
+            f"{guidance_scale}, seed {seed}, ECS J={ecs_seeds}; passes exclude the shared "
+            f"unconditional rows")
+    (out / "results.json").write_text(json.dumps({
+        "title": title, "note": note, "results": results, "fpr": fpr,
+        "captions": [{"caption": c, "label": bool(y), **{k: float(v[i]) for k, v in scores.items()}}
+                     for i, (c, y) in enumerate(zip(captions, labels, strict=True))]}, indent=1))
+    (out / "table.md").write_text(markdown_table(results, fpr))
+    write_report(out, title, results, scores, labels, note)
+    return results
