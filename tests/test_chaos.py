@@ -220,7 +220,8 @@ def test_scan_driver_killed_and_resubmitted(demo_index_root, ray_cluster, tmp_pa
     args = [sys.executable, "-m", "jobs.scan", "--root", str(root), "--run", "killed",
             "--checkpoints", f"[{ckpt}]", "--num_prompts", "12", "--seeds_per_prompt", "2",
             "--steps", "2", "--resolution", "32", "--batch_size", "4", "--prompts_per_unit", "2",
-            "--baseline_size", "10", "--shard_actors", "never", "--ray_address", ray_cluster.address]
+            "--baseline_size", "10", "--shard_actors", "never", "--ray_address", ray_cluster.address,
+            "--regions", "false"]  # kill and resume is the subject; regions cost 14x the match
     done = root / "scans" / "killed" / "done" / "tiny"
     proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

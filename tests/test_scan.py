@@ -50,7 +50,8 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
             f"[{pipelines / 'tiny-0'}, {pipelines / 'tiny-1'}]", "--num_prompts", "5",
             "--seeds_per_prompt", "2", "--steps", "3", "--resolution", "32", "--batch_size", "4",
             "--prompts_per_unit", "3", "--baseline_size", "30", "--shard_actor_cpus", "0.5",
-            "--k", "3", "--report_pairs", "4"]
+            "--k", "3", "--report_pairs", "4",
+            "--region_rerank", "0"]  # the planted test covers the re-rank (it reads pixels)
     assert scan.main(args + ["--overwrite", "true"]) == 0
     base = root / "scans" / "tiny"
     prompts = pq.read_table(base / "prompts.parquet").to_pylist()

@@ -118,7 +118,7 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
                 out["region_similarity"][row] = hits.sims[i, j]
                 out["box"][row] = hits.boxes[i, j].tolist()
     table = pa.table({"id": ids, "key": pa.array(keys, pa.string()), **{
-        k: (pa.array(v, pa.list_(pa.float32(), 4)) if k == "box" else v) for k, v in out.items()}})
+        k: (pa.array(v, pa.list_(pa.float32())) if k == "box" else v) for k, v in out.items()}})
     storage.write_parquet(url, table)
     log.info("scan: region baseline of %d training images: median region score %.3f (cached at %s)",
              len(ids), float(np.nanmedian(out["region_similarity"])) if len(ids) else float("nan"), url)

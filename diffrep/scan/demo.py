@@ -126,6 +126,6 @@ def build_planted_generations(corpus_dir: str, out_dir: str, copies: int = 12, n
               {"planted": False, "source_key": None, "transform": None})
     table = pa.table(truth, schema=pa.schema([("name", pa.string()), ("planted", pa.bool_()),
                                               ("source_key", pa.string()), ("transform", pa.string()),
-                                              ("box", pa.list_(pa.float32(), 4))]))
+                                              ("box", pa.list_(pa.float32()))]))
     pq.write_table(table, out / "truth.parquet")
     return table

@@ -37,7 +37,9 @@ GENERATION_SCHEMA = pa.schema([
     # training image with the best region score, that score, the whole generation's
     # similarity to the same image, and the region's box (x0, y0, x1, y1 in [0, 1])
     ("region_id", pa.int64()), ("region_key", pa.string()), ("region_sim", pa.float32()),
-    ("region_global_sim", pa.float32()), ("region_box", pa.list_(pa.float32(), 4)),
+    # region_box: 4 floats, or null without regions (a variable-length list: parquet
+    # cannot read back nulls of a fixed-size list)
+    ("region_global_sim", pa.float32()), ("region_box", pa.list_(pa.float32())),
 ])
 
 

@@ -26,5 +26,5 @@ def hits_table(handle: IndexHandle, query_keys: list[str], hits: Hits) -> pa.Tab
     }
     if hits.boxes is not None:
         columns["global_similarity"] = pa.array(hits.global_sims.ravel()[valid], pa.float32())
-        columns["box"] = pa.array(list(hits.boxes.reshape(-1, 4)[valid]), pa.list_(pa.float32(), 4))
+        columns["box"] = pa.array(list(hits.boxes.reshape(-1, 4)[valid]), pa.list_(pa.float32()))
     return pa.table(columns)
