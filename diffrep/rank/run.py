@@ -110,6 +110,9 @@ def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
         _pool(cfg, actors, lambda a, s: a.score_shard.remote(layout.captions(s), layout.scores(s)),
               todo, Progress("dcs", len(todo), unit="caption shards", item="captions"),
               lambda r: r["captions"])
+        # every shard is committed and the actors are gone: what a worker that died
+        # mid-write (e.g. with its node) left behind is stale
+        storage.remove_stale_temporaries(layout.path("scores"))
     t_score = time.monotonic() - t0
 
     # each shard sorted alone, then merged batch by batch: the driver never holds every score

@@ -78,6 +78,10 @@ def _run_units(cfg: ScanConfig, label: str, checkpoint: Checkpoint | None, units
                            lambda _u, stats: progress.update(stats["generations"], stats["skipped"]),
                            progress, cfg.max_attempts, cfg.progress_interval_s, f"scan {label}",
                            stall_warning_s=cfg.stall_warning_s)
+    # every unit is committed and the actors are gone: temporaries of workers that died
+    # mid-write (e.g. with their node) are stale
+    for folder in ("generations", "images", "done"):
+        storage.remove_stale_temporaries(layout.path(folder, label))
 
 
 def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle,
