@@ -46,10 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    import numpy as np
     import torch
 
-    from diffrep.detect.bench import read_labels, run_bench
+    from diffrep.detect.bench import read_labels, run_bench, subsample
     from diffrep.testbed.verify import load_pipeline
 
     torch.set_num_threads(cfg.threads)
@@ -58,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    if cfg.max_captions is not None and len(captions) > cfg.max_captions:
-        neg = np.flatnonzero(~labels)
-        keep_neg = np.random.default_rng(cfg.seed).permutation(neg)[: max(cfg.max_captions - labels.sum(), 0)]
-        keep = np.sort(np.r_[np.flatnonzero(labels), keep_neg])
-        captions, labels = [captions[i] for i in keep], labels[keep]
+    captions, labels = subsample(captions, labels, cfg.max_captions, cfg.seed)
     pipe = load_pipeline(cfg.checkpoint, cfg.threads)
     results = run_bench(pipe, captions, labels, cfg.out_dir, cfg.resolution,
                         f"detectors on {cfg.checkpoint}", cfg.guidance_scale, cfg.seed,

@@ -18,6 +18,16 @@ from diffrep.detect.scores import DETECTORS, score_captions
 from diffrep.report import html
 
 
+def subsample(captions: list[str], labels: np.ndarray, max_captions: int | None, seed: int
+              ) -> tuple[list[str], np.ndarray]:
+    """Every positive and, seeded, negatives up to `max_captions` in all (None: all)."""
+    if max_captions is None or len(captions) <= max_captions:
+        return captions, labels
+    neg = np.random.default_rng(seed).permutation(np.flatnonzero(~labels))
+    keep = np.sort(np.r_[np.flatnonzero(labels), neg[:max(max_captions - int(labels.sum()), 0)]])
+    return [captions[i] for i in keep], labels[keep]
+
+
 def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
     """(captions, labels bool) from a truth.json, a CSV or a parquet file."""
     p = Path(path)

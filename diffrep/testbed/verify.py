@@ -20,14 +20,16 @@ log = logging.getLogger(__name__)
 
 
 def load_pipeline(model_dir: str | Path, threads: int | None = 1):
-    """A testbed StableDiffusionPipeline on CPU (float32)."""
+    """A testbed StableDiffusionPipeline on CPU (float32), loaded as every checkpoint is
+    (diffrep.diffusion.pipelines.load_pipeline: safetensors only)."""
     import torch
-    from diffusers import StableDiffusionPipeline
+
+    from diffrep.diffusion.pipelines import Checkpoint
+    from diffrep.diffusion.pipelines import load_pipeline as load_checkpoint
 
     if threads:
         torch.set_num_threads(threads)
-    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), safety_checker=None,
-                                                   requires_safety_checker=False)
+    pipe = load_checkpoint(Checkpoint(str(model_dir), str(model_dir)), "cpu", "float32")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
