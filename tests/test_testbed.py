@@ -130,3 +130,32 @@ def test_sscd_copies_model_a_over_model_b(verified):
     assert a >= 0.5
     assert a - b >= 0.4
     assert a - a_once >= 0.4
+
+
+def test_testbed_corpus_reads_back_through_the_embed_reader(pool, truth_a, tmp_path):
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    from diffrep.data.reader import iter_raw_samples, parse_sample
+    from diffrep.testbed.corpus import write_testbed_corpus
+
+    images, _ = pool
+    manifest = write_testbed_corpus(ROOT, A, str(tmp_path), num_shards=3, once_prompts=5, seed=2)
+    assert manifest["num_samples"] == len(truth_a) == 1500
+    by_caption = {t["caption"]: t for t in truth_a}
+    counts: Counter = Counter()
+    seen = {}
+    for url in manifest["shards"]:
+        for raw in iter_raw_samples(url, counts):
+            sample = parse_sample(raw, counts)
+            t = by_caption[sample.caption]
+            # Lossless: the corpus image is the exact training image.
+            assert np.array_equal(np.asarray(sample.image.image), images[t["index"]])
+            seen[sample.key] = t
+    assert len(seen) == len(truth_a) and not counts.get("corrupt_image")
+    prompts = pq.read_table(tmp_path / "prompts.parquet").to_pylist()
+    memorized = [t for t in truth_a if t["memorized"]]
+    assert len(prompts) == len(memorized) + 5
+    assert {p["prompt"] for p in prompts} >= {t["caption"] for t in memorized}
+    assert all(seen[p["key"]]["caption"] == p["prompt"] for p in prompts)
