@@ -31,8 +31,12 @@ demo: setup
 	$(BIN)/python -m jobs.search --config configs/demo.yaml
 	$(BIN)/python -m jobs.dedup --config configs/demo.yaml
 	$(BIN)/python -m jobs.scan --config configs/demo-scan-planted.yaml
-	$(BIN)/python -m jobs.scan --config configs/demo.yaml
-	$(BIN)/python -m jobs.dcs --config configs/demo.yaml
+	# The memorization testbed's training set as a second corpus: scan A vs B, DCS on A.
+	$(BIN)/python -m jobs.build_testbed_corpus --config configs/demo-testbed.yaml
+	$(BIN)/python -m jobs.embed --config configs/demo-testbed.yaml
+	$(BIN)/python -m jobs.build_index --config configs/demo-testbed.yaml
+	$(BIN)/python -m jobs.scan --config configs/demo-testbed.yaml
+	$(BIN)/python -m jobs.dcs --config configs/demo-testbed.yaml
 	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --max_captions 400 --out_dir data/demo/out/detectbench
 
 # The memorization testbed (diffrep/testbed): retrains testbed/{memorizing,large-data}

@@ -51,7 +51,7 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
             "--seeds_per_prompt", "2", "--steps", "3", "--resolution", "32", "--batch_size", "4",
             "--prompts_per_unit", "3", "--baseline_size", "30", "--shard_actor_cpus", "0.5",
             "--k", "3", "--report_pairs", "4",
-            "--region_rerank", "0"]  # the planted test covers the re-rank (it reads pixels)
+            "--regions", "false"]  # the planted test covers object-level matching
     assert scan.main(args + ["--overwrite", "true"]) == 0
     base = root / "scans" / "tiny"
     prompts = pq.read_table(base / "prompts.parquet").to_pylist()
@@ -72,9 +72,7 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
             assert r["checkpoint"] == str(pipelines / label) and r["steps"] == 3
             assert r["scheduler"] == "DDIMScheduler" and r["resolution"] == 32
             assert len(r["match_keys"]) == 3 and r["match_sims"] == sorted(r["match_sims"], reverse=True)
-            # regions on by default: the region score is never below the global top-1
-            assert r["region_sim"] >= r["top1_sim"] - 1e-5 and len(r["region_box"]) == 4
-            assert min(r["region_box"]) >= 0 and max(r["region_box"]) <= 1
+            assert r["region_sim"] is None and r["region_box"] is None  # regions off
         images = {}
         for tar_url in {r["image_tar"] for r in rows}:
             with tarfile.open(tar_url) as tar:
@@ -116,7 +114,7 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
     (base / "generations" / "tiny-1" / "00001.parquet").unlink()
     assert scan.main(args) == 0
     after = read_generations(root, "tiny", "tiny-1")
-    floats = ["match_sims", "top1_sim", "source_sim", "region_sim", "region_global_sim"]
+    floats = ["match_sims", "top1_sim", "source_sim"]
     assert after.drop(floats).equals(before.drop(floats))
     for column in floats[1:]:
         np.testing.assert_allclose(after[column].to_numpy(), before[column].to_numpy(), atol=1e-5)
@@ -129,12 +127,11 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
     if chromium() is None:
         pytest.skip("headless Chromium not installed (apt-get install chromium)")
     rendered = render_report(base / "report.html", tmp_path)
-    # 2 checkpoints x (top-1 vs baseline, similarity to own training image, region score vs
-    # region baseline); 4 global pairs and 4 region pairs each
-    assert rendered["svgs"] == 2 * 3
-    assert rendered["images"] == 2 * 2 * 4 * 2 and rendered["images_ok"] == rendered["images"]
+    # 2 checkpoints x (top-1 vs baseline, similarity to own training image); 4 pairs each
+    assert rendered["svgs"] == 2 * 2
+    assert rendered["images"] == 2 * 4 * 2 and rendered["images_ok"] == rendered["images"]
     assert "tiny-1: top 4 generation / training pairs" in rendered["dom"]
-    assert "tiny-1: top 4 region matches (box drawn on the generation)" in rendered["dom"]
+    assert "region matches" not in rendered["dom"]
 
 
 def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster, tmp_path):
@@ -146,7 +143,7 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     assert scan.main(["--root", str(root), "--run", "planted", "--generated", str(folder),
                       "--generated_name", "closed-model", "--prompts_per_unit", "8",
-                      "--baseline_size", "30", "--shard_actor_cpus", "0.5"]) == 0
+                      "--baseline_size", "12", "--shard_actor_cpus", "0.5"]) == 0
     rows = {r["gen_id"].rsplit("/", 1)[1].rsplit(".", 1)[0]: r
             for r in read_generations(root, "planted", "closed-model").to_pylist()}
     assert set(rows) == set(truth["name"].to_pylist())  # the broken file is skipped...
@@ -186,6 +183,14 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     assert summary["checkpoints"]["closed-model"]["replicated"] == 12 + found
     assert summary["region_baseline"]["count"] > 0
     assert summary["checkpoints"]["closed-model"]["skipped"] == {"not_an_image": 1}
+
+    if chromium() is None:
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    rendered = render_report(root / "scans/planted/report.html", tmp_path)
+    # top-1 vs baseline, similarity to own training image (none for a folder), region score
+    # vs region baseline; the region pairs have the matched box drawn on the generation
+    assert rendered["svgs"] >= 2 and rendered["images_ok"] == rendered["images"] > 0
+    assert "closed-model: top 12 region matches (box drawn on the generation)" in rendered["dom"]
 
 
 def test_pickle_only_checkpoint_is_refused_before_any_work(pipelines, tmp_path):

@@ -16,7 +16,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:32px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}
 .gallery{display:flex;flex-wrap:wrap;gap:8px;margin:8px 0 20px}
 figure{margin:0;width:150px;font-size:11px;word-break:break-word}
-figure img{width:150px;height:150px;object-fit:contain;background:#eee;display:block}
+figure img{width:150px;height:150px;object-fit:contain;background:#eee;display:block;border:1px solid #ccc}
 .note{color:#666;font-size:13px}
 """
 
