@@ -36,6 +36,7 @@ demo: setup
 	$(BIN)/python -m jobs.embed --config configs/demo-testbed.yaml
 	$(BIN)/python -m jobs.build_index --config configs/demo-testbed.yaml
 	$(BIN)/python -m jobs.scan --config configs/demo-testbed.yaml
+	$(BIN)/python -m jobs.dedup --config configs/demo-testbed.yaml
 	$(BIN)/python -m jobs.dcs --config configs/demo-testbed.yaml
 	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --max_captions 400 --out_dir data/demo/out/detectbench
 
