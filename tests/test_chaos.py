@@ -132,7 +132,7 @@ def test_dcs_survives_a_worker_node_dying(nodes, demo_index_root, tmp_path):
     scores = run / "scores"
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.dcs", "--root", str(root), "--run", "chaos", "--checkpoint",
-         str(ckpt), "--resolution", "32", "--batch_size", "2", "--captions_per_shard", "2",
+         str(ckpt), "--resolution", "32", "--batch_size", "2", "--captions_per_shard", "3",
          "--num_buckets", "1", "--workers", "2", "--cpus_per_worker", "1", "--top_n", "2",
          "--ecs_seeds", "1", "--gt_seeds", "1", "--gt_steps", "2", "--overwrite", "true",
          "--ray_address", cluster.address, "--progress_interval_s", "1"],

@@ -162,7 +162,7 @@ def test_dcs_job_killed_and_resubmitted_loses_and_doubles_nothing(demo_index_roo
     build_tiny_pipeline(ckpt, seed=0, resolution=32)
     args = [sys.executable, "-m", "jobs.dcs", "--root", str(root), "--run", "killed",
             "--checkpoint", str(ckpt), "--resolution", "32", "--batch_size", "2",
-            "--captions_per_shard", "2", "--num_buckets", "1", "--top_n", "4", "--ecs_seeds", "2",
+            "--captions_per_shard", "3", "--num_buckets", "1", "--top_n", "4", "--ecs_seeds", "2",
             "--gt_seeds", "1", "--gt_steps", "2", "--ray_address", ray_cluster.address,
             "--progress_interval_s", "1"]
     scores = root / "rankings" / "killed" / "scores"

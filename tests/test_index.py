@@ -126,24 +126,24 @@ def test_lookup_carries_key_url_caption(tmp_path):
 
 
 def test_incremental_add_does_not_retrain(tmp_path):
-    x = clustered_vectors(16000, 64, clusters=50, seed=4)
+    x = clustered_vectors(8000, 32, clusters=30, seed=4)
     root = str(tmp_path)
-    write_embeddings(root, MODEL, x[:12000], 3000)
-    cfg = IndexConfig(root=root, model=MODEL, index_key="IVF64,PQ16x8", num_shards=2,
+    write_embeddings(root, MODEL, x[:6000], 2000)
+    cfg = IndexConfig(root=root, model=MODEL, index_key="IVF32,PQ8x8", num_shards=2,
                       eval_queries=200)
     build(cfg, LocalExecutor())
     layout = IndexLayout(root, MODEL)
     trained_before = file_digest(layout.trained)
-    write_embeddings(root, MODEL, x[12000:], 2000, first_shard=4)
+    write_embeddings(root, MODEL, x[6000:], 1000, first_shard=3)
     infos = build(cfg, LocalExecutor())
-    assert infos["ntotal"] == 16000 and infos["generation"] == 1
+    assert infos["ntotal"] == 8000 and infos["generation"] == 1
     assert file_digest(layout.trained) == trained_before
     handle = open_index(root, MODEL)
     ids = np.concatenate([pq.read_table(layout.path(layout.idmap_name(s.slice_id)))["id"].to_numpy()
                           for s in handle.slices])
-    np.testing.assert_array_equal(np.sort(ids), np.arange(16000))
-    hits = Searcher(handle).search(x[12000::500], 1, rerank="exact", candidates=20)
-    np.testing.assert_array_equal(hits.ids[:, 0], np.arange(12000, 16000, 500))
+    np.testing.assert_array_equal(np.sort(ids), np.arange(8000))
+    hits = Searcher(handle).search(x[6000::250], 1, rerank="exact", candidates=20)
+    np.testing.assert_array_equal(hits.ids[:, 0], np.arange(6000, 8000, 250))
     assert build(cfg, LocalExecutor())["generation"] == 1  # nothing new: untouched
 
 
