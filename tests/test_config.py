@@ -65,10 +65,12 @@ def job_config_classes() -> dict:
     from diffrep.scan.config import ScanConfig
     from diffrep.search.config import SearchConfig
     from jobs.build_demo import BuildDemoConfig
+    from jobs.build_testbed_corpus import TestbedCorpusConfig
 
     return {"build_demo": BuildDemoConfig, "download": DownloadConfig, "embed": EmbedConfig,
             "index": IndexConfig, "search": SearchConfig, "dedup": DedupConfig,
-            "copybench": CopyBenchConfig, "scan": ScanConfig, "dcs": RankConfig}
+            "copybench": CopyBenchConfig, "scan": ScanConfig, "dcs": RankConfig,
+            "build_testbed_corpus": TestbedCorpusConfig}
 
 
 @pytest.mark.parametrize("path", sorted(str(p) for p in Path("configs").glob("*.yaml")))
