@@ -1,5 +1,6 @@
-"""The testbed's captioned training sets, cut from the photos the project ships
-(diffrep.data.demo.load_source_photos: scikit-image, scikit-learn, opencv-doc if present).
+"""The testbed's captioned training sets, cut from the photos that pip-installed packages
+ship (diffrep.data.demo.load_source_photos without opencv-doc: scikit-image's and
+scikit-learn's 19 photos), so the pool does not depend on an optional Debian package.
 
 One pool of distinct 32x32 RGB images (uint8) is cut first; both models' training sets
 index into it:
@@ -89,7 +90,7 @@ def build_pool(cfg: DataConfig) -> tuple[np.ndarray, list[Entry]]:
     then once-seen images. Deterministic in cfg.seed and the installed photos."""
     from diffrep.data.demo import load_source_photos
 
-    photos = {k: v.convert("RGB") for k, v in sorted(load_source_photos().items())}
+    photos = {k: v.convert("RGB") for k, v in sorted(load_source_photos(use_opencv_doc=False).items())}
     names = list(photos)
     rng = np.random.default_rng(cfg.seed)
     images: list[np.ndarray] = []
