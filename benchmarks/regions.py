@@ -15,8 +15,10 @@ replication threshold comes from data. On copybench's gallery (crops of real pho
   pasted-object copies as the demo's planted folder makes them).
 
 Three scorings: `image` (each query region against the whole training image's stored
-descriptor), `rerank_top3` (what Searcher.search does by default: then each query's top 3
-re-scored region to region, with the training images' own grid crops) and `pairs_all`
+descriptor), `rerank` (what Searcher.search does by default: then each query's top 3
+distinct candidates, with the near-duplicates of those before them, re-scored region to
+region with the training images' own grid crops; diffrep.search.regions.rerank_choice) and
+`pairs_all`
 (region to region against every training image: an upper bound of the null).
 
 The threshold is the largest null score, rounded up to the next 0.05: every novel image
@@ -54,6 +56,7 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
     from diffrep.search.regions import (
         region_pair_scores,
         region_scores,
+        rerank_choice,
         rerank_pairs,
     )
 
@@ -79,14 +82,15 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
         if excluded is not None:
             scores = np.where(excluded, -1, scores).astype(np.float32)
         ids = np.broadcast_to(np.arange(len(gallery)), scores.shape)
-        rerank_pairs(r, ids, scores, best, lambda i: g_regions[i], spec.rerank)
+        rerank_pairs(r, ids, scores, best, lambda i: g_regions[i],
+                     rerank_choice(ids, scores, g_regions[:, 0], spec))
         return scores if excluded is None else np.where(excluded, -1, scores)
 
     def pairs_all(r: np.ndarray, excluded: np.ndarray | None) -> np.ndarray:
         scores = region_pair_scores(r, g_regions)[0]
         return scores if excluded is None else np.where(excluded, -1, scores)
 
-    scorings = {"image": image, f"rerank_top{spec.rerank}": with_rerank, "pairs_all": pairs_all}
+    scorings = {"image": image, "rerank": with_rerank, "pairs_all": pairs_all}
     drawings = embed_regions(embedder, [novel_image(seed * 1000 + 700 + i) for i in range(novel)],
                              spec).vectors
     rng = random.Random(seed)
@@ -141,7 +145,7 @@ def query_rates(root: str, folder: str, model: str, repeats: int = 2) -> dict:
     """Queries per second on an index with its corpus (e.g. the demo's after `make demo`):
     the images of `folder` searched (top 5 of 50 candidates, exact re-rank) with the global
     descriptor only, with regions to whole training images, and with the default re-rank
-    of the top 3 region to region; embedding included, best of `repeats` runs (the
+    of the top candidates region to region; embedding included, best of `repeats` runs (the
     re-rank's candidate cache is emptied before each run)."""
     from pathlib import Path
 

@@ -56,7 +56,7 @@ def test_region_score_is_the_best_region_and_never_below_the_global_one():
     np.testing.assert_allclose(scores, want.max(1), atol=1e-6)
     assert best[1, 4] == 3 and scores[1, 4] == pytest.approx(1.0, abs=1e-6)
     assert (scores >= np.einsum("qd,qcd->qc", regions[:, 0], cands) - 1e-6).all()
-    shared, _ = region_scores(regions, cands[0])  # (C, d): one candidate set for all
+    shared = region_scores(regions, cands[0])[0]  # (C, d): one candidate set for all
     np.testing.assert_allclose(shared, want_shared := np.einsum("qrd,cd->qrc", regions, cands[0]).max(1))
     assert want_shared.shape == (3, 7)
     u = union_candidates(np.array([[3, 1], [2, -1]]), np.array([[1, 5, 3], [-1, -1, -1]]))
@@ -83,13 +83,35 @@ def test_region_pairs_score_the_best_region_to_region_and_rerank_only_the_top():
         called.append(u.tolist())
         return cand[u]
 
-    rerank_pairs(q, ids, score, best, regions_of, top=2)
     top = np.argsort(-before, axis=1, kind="stable")[:, :2]
+    chosen = np.zeros(ids.shape, bool)
+    np.put_along_axis(chosen, top, True, 1)
+    assert rerank_pairs(q, ids, score, best, regions_of, chosen) == 4
     assert called == [sorted(set(np.take_along_axis(ids, top, 1).ravel().tolist()))]  # one call
     for i in range(2):
         for j in range(5):
             want_ij = max(before[i, j], pair[i, ids[i, j]]) if j in top[i] else before[i, j]
             assert score[i, j] == pytest.approx(want_ij, abs=1e-6), (i, j)
+
+
+def test_rerank_choice_skips_near_duplicates_of_counted_candidates():
+    from diffrep.search.regions import RegionSpec, rerank_choice
+
+    e = np.eye(8, dtype=np.float32)
+    dup = (e[0] + 0.3 * e[1]) / np.linalg.norm(e[0] + 0.3 * e[1])  # 0.96 similar to e[0]
+    vecs = np.stack([e[0], dup, dup, e[2], e[3], e[4], e[5]])  # candidates 0-2: one photo
+    ids = np.array([[10, 11, 12, 13, 14, 15, 16], [10, 11, 12, 13, -1, -1, -1]])
+    score = np.array([[0.9, 0.85, 0.8, 0.5, 0.4, 0.3, 0.2], [0.9, 0.85, 0.8, 0.5, 0, 0, 0]])
+    spec = RegionSpec(rerank=2, rerank_distinct=0.6, rerank_max=10)
+    chosen = rerank_choice(ids, score, vecs, spec)
+    # 0 counts, 1 and 2 are its near-duplicates (taken, not counted), 3 is the second distinct
+    assert chosen[0].tolist() == [True, True, True, True, False, False, False]
+    assert chosen[1].tolist() == [True, True, True, True, False, False, False]  # -1: never
+    capped = rerank_choice(ids, score, vecs, RegionSpec(rerank=2, rerank_max=2))
+    assert capped.sum(1).tolist() == [2, 2]
+    plain = rerank_choice(ids, score, vecs, RegionSpec(rerank=2, rerank_distinct=1.01))
+    assert plain[0].tolist() == [True, True] + [False] * 5  # nothing is a duplicate: top 2
+    assert not rerank_choice(ids, score, vecs, RegionSpec(rerank=0)).any()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 from diffrep.copybench.copysets import GalleryItem, Query
 from diffrep.copybench.metrics import CopyMetrics, evaluate
 from diffrep.models.base import Embedder, call_by_shape
+from diffrep.search.regions import RegionSpec
 
 log = logging.getLogger("diffrep")
 
@@ -57,12 +58,19 @@ def score_sets(gallery: list[GalleryItem], query_sets: dict[str, list[Query]], g
         out["split_product"] = {}
     for name, queries in query_sets.items():
         source = np.array([index[q.source_key] for q in queries])
+        other = mixed_in_groups(queries, index, groups)
         qf = query_feats[name]
-        out["inner_product"][name] = evaluate(qf.pooled @ gallery_feats.pooled.T, source, groups[source], groups)
+        out["inner_product"][name] = evaluate(qf.pooled @ gallery_feats.pooled.T, source,
+                                              groups[source], groups, other)
         if gallery_feats.tokens is not None:
             out["split_product"][name] = evaluate(split_product_scores(qf.tokens, gallery_feats.tokens),
-                                                  source, groups[source], groups)
+                                                  source, groups[source], groups, other)
     return out
+
+
+def mixed_in_groups(queries: list[Query], index: dict[str, int], groups: np.ndarray) -> np.ndarray:
+    """(Q,) the photo each query's other content came from, "" when none."""
+    return np.array([groups[index[q.other_key]] if q.other_key else "" for q in queries], dtype=object)
 
 
 def average_ranks(table: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -79,14 +87,14 @@ def average_ranks(table: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def score_regions(gallery: list[GalleryItem], query_sets: dict[str, list[Query]],
                   gallery_feats: Features, region_vectors: dict[str, np.ndarray],
-                  gallery_regions: np.ndarray | None = None, rerank: int = 0
+                  gallery_regions: np.ndarray | None = None, spec: RegionSpec | None = None
                   ) -> dict[str, CopyMetrics]:
     """{set: metrics} of object-level matching as Searcher.search(regions=...) does it:
     each (query, gallery item) scored by the best similarity of any of the query's regions
     (region_vectors[set]: (Q, R, dim), from diffrep.search.regions.embed_regions) to the
-    item's global descriptor; with gallery_regions (G, R, dim), each query's top `rerank`
-    items are re-scored region to region."""
-    from diffrep.search.regions import region_scores, rerank_pairs
+    item's global descriptor; with gallery_regions (G, R, dim), the items that
+    diffrep.search.regions.rerank_choice picks with `spec` are re-scored region to region."""
+    from diffrep.search.regions import region_scores, rerank_choice, rerank_pairs
 
     index = {g.key: i for i, g in enumerate(gallery)}
     groups = np.array([g.group for g in gallery])
@@ -94,8 +102,10 @@ def score_regions(gallery: list[GalleryItem], query_sets: dict[str, list[Query]]
     for name, queries in query_sets.items():
         source = np.array([index[q.source_key] for q in queries])
         scores, best = region_scores(region_vectors[name], gallery_feats.pooled)
-        if gallery_regions is not None and rerank:
+        if gallery_regions is not None and spec is not None and spec.rerank:
             ids = np.broadcast_to(np.arange(len(gallery)), scores.shape)
-            rerank_pairs(region_vectors[name], ids, scores, best, lambda i: gallery_regions[i], rerank)
-        out[name] = evaluate(scores, source, groups[source], groups)
+            rerank_pairs(region_vectors[name], ids, scores, best, lambda i: gallery_regions[i],
+                         rerank_choice(ids, scores, gallery_feats.pooled, spec))
+        out[name] = evaluate(scores, source, groups[source], groups,
+                             mixed_in_groups(queries, index, groups))
     return out

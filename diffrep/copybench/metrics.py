@@ -1,6 +1,9 @@
 """Retrieval metrics of copy detection: each query has exactly one source in the gallery;
 gallery items from the same photo as the source (other crops) are left out of its ranking,
-neither positive nor negative."""
+neither positive nor negative. So are the items of the photo a mixed query took its other
+content from (cutmix's background, segmix's host image): the query copies that photo too,
+often more of it than of the source, and paper 1's IN-Cutmix takes those images from
+outside the gallery."""
 
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ class CopyMetrics:
 
 
 def evaluate(scores: np.ndarray, source: np.ndarray, query_group: np.ndarray,
-             gallery_group: np.ndarray) -> CopyMetrics:
+             gallery_group: np.ndarray, other_group: np.ndarray | None = None) -> CopyMetrics:
     """scores (Q, G) similarities; source (Q,) gallery index of each query's source;
-    query_group (Q,) and gallery_group (G,) photo ids used to exclude same-photo items."""
+    query_group (Q,) and gallery_group (G,) photo ids used to exclude same-photo items;
+    other_group (Q,): the photo each query mixed in ("" or None: none), excluded too."""
     q = np.arange(len(scores))
     valid = query_group[:, None] != gallery_group[None, :]
+    if other_group is not None:
+        valid &= np.asarray(other_group)[:, None] != gallery_group[None, :]
     valid[q, source] = True
     positive = np.zeros_like(valid)
     positive[q, source] = True

@@ -43,8 +43,9 @@ class CopyBenchConfig:
     region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
         "crop sides of the region grid, as fractions of the query's side"))
     region_rerank: int = field(default=3, metadata=helps(
-        "with regions: top gallery items per query re-scored region to region (as the "
-        "search does with training images); 0: region to whole image only"))
+        "with regions: top gallery items per query, and each region's own best item, "
+        "re-scored region to region (as the search does with training images); 0: region "
+        "to whole image only"))
     write_webdataset: bool = field(default=True, metadata=helps("write gallery and sets as WebDataset tars"))
     batch_size: int = field(default=32, metadata=helps("images per model call"))
     device: str = field(default="cpu", metadata=helps("cpu or cuda"))
@@ -110,7 +111,7 @@ def run_copybench(cfg: CopyBenchConfig) -> dict:
                        for s, qs in query_sets.items()}
             g_regions = embed_regions(embedder, [g.image for g in gallery], spec, cfg.batch_size).vectors \
                 if spec.rerank else None
-            per_set = score_regions(gallery, query_sets, g_feats, regions, g_regions, spec.rerank)
+            per_set = score_regions(gallery, query_sets, g_feats, regions, g_regions, spec)
             rows[f"{label}, regions"] = {s: m.__dict__ for s, m in per_set.items()}
             log.info("copybench: %s regions (%d per query) scored in %.1f s", model, spec.count(),
                      time.monotonic() - t1)

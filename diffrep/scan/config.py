@@ -65,10 +65,10 @@ class ScanConfig:
     region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
         "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
     region_rerank: int = field(default=3, metadata=helps(
-        "top candidates of each generation re-scored region to region: their training "
-        "images are read from the corpus tars and their grid crops embedded "
-        "(diffrep.search.training_regions; 14 descriptor calls per candidate); 0: region "
-        "to whole training image only"))
+        "top candidates of each generation re-scored region to region, and each region's "
+        "own best candidate: their training images are read from the corpus tars and their "
+        "grid crops embedded (diffrep.search.training_regions; 14 descriptor calls per "
+        "candidate); 0: region to whole training image only"))
     region_threshold: float = field(default=0.5, metadata=helps(
         "replication threshold on the region score, calibrated on the baseline, copybench "
         "and novel images (docs/benchmarks.md, 'Region matching')"))

@@ -30,9 +30,10 @@ class SearchConfig:
     region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
         "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
     region_rerank: int = field(default=3, metadata=helps(
-        "with regions: top candidates per query re-scored region to region, their training "
-        "images read from the corpus tars and their grid crops embedded "
-        "(diffrep.search.training_regions); 0: region to whole training image only"))
+        "with regions: top candidates per query, and each region's own best candidate, "
+        "re-scored region to region, their training images read from the corpus tars and "
+        "their grid crops embedded (diffrep.search.training_regions); 0: region to whole "
+        "training image only"))
     k: int = field(default=10, metadata=helps("neighbours per query"))
     rerank: Literal["none", "exact"] = field(default="exact", metadata=helps(
         "exact: re-rank candidates by true inner product from the stored embeddings"))

@@ -35,14 +35,21 @@ class RegionSpec:
         scale tiles the image with crops that overlap their neighbours by `overlap`.
     per_region: approximate candidates searched per region (its union with the global
         candidates is re-ranked exactly).
-    rerank: top candidates per query re-scored region to region when the searcher has the
-        training images' regions (diffrep.search.training_regions); 0: never.
+    rerank: distinct top candidates per query re-scored region to region when the searcher
+        has the training images' regions (diffrep.search.training_regions); 0: never.
+    rerank_distinct: a candidate whose stored descriptor is at least this similar to one
+        already counted is re-scored too but does not count toward `rerank`. When a patch
+        of a training image is pasted on another photo, that photo's near-duplicates take
+        the top of the ranking; the patch's source comes after them.
+    rerank_max: candidates re-scored per query at most (the cost bound).
     """
 
     scales: tuple[float, ...] = (0.5, 0.75)
     overlap: float = 0.5
     per_region: int = 10
     rerank: int = 3
+    rerank_distinct: float = 0.6
+    rerank_max: int = 10
 
     def __post_init__(self) -> None:
         if not self.scales or not all(0 < s < 1 for s in self.scales):
@@ -51,8 +58,8 @@ class RegionSpec:
             raise ValueError(f"region overlap must be in [0, 1), not {self.overlap}")
         if self.per_region < 1:
             raise ValueError("per_region must be >= 1")
-        if self.rerank < 0:
-            raise ValueError("rerank must be >= 0")
+        if self.rerank < 0 or self.rerank_max < self.rerank:
+            raise ValueError(f"need 0 <= rerank <= rerank_max, not {self.rerank}, {self.rerank_max}")
 
     def boxes(self) -> np.ndarray:
         """(R, 4) float32 normalised boxes: the whole image first, then each scale's grid."""
@@ -143,19 +150,42 @@ def region_pair_scores(query_regions: np.ndarray, candidate_regions: np.ndarray
     return np.take_along_axis(per_region, best[..., None], 2)[..., 0], best
 
 
+def rerank_choice(ids: np.ndarray, score: np.ndarray, vectors: np.ndarray, spec: RegionSpec
+                  ) -> np.ndarray:
+    """(Q, C) bool: the candidates to re-score. Per query, candidates in order of region
+    score (ids (Q, C), -1: none; vectors (Q, C, d) their stored descriptors, or (C, d)
+    shared): each is taken, and counts unless it is a near-duplicate (similarity >=
+    spec.rerank_distinct) of one already counted, until spec.rerank count or
+    spec.rerank_max are taken."""
+    chosen = np.zeros(ids.shape, bool)
+    if spec.rerank == 0:
+        return chosen
+    vecs = np.asarray(vectors, np.float32)
+    order = np.argsort(-score, axis=1, kind="stable")[:, :spec.rerank_max]
+    for q, row in enumerate(order):
+        row = row[ids[q, row] >= 0]
+        v = vecs[q, row] if vecs.ndim == 3 else vecs[row]
+        sims = v @ v.T
+        counted: list[int] = []
+        for j, col in enumerate(row):
+            chosen[q, col] = True
+            if not counted or sims[j, counted].max() < spec.rerank_distinct:
+                counted.append(j)
+                if len(counted) == spec.rerank:
+                    break
+    return chosen
+
+
 def rerank_pairs(query_regions: np.ndarray, ids: np.ndarray, score: np.ndarray, best: np.ndarray,
-                 candidate_regions: Callable[[np.ndarray], np.ndarray], top: int) -> None:
-    """In place: each query's `top` candidates by region score (ids (Q, C), -1: none;
-    score and best (Q, C) from region_scores) get the region-to-region score when it is
-    higher (it is never lower but for the stored descriptor's rounding: the whole training
-    image is its region 0). candidate_regions: ids (U,) -> (U, R, d), called once."""
-    order = np.argsort(-score, axis=1, kind="stable")[:, :top]
-    rows = np.repeat(np.arange(len(ids)), order.shape[1])
-    cols = order.ravel()
-    keep = ids[rows, cols] >= 0
-    rows, cols = rows[keep], cols[keep]
+                 candidate_regions: Callable[[np.ndarray], np.ndarray], chosen: np.ndarray) -> int:
+    """In place: each query's `chosen` candidates (Q, C) bool, e.g. from rerank_choice; ids
+    (Q, C), -1: none; score and best (Q, C) from region_scores) get the region-to-region
+    score when it is higher (it is never lower but for the stored descriptor's rounding:
+    the whole training image is its region 0). candidate_regions: ids (U,) -> (U, R, d),
+    called once. Returns the pairs re-scored."""
+    rows, cols = np.nonzero(chosen & (ids >= 0))
     if not len(rows):
-        return
+        return 0
     uniq, inv = np.unique(ids[rows, cols], return_inverse=True)
     cand = np.asarray(candidate_regions(uniq), np.float32)
     sims = np.einsum("nrd,nsd->nrs", np.asarray(query_regions, np.float32)[rows], cand[inv]).max(axis=2)
@@ -164,3 +194,4 @@ def rerank_pairs(query_regions: np.ndarray, ids: np.ndarray, score: np.ndarray, 
     better = pair > score[rows, cols]
     score[rows[better], cols[better]] = pair[better]
     best[rows[better], cols[better]] = pair_best[better]
+    return len(rows)

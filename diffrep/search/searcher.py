@@ -19,7 +19,13 @@ from diffrep.index.build import read_index, search_params
 from diffrep.index.manifest import verify
 from diffrep.index.vectors import merge_topk
 from diffrep.search.index import IndexHandle
-from diffrep.search.regions import RegionQueries, region_scores, rerank_pairs, union_candidates
+from diffrep.search.regions import (
+    RegionQueries,
+    region_scores,
+    rerank_choice,
+    rerank_pairs,
+    union_candidates,
+)
 from diffrep.similarity import split_product
 
 Rerank = Literal["none", "exact", "split_product"]
@@ -235,7 +241,7 @@ class Searcher:
         score, glob = np.where(valid, score, -np.inf), np.where(valid, glob, -np.inf)
         if self.candidate_regions is not None and regions.spec.rerank > 0:
             rerank_pairs(regions.vectors, ids, score, best, self.candidate_regions,
-                         regions.spec.rerank)
+                         rerank_choice(ids, score, vecs, regions.spec))
         order = np.lexsort((ids, -glob, -score), axis=-1)[:, :k]
         take = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
         boxes = regions.boxes[take(best)]
