@@ -159,7 +159,7 @@ def query_rates(root: str, folder: str, model: str, repeats: int = 2) -> dict:
     embedder = create_embedder(model, weights=default_weights(model))
     images = [Image.open(p).convert("RGB") for p in sorted(Path(folder).glob("*.png"))]
     spec = RegionSpec()
-    modes = {"global": None, "regions": RegionSpec(rerank=0), f"regions_rerank{spec.rerank}": spec}
+    modes = {"global": None, "regions": RegionSpec(rerank=0), "regions_rerank": spec}
     out = {"queries": len(images), "index_vectors": handle.ntotal}
     for name, mode in modes.items():
         best = float("inf")
@@ -189,8 +189,9 @@ def main() -> None:
     parser.add_argument("--demo_root", default=None,
                         help="also queries/s on this index with its corpus (e.g. data/demo/out)")
     parser.add_argument("--demo_folder", default="data/demo/corpus/generated")
+    parser.add_argument("--rates_only", action="store_true", help="skip the calibration")
     args = parser.parse_args()
-    results = calibrate(args.model, args.crops_per_photo, args.novel, args.seed)
+    results = {} if args.rates_only else calibrate(args.model, args.crops_per_photo, args.novel, args.seed)
     if args.demo_root:
         results["query_rates"] = query_rates(args.demo_root, args.demo_folder, args.model)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
