@@ -86,8 +86,9 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
     from diffrep.report.images import fetch_corpus_images
 
     handle = searcher.handle
-    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales) + \
-        (f"-rerank{spec.rerank}" if searcher.candidate_regions is not None else "")
+    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales)
+    if searcher.candidate_regions is not None:  # every setting of the re-rank's choice
+        tag += f"-rerank{spec.rerank}d{spec.rerank_distinct:g}m{spec.rerank_max}"
     url = layout.baseline(handle.model, index_hash(searcher), n, seed, tag)
     if storage.exists(url):
         log.info("scan: region baseline from cache %s", url)
