@@ -143,7 +143,7 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     assert scan.main(["--root", str(root), "--run", "planted", "--generated", str(folder),
                       "--generated_name", "closed-model", "--prompts_per_unit", "8",
-                      "--baseline_size", "12", "--shard_actor_cpus", "0.5"]) == 0
+                      "--baseline_size", "6", "--shard_actor_cpus", "0.5"]) == 0
     rows = {r["gen_id"].rsplit("/", 1)[1].rsplit(".", 1)[0]: r
             for r in read_generations(root, "planted", "closed-model").to_pylist()}
     assert set(rows) == set(truth["name"].to_pylist())  # the broken file is skipped...
