@@ -168,7 +168,7 @@ def query_rates(root: str, folder: str, model: str, repeats: int = 2) -> dict:
             if mode is None:
                 Searcher(handle).search(embedder.embed_images(images), k=5, rerank="exact", candidates=50)
             else:
-                regions = TrainingRegions(handle, embedder, mode) if mode.rerank else None
+                regions = TrainingRegions.for_spec(handle, embedder, mode)
                 rq = embed_regions(embedder, images, mode)
                 Searcher(handle, candidate_regions=regions).search(
                     rq.global_vectors, k=5, rerank="exact", candidates=50, regions=rq)

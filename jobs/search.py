@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         use_actors = wants_shard_actors(cfg.shard_actors, handle)
         if cfg.verify and not use_actors:
             handle.verify_shards()  # shard actors verify their own shard
-        queries = load_queries(cfg, handle)
+        embedder = image_embedder(cfg, handle) if cfg.images is not None else None
+        queries = load_queries(cfg, handle, embedder)
     except (ConfigError, IndexIntegrityError) as exc:
         log.error("%s", exc)
         return 2
@@ -53,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         backend = LocalShards(handle)
     spec = queries.regions.spec if queries.regions is not None else None
-    training_regions = TrainingRegions(handle, image_embedder(cfg, handle), spec) \
-        if spec is not None and spec.rerank else None
-    searcher = Searcher(handle, backend, nprobe=cfg.nprobe, candidate_regions=training_regions)
+    searcher = Searcher(handle, backend, nprobe=cfg.nprobe,
+                        candidate_regions=TrainingRegions.for_spec(handle, embedder, spec))
     n = len(queries.keys)
     progress = Progress("search", -(-n // cfg.batch_size), unit="batches", item="queries")
     tables = []

@@ -76,8 +76,8 @@ class MatchSettings:
         """The searcher matches use: with region re-ranking, it reads and embeds the top
         candidates' training images (diffrep.search.training_regions)."""
         spec = self.region_spec()
-        regions = TrainingRegions(handle, embedder, spec) if spec and spec.rerank else None
-        return Searcher(handle, backend, self.nprobe, candidate_regions=regions)
+        return Searcher(handle, backend, self.nprobe,
+                        candidate_regions=TrainingRegions.for_spec(handle, embedder, spec))
 
 
 class ScanWorker:

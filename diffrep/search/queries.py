@@ -117,15 +117,16 @@ def image_embedder(cfg, handle):
     return create_embedder(cfg.model, weights=weights)
 
 
-def load_queries(cfg, handle) -> QuerySet:
+def load_queries(cfg, handle, embedder=None) -> QuerySet:
     """The search job's queries (SearchConfig: images, a .npy, or an embed root), checked
-    against the index's model and dimension. Raises ConfigError naming the problem."""
+    against the index's model and dimension; image queries are embedded with `embedder`
+    (default: image_embedder(cfg, handle)). Raises ConfigError naming the problem."""
     if cfg.images is not None:
         paths = list_images(cfg.images)
         if not paths:
             raise ConfigError(f"search.images {cfg.images!r} matches no image file")
         spec = RegionSpec(tuple(cfg.region_scales), rerank=cfg.region_rerank) if cfg.regions else None
-        queries = from_images(paths, image_embedder(cfg, handle), regions=spec)
+        queries = from_images(paths, embedder or image_embedder(cfg, handle), regions=spec)
     elif cfg.queries.endswith(".npy"):
         queries = from_npy(cfg.queries, cfg.queries_metadata, cfg.query_model, cfg.model)
     else:

@@ -146,7 +146,7 @@ class Searcher:
 
     candidate_regions (e.g. diffrep.search.training_regions.TrainingRegions): ids (n,) ->
     the training images' own region descriptors (n, R, dim); with it, region searches
-    re-score each query's top `RegionSpec.rerank` candidates region to region."""
+    re-score the candidates diffrep.search.regions.rerank_choice picks region to region."""
 
     def __init__(self, handle: IndexHandle, backend: LocalShards | RayShards | None = None,
                  nprobe: int | None = None,
@@ -176,8 +176,9 @@ class Searcher:
         matching. The global candidates and each region's `per_region` candidates are
         ranked by region score, the best exact similarity of any region of the query to
         the stored embedding (rerank is then always exact); with the searcher's
-        candidate_regions, the top `regions.spec.rerank` are then scored by the best
-        similarity of any region of the query to any region of the training image; see Hits.
+        candidate_regions, the candidates rerank_choice picks (the top `regions.spec.rerank`
+        distinct ones) are then scored by the best similarity of any region of the query
+        to any region of the training image; see Hits.
         """
         q = self._check(queries)
         if regions is not None:

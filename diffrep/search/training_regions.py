@@ -35,6 +35,12 @@ class TrainingRegions:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.missing = 0
 
+    @classmethod
+    def for_spec(cls, handle, embedder, spec: RegionSpec | None) -> TrainingRegions | None:
+        """What a Searcher's candidate_regions should be for `spec`: None without regions
+        or with the re-rank off (spec.rerank 0)."""
+        return cls(handle, embedder, spec) if spec is not None and spec.rerank else None
+
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         from diffrep.report.images import fetch_corpus_images
 
