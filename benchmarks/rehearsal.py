@@ -104,7 +104,8 @@ def write_corpus(root: str, n: int, dim: int, shard_rows: int, seed: int = 0) ->
             "url": [f"https://img.example/{name}/{r}.jpg" for r in range(m)],
             "caption": captions, "shard": [name] * m, "row": np.arange(m, dtype=np.int64),
             "width": np.full(m, 512, np.int32), "height": np.full(m, 512, np.int32),
-            "sha256": [""] * m}, schema=METADATA_SCHEMA))
+            "sha256": [""] * m, "image_offset": np.full(m, -1, np.int64),
+            "image_size": np.full(m, -1, np.int64)}, schema=METADATA_SCHEMA))
         storage.write_json(out.stats(name), {"shard": name, "embedded": m, "model": {"name": MODEL, "dim": dim}})
     np.save(os.path.join(root, "truth.npy"), group)
     return {"groups": int(len(sizes)), "duplicated_images": int(len(members)),

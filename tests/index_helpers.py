@@ -35,7 +35,8 @@ def write_embeddings(root: str, model: str, vectors: np.ndarray, rows_per_shard:
             "url": [f"http://example.com/{name}/{r}.jpg" for r in range(n)],
             "caption": [f"caption {name} {r}" for r in range(n)],
             "shard": [name] * n, "row": list(range(n)), "width": [64] * n, "height": [64] * n,
-            "sha256": ["0" * 64] * n}, schema=METADATA_SCHEMA))
+            "sha256": ["0" * 64] * n, "image_offset": [-1] * n, "image_size": [-1] * n},
+            schema=METADATA_SCHEMA))
         storage.write_json(out.stats(name), {"shard": name, "embedded": n})
         names.append(name)
     return names

@@ -4,6 +4,7 @@ model called directly, resume after a kill, validation before work."""
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -88,9 +90,42 @@ def test_every_metadata_row_traces_to_its_input_sample(two_model_run):
             src = samples[r["key"]]
             assert r["shard"] == shard and order[r["row"]] == r["key"]
             assert r["sha256"] == hashlib.sha256(src["jpg"]).hexdigest()
+            tar = (corpus / "shards" / f"{shard}.tar").read_bytes()
+            assert tar[r["image_offset"]:r["image_offset"] + r["image_size"]] == src["jpg"]
             assert r["caption"] == src["txt"].decode()
             assert r["url"] == json.loads(src["json"])["url"]
             assert (r["width"], r["height"]) == decode_image(src["jpg"]).image.size
+
+
+def test_corpus_images_are_read_back_by_range_or_by_stream(two_model_run, tmp_path, monkeypatch):
+    from diffrep.report import images as fetch
+
+    corpus, _, root = two_model_run
+    _, meta, _ = read_outputs(root, "clip-ViT-B-32")
+    wanted = {shard: {r["key"] for r in rows[1::3]} for shard, rows in meta.items()}
+    samples = {k: v for shard in meta for k, v in tar_samples(corpus / "shards" / f"{shard}.tar").items()}
+
+    def expect_exact(images):
+        assert set(images) == set().union(*wanted.values())
+        for key, image in images.items():
+            assert np.array_equal(np.asarray(image), np.asarray(decode_image(samples[key]["jpg"]).image))
+
+    streamed = []
+    real_stream = fetch.read_streamed_images
+    monkeypatch.setattr(fetch, "read_streamed_images", lambda url, keys: streamed.append(keys) or real_stream(url, keys))
+    expect_exact(fetch.fetch_corpus_images(str(root), "clip:ViT-B-32", wanted))
+    assert streamed == []  # every image was one ranged read
+    # ranges that no longer hold the embedded bytes (as if the tar changed): streamed instead
+    base = root / "embeddings" / "clip-ViT-B-32"
+    shifted = tmp_path / "root"
+    shutil.copytree(root, shifted)
+    for shard in meta:
+        path = shifted / "embeddings" / "clip-ViT-B-32" / "metadata" / f"{shard}.parquet"
+        table = pq.read_table(base / "metadata" / f"{shard}.parquet")
+        offsets = pc.add(table["image_offset"], 512)
+        pq.write_table(table.set_column(table.schema.get_field_index("image_offset"), "image_offset", offsets), path)
+    expect_exact(fetch.fetch_corpus_images(str(shifted), "clip:ViT-B-32", wanted))
+    assert sorted(map(sorted, streamed)) == sorted(map(sorted, (k for k in wanted.values() if k)))
 
 
 def test_job_embedding_equals_direct_model_call(two_model_run):

@@ -1,6 +1,7 @@
 """The corrupted-input suite: every bad sample is skipped and counted by reason, good
 ones survive, nothing is unpickled, keys cannot escape a path."""
 
+import gzip
 import io
 import pickle
 import struct
@@ -122,6 +123,23 @@ def test_ungrouped_tar_does_not_split_samples(tmp_path):
     good, counts = read_all(path, grouped=False)
     assert [(s.key, s.caption) for s in good] == [("a", "cap a"), ("b", "cap b")]
     assert counts["ungrouped_shard"] == 1
+
+
+def test_image_span_is_the_member_bytes_in_plain_tars_only(tmp_path):
+    members = sample_members("a", photo(1)) + sample_members("b", photo(2))
+    plain = write_tar(tmp_path / "s.tar", members)
+    interleaved = write_tar(tmp_path / "u.tar", [members[i] for i in (0, 3, 1, 4, 2, 5)])
+    raw = plain.read_bytes()
+    for path, grouped in ((plain, True), (interleaved, False)):
+        good, _ = read_all(path, grouped=grouped)
+        data = path.read_bytes()
+        for s in good:
+            off, size = s.image_span
+            assert data[off:off + size] == dict(members)[f"{s.key}.jpg"]
+    gz = tmp_path / "s.tar.gz"
+    gz.write_bytes(gzip.compress(raw))
+    good, _ = read_all(gz)
+    assert [s.key for s in good] == ["a", "b"] and {s.image_span for s in good} == {(-1, -1)}
 
 
 def test_non_utf8_caption_is_repaired():

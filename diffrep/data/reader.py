@@ -11,8 +11,11 @@ Reading never raises on bad data: each unusable sample is counted by reason in t
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import json
+import lzma
 import posixpath
 import re
 import tarfile
@@ -46,12 +49,16 @@ class UngroupedShardError(Exception):
 @dataclass
 class RawSample:
     """One sample's members as bytes. `row` is its position in the shard (0-based, in
-    order of first appearance, skipped samples included) and `key` is path-safe."""
+    order of first appearance, skipped samples included) and `key` is path-safe. `spans`:
+    {ext: (offset, size)} in bytes of each member's data in the tar file, for a later
+    ranged read (diffrep.report.images); empty when the tar is compressed (its offsets are
+    not the file's)."""
 
     key: str
     row: int
     members: dict[str, bytes] = field(default_factory=dict)
     raw_key: str = ""
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +71,8 @@ class Sample:
     caption: str
     image: DecodedImage
     sha256: str
+    #: the image member's (offset, size) in bytes in the tar file; (-1, -1): unknown
+    image_span: tuple[int, int] = (-1, -1)
 
 
 def sanitize_key(raw_key: str) -> str:
@@ -111,6 +120,7 @@ def _iter_streaming(fileobj, counts: Counter) -> Iterator[RawSample]:
     row = 0
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            plain = _is_plain(tar)
             for info in tar:
                 if not info.isfile():
                     counts["non_file_member"] += 1
@@ -124,7 +134,7 @@ def _iter_streaming(fileobj, counts: Counter) -> Iterator[RawSample]:
                         yield current
                     current = RawSample(sanitize_key(key), row, raw_key=key)
                     row += 1
-                _read_member(tar, info, ext, current, counts)
+                _read_member(tar, info, ext, current, counts, plain)
     except (tarfile.TarError, EOFError, OSError):
         # Truncated or corrupt tar: everything before the break is kept; the sample that
         # was being read when it broke is dropped and counted.
@@ -142,6 +152,7 @@ def _iter_indexed(fileobj, counts: Counter) -> Iterator[RawSample]:
         count_skip(counts, "truncated_tar")
         return
     with tar:
+        plain = _is_plain(tar)
         by_key: dict[str, list[tarfile.TarInfo]] = {}
         try:
             for info in tar:
@@ -156,15 +167,25 @@ def _iter_indexed(fileobj, counts: Counter) -> Iterator[RawSample]:
             sample = RawSample(sanitize_key(raw_key), row, raw_key=raw_key)
             try:
                 for info in infos:
-                    _read_member(tar, info, split_member_name(info.name)[1], sample, counts)
+                    _read_member(tar, info, split_member_name(info.name)[1], sample, counts, plain)
             except (tarfile.TarError, EOFError, OSError):
                 count_skip(counts, "truncated_tar")
                 return
             yield sample
 
 
+def _is_plain(tar: tarfile.TarFile) -> bool:
+    """Whether member offsets are byte offsets in the file: an uncompressed tar. A stream
+    ("r|*") knows its compression; an indexed tar ("r:*") is plain when read from the file
+    object itself rather than through a decompressor."""
+    comptype = getattr(tar.fileobj, "comptype", None)
+    if comptype is not None:
+        return comptype == "tar"
+    return not isinstance(tar.fileobj, (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile))
+
+
 def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, ext: str, sample: RawSample,
-                 counts: Counter) -> None:
+                 counts: Counter, plain: bool = False) -> None:
     """Read one member into `sample` if it is an image/txt/json; never other types."""
     if ext not in READ_EXTS:
         counts["ignored_member"] += 1
@@ -174,6 +195,8 @@ def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, ext: str, sample: 
         return
     member = tar.extractfile(info)
     sample.members[ext] = member.read() if member is not None else b""
+    if plain and not info.sparse:
+        sample.spans[ext] = (info.offset_data, info.size)
 
 
 def decode_caption(data: bytes) -> tuple[str, bool]:
@@ -217,4 +240,5 @@ def parse_sample(raw: RawSample, counts: Counter, max_pixels: int = DEFAULT_MAX_
         caption = meta["caption"]
     url = meta.get("url") if isinstance(meta.get("url"), str) else ""
     counts["key_sanitised"] += int(raw.key != raw.raw_key)
-    return Sample(raw.key, raw.row, url, caption, image, hashlib.sha256(data).hexdigest())
+    return Sample(raw.key, raw.row, url, caption, image, hashlib.sha256(data).hexdigest(),
+                  raw.spans.get(image_ext, (-1, -1)))

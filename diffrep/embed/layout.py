@@ -3,7 +3,8 @@
   <root>/embeddings/<model>/img_emb/<shard>.npy      (N, dim) float16|float32, L2-normalised
   <root>/embeddings/<model>/img_tokens/<shard>.npy   (N, T, d) float16 patch tokens (optional)
   <root>/embeddings/<model>/metadata/<shard>.parquet key, url, caption, shard, row, width,
-                                                     height, sha256; row i <-> npy row i
+                                                     height, sha256, image_offset, image_size;
+                                                     row i <-> npy row i
   <root>/embeddings/<model>/stats/<shard>.json       written LAST: the completion marker
 """
 
@@ -24,7 +25,11 @@ METADATA_SCHEMA = pa.schema([
     ("row", pa.int64()),
     ("width", pa.int32()),
     ("height", pa.int32()),
-    ("sha256", pa.string()),
+    ("sha256", pa.string()),   # of the image member's bytes
+    # the image member's data in the input tar: byte offset and size (-1: unknown, e.g. a
+    # compressed tar), for reading one image back with one ranged read
+    ("image_offset", pa.int64()),
+    ("image_size", pa.int64()),
 ])
 SUBDIRS = ("img_emb", "img_tokens", "metadata", "stats")
 

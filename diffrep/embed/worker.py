@@ -197,7 +197,8 @@ class ShardEmbedder:
                 s = d.sample
                 for col, value in (("key", s.key), ("url", s.url), ("caption", s.caption),
                                    ("shard", shard), ("row", s.row), ("width", s.image.width),
-                                   ("height", s.image.height), ("sha256", s.sha256)):
+                                   ("height", s.image.height), ("sha256", s.sha256),
+                                   ("image_offset", s.image_span[0]), ("image_size", s.image_span[1])):
                     rows[col].append(value)
             pending.clear()
 

@@ -4,8 +4,8 @@ usually only part of its training image, and its crop matches a crop of that ima
 better than the whole image's descriptor.
 
 The index does not change: the candidates' pixels are read from the corpus tars the embed
-stats name (diffrep.report.images.fetch_corpus_images: one read of each distinct input tar
-per call) and their regions embedded with the index's descriptor, `RegionSpec.count()`
+stats name (diffrep.report.images.fetch_corpus_images: one ranged read per image where the
+embed job recorded its byte range, else one pass over its tar) and their regions embedded with the index's descriptor, `RegionSpec.count()`
 descriptor calls per candidate. Memory: an LRU of `cache_size` images' descriptors
 ((R, dim) float32 each), bounded by config, not by the corpus.
 """
