@@ -44,8 +44,16 @@ from diffrep.search.regions import RegionSpec, embed_regions
 SETS = ("cutmix", "segmix", "segmix_background", "diagonal_image", "plain")
 
 
+BINS = np.round(np.arange(0, 1.0001, 0.05), 2)  # histogram edges of the scores
+
+
 def quantiles(x: np.ndarray) -> dict:
     return {str(q): round(float(np.quantile(x, q)), 4) for q in (0.5, 0.9, 0.99, 1.0)}
+
+
+def histogram(x: np.ndarray) -> list[int]:
+    """Counts of `x` in BINS (scores below 0 in the first bin, 1.0 in the last)."""
+    return np.histogram(np.clip(x, 0, 1), BINS)[0].tolist()
 
 
 def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
@@ -130,7 +138,9 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
                "copies_above": {name: {"region_score_above_threshold": round(float((p > threshold).mean()), 3),
                                        "global_above_0.5": round(float((global_pos[name] > 0.5).mean()), 3),
                                        "region_score_quantiles": quantiles(p)}
-                                for name, p in positives.items()}}
+                                for name, p in positives.items()},
+               "histograms": {**{f"null: {k}": histogram(v) for k, v in nulls.items()},
+                              **{name: histogram(p) for name, p in positives.items()}}}
         out["scorings"][scoring] = res
         print(f"{scoring}: region threshold for {model}: {threshold} (largest null score {worst:.3f})")
         for k, v in res["null_quantiles"].items():
@@ -139,6 +149,33 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
         for name, c in res["copies_above"].items():
             print(f"  | {name} | {c['region_score_above_threshold']:.3f} | {c['global_above_0.5']:.3f} |")
     return out
+
+
+def write_html(results: dict, path: str) -> None:
+    """The calibration as a page: per scoring, each copy set's scores against its source
+    beside all the null scores, the threshold marked in each title, and the table of
+    shares above it."""
+    from diffrep.report.html import page, svg_bars, table
+
+    labels = [f"{lo:.2f}" for lo in BINS[:-1]]
+    body = [f"<p>{results['model']}, {results['gallery']} training images ({results['photos']} photos), "
+            f"{results['regions_per_query']} regions per query (scales {results['scales']}), "
+            f"{results['novel_drawings']} novel drawings. Null scores: images scored against training "
+            "images they copy nothing of; the threshold is the largest, rounded up to 0.05.</p>"]
+    for scoring, res in results["scorings"].items():
+        hist = res["histograms"]
+        null = np.sum([v for k, v in hist.items() if k.startswith("null: ")], axis=0).tolist()
+        body.append(f"<h2>{scoring}: threshold {res['threshold']} (largest null {res['largest_null']})</h2>")
+        body.append(table(["set", "copies above the threshold (region score)", "copies with global similarity > 0.5"],
+                          [(name, c["region_score_above_threshold"], c["global_above_0.5"])
+                           for name, c in res["copies_above"].items()]))
+        for name, counts in hist.items():
+            if not name.startswith("null: "):
+                body.append(svg_bars(labels, {"copies vs source": counts, "null (all)": null},
+                                     f"{scoring}: {name} (threshold {res['threshold']})",
+                                     "score (bin start)", "count", log_y=True, width=560, height=220))
+    with open(path, "w") as f:
+        f.write(page("Region-score calibration", "".join(body)))
 
 
 def query_rates(root: str, folder: str, model: str, repeats: int = 2) -> dict:
@@ -190,11 +227,14 @@ def main() -> None:
                         help="also queries/s on this index with its corpus (e.g. data/demo/out)")
     parser.add_argument("--demo_folder", default="data/demo/corpus/generated")
     parser.add_argument("--rates_only", action="store_true", help="skip the calibration")
+    parser.add_argument("--html", default="bench-results/regions.html", help="the calibration as a page")
     args = parser.parse_args()
     results = {} if args.rates_only else calibrate(args.model, args.crops_per_photo, args.novel, args.seed)
     if args.demo_root:
         results["query_rates"] = query_rates(args.demo_root, args.demo_folder, args.model)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if not args.rates_only:
+        write_html(results, args.html)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
 
