@@ -16,6 +16,7 @@ import tarfile
 from collections import Counter
 from contextlib import closing
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -35,7 +36,11 @@ def fetch_corpus_images(root: str, model: str, wanted: dict[str, set[str]]) -> d
     for shard, keys in sorted(wanted.items()):
         try:
             url = storage.read_json(emb.stats(shard))["input"]
-            ranged = read_ranged_images(url, emb.metadata(shard), keys)
+            try:
+                ranged = read_ranged_images(url, emb.metadata(shard), keys)
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                log.warning("report: ranged reads of shard %s failed (%s); streaming its tar", shard, exc)
+                ranged = {}
             out.update(ranged)
             if len(ranged) < len(keys):
                 out.update(read_streamed_images(url, set(keys) - ranged.keys()))
