@@ -29,6 +29,8 @@ demo: setup
 	$(BIN)/python -m jobs.embed --config configs/demo.yaml
 	$(BIN)/python -m jobs.build_index --config configs/demo.yaml
 	$(BIN)/python -m jobs.search --config configs/demo.yaml
+	# The planted folder's images as queries (object-level matching): results + an HTML report.
+	$(BIN)/python -m jobs.search --config configs/demo.yaml --queries null --images data/demo/corpus/generated --out data/demo/out/search/planted.parquet
 	$(BIN)/python -m jobs.dedup --config configs/demo.yaml
 	$(BIN)/python -m jobs.scan --config configs/demo-scan-planted.yaml
 	# The memorization testbed's training set as a second corpus: scan A vs B, DCS on A.

@@ -23,6 +23,7 @@ from diffrep.resources import Ask, fit_config
 from diffrep.search import Hits, LocalShards, RayShards, Searcher, open_index, wants_shard_actors
 from diffrep.search.config import SearchConfig, validate
 from diffrep.search.queries import image_embedder, load_queries
+from diffrep.search.report import report_url, write_search_report
 from diffrep.search.results import hits_table
 from diffrep.search.training_regions import TrainingRegions
 
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     storage.write_parquet(out, table)
     log.info("%s", progress.line())
     log.info("search: %d queries, %d result rows -> %s", n, table.num_rows, out)
+    if cfg.images is not None and cfg.report:
+        url = write_search_report(handle, table, report_url(out), cfg.report_queries,
+                                  min(cfg.report_matches, cfg.k), cfg.report_threshold)
+        log.info("search: report -> %s", url)
     return 0
 
 

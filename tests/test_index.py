@@ -17,7 +17,7 @@ from diffrep.index.config import IndexConfig
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, file_digest
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
-from tests.helpers import photo
+from tests.helpers import chromium, photo, render_report
 from tests.index_helpers import clustered_vectors, write_embeddings
 
 MODEL = "sscd_onnx"
@@ -292,9 +292,18 @@ def test_search_job_images_and_embeddings(demo_sscd_root, tmp_path, caplog):
     # image queries get object-level matching by default: ranked by region score, with the
     # whole image's similarity and the best region's box; --regions false: global only
     assert all(r["similarity"] >= r["global_similarity"] - 1e-5 and len(r["box"]) == 4 for r in table)
+    # the report beside the results: the query (its best box drawn) and its 3 matches, read back
+    report = tmp_path / "img.html"
+    text = report.read_text()
+    assert "best region (" in text and all(f"#{i} {r['key']}: " in text for i, r in enumerate(table, 1))
+    if chromium() is not None:
+        rendered = render_report(report, tmp_path)
+        assert rendered["images"] == 4 and rendered["images_ok"] == 4
     assert search.main(["--root", root, "--model", MODEL, "--images", str(images), "--k", "3",
-                        "--out", str(out), "--regions", "false"]) == 0
+                        "--out", str(out), "--regions", "false", "--report_matches", "2"]) == 0
     assert "box" not in pq.read_schema(out).names
+    text = report.read_text()
+    assert "best region (" not in text and "#2 " in text and "#3 " not in text
     # embeddings from an embed-job root (the corpus itself): top-1 of a corpus key is itself
     out2 = tmp_path / "emb.parquet"
     assert search.main(["--root", root, "--model", MODEL, "--queries", root, "--k", "2",

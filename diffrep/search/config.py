@@ -47,6 +47,15 @@ class SearchConfig:
         "the cluster's CPUs when the shard actors would not fit"))
     out: str | None = field(default=None, metadata=helps(
         "results parquet; null: <root>/search/<model>/results.parquet"))
+    report: bool = field(default=True, metadata=helps(
+        "with images: an HTML page beside the results (results.html for results.parquet): "
+        "each query beside its best matches, the matched box drawn on it"))
+    report_queries: int = field(default=50, metadata=helps(
+        "queries shown in the report, those with the highest top-1 score"))
+    report_matches: int = field(default=5, metadata=helps("matches shown per query in the report"))
+    report_threshold: float | None = field(default=0.5, metadata=helps(
+        "scores above it are flagged MATCH in the report (0.5: SSCD's replication threshold, "
+        "global and region scores alike, docs/benchmarks.md); null: no flags"))
     verify: bool = field(default=True, metadata=helps("check index files against the manifest's sha256"))
     ray_address: str | None = field(default=None, metadata=helps(
         "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
@@ -56,7 +65,7 @@ def validate(cfg: SearchConfig) -> None:
     errors = []
     if (cfg.queries is None) == (cfg.images is None):
         errors.append("set exactly one of search.queries (embeddings) and search.images")
-    for key in ("k", "candidates", "batch_size"):
+    for key in ("k", "candidates", "batch_size", "report_queries", "report_matches"):
         if getattr(cfg, key) < 1:
             errors.append(f"search.{key} must be >= 1")
     if cfg.region_rerank < 0:

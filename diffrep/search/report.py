@@ -1,0 +1,82 @@
+"""The search job's report for image queries: each query beside its best matches in the
+training set, with the matched region's box drawn on the query (region matching).
+
+Memory: the report holds only the queries and training images it shows (`max_queries` x
+`per_query` at most), read back by key (diffrep.report.images).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import pyarrow as pa
+
+from diffrep import storage
+from diffrep.data.images import SkipSample, decode_image
+from diffrep.report.html import esc, figure, page, thumbnail_data_uri
+from diffrep.report.images import draw_box, fetch_corpus_images
+from diffrep.search.index import IndexHandle
+
+log = logging.getLogger("diffrep")
+
+STYLE = ("<style>.query{display:flex;flex-wrap:wrap;gap:6px;padding:6px;border:1px solid #ddd;"
+         "margin:6px 0}.query figure:first-child{border-right:3px solid #888;padding-right:6px}</style>")
+
+
+def report_url(results_url: str) -> str:
+    """Where the report of a results parquet goes: beside it, `.html` for `.parquet`."""
+    stem = results_url[:-len(".parquet")] if results_url.endswith(".parquet") else results_url
+    return f"{stem}.html"
+
+
+def write_search_report(handle: IndexHandle, results: pa.Table, url: str, max_queries: int,
+                        per_query: int, threshold: float | None = None) -> str:
+    """Write a self-contained HTML page of the `max_queries` queries with the highest top-1
+    score, each with its `per_query` best matches (score, whole-image similarity when
+    regions were used, key and caption). `results`: the search job's table (hits_table),
+    whose query keys are image paths. `threshold`: scores above it are flagged. Returns url."""
+    rows = [r for r in results.to_pylist() if r["rank"] < per_query]
+    by_query: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_query[r["query_key"]].append(r)
+    order = sorted(by_query, key=lambda q: (-max(r["similarity"] for r in by_query[q]), q))[:max_queries]
+    shown = [r for q in order for r in by_query[q]]
+    wanted: dict[str, set[str]] = {}
+    for shard, _, sel in handle.locate([r["id"] for r in shown]):
+        wanted.setdefault(shard, set()).update(shown[i]["key"] for i in sel)
+    train = fetch_corpus_images(handle.layout.root, handle.model, wanted)
+    regions = "box" in results.column_names
+    blocks = []
+    for q in order:
+        matches = sorted(by_query[q], key=lambda r: r["rank"])
+        image = _query_image(q)
+        if image is not None and regions:
+            image = draw_box(image, matches[0]["box"])
+        box = f"; best region ({', '.join(f'{v:.2f}' for v in matches[0]['box'])})" if regions else ""
+        parts = [figure(thumbnail_data_uri(image) if image is not None else None, f"query {q}{box}")]
+        for r in matches:
+            flag = " MATCH" if threshold is not None and r["similarity"] > threshold else ""
+            whole = f"; whole image {r['global_similarity']:.3f}" if regions else ""
+            img = train.get(r["key"])
+            parts.append(figure(thumbnail_data_uri(img) if img is not None else None,
+                                f"#{r['rank'] + 1} {r['key']}: {r['similarity']:.3f}{flag}{whole}; "
+                                f"{r['caption'] or ''}"))
+        blocks.append(f"<div class='query'>{''.join(parts)}</div>")
+    score = ("region score (best similarity of any crop of the query to the training image; "
+             "the box is drawn on the query)" if regions else "similarity")
+    body = (f"{STYLE}<p>Index {esc(handle.model)} ({handle.ntotal} images); {len(by_query)} queries, "
+            f"the {len(order)} with the highest top-1 score shown, best first, each with its "
+            f"{per_query} best matches ranked by {esc(score)}"
+            + (f"; above {threshold}: MATCH" if threshold is not None else "") + ".</p>"
+            + "".join(blocks))
+    storage.write_bytes(url, page("Image search", body).encode())
+    return url
+
+
+def _query_image(path: str):
+    try:
+        return decode_image(storage.read_bytes(path)).image
+    except (OSError, SkipSample) as exc:
+        log.warning("search report: query %s unreadable: %s", path, exc)
+        return None
