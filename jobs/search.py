@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-import pyarrow as pa
 from ray.exceptions import RayError
 
 from diffrep import storage
@@ -20,11 +18,11 @@ from diffrep.logs import setup_logging
 from diffrep.progress import Progress
 from diffrep.ray_utils import init_ray
 from diffrep.resources import Ask, fit_config
-from diffrep.search import Hits, LocalShards, RayShards, Searcher, open_index, wants_shard_actors
+from diffrep.search import LocalShards, RayShards, Searcher, open_index, wants_shard_actors
 from diffrep.search.config import SearchConfig, validate
-from diffrep.search.queries import image_embedder, load_queries
-from diffrep.search.report import report_url, write_search_report
-from diffrep.search.results import hits_table
+from diffrep.search.queries import ImageQueries, image_embedder, load_queries
+from diffrep.search.report import TopQueries, report_url, write_search_report
+from diffrep.search.results import ResultsWriter, hits_table, results_schema
 from diffrep.search.training_regions import TrainingRegions
 
 
@@ -54,29 +52,26 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         backend = LocalShards(handle)
-    spec = queries.regions.spec if queries.regions is not None else None
+    spec = queries.regions if isinstance(queries, ImageQueries) else None
     searcher = Searcher(handle, backend, nprobe=cfg.nprobe,
                         candidate_regions=TrainingRegions.for_spec(handle, embedder, spec))
-    n = len(queries.keys)
-    progress = Progress("search", -(-n // cfg.batch_size), unit="batches", item="queries")
-    tables = []
-    for start in range(0, n, cfg.batch_size):
-        block = queries.vectors[start:start + cfg.batch_size]
-        hits = searcher.search(block, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates,
-                               regions=queries.block(start, start + cfg.batch_size))
-        tables.append(hits_table(handle, queries.keys[start:start + cfg.batch_size], hits))
-        progress.update(len(block), queries.skipped if start == 0 else None)
-        progress.report(every_s=10)
+    progress = Progress("search", queries.num_batches(cfg.batch_size), unit="batches", item="queries")
     out = cfg.out or storage.join(cfg.root, "search", handle.layout.base.rsplit("/", 1)[-1],
                                   "results.parquet")
-    table = pa.concat_tables(tables) if tables else hits_table(
-        handle, [], Hits(np.zeros((0, cfg.k), np.int64), np.zeros((0, cfg.k), np.float32)))
-    storage.write_parquet(out, table)
+    top = TopQueries(cfg.report_queries, min(cfg.report_matches, cfg.k))
+    with ResultsWriter(out, results_schema(regions=spec is not None)) as results:
+        for batch in queries.batches(cfg.batch_size):
+            hits = searcher.search(batch.vectors, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates,
+                                   regions=batch.regions)
+            table = hits_table(handle, batch.keys, hits)
+            results.write(table)
+            top.add(table)
+            progress.update(len(batch.keys), batch.skipped)
+            progress.report(every_s=10)
     log.info("%s", progress.line())
-    log.info("search: %d queries, %d result rows -> %s", n, table.num_rows, out)
-    if cfg.images is not None and cfg.report:
-        url = write_search_report(handle, table, report_url(out), cfg.report_queries,
-                                  min(cfg.report_matches, cfg.k), cfg.report_threshold)
+    log.info("search: %d queries, %d result rows -> %s", progress.items_done, results.rows, out)
+    if isinstance(queries, ImageQueries) and cfg.report:
+        url = write_search_report(handle, top, report_url(out), spec is not None, cfg.report_threshold)
         log.info("search: report -> %s", url)
     return 0
 

@@ -313,6 +313,21 @@ def test_search_job_images_and_embeddings(demo_sscd_root, tmp_path, caplog):
     assert len(top) == handle.ntotal and all(k == r["key"] for k, r in top.items())
     assert "box" not in pq.read_schema(out2).names  # embeddings have no pixels to crop
     assert all(abs(r["similarity"] - 1) < 1e-3 for r in top.values())
+    # queries stream in batches (they never span an embed shard): any batch size, same rows
+    out3 = tmp_path / "emb7.parquet"
+    assert search.main(["--root", root, "--model", MODEL, "--queries", root, "--k", "2",
+                        "--out", str(out3), "--batch_size", "7"]) == 0
+    assert pq.read_table(out3).to_pylist() == rows and pq.ParquetFile(out3).metadata.num_row_groups > 4
+    # a .npy with a keys parquet, read in batches that do not align with its row groups
+    ids = np.arange(handle.ntotal)
+    np.save(tmp_path / "corpus.npy", handle.vectors(ids))
+    pq.write_table(handle.lookup(ids).select(["key"]), tmp_path / "keys.parquet", row_group_size=10)
+    out4 = tmp_path / "npy.parquet"
+    assert search.main(["--root", root, "--model", MODEL, "--queries", str(tmp_path / "corpus.npy"),
+                        "--queries_metadata", str(tmp_path / "keys.parquet"), "--query_model", MODEL,
+                        "--k", "1", "--out", str(out4), "--batch_size", "13"]) == 0
+    npy_rows = pq.read_table(out4).to_pylist()
+    assert len(npy_rows) == handle.ntotal and all(r["query_key"] == r["key"] for r in npy_rows)
     # model mismatch: a .npy said to come from another model, and a root without the model
     np.save(tmp_path / "q.npy", np.ones((2, 512), np.float32))
     assert search.main(["--root", root, "--model", MODEL, "--queries", str(tmp_path / "q.npy"),

@@ -1,12 +1,14 @@
 """The search job's report for image queries: each query beside its best matches in the
 training set, with the matched region's box drawn on the query (region matching).
 
-Memory: the report holds only the queries and training images it shows (`max_queries` x
-`per_query` at most), read back by key (diffrep.report.images).
+Memory: the report holds only the queries and training images it shows (TopQueries:
+`max_queries` x `per_query` rows at most, kept while the results stream by), the training
+images read back by key (diffrep.report.images).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import defaultdict
 
@@ -30,26 +32,49 @@ def report_url(results_url: str) -> str:
     return f"{stem}.html"
 
 
-def write_search_report(handle: IndexHandle, results: pa.Table, url: str, max_queries: int,
-                        per_query: int, threshold: float | None = None) -> str:
-    """Write a self-contained HTML page of the `max_queries` queries with the highest top-1
-    score, each with its `per_query` best matches (score, whole-image similarity when
-    regions were used, key and caption). `results`: the search job's table (hits_table),
-    whose query keys are image paths. `threshold`: scores above it are flagged. Returns url."""
-    rows = [r for r in results.to_pylist() if r["rank"] < per_query]
-    by_query: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_query[r["query_key"]].append(r)
-    order = sorted(by_query, key=lambda q: (-max(r["similarity"] for r in by_query[q]), q))[:max_queries]
-    shown = [r for q in order for r in by_query[q]]
+class TopQueries:
+    """The `max_queries` queries with the highest top-1 score among the result tables
+    given to `add` (those of one batch each), each with its `per_query` best rows. Holds
+    at most max_queries x per_query rows, whatever the number of queries."""
+
+    def __init__(self, max_queries: int, per_query: int):
+        self.max_queries, self.per_query = max_queries, per_query
+        self.queries = 0
+        self._heap: list[tuple[float, int, list[dict]]] = []  # (top-1, -order, rows); ties: earlier wins
+
+    def add(self, results: pa.Table) -> None:
+        by_query: dict[str, list[dict]] = defaultdict(list)
+        for r in results.to_pylist():
+            if r["rank"] < self.per_query:
+                by_query[r["query_key"]].append(r)
+        for rows in by_query.values():
+            self.queries += 1
+            entry = (max(r["similarity"] for r in rows), -self.queries, sorted(rows, key=lambda r: r["rank"]))
+            if len(self._heap) < self.max_queries:
+                heapq.heappush(self._heap, entry)
+            elif entry[:2] > self._heap[0][:2]:
+                heapq.heapreplace(self._heap, entry)
+
+    def best(self) -> list[list[dict]]:
+        """Each kept query's rows, best query first."""
+        return [rows for *_, rows in sorted(self._heap, key=lambda e: e[:2], reverse=True)]
+
+
+def write_search_report(handle: IndexHandle, top: TopQueries, url: str, regions: bool,
+                        threshold: float | None = None) -> str:
+    """Write a self-contained HTML page of the queries `top` kept, best first, each beside
+    its best matches (score, whole-image similarity when `regions` were used, key and
+    caption); the query keys are image paths. `threshold`: scores above it are flagged.
+    Returns url."""
+    queries = top.best()
+    shown = [r for rows in queries for r in rows]
     wanted: dict[str, set[str]] = {}
     for shard, _, sel in handle.locate([r["id"] for r in shown]):
         wanted.setdefault(shard, set()).update(shown[i]["key"] for i in sel)
     train = fetch_corpus_images(handle.layout.root, handle.model, wanted)
-    regions = "box" in results.column_names
     blocks = []
-    for q in order:
-        matches = sorted(by_query[q], key=lambda r: r["rank"])
+    for matches in queries:
+        q = matches[0]["query_key"]
         image = _query_image(q)
         if image is not None and regions:
             image = draw_box(image, matches[0]["box"])
@@ -65,9 +90,9 @@ def write_search_report(handle: IndexHandle, results: pa.Table, url: str, max_qu
         blocks.append(f"<div class='query'>{''.join(parts)}</div>")
     score = ("region score (best similarity of any crop of the query to the training image; "
              "the box is drawn on the query)" if regions else "similarity")
-    body = (f"{STYLE}<p>Index {esc(handle.model)} ({handle.ntotal} images); {len(by_query)} queries, "
-            f"the {len(order)} with the highest top-1 score shown, best first, each with its "
-            f"{per_query} best matches ranked by {esc(score)}"
+    body = (f"{STYLE}<p>Index {esc(handle.model)} ({handle.ntotal} images); {top.queries} queries, "
+            f"the {len(queries)} with the highest top-1 score shown, best first, each with its "
+            f"{top.per_query} best matches ranked by {esc(score)}"
             + (f"; above {threshold}: MATCH" if threshold is not None else "") + ".</p>"
             + "".join(blocks))
     storage.write_bytes(url, page("Image search", body).encode())
