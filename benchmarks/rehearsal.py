@@ -8,8 +8,8 @@ whole corpus, captions shared inside part of the groups and a few generic captio
 by unrelated images, as in LAION. The truth (group of every image) stays beside it.
 
 Then, on a local Ray cluster of several raylets, it runs the jobs as a user would
-(`python -m jobs.<name>`, each its own driver process): build_index -> dedup -> the DCS
-caption set with `max_captions` (the UNet scoring is left out: its cost per caption is
+(`python -m jobs.<name>`, each its own driver process): build_index -> search (every
+corpus image against the index, top 2) -> dedup -> the DCS caption set with `max_captions` (the UNet scoring is left out: its cost per caption is
 measured by benchmarks/dcs.py). Per stage: wall time, vectors per second per core, the
 driver's peak RSS and the largest peak RSS of any Ray worker process (both sampled every
 0.2 s: a shorter spike can be missed), bytes written, and for dedup the planted-pair recall and precision.
@@ -213,6 +213,16 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
             "--train_points_per_centroid", "39", "--eval_queries", "500", "--cpus_per_task", "1",
             "--max_index_memory_usage", "64GB", "--current_memory_available", "8GB"],
             n, cores, os.path.join(root, "indexes"), logs)]
+        if "search" in args.stages:  # every corpus image against the index, as the demo does
+            stages.append(run_stage("search", [
+                "-m", "jobs.search", *common, "--queries", root, "--k", "2", "--nprobe", str(args.nprobe),
+                "--batch_size", "8192", "--shard_actors", "always",
+                "--shard_actor_cpus", str(round(0.5 / shards, 3)),
+                "--out", os.path.join(root, "search", "results.parquet")],
+                n, cores, os.path.join(root, "search"), logs))
+        if "dedup" not in args.stages:
+            return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards, "truth": truth,
+                    "corpus_written_s": round(write_s, 1), "stages": stages}
         stages.append(run_stage("dedup", [
             "-m", "jobs.dedup", *common, "--threshold", "0.95", "--nprobe", str(args.nprobe),
             "--query_batch", "4096", "--partition_ids", str(args.partition_ids),
@@ -224,6 +234,10 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
         stages[-1].update({"duplicated_images_found": summary["duplicated_images"],
                            "groups_found": summary["groups"], "component_steps": summary["component_steps"],
                            "steps_s": summary["seconds"]})
+        if "dcs_caption_set" not in args.stages:
+            return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards,
+                    "dedup_partitions": math.ceil(n / args.partition_ids), "truth": truth,
+                    "corpus_written_s": round(write_s, 1), "stages": stages}
         stages.append(run_stage("dcs_caption_set", [
             "-m", "benchmarks.rehearsal", "--caption-set", root, "--max-captions", str(args.max_captions)],
             n, cores, os.path.join(root, "rankings"), logs))
@@ -286,6 +300,8 @@ def main() -> int:
     p.add_argument("--nprobe", type=int, default=4)
     p.add_argument("--max_captions", type=int, default=100_000)
     p.add_argument("--nodes", type=int, default=2, help="raylets of the local cluster")
+    p.add_argument("--stages", default="build_index,search,dedup,dcs_caption_set",
+                   help="after build_index: any of search, dedup (then dcs_caption_set)")
     p.add_argument("--work_dir", default=None)
     p.add_argument("--log_dir", default="bench-results/rehearsal-logs")
     p.add_argument("--table", action="store_true", help="print --out's results as markdown and stop")

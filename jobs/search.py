@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress("search", queries.num_batches(cfg.batch_size), unit="batches", item="queries")
     out = cfg.out or storage.join(cfg.root, "search", handle.layout.base.rsplit("/", 1)[-1],
                                   "results.parquet")
+    report = isinstance(queries, ImageQueries) and cfg.report
     top = TopQueries(cfg.report_queries, min(cfg.report_matches, cfg.k))
     with ResultsWriter(out, results_schema(regions=spec is not None)) as results:
         for batch in queries.batches(cfg.batch_size):
@@ -65,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
                                    regions=batch.regions)
             table = hits_table(handle, batch.keys, hits)
             results.write(table)
-            top.add(table)
+            if report:
+                top.add(table)
             progress.update(len(batch.keys), batch.skipped)
             progress.report(every_s=10)
     log.info("%s", progress.line())
     log.info("search: %d queries, %d result rows -> %s", progress.items_done, results.rows, out)
-    if isinstance(queries, ImageQueries) and cfg.report:
+    if report:
         url = write_search_report(handle, top, report_url(out), spec is not None, cfg.report_threshold)
         log.info("search: report -> %s", url)
     return 0
