@@ -110,10 +110,11 @@ def write_npy(url: str, array: np.ndarray) -> None:
     write_bytes(url, buf.getvalue())
 
 
-def write_parquet(url: str, table: pa.Table) -> None:
-    """Atomically write a pyarrow table as parquet (zstd)."""
+def write_parquet(url: str, table: pa.Table, row_group_size: int | None = None) -> None:
+    """Atomically write a pyarrow table as parquet (zstd; row groups of `row_group_size`
+    rows, pyarrow's default when None)."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
     write_bytes(url, buf.getvalue())
 
 

@@ -73,17 +73,55 @@ def test_key_index_resolves_like_a_scan_and_reads_only_its_parts(tmp_path, monke
         open_index(root, MODEL)
 
 
-def test_id_map_cache_is_bounded(tmp_path):
-    from diffrep.search.index import IDMAP_CACHE_SLICES
+def test_id_map_lookup_reads_only_the_row_groups_of_its_ids(tmp_path, monkeypatch):
+    """Lookups give the id map's rows in the order asked (nulls for -1), decode only the
+    row groups holding the ids, keep at most cache_bytes of them, read a pre-row-group id
+    map (one group per slice) the same way, and refuse an id map out of id order."""
+    import pickle
 
+    from diffrep.index import build as work
+    from diffrep.search.idmap import IdMapReader
+
+    monkeypatch.setattr(work, "IDMAP_ROW_GROUP", 16)
     x = clustered_vectors(1200, 16, clusters=8, seed=4)
     write_embeddings(str(tmp_path), MODEL, x, 100)
     build(IndexConfig(root=str(tmp_path), model=MODEL, index_key="IVF4,Flat", rows_per_slice=100,
                       eval_queries=10), LocalExecutor())
     handle = open_index(str(tmp_path), MODEL)
-    rows = handle.lookup(np.arange(0, 1200, 7))
-    assert rows["key"].to_pylist() == [f"k{i // 100:05d}_{i % 100}" for i in range(0, 1200, 7)]
-    assert len(handle._idmaps) == IDMAP_CACHE_SLICES < len(handle.slices)
+    truth = pa.concat_tables([pq.read_table(handle.layout.path(handle.layout.idmap_name(s.slice_id)))
+                              for s in handle.slices])
+    assert pq.ParquetFile(handle.layout.path(handle.layout.idmap_name(0))).metadata.num_row_groups == 7
+
+    ids = np.random.default_rng(0).permutation(1200)[:300]
+    ids[::11] = -1
+    rows = handle.lookup(ids)
+    for name in ("id", "key", "url", "caption", "shard", "row"):
+        want = truth[name].to_pylist()
+        assert rows[name].to_pylist() == [want[i] if i >= 0 else None for i in ids], name
+    assert handle.lookup(ids, columns=["key"]).column_names == ["key"]
+    assert handle.lookup(np.array([-1, -1]), columns=["key"])["key"].to_pylist() == [None, None]
+
+    reader = IdMapReader(handle.layout, handle.slices)
+    reader.lookup(np.array([5, 7, 1000, 1001, 1015]))  # slice 0 group 0, slice 10 group 0
+    assert reader.groups_read == 2
+    reader.lookup(np.array([6, 1014]))  # cached
+    assert reader.groups_read == 2
+    with pytest.raises(IndexError):
+        reader.lookup(np.array([1200]))
+    small = IdMapReader(handle.layout, handle.slices, cache_bytes=4096)
+    assert small.lookup(np.arange(1200))["key"].to_pylist() == truth["key"].to_pylist()
+    assert small.cached_bytes <= 4096 and len(small._groups) < 75
+    restored = pickle.loads(pickle.dumps(handle))  # open files and cache are not sent
+    assert restored.lookup(ids[:5])["key"].to_pylist() == rows["key"].to_pylist()[:5]
+
+    path = handle.layout.path(handle.layout.idmap_name(3))  # as built before row groups
+    pq.write_table(pq.read_table(path), path)
+    legacy = open_index(str(tmp_path), MODEL, verify_files=False)
+    assert legacy.lookup(np.arange(290, 410))["key"].to_pylist() == truth["key"].to_pylist()[290:410]
+    assert legacy.idmap.groups_read == 2 + 1 + 1  # slice 2: groups 5, 6; slice 3: whole; slice 4: group 0
+    pq.write_table(pq.read_table(path).take(pa.array(np.arange(99, -1, -1))), path)
+    with pytest.raises(IndexIntegrityError, match="not in id order"):
+        open_index(str(tmp_path), MODEL, verify_files=False).lookup(np.array([301]))
 
 
 def test_kmeans_on_gpus_when_faiss_sees_them_else_cpu(tmp_path, monkeypatch):

@@ -41,20 +41,9 @@ COMPONENT_SCHEMA = pa.schema([("id", pa.int64()), ("group_id", pa.int64())])
 
 
 def id_metadata(handle: IndexHandle, ids: np.ndarray, columns: list[str]) -> pa.Table:
-    """id map `columns` of sorted `ids`, in that order. Reads only the id-map slices
-    whose id range holds some of them (a partition's range: one or two slices)."""
-    ids = np.asarray(ids, np.int64)
-    parts = []
-    for s in handle.slices:
-        lo, hi = np.searchsorted(ids, [s.id_start, s.id_start + s.count])
-        if lo == hi:
-            continue
-        table = pq.read_table(handle.layout.path(handle.layout.idmap_name(s.slice_id)),
-                              columns=["id", *columns]).sort_by("id")
-        parts.append(table.take(pa.array(ids[lo:hi] - s.id_start)).select(columns))
-    if not parts:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    return pa.concat_tables(parts)
+    """id map `columns` of `ids`, in that order. Reads only the id-map row groups that
+    hold them (a partition's id range: a run of row groups of one or two slices)."""
+    return handle.lookup(ids, columns=columns)
 
 
 def once_per_pair(edges: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,6 +22,9 @@ from diffrep.index.vectors import exact_topk, load_npy, merge_topk, read_rows
 ADD_BATCH = 65536
 IDMAP_SCHEMA = pa.schema([("id", pa.int64()), ("key", pa.string()), ("url", pa.string()),
                           ("caption", pa.string()), ("shard", pa.string()), ("row", pa.int64())])
+# Rows per id-map row group: a lookup decodes the groups holding its ids (search.idmap),
+# so a hit costs ~1 ms of decoding, not a read of its whole slice.
+IDMAP_ROW_GROUP = 8192
 
 
 def serialize(index: faiss.Index) -> np.ndarray:
@@ -133,7 +136,7 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
         next_id += rows
     write_index(layout.part(spec.slice_id), index)
     idmap = pa.concat_tables(tables)
-    storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), idmap)
+    storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), idmap, row_group_size=IDMAP_ROW_GROUP)
     if key_parts:
         write_key_run(layout, spec.slice_id, idmap["key"].combine_chunks(), idmap["id"].to_numpy(), key_parts)
     buf = io.BytesIO()

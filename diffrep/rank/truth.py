@@ -46,7 +46,7 @@ def images_needed(searcher: Searcher, rows: Sequence[dict], member_ids: set[int]
         for key, shard in zip(r["keys"], r["shards"], strict=True):
             wanted.setdefault(shard, set()).add(key)
     ids = np.array(sorted(member_ids), np.int64)
-    id_key = dict(zip(ids.tolist(), handle.lookup(ids)["key"].to_pylist(), strict=True))
+    id_key = dict(zip(ids.tolist(), handle.lookup(ids, columns=["key"])["key"].to_pylist(), strict=True))
     for shard, _, sel in handle.locate(ids):
         wanted.setdefault(shard, set()).update(id_key[int(ids[i])] for i in sel)
     return wanted, id_key

@@ -116,7 +116,7 @@ class RankWorker:
                         t.gt_steps, s.guidance_scale, s.resolution, s.batch_size)
         hits = searcher.search(embedder.embed_images(gens), k=min(t.neighbours, handle.ntotal),
                                rerank="exact", candidates=max(50, t.neighbours))
-        neighbour_keys = np.array(handle.lookup(hits.ids.ravel())["key"].to_pylist(),
+        neighbour_keys = np.array(handle.lookup(hits.ids.ravel(), columns=["key"])["key"].to_pylist(),
                                   dtype=object).reshape(hits.ids.shape)
         members = truth.template_members(searcher, np.unique(hits.ids[hits.ids >= 0]), groups,
                                          t.neighbours)

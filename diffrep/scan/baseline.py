@@ -54,7 +54,7 @@ def load_or_compute(layout: ScanLayout, searcher: Searcher, n: int, seed: int,
     rng = np.random.default_rng(seed)
     ids = np.sort(rng.choice(handle.ntotal, size=min(n, handle.ntotal), replace=False))
     neighbour, sims = self_excluded_top1(searcher, ids, candidates)
-    table = pa.table({"id": ids, "key": handle.lookup(ids)["key"],
+    table = pa.table({"id": ids, "key": handle.lookup(ids, columns=["key"])["key"],
                       "neighbour_id": neighbour, "similarity": sims})
     storage.write_parquet(url, table)
     log.info("scan: baseline of %d training images: median top-1 %.3f (cached at %s)",
@@ -94,7 +94,7 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
         log.info("scan: region baseline from cache %s", url)
         return pq.read_table(url)
     ids = region_sample(handle, n, seed, max_shards)
-    keys = handle.lookup(ids)["key"].to_pylist()
+    keys = handle.lookup(ids, columns=["key"])["key"].to_pylist()
     wanted: dict[str, set[str]] = {}
     for shard, _, sel in handle.locate(ids):
         wanted.setdefault(shard, set()).update(keys[i] for i in sel)

@@ -41,11 +41,11 @@ def _dedup(prompts: list[str], keys: list[str | None], ids: list[int | None], li
 
 def from_training(handle: IndexHandle, n: int, seed: int) -> pa.Table:
     """Up to `n` distinct captions of training images sampled with `seed`, each with its
-    source image's key and index id (the id map is read one slice at a time)."""
+    source image's key and index id (only the id-map row groups holding them are read)."""
     rng = np.random.default_rng(seed)
     size = min(handle.ntotal, 4 * n)  # headroom for empty and repeated captions
     ids = rng.choice(handle.ntotal, size=size, replace=False)
-    rows = handle.lookup(ids)
+    rows = handle.lookup(ids, columns=["key", "caption"])
     return _dedup(rows["caption"].to_pylist(), rows["key"].to_pylist(), ids.tolist(), n)
 
 

@@ -175,7 +175,7 @@ class ScanWorker:
         hits = self.searcher.search(vectors, k=k, rerank="exact", candidates=m.candidates)
         if regions is not None:
             self._match_regions(rows, vectors, regions)
-        meta = handle.lookup(hits.ids.ravel()).to_pydict()
+        meta = handle.lookup(hits.ids.ravel(), columns=["key", "url", "caption"]).to_pydict()
         with_source = [i for i, r in enumerate(rows) if r["source_id"] is not None]
         source_sims = {}
         if with_source:
@@ -195,7 +195,7 @@ class ScanWorker:
         """Best region score, its training image and box (diffrep.search.regions), into `rows`."""
         hits = self.searcher.search(vectors, k=1, rerank="exact", candidates=self.match.candidates,
                                     regions=regions)
-        keys = self.searcher.handle.lookup(hits.ids[:, 0])["key"].to_pylist()
+        keys = self.searcher.handle.lookup(hits.ids[:, 0], columns=["key"])["key"].to_pylist()
         for i, r in enumerate(rows):
             if hits.ids[i, 0] >= 0:
                 r.update(region_id=int(hits.ids[i, 0]), region_key=keys[i],

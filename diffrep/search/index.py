@@ -4,7 +4,7 @@ stored embeddings looked up by global id."""
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,28 +14,30 @@ import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.embed.layout import ModelOutput
-from diffrep.index.build import IDMAP_SCHEMA
 from diffrep.index.keys import resolve as resolve_keys
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, verify
 from diffrep.index.plan import SliceSpec
 from diffrep.index.vectors import load_npy
+from diffrep.search.idmap import IdMapReader
 
 log = logging.getLogger("diffrep")
 _warned_no_key_index = False
-IDMAP_CACHE_SLICES = 4  # id-map slices a handle keeps in memory (least recently used out)
 
 
 @dataclass
 class IndexHandle:
-    """A committed index. Memory: the manifest, and at most IDMAP_CACHE_SLICES id-map
-    slices cached for `lookup` (an LRU: a long-lived process never holds every id map)."""
+    """A committed index. Memory: the manifest, and the id-map row groups `lookup` keeps
+    (diffrep.search.idmap: at most IDMAP_CACHE_BYTES, whatever the corpus)."""
 
     layout: IndexLayout
     manifest: dict
     infos: dict
     slices: list[SliceSpec]
-    _idmaps: OrderedDict[int, pa.Table] = field(default_factory=OrderedDict, repr=False)
+    idmap: IdMapReader = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.idmap = IdMapReader(self.layout, self.slices)
 
     @property
     def model(self) -> str:
@@ -102,31 +104,11 @@ class IndexHandle:
             out[sel] = tokens[rows]
         return out
 
-    def lookup(self, ids: np.ndarray) -> pa.Table:
-        """id map rows (id, key, url, caption, shard, row) of `ids`, in the order given;
-        id -1 (no result) gives a row of nulls."""
-        ids = np.asarray(ids, np.int64).ravel()
-        columns: dict[str, list] = {name: [None] * len(ids) for name in IDMAP_SCHEMA.names}
-        starts = np.array([s.id_start for s in self.slices])
-        which = np.searchsorted(starts, np.maximum(ids, 0), side="right") - 1
-        for si in np.unique(which[ids >= 0]):
-            sel = np.nonzero((which == si) & (ids >= 0))[0]
-            rows = self._idmap(self.slices[si].slice_id).take(pa.array(ids[sel] - self.slices[si].id_start))
-            for name, values in rows.to_pydict().items():
-                column = columns[name]
-                for j, v in zip(sel.tolist(), values, strict=True):
-                    column[j] = v
-        return pa.table(columns, schema=IDMAP_SCHEMA)
-
-    def _idmap(self, slice_id: int) -> pa.Table:
-        if slice_id in self._idmaps:
-            self._idmaps.move_to_end(slice_id)
-        else:
-            table = pq.read_table(self.layout.path(self.layout.idmap_name(slice_id)))
-            self._idmaps[slice_id] = table.sort_by("id")
-            while len(self._idmaps) > IDMAP_CACHE_SLICES:
-                self._idmaps.popitem(last=False)
-        return self._idmaps[slice_id]
+    def lookup(self, ids: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
+        """id map rows (id, key, url, caption, shard, row; or only `columns`) of `ids`, in
+        the order given; id -1 (no result) gives a row of nulls. Reads only the id-map row
+        groups that hold the ids (diffrep.search.idmap)."""
+        return self.idmap.lookup(ids, columns)
 
     def key_to_id(self, keys: list[str]) -> dict[str, int]:
         """Global ids of corpus keys; absent keys are left out, a key held twice gives its

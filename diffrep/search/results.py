@@ -30,7 +30,7 @@ def hits_table(handle: IndexHandle, query_keys: list[str], hits: Hits) -> pa.Tab
     q, k = hits.ids.shape
     ids = hits.ids.ravel()
     valid = ids >= 0
-    meta = handle.lookup(ids[valid])
+    meta = handle.lookup(ids[valid], columns=["key", "url", "caption"])
     columns = {
         "query_key": pa.array(np.repeat(np.asarray(query_keys, dtype=object), k)[valid].tolist(), pa.string()),
         "rank": pa.array(np.tile(np.arange(k), q)[valid], pa.int32()),

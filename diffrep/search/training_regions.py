@@ -48,7 +48,7 @@ class TrainingRegions:
         fresh: dict[int, np.ndarray] = {}  # this call's, whatever the cache evicts
         todo = np.unique(np.asarray([i for i in ids.tolist() if i not in self._cache], np.int64))
         if len(todo):
-            keys = self.handle.lookup(todo)["key"].to_pylist()
+            keys = self.handle.lookup(todo, columns=["key"])["key"].to_pylist()
             wanted: dict[str, set[str]] = {}
             for shard, _, sel in self.handle.locate(todo):
                 wanted.setdefault(shard, set()).update(keys[i] for i in sel)
