@@ -66,6 +66,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.dedup --out bench-results/dedup.json
 	$(BIN)/python -m benchmarks.scan --out bench-results/scan.json
 	$(BIN)/python -m benchmarks.fetch --out bench-results/fetch.json
+	$(BIN)/python -m benchmarks.lookup --out bench-results/lookup.json
 	$(BIN)/python -m benchmarks.regions --out bench-results/regions.json $(if $(wildcard data/demo/out/indexes),--demo_root data/demo/out)
 	$(BIN)/python -m benchmarks.dcs --out bench-results/dcs.json
 	$(BIN)/python -m jobs.copybench --config configs/demo.yaml --out_dir bench-results/copybench

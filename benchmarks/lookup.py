@@ -13,7 +13,9 @@ On a synthetic LAION-shaped id map (`--slices` x `--rows_per_slice` rows: 9-digi
 - scan: 64 generations x k=10 = 640 ids, key + url + caption;
 - truth: 640 ids, key only (DCS labelling, the region re-rank, baselines);
 - search: 1,024 queries x k=10 = 10,240 ids, key + url + caption.
-Each (layout, shape) runs in its own process: mean ms per lookup over `--lookups`
+`row_groups_cold` is the same with no cache (every group decoded afresh), the cost per
+group once the corpus's groups far outnumber what 128 MB holds (LAION-2B). Each (layout,
+shape) runs in its own process: mean ms per lookup over `--lookups`
 lookups after 2 warm-up ones, and the process's peak RSS during the lookups (VmHWM, reset
 after the imports) and its rise over the RSS before the first lookup.
 
@@ -38,7 +40,7 @@ import pyarrow.parquet as pq
 from diffrep.index.build import IDMAP_ROW_GROUP, IDMAP_SCHEMA
 from diffrep.index.layout import IndexLayout
 from diffrep.index.plan import SliceSpec
-from diffrep.search.idmap import IdMapReader
+from diffrep.search.idmap import IDMAP_CACHE_BYTES, IdMapReader
 
 MODEL = "sscd_onnx"
 SHAPES = {"scan": (640, ["key", "url", "caption"]), "truth": (640, ["key"]),
@@ -109,9 +111,12 @@ def status_mb(field: str) -> float:
 
 def child(root: str, layout_name: str, shape: str, slices: int, rows: int, lookups: int, seed: int) -> dict:
     """One (layout, shape) in this process: ms per lookup and memory."""
-    layout = IndexLayout(os.path.join(root, layout_name), MODEL)
+    layout = IndexLayout(os.path.join(root, layout_name.removesuffix("_cold")), MODEL)
     specs = [SliceSpec(s, (f"{s:05d}",), (rows,), s * rows, rows, 0) for s in range(slices)]
-    reader = IdMapReader(layout, specs) if layout_name == "row_groups" else WholeSliceLookup(layout, specs)
+    if layout_name == "whole_slice":
+        reader = WholeSliceLookup(layout, specs)
+    else:  # row_groups_cold: no cache, every group decoded afresh (a corpus far larger than the cache)
+        reader = IdMapReader(layout, specs, cache_bytes=0 if layout_name.endswith("_cold") else IDMAP_CACHE_BYTES)
     n, columns = SHAPES[shape]
     rng = np.random.default_rng(seed)
     start_rss = status_mb("VmRSS")
@@ -156,7 +161,7 @@ def main() -> None:
         out["id_map_mb"] = round(mb)
         print("| shape | ids | layout | ms per lookup | ids/s | peak RSS MB | RSS rise MB |")
         for shape, (n, _) in SHAPES.items():
-            for name in ("whole_slice", "row_groups"):
+            for name in ("whole_slice", "row_groups", "row_groups_cold"):
                 cmd = [sys.executable, "-m", "benchmarks.lookup", "--child", f"{root},{name},{shape}",
                        "--slices", str(args.slices), "--rows_per_slice", str(args.rows_per_slice),
                        "--lookups", str(args.lookups), "--seed", str(args.seed)]
