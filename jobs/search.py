@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                                   "results.parquet")
     report = isinstance(queries, ImageQueries) and cfg.report
     top = TopQueries(cfg.report_queries, min(cfg.report_matches, cfg.k))
-    with ResultsWriter(out, results_schema(regions=spec is not None)) as results:
+    with ResultsWriter(out, results_schema(regions=spec is not None), handle, cfg.name_rows) as results:
         for batch in queries.batches(cfg.batch_size):
             hits = searcher.search(batch.vectors, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates,
                                    regions=batch.regions)
-            table = hits_table(handle, batch.keys, hits)
+            table = hits_table(batch.keys, hits)
             results.write(table)
             if report:
                 top.add(table)

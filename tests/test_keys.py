@@ -124,6 +124,40 @@ def test_id_map_lookup_reads_only_the_row_groups_of_its_ids(tmp_path, monkeypatc
         open_index(str(tmp_path), MODEL, verify_files=False).lookup(np.array([301]))
 
 
+def test_results_are_named_in_blocks_and_appear_only_whole(tmp_path):
+    """ResultsWriter names buffered rows by one lookup per name_rows block: the same rows
+    whatever the block size; a failure while naming leaves no file and is raised."""
+    from diffrep.search.results import ResultsWriter, hits_table, results_schema
+    from diffrep.search.searcher import Hits
+
+    x = clustered_vectors(300, 16, clusters=4, seed=6)
+    write_embeddings(str(tmp_path), MODEL, x, 100)
+    build(IndexConfig(root=str(tmp_path), model=MODEL, index_key="IVF4,Flat", rows_per_slice=100,
+                      eval_queries=10), LocalExecutor())
+    handle = open_index(str(tmp_path), MODEL)
+    rng = np.random.default_rng(1)
+    batches = [Hits(ids=rng.integers(-1, 300, (5, 3)), sims=rng.random((5, 3)).astype(np.float32))
+               for _ in range(4)]
+    tables = {}
+    for name_rows in (1, 7, 10_000):
+        url = str(tmp_path / f"r{name_rows}.parquet")
+        with ResultsWriter(url, results_schema(False), handle, name_rows) as writer:
+            for b, hits in enumerate(batches):
+                writer.write(hits_table([f"q{b}_{i}" for i in range(5)], hits))
+        tables[name_rows] = pq.read_table(url)
+    assert tables[1].equals(tables[7]) and tables[1].equals(tables[10_000])
+    ids = np.concatenate([h.ids.ravel() for h in batches])
+    assert tables[1]["id"].to_pylist() == ids[ids >= 0].tolist()
+    truth = handle.lookup(ids[ids >= 0])
+    assert tables[7]["key"].equals(truth["key"]) and tables[7]["caption"].equals(truth["caption"])
+    assert pq.ParquetFile(tmp_path / "r10000.parquet").metadata.num_row_groups == 1
+
+    url = str(tmp_path / "failed.parquet")
+    with pytest.raises(IndexError), ResultsWriter(url, results_schema(False), handle, 100) as writer:
+        writer.write(hits_table(["q"], Hits(ids=np.array([[5, 300]]), sims=np.ones((1, 2), np.float32))))
+    assert not any(p.name.startswith("failed") for p in tmp_path.iterdir())
+
+
 def test_kmeans_on_gpus_when_faiss_sees_them_else_cpu(tmp_path, monkeypatch):
     """The CPU path is real; the GPU path is checked for its wiring (the clustering index
     handed to faiss's GPU spreader), with faiss reporting a GPU and the spreader stubbed."""

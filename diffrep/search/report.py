@@ -12,6 +12,7 @@ import heapq
 import logging
 from collections import defaultdict
 
+import numpy as np
 import pyarrow as pa
 
 from diffrep import storage
@@ -34,8 +35,9 @@ def report_url(results_url: str) -> str:
 
 class TopQueries:
     """The `max_queries` queries with the highest top-1 score among the result tables
-    given to `add` (those of one batch each), each with its `per_query` best rows. Holds
-    at most max_queries x per_query rows, whatever the number of queries."""
+    given to `add` (diffrep.search.results.hits_table's, one batch each), each with its
+    `per_query` best rows. Holds at most max_queries x per_query rows, whatever the number
+    of queries; the report names them (key, caption) from the id map."""
 
     def __init__(self, max_queries: int, per_query: int):
         self.max_queries, self.per_query = max_queries, per_query
@@ -68,6 +70,9 @@ def write_search_report(handle: IndexHandle, top: TopQueries, url: str, regions:
     Returns url."""
     queries = top.best()
     shown = [r for rows in queries for r in rows]
+    names = handle.lookup(np.array([r["id"] for r in shown], np.int64), columns=["key", "caption"])
+    for r, named in zip(shown, names.to_pylist(), strict=True):
+        r.update(named)
     wanted: dict[str, set[str]] = {}
     for shard, _, sel in handle.locate([r["id"] for r in shown]):
         wanted.setdefault(shard, set()).update(shown[i]["key"] for i in sel)
