@@ -113,8 +113,22 @@ def write_corpus(root: str, n: int, dim: int, shard_rows: int, seed: int = 0) ->
             "group_size_quantiles": {q: int(np.quantile(sizes, q)) for q in (0.5, 0.9, 0.99)}}
 
 
+def rss_anon(pid: int) -> int:
+    """A process's anonymous resident memory in bytes (RssAnon: its heap, not the pages of
+    files it memory-maps, which RSS also counts and the kernel can drop); 0 if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class WorkerRss:
-    """Peak RSS of Ray worker processes (names starting 'ray::'), sampled in a thread."""
+    """Peak RSS and RssAnon of the driver and of Ray worker processes (names starting
+    'ray::'), sampled in a thread."""
 
     def __init__(self, interval_s: float = 0.2):
         import psutil
@@ -122,7 +136,8 @@ class WorkerRss:
         self.psutil, self.interval_s = psutil, interval_s
         self.peak: dict[int, int] = {}
         self.driver_pid: int | None = None
-        self.driver_peak = 0
+        self.driver_peak = self.driver_peak_anon = 0
+        self.peak_anon: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -134,9 +149,11 @@ class WorkerRss:
                     cmd = " ".join(p.info["cmdline"] or [])
                     if p.pid == self.driver_pid:
                         self.driver_peak = max(self.driver_peak, p.info["memory_info"].rss)
+                        self.driver_peak_anon = max(self.driver_peak_anon, rss_anon(p.pid))
                     elif name.startswith("ray::") or "default_worker.py" in cmd:
                         rss = p.info["memory_info"].rss
                         self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
+                        self.peak_anon[p.pid] = max(self.peak_anon.get(p.pid, 0), rss_anon(p.pid))
                 except (self.psutil.Error, AttributeError):
                     continue
             self._stop.wait(self.interval_s)
@@ -174,6 +191,8 @@ def run_stage(name: str, argv: list[str], n: int, cores: int, out_dir: str, log_
     row = {"stage": name, "wall_s": round(wall, 2), "vectors_per_s_per_core": round(n / wall / cores, 1),
            "driver_peak_rss_mb": round(workers.driver_peak / 2**20, 1),
            "largest_worker_peak_rss_mb": round(workers.largest_mb, 1),
+           "driver_peak_rss_anon_mb": round(workers.driver_peak_anon / 2**20, 1),
+           "largest_worker_peak_rss_anon_mb": round(max(workers.peak_anon.values(), default=0) / 2**20, 1),
            "ray_workers_seen": len(workers.peak),
            "bytes_written": bytes_under(out_dir) - before}
     print(json.dumps(row), flush=True)
@@ -262,12 +281,18 @@ def _change(first: dict, last: dict, key: str) -> str:
     return f"{100 * (last[key] / first[key] - 1):+.0f}%"
 
 
+def _anon(stage: dict) -> str:
+    if "driver_peak_rss_anon_mb" not in stage:
+        return "-"  # recorded since 2026-12-02
+    return f"{stage['driver_peak_rss_anon_mb']:,.0f} / {stage['largest_worker_peak_rss_anon_mb']:,.0f}"
+
+
 def markdown(results: dict) -> str:
     """The rehearsal as docs/scaling.md's table: one row per (N, stage), then the growth
     of each figure from the smallest N to the largest."""
     lines = ["| N | stage | wall s | vectors/s/core | driver peak RSS MB | largest worker peak RSS MB "
-             "| MB written | pair recall | pair precision |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| driver / largest worker peak RssAnon MB | MB written | pair recall | pair precision |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     by_stage: dict[str, list[dict]] = {}
     for size in results["sizes"]:
         for st in size["stages"]:
@@ -276,7 +301,7 @@ def markdown(results: dict) -> str:
                        else "- | -")
             lines.append(f"| {size['n']:,} | {st['stage']} | {st['wall_s']:.0f} | {st['vectors_per_s_per_core']:,.0f} "
                          f"| {st['driver_peak_rss_mb']:,.0f} | {st['largest_worker_peak_rss_mb']:,.0f} "
-                         f"| {st['bytes_written'] / 1e6:,.0f} | {quality} |")
+                         f"| {_anon(st)} | {st['bytes_written'] / 1e6:,.0f} | {quality} |")
     lines += ["", "| stage | from N to N | largest worker RSS | driver RSS | cost per vector |",
               "| --- | --- | --- | --- | --- |"]
     for stage, rows in by_stage.items():
