@@ -40,10 +40,10 @@ class SearchConfig:
     candidates: int = field(default=100, metadata=helps("approximate candidates re-ranked per query"))
     nprobe: int | None = field(default=None, metadata=helps("IVF lists probed; null: the index's tuned value"))
     batch_size: int = field(default=1024, metadata=helps("queries per fan-out round"))
-    name_rows: int = field(default=1_000_000, metadata=helps(
+    name_rows: int = field(default=250_000, metadata=helps(
         "result rows buffered before they are named (key, url, caption) by one id-map "
         "lookup and written: each id-map row group is decoded once per that many rows, "
-        "not once per batch; ~250 bytes of memory per row"))
+        "not once per batch; ~270 bytes of driver memory per row (docs/scaling.md)"))
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
         "one Ray actor per index shard: auto when the index has more than one shard"))
     shard_actor_cpus: float = field(default=1.0, metadata=helps(

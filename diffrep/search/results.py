@@ -56,7 +56,7 @@ class ResultsWriter:
     batch touches again for every batch (a query set as large as the corpus touches them
     all)."""
 
-    def __init__(self, url: str, schema: pa.Schema, handle: IndexHandle, name_rows: int = 1_000_000):
+    def __init__(self, url: str, schema: pa.Schema, handle: IndexHandle, name_rows: int = 250_000):
         self.url, self.schema, self.handle, self.name_rows = url, schema, handle, name_rows
         self.rows = 0
         self._pending: list[pa.Table] = []
