@@ -60,9 +60,8 @@ class IdMapReader:
         wanted = ids[order]
         parts = []
         which = np.searchsorted(self._starts, wanted, side="right") - 1
-        for si in np.unique(which):
-            in_slice = np.nonzero(which == si)[0]
-            parts.append(self._slice_rows(si, wanted[in_slice] - self.slices[si].id_start, names))
+        for si, lo, hi in _runs(which):
+            parts.append(self._slice_rows(si, wanted[lo:hi] - self.slices[si].id_start, names))
         gathered = pa.concat_tables(parts)
         # gathered row j belongs at position order[j]; -1 ids take a null index (a null row)
         index = np.zeros(len(ids), np.int64)
@@ -77,8 +76,8 @@ class IdMapReader:
         group_starts = self._file(spec)[1]
         group = np.searchsorted(group_starts, offsets, side="right") - 1
         parts = []
-        for g in np.unique(group):
-            sel = offsets[group == g] - group_starts[g]
+        for g, lo, hi in _runs(group):
+            sel = offsets[lo:hi] - group_starts[g]
             parts.append(self._group(spec, int(g), int(group_starts[g]), names).take(pa.array(sel)))
         return pa.concat_tables(parts)
 
@@ -132,3 +131,10 @@ class IdMapReader:
         state = self.__dict__.copy()
         state.update(_files=OrderedDict(), _groups=OrderedDict(), cached_bytes=0)
         return state
+
+
+def _runs(sorted_values: np.ndarray) -> list[tuple[int, int, int]]:
+    """(value, start, end) of each run of equal values in a sorted array."""
+    values, starts = np.unique(sorted_values, return_index=True)
+    ends = np.append(starts[1:], len(sorted_values))
+    return list(zip(values.tolist(), starts.tolist(), ends.tolist(), strict=True))
