@@ -256,15 +256,16 @@ class Searcher:
         return Hits(ids_k, take(score).astype(np.float32), take(glob).astype(np.float32), boxes)
 
     def _true_sims(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        flat = ids.ravel()
-        valid = flat >= 0
-        out = np.full(flat.shape, -np.inf, np.float32)
+        """Exact similarity of each query (Q, dim) to its candidates `ids` (Q, C), -inf
+        where an id is -1. Each distinct stored vector is read once; memory: one
+        (Q, C, dim) gather of them, multiplied by the queries in place of a second."""
+        valid = ids >= 0
+        out = np.full(ids.shape, -np.inf, np.float32)
         if valid.any():
-            uniq, inv = np.unique(flat[valid], return_inverse=True)
-            vecs = self.handle.vectors(uniq)
-            rows = np.repeat(np.arange(len(q)), ids.shape[1])[valid]
-            out[valid] = np.einsum("nd,nd->n", q[rows], vecs[inv])
-        return out.reshape(ids.shape)
+            uniq, inv = np.unique(np.where(valid, ids, ids[valid][0]), return_inverse=True)
+            vecs = self.handle.vectors(uniq)[inv.reshape(ids.shape)]
+            out[valid] = np.matmul(vecs, q[:, :, None])[..., 0][valid]
+        return out
 
     def _split_sims(self, q_tokens: np.ndarray, ids: np.ndarray) -> np.ndarray:
         out = np.full(ids.shape, -np.inf, np.float32)
