@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 from diffrep import storage
 from diffrep.dedup.layout import DedupLayout
 from diffrep.report.html import esc, figure, page, svg_bars, table, thumbnail_data_uri
-from diffrep.report.images import fetch_corpus_images
 from diffrep.search.index import IndexHandle
 
 
@@ -31,11 +30,8 @@ def write_report(layout: DedupLayout, handle: IndexHandle, summary: dict, member
                  ("id", "ascending")])
             shown[gid] = members.slice(0, members_per_group).to_pylist()
     stats_rows.sort(key=lambda r: (-r["size"], r["group_id"]))
-    wanted: dict[str, set[str]] = {}
-    for members in shown.values():
-        for shard, _, sel in handle.locate([m["id"] for m in members]):
-            wanted.setdefault(shard, set()).update(members[i]["key"] for i in sel)
-    images = fetch_corpus_images(handle.layout.root, handle.model, wanted)
+    members = [m for ms in shown.values() for m in ms]
+    images = handle.corpus_images([m["id"] for m in members], [m["key"] for m in members])
 
     h = summary["duplicate_count_histogram"]
     body = [

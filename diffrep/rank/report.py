@@ -10,7 +10,7 @@ from diffrep import storage
 from diffrep.rank.config import RankConfig
 from diffrep.rank.layout import RankLayout
 from diffrep.report.html import esc, figure, fmt, page, svg_lines, table, thumbnail_data_uri
-from diffrep.report.images import fetch_corpus_images, read_tar_images
+from diffrep.report.images import read_tar_images
 from diffrep.search import open_index
 
 PAIR_STYLE = ("<style>.row{display:flex;gap:6px;padding:6px;border:1px solid #ddd;margin:4px 0}"
@@ -39,12 +39,7 @@ def write_report(layout: RankLayout, cfg: RankConfig, summary: dict, truth: pa.T
         handle = open_index(cfg.root, cfg.model, verify_files=False)
         keys = {k for r in rows for k in [r["top_neighbour_key"], r["template_key"], *r["own_keys"][:1]] if k}
         ids = handle.key_to_id(sorted(keys))
-        wanted: dict[str, set[str]] = {}
-        id_list = sorted(ids.values())
-        for shard, _, sel in handle.locate(id_list):
-            key_of = {v: k for k, v in ids.items()}
-            wanted.setdefault(shard, set()).update(key_of[id_list[i]] for i in sel)
-        train = fetch_corpus_images(cfg.root, cfg.model, wanted)
+        train = handle.corpus_images(list(ids.values()), list(ids))
         body.append(PAIR_STYLE)
         for r in rows:
             names = set(r["images"][:2]) | ({r["template_mask"]} if r["template_mask"] else set())

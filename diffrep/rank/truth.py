@@ -47,8 +47,8 @@ def images_needed(searcher: Searcher, rows: Sequence[dict], member_ids: set[int]
             wanted.setdefault(shard, set()).add(key)
     ids = np.array(sorted(member_ids), np.int64)
     id_key = dict(zip(ids.tolist(), handle.lookup(ids, columns=["key"])["key"].to_pylist(), strict=True))
-    for shard, _, sel in handle.locate(ids):
-        wanted.setdefault(shard, set()).update(id_key[int(ids[i])] for i in sel)
+    for shard, keys in handle.keys_by_shard(ids, [id_key[i] for i in ids.tolist()]).items():
+        wanted.setdefault(shard, set()).update(keys)
     return wanted, id_key
 
 

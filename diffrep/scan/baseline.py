@@ -83,7 +83,6 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
     training set (self excluded), its neighbour and box. Table (id, key, neighbour_id,
     similarity (global, same neighbour), region_similarity, box); cached per index,
     size, seed and region scales."""
-    from diffrep.report.images import fetch_corpus_images
 
     handle = searcher.handle
     tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales)
@@ -95,10 +94,7 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
         return pq.read_table(url)
     ids = region_sample(handle, n, seed, max_shards)
     keys = handle.lookup(ids, columns=["key"])["key"].to_pylist()
-    wanted: dict[str, set[str]] = {}
-    for shard, _, sel in handle.locate(ids):
-        wanted.setdefault(shard, set()).update(keys[i] for i in sel)
-    images = fetch_corpus_images(handle.layout.root, handle.model, wanted)
+    images = handle.corpus_images(ids, keys)
     have = [i for i, key in enumerate(keys) if key in images]
     ids, keys = ids[have], [keys[i] for i in have]
     out = {"neighbour_id": np.full(len(ids), -1, np.int64),

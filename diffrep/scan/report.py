@@ -12,7 +12,7 @@ from PIL import Image
 
 from diffrep import storage
 from diffrep.report.html import esc, figure, fmt, page, svg_bars, table, thumbnail_data_uri
-from diffrep.report.images import draw_box, fetch_corpus_images, read_tar_images
+from diffrep.report.images import draw_box, read_tar_images
 from diffrep.scan.layout import ScanLayout
 from diffrep.search.index import IndexHandle
 
@@ -77,10 +77,7 @@ def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,
         top = t.sort_by([("top1_sim", "descending"), ("gen_id", "ascending")]).slice(0, top_pairs)
         top = top.filter(pc.is_valid(top["top1_id"])).to_pylist()
         gen_images = _generated_images(top)
-        wanted: dict[str, set[str]] = {}
-        for shard, _, sel in handle.locate([r["top1_id"] for r in top]):
-            wanted.setdefault(shard, set()).update(top[i]["top1_key"] for i in sel)
-        train_images = fetch_corpus_images(handle.layout.root, handle.model, wanted)
+        train_images = handle.corpus_images([r["top1_id"] for r in top], [r["top1_key"] for r in top])
         pairs = []
         for r in top:
             g = gen_images.get(r["gen_id"])
@@ -135,10 +132,7 @@ def _region_pairs(name: str, t: pa.Table, handle: IndexHandle, thr: float, top_p
     top = t.filter(pc.is_valid(t["region_id"]))
     top = top.sort_by([("region_sim", "descending"), ("gen_id", "ascending")]).slice(0, top_pairs).to_pylist()
     gen_images = _generated_images(top)
-    wanted: dict[str, set[str]] = {}
-    for shard, _, sel in handle.locate([r["region_id"] for r in top]):
-        wanted.setdefault(shard, set()).update(top[i]["region_key"] for i in sel)
-    train_images = fetch_corpus_images(handle.layout.root, handle.model, wanted)
+    train_images = handle.corpus_images([r["region_id"] for r in top], [r["region_key"] for r in top])
     pairs = []
     for r in top:
         g, m = gen_images.get(r["gen_id"]), train_images.get(r["region_key"])

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from PIL import Image
 
 from diffrep import storage
 from diffrep.embed.layout import ModelOutput
@@ -19,6 +20,7 @@ from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, verify
 from diffrep.index.plan import SliceSpec
 from diffrep.index.vectors import load_npy
+from diffrep.report.images import fetch_corpus_images
 from diffrep.search.idmap import IdMapReader
 
 log = logging.getLogger("diffrep")
@@ -103,6 +105,22 @@ class IndexHandle:
                 out = np.empty((len(ids),) + tokens.shape[1:], np.float32)
             out[sel] = tokens[rows]
         return out
+
+    def keys_by_shard(self, ids: Sequence[int], keys: Sequence[str]) -> dict[str, set[str]]:
+        """{embedding shard: keys} of `ids`, whose corpus keys are `keys` (same order): what
+        diffrep.report.images.fetch_corpus_images takes."""
+        out: dict[str, set[str]] = {}
+        for shard, _, sel in self.locate(np.asarray(ids, np.int64)):
+            out.setdefault(shard, set()).update(keys[i] for i in sel)
+        return out
+
+    def corpus_images(self, ids: Sequence[int], keys: Sequence[str] | None = None) -> dict[str, Image.Image]:
+        """Training images of `ids` by corpus key, read back from the corpus tars (ranged
+        reads, diffrep.report.images); `keys`: theirs when known, else looked up. Images
+        that cannot be read are left out."""
+        if keys is None:
+            keys = self.lookup(np.asarray(ids, np.int64), columns=["key"])["key"].to_pylist()
+        return fetch_corpus_images(self.layout.root, self.model, self.keys_by_shard(ids, keys))
 
     def lookup(self, ids: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
         """id map rows (id, key, url, caption, shard, row; or only `columns`) of `ids`, in

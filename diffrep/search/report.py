@@ -18,7 +18,7 @@ import pyarrow as pa
 from diffrep import storage
 from diffrep.data.images import SkipSample, decode_image
 from diffrep.report.html import esc, figure, page, thumbnail_data_uri
-from diffrep.report.images import draw_box, fetch_corpus_images
+from diffrep.report.images import draw_box
 from diffrep.search.index import IndexHandle
 
 log = logging.getLogger("diffrep")
@@ -73,10 +73,7 @@ def write_search_report(handle: IndexHandle, top: TopQueries, url: str, regions:
     names = handle.lookup(np.array([r["id"] for r in shown], np.int64), columns=["key", "caption"])
     for r, named in zip(shown, names.to_pylist(), strict=True):
         r.update(named)
-    wanted: dict[str, set[str]] = {}
-    for shard, _, sel in handle.locate([r["id"] for r in shown]):
-        wanted.setdefault(shard, set()).update(shown[i]["key"] for i in sel)
-    train = fetch_corpus_images(handle.layout.root, handle.model, wanted)
+    train = handle.corpus_images([r["id"] for r in shown], [r["key"] for r in shown])
     blocks = []
     for matches in queries:
         q = matches[0]["query_key"]

@@ -42,17 +42,12 @@ class TrainingRegions:
         return cls(handle, embedder, spec) if spec is not None and spec.rerank else None
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
-        from diffrep.report.images import fetch_corpus_images
-
         ids = np.asarray(ids, np.int64)
         fresh: dict[int, np.ndarray] = {}  # this call's, whatever the cache evicts
         todo = np.unique(np.asarray([i for i in ids.tolist() if i not in self._cache], np.int64))
         if len(todo):
             keys = self.handle.lookup(todo, columns=["key"])["key"].to_pylist()
-            wanted: dict[str, set[str]] = {}
-            for shard, _, sel in self.handle.locate(todo):
-                wanted.setdefault(shard, set()).update(keys[i] for i in sel)
-            images = fetch_corpus_images(self.handle.layout.root, self.handle.model, wanted)
+            images = self.handle.corpus_images(todo, keys)
             have = [j for j, key in enumerate(keys) if key in images]
             if have:
                 vecs = embed_regions(self.embedder, [images[keys[j]] for j in have], self.spec,
