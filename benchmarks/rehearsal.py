@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -113,17 +114,33 @@ def write_corpus(root: str, n: int, dim: int, shard_rows: int, seed: int = 0) ->
             "group_size_quantiles": {q: int(np.quantile(sizes, q)) for q in (0.5, 0.9, 0.99)}}
 
 
-def rss_anon(pid: int) -> int:
-    """A process's anonymous resident memory in bytes (RssAnon: its heap, not the pages of
-    files it memory-maps, which RSS also counts and the kernel can drop); 0 if unreadable."""
+def rss_parts(pid: int) -> tuple[int, int]:
+    """A process's (RssAnon, RssFile) in bytes: its heap, and the pages of files it
+    memory-maps (which RSS also counts and the kernel can drop); zeros if unreadable."""
+    anon = file = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
+                    anon = int(line.split()[1]) * 1024
+                elif line.startswith("RssFile:"):
+                    file = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return anon, file
+
+
+def rss_anon(pid: int) -> int:
+    return rss_parts(pid)[0]
+
+
+def task_type(title: str) -> str:
+    """A Ray worker's task type from its process title ("ray::dedup_slice",
+    "ray::ShardSearcher.range_search_lists()"): the part after "ray::" up to "(" or "."."""
+    name = title.split("ray::", 1)[-1]
+    for sep in ("(", ".", " "):
+        name = name.split(sep, 1)[0]
+    return name or "?"
 
 
 class WorkerRss:
@@ -138,6 +155,7 @@ class WorkerRss:
         self.driver_pid: int | None = None
         self.driver_peak = self.driver_peak_anon = 0
         self.peak_anon: dict[int, int] = {}
+        self.by_task: dict[str, dict[str, int]] = {}  # task type -> peak rss / anon / file
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -152,8 +170,14 @@ class WorkerRss:
                         self.driver_peak_anon = max(self.driver_peak_anon, rss_anon(p.pid))
                     elif name.startswith("ray::") or "default_worker.py" in cmd:
                         rss = p.info["memory_info"].rss
+                        anon, file = rss_parts(p.pid)
                         self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
-                        self.peak_anon[p.pid] = max(self.peak_anon.get(p.pid, 0), rss_anon(p.pid))
+                        self.peak_anon[p.pid] = max(self.peak_anon.get(p.pid, 0), anon)
+                        title = name if name.startswith("ray::") else cmd
+                        if "IDLE" not in title:
+                            peak = self.by_task.setdefault(task_type(title), {"rss": 0, "anon": 0, "file": 0})
+                            peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)
+                            peak["file"] = max(peak["file"], file)
                 except (self.psutil.Error, AttributeError):
                     continue
             self._stop.wait(self.interval_s)
@@ -194,7 +218,13 @@ def run_stage(name: str, argv: list[str], n: int, cores: int, out_dir: str, log_
            "driver_peak_rss_anon_mb": round(workers.driver_peak_anon / 2**20, 1),
            "largest_worker_peak_rss_anon_mb": round(max(workers.peak_anon.values(), default=0) / 2**20, 1),
            "ray_workers_seen": len(workers.peak),
+           "peak_by_task_mb": {t: {k: round(v / 2**20, 1) for k, v in p.items()}
+                               for t, p in sorted(workers.by_task.items())},
            "bytes_written": bytes_under(out_dir) - before}
+    with open(log_path) as f:  # the job's own count of shard calls and quantizer searches
+        routing = re.findall(r"routing (\{.*\})", f.read())
+    if routing:
+        row["routing"] = json.loads(routing[-1])
     print(json.dumps(row), flush=True)
     return row
 

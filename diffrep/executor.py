@@ -7,11 +7,32 @@ once (one Ray object) and passed by keyword to every call.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from diffrep.progress import Progress
 from diffrep.resources import STALL_WARNING_S, StallWatch
+
+
+def release_memory() -> None:
+    """Give the heap a finished task freed back to the OS. pyarrow's pool and glibc's
+    malloc arenas keep freed memory for reuse, so without this a Ray worker process that
+    is reused for task after task keeps the high-water mark of every task it ran."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def run_and_release(fn: Callable, *args, **kwargs) -> Any:
+    """`fn(*args, **kwargs)`, then release_memory() (the body of every Ray task)."""
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        release_memory()
 
 
 class LocalExecutor:
@@ -31,22 +52,28 @@ class LocalExecutor:
 class RayExecutor:
     """Runs items as Ray tasks (`num_cpus` each), retried on errors and node deaths.
 
+    Each task releases the memory it freed when it ends (release_memory), so reused
+    workers do not creep; `max_calls` > 0 also starts a fresh worker process after that
+    many tasks (Ray's option; each fresh worker costs a process start and imports).
+
     When no task has finished for `stall_warning_s` seconds and no further one can start
     (its CPUs are not free), a WARNING says what the tasks need against what is free."""
 
     def __init__(self, num_cpus: float = 1, max_attempts: int = 3, progress_interval_s: float = 10.0,
-                 stall_warning_s: float = STALL_WARNING_S):
-        self.num_cpus, self.max_attempts = num_cpus, max_attempts
+                 stall_warning_s: float = STALL_WARNING_S, max_calls: int = 0):
+        self.num_cpus, self.max_attempts, self.max_calls = num_cpus, max_attempts, max_calls
         self.progress_interval_s, self.stall_warning_s = progress_interval_s, stall_warning_s
 
     def map(self, fn: Callable, items: Sequence[tuple], shared: dict[str, Any] | None = None,
             progress: Progress | None = None, count: Callable[[Any], int] | None = None) -> list:
         import ray
 
-        remote = ray.remote(fn).options(num_cpus=self.num_cpus, max_retries=self.max_attempts - 1,
-                                        retry_exceptions=True)
+        task = ray.remote(max_calls=self.max_calls)(run_and_release) if self.max_calls \
+            else ray.remote(run_and_release)
+        remote = task.options(num_cpus=self.num_cpus, max_retries=self.max_attempts - 1,
+                              retry_exceptions=True, name=getattr(fn, "__name__", "task"))
         shared_refs = {k: ray.put(v) for k, v in (shared or {}).items()}
-        refs = [remote.remote(*args, **shared_refs) for args in items]
+        refs = [remote.remote(fn, *args, **shared_refs) for args in items]
         position = {ref: i for i, ref in enumerate(refs)}
         results: list[Any] = [None] * len(refs)
         pending = list(refs)

@@ -1,12 +1,13 @@
 """Search an index with query embeddings or images; results as parquet.
 
-One Ray actor per index shard (each verifies and memory-maps its shard), queries fanned
-out in batches, top-k merged, optionally re-ranked exactly from the stored embeddings.
+One Ray actor per index shard (each verifies and memory-maps its shard), each query batch
+sent only to the shards owning the IVF lists it probes, top-k merged, optionally re-ranked exactly from the stored embeddings.
 Run: python -m jobs.search --config configs/demo.yaml [--images dir | --queries root]
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 from ray.exceptions import RayError
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             progress.report(every_s=10)
     log.info("%s", progress.line())
     log.info("search: %d queries, %d result rows -> %s", progress.items_done, results.rows, out)
+    log.info("search: routing %s", json.dumps(backend.stats.as_dict()))
     if report:
         url = write_search_report(handle, top, report_url(out), spec is not None, cfg.report_threshold)
         log.info("search: report -> %s", url)

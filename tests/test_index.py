@@ -180,7 +180,7 @@ def test_interrupted_build_resumes_from_finished_slices(tmp_path):
     build(cfg, counting)
     # no retraining, only the slice that was not finished; then the key index part, 3
     # merges and 3 shard sweeps
-    assert counting.ran == ["add_slice", "build_key_part"] + ["merge_shard"] * 3 + ["sweep_shard"] * 3
+    assert counting.ran == ["add_slice", "build_key_part"] + ["merge_lists"] * 3 + ["sweep_shard"] * 3
     handle = open_index(root, MODEL)
     assert handle.ntotal == 6000
     hits = Searcher(handle, nprobe=16).search(x[::600], 1)

@@ -32,7 +32,7 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     t0 = time.monotonic()
     layout = DedupLayout(root, model)
     handle = open_index(root, model, verify_files=False)  # the driver verified the index
-    backend = RayShards.from_actors(shard_actors) if shard_actors else LocalShards(handle)
+    backend = RayShards.from_actors(shard_actors, handle) if shard_actors else LocalShards(handle)
     searcher = Searcher(handle, backend, nprobe=nprobe)
     spec = next(s for s in handle.slices if s.slice_id == slice_id)
     hits = 0
@@ -48,6 +48,6 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
                         partition_of(src, partition_ids))
             hits += len(q)
     marker = {"slice": slice_id, "queries": spec.count, "hits": hits,
-              "seconds": round(time.monotonic() - t0, 3)}
+              "seconds": round(time.monotonic() - t0, 3), "routing": backend.stats.as_dict()}
     storage.write_json(layout.slice_done(slice_id), marker)
     return marker

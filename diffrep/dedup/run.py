@@ -8,6 +8,7 @@ corpus: a search task holds one query slice's hits, every later task one partiti
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -22,6 +23,7 @@ from diffrep.dedup.report import write_report
 from diffrep.progress import Progress
 from diffrep.routing import num_partitions
 from diffrep.search.index import IndexHandle
+from diffrep.search.lists import RoutingStats
 
 log = logging.getLogger("diffrep")
 
@@ -83,6 +85,10 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
                  progress=progress, count=lambda r: r["queries"])
     log.info("%s", progress.line())
     seconds["search"] = time.monotonic() - t0
+    routing = RoutingStats()
+    for s in handle.slices:
+        routing.add(storage.read_json(layout.slice_done(s.slice_id)).get("routing", {}))
+    log.info("dedup: search routing %s", json.dumps(routing.as_dict()))
 
     t0 = time.monotonic()
     every = range(parts)
@@ -121,6 +127,7 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
                               sum(m["pairs"] for m in pairs), cfg.report_groups)
     seconds["groups"] = time.monotonic() - t0
     summary["component_steps"] = step + 1
+    summary["routing"] = routing.as_dict()
     summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     url = write_report(layout, handle, summary, cfg.report_members, cfg.partition_ids)
     storage.write_json(layout.path("summary.json"), summary)

@@ -1,5 +1,5 @@
 """The index build's work, as plain functions that run anywhere (a Ray task, a test):
-train on a sample, add a slice to the trained index, merge slices into a shard, sweep
+train on a sample, add a slice to the trained index, collect a shard's lists, sweep
 nprobe on a shard. The job (jobs/build_index.py) decides where each runs."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.embed.layout import ModelOutput
+from diffrep.index import lists
 from diffrep.index.keys import write_key_run
 from diffrep.index.layout import IndexLayout
 from diffrep.index.plan import SliceSpec
@@ -135,6 +136,7 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
         }, schema=IDMAP_SCHEMA))
         next_id += rows
     write_index(layout.part(spec.slice_id), index)
+    lists.write_sizes(layout.part_sizes(spec.slice_id), lists.list_sizes(index))
     idmap = pa.concat_tables(tables)
     storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), idmap, row_group_size=IDMAP_ROW_GROUP)
     if key_parts:
@@ -148,24 +150,40 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
     return marker
 
 
-def merge_shard(layout: IndexLayout, out_name: str, base_name: str | None,
-                slice_ids: list[int], threads: int = 0) -> dict:
-    """Merge part indexes (and an existing shard file, for incremental adds) into one
-    shard written atomically as `out_name`. Holds one shard in memory, never more."""
+def merge_lists(layout: IndexLayout, out_name: str, base_name: str | None, slice_ids: list[int],
+                take_range: tuple[int, int] | None, shard: int, trained: np.ndarray,
+                list_start: np.ndarray | None = None, owner: np.ndarray | None = None,
+                threads: int = 0) -> dict:
+    """Build one list-partitioned shard (diffrep.index.lists), written atomically as
+    `out_name`: the shard's entries collected from every slice's part index (memory-mapped).
+
+    A first build (`take_range` = (start, end), `list_start`: global start of every list
+    in the lists' concatenation) takes the entries [start, end) of that concatenation. An
+    incremental add (`base_name`: the shard's current file, `owner`: the shard of each
+    list's new entries) appends the new slices' entries of the lists it owns. Memory: the
+    one shard it writes, never more."""
     if threads:
         faiss.omp_set_num_threads(threads)
     t0 = time.monotonic()
-    parts = list(slice_ids)
-    if base_name is not None:
-        merged = read_index(layout.path(base_name), mmap=False)
-    else:
-        merged = read_index(layout.part(parts.pop(0)), mmap=False)
+    merged = read_index(layout.path(base_name), mmap=False) if base_name else deserialize(trained)
     ivf = faiss.extract_index_ivf(merged)
-    for slice_id in parts:
-        other = read_index(layout.part(slice_id), mmap=False)
-        ivf.merge_from(faiss.extract_index_ivf(other), 0)
-        merged.ntotal = ivf.ntotal
-        del other
+    pos = None if list_start is None else np.asarray(list_start, np.int64).copy()
+    moved = 0
+    for slice_id in slice_ids:
+        sizes = lists.read_sizes(layout.part_sizes(slice_id))
+        if take_range is not None:
+            start, end = take_range
+            skip = np.clip(start - pos, 0, sizes)
+            take = np.clip(end - pos, 0, sizes) - skip
+            pos += sizes
+        else:
+            take, skip = np.where(owner == shard, sizes, 0), np.zeros_like(sizes)
+        if take.any():
+            part = read_index(layout.part(slice_id), mmap=True)
+            moved += lists.collect(ivf, faiss.extract_index_ivf(part), take, skip)
+            del part
+    ivf.ntotal += moved
+    merged.ntotal = ivf.ntotal
     write_index(layout.path(out_name), merged)
     return {"file": out_name, "ntotal": int(merged.ntotal), "seconds": round(time.monotonic() - t0, 3)}
 

@@ -1,11 +1,14 @@
 """The index build, step by step, resumable at every step:
 
-plan -> train (on a sample) -> add slices (in parallel) -> merge into shards -> measure
-recall against exact search and pick nprobe -> index_infos.json -> manifest.json (commit).
+plan -> train (on a sample) -> add slices (in parallel) -> cut the IVF lists into shards
+by their measured sizes and collect each shard's lists from every slice
+(diffrep.index.lists) -> measure recall against exact search and pick nprobe ->
+index_infos.json -> manifest.json (commit).
 
 A build interrupted at any point resumes from its plan: finished slices and merged shards
-are kept. A later run with new embedding shards adds them without retraining: new slices go
-to the smallest shards, rewritten under a new generation name; the manifest switch commits.
+are kept. A later run with new embedding shards adds them without retraining: each list's
+new entries go to the shard that owns the list, rewritten under a new generation name; the
+manifest switch commits.
 """
 
 from __future__ import annotations
@@ -21,15 +24,13 @@ from diffrep import storage
 from diffrep.config import ConfigError
 from diffrep.embed.layout import ModelOutput
 from diffrep.index import build as work
-from diffrep.index import keys
+from diffrep.index import keys, lists
 from diffrep.index.choose import choose_index, nlist_of, shard_count_for_memory
 from diffrep.index.config import IndexConfig, memory_bytes
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import describe_files
 from diffrep.index.plan import (
     SliceSpec,
-    assign_contiguous,
-    assign_smallest,
     locate,
     make_slices,
     sample_positions,
@@ -109,7 +110,7 @@ def build(cfg: IndexConfig, executor) -> dict:
     timings["keys_s"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    shards = merge_shards(cfg, layout, plan, manifest, slices, new_slices, executor)
+    shards = merge_shards(cfg, layout, plan, manifest, new_slices, trained, executor)
     timings["merge_s"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -155,11 +156,7 @@ def make_plan(cfg: IndexConfig, files: list[EmbeddingFile], manifest: dict | Non
                 f"more than index.current_memory_available={cfg.current_memory_available}; use "
                 f"num_shards >= {need} or more memory")
         slices = make_slices(files, slice_rows_for(total, cfg.num_shards, cfg.rows_per_slice))
-        num_shards = min(cfg.num_shards, len(slices))
-        if num_shards < cfg.num_shards:
-            log.warning("index: only %d slice(s) of whole embedding files: %d shard(s) instead "
-                        "of %d", len(slices), num_shards, cfg.num_shards)
-        slices = assign_contiguous(slices, num_shards)
+        num_shards = min(cfg.num_shards, total)
         eval_global = sample_positions(total, n_eval, cfg.seed)
         eval_at = [(shard, int(r)) for shard, rows, _ in locate(eval_global, files) for r in rows]
         return {"generation": 0, "model": cfg.model, "dim": dim, "key": choice.key,
@@ -167,6 +164,11 @@ def make_plan(cfg: IndexConfig, files: list[EmbeddingFile], manifest: dict | Non
                 "key_parts": max(1, math.ceil(total / cfg.key_partition_rows)),
                 "slices": [s.to_json() for s in slices], "new_slices": [s.slice_id for s in slices],
                 "eval_global": eval_global.tolist(), "eval_at": eval_at}
+    if manifest.get("partition") != "lists":
+        raise ConfigError(
+            f"index: {cfg.root}/indexes/{cfg.model} was built before shards were partitioned by "
+            f"IVF list; it still loads and searches, but cannot take new embeddings: rebuild it "
+            f"with `python -m jobs.build_index --root {cfg.root} --model {cfg.model} --overwrite true`")
     if manifest["dim"] != dim:
         raise ConfigError(f"index: new embeddings have {dim} dims, the index holds {manifest['dim']}")
     held = {f for s in manifest["slices"] for f in s["files"]}
@@ -179,7 +181,6 @@ def make_plan(cfg: IndexConfig, files: list[EmbeddingFile], manifest: dict | Non
     old = [SliceSpec.from_json(s) for s in manifest["slices"]]
     new = make_slices(new_files, cfg.rows_per_slice, first_slice=max(s.slice_id for s in old) + 1,
                       first_id=manifest["ntotal"])
-    new = assign_smallest(new, [s["ntotal"] for s in manifest["shards"]])
     log.info("index: adding %d new embedding shard(s) (%d vectors) without retraining",
              len(new_files), sum(f.rows for f in new_files))
     if not manifest.get("key_parts"):
@@ -229,29 +230,57 @@ def build_keys(layout: IndexLayout, plan: dict, manifest: dict | None, new_slice
 
 
 def merge_shards(cfg: IndexConfig, layout: IndexLayout, plan: dict, manifest: dict | None,
-                 slices: list[SliceSpec], new_slices: list[SliceSpec], executor) -> list[dict]:
-    """Merge new slices into their shards; returns every shard's {shard, file, ntotal}."""
+                 new_slices: list[SliceSpec], trained: np.ndarray, executor) -> list[dict]:
+    """Partition the IVF lists over the shards (diffrep.index.lists; a first build cuts
+    them by the sizes measured after the add, an incremental add keeps the committed
+    ranges) and write every shard that changes; returns every shard's {shard, file,
+    ntotal, first_list, last_list}. The driver holds one int64 per list."""
     generation = plan["generation"]
-    current = {s["shard"]: s for s in manifest["shards"]} if manifest else {}
+    new_ids = [s.slice_id for s in new_slices]
+    sizes = None
+    for s in new_slices:  # streamed: one slice's sizes at a time
+        part = lists.read_sizes(layout.part_sizes(s.slice_id))
+        sizes = part if sizes is None else sizes + part
+    if manifest is None:
+        cuts = lists.partition(sizes, plan["num_shards"])
+        list_start = np.cumsum(sizes) - sizes
+        current: dict[int, dict] = {}
+        jobs = {shard: (c["start"], c["end"]) for shard, c in enumerate(cuts)}
+        shared = {"list_start": list_start}
+        ranges = {shard: (c["first_list"], c["last_list"]) for shard, c in enumerate(cuts)}
+    else:
+        current = {s["shard"]: s for s in manifest["shards"]}
+        ranges = {s["shard"]: (s["first_list"], s["last_list"]) for s in manifest["shards"]}
+        owner = lists.owner_of_new_entries([ranges[s] for s in sorted(ranges)], len(sizes))
+        gets = np.bincount(owner, weights=sizes, minlength=len(ranges))
+        jobs = {shard: None for shard in sorted(ranges) if gets[shard] > 0}
+        shared = {"owner": owner}
     items = []
-    for shard in sorted({s.shard for s in new_slices}):
+    for shard, take_range in jobs.items():
         out_name = layout.shard_name(shard, generation)
         marker = layout.path(f"parts/{out_name}.json")
         if storage.exists(marker):
             current[shard] = storage.read_json(marker)
             continue
         base = current[shard]["file"] if shard in current else None
-        items.append((layout, out_name, base, [s.slice_id for s in new_slices if s.shard == shard]))
-    log.info("index: merging %d shard(s)", len(items))
-    for result in executor.map(work.merge_shard, items, shared={"threads": cfg.cpus_per_task}):
-        shard = int(result["file"][len("shard_"):len("shard_") + 2])
-        entry = {"shard": shard, "file": result["file"], "ntotal": result["ntotal"]}
+        items.append((layout, out_name, base, new_ids, take_range, shard))
+    log.info("index: collecting the lists of %d shard(s)", len(items))
+    progress = Progress("index merge", len(items), unit="shards", item="vectors")
+    results = executor.map(work.merge_lists, items, progress=progress, count=lambda r: r["ntotal"],
+                           shared={**shared, "trained": trained, "threads": cfg.cpus_per_task})
+    for item, result in zip(items, results, strict=True):
+        shard = item[-1]
+        entry = {"shard": shard, "file": result["file"], "ntotal": result["ntotal"],
+                 "first_list": int(ranges[shard][0]), "last_list": int(ranges[shard][1])}
         storage.write_json(layout.path(f"parts/{result['file']}.json"), entry)
         current[shard] = entry
     shards = [current[s] for s in sorted(current)]
     held = sum(s["ntotal"] for s in shards)
     if held != plan["ntotal"]:
         raise RuntimeError(f"index: shards hold {held} vectors, the plan {plan['ntotal']}")
+    log.info("index: %d shard(s) of %s vectors (largest / mean %.2f)", len(shards),
+             "/".join(str(s["ntotal"]) for s in shards[:8]) + ("/..." if len(shards) > 8 else ""),
+             lists.balance([s["ntotal"] for s in shards]))
     return shards
 
 
@@ -358,7 +387,7 @@ def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[Sli
              + (["trained.json"] if storage.exists(layout.path("trained.json")) else []))
     manifest = {k: plan[k] for k in ("generation", "model", "dim", "key", "choice", "ntotal",
                                      "num_shards", "eval_global", "eval_at")}
-    manifest.update({"slices": [s.to_json() for s in slices], "shards": shards,
+    manifest.update({"partition": "lists", "slices": [s.to_json() for s in slices], "shards": shards,
                      "key_parts": len(key_files) or None, "key_files": key_files,
                      "files": describe_files(layout.base, names)})
     storage.write_json(layout.manifest, manifest)

@@ -1,18 +1,20 @@
 """Where the index job writes, under <root>/indexes/<model>/:
 
-  plan.json                 the build in progress: slices (embedding files, id range,
-                            target shard), index key, eval query positions
+  plan.json                 the build in progress: slices (embedding files, id range),
+                            index key, eval query positions
   trained.index             the trained empty index, shipped to every add task
   parts/slice_IIIII.index   one slice's vectors added to the trained index (removed once
                             merged and committed)
+  parts/slice_IIIII.sizes.npy  entries per IVF list of the slice (the list partition's input)
   parts/slice_IIIII.json    the slice's completion marker, written last
   ids/slice_IIIII.parquet   id map: id, key, url, caption, shard (embedding file), row
   eval/slice_IIIII.npz      exact top-k of the eval queries within the slice
-  shard_SS.index            merged, memory-mappable shard (shard_SS.gG.index after the
-                            G-th incremental add rewrote it)
+  shard_SS.index            memory-mappable shard holding every entry of its run of IVF
+                            lists (diffrep.index.lists); shard_SS.gG.index after the
+                            G-th incremental add rewrote it
   index_infos.json          factory string, parameters, nprobe, measured recall, sizes
   manifest.json             written LAST, the commit: every file's sha256 and size, the
-                            slices and shards it holds
+                            slices, and each shard's lists
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class IndexLayout:
 
     def part(self, slice_id: int) -> str:
         return self.path(f"parts/slice_{slice_id:05d}.index")
+
+    def part_sizes(self, slice_id: int) -> str:
+        return self.path(f"parts/slice_{slice_id:05d}.sizes.npy")
 
     def part_done(self, slice_id: int) -> str:
         return self.path(f"parts/slice_{slice_id:05d}.json")

@@ -1,5 +1,5 @@
-"""Planning an index build: slices of whole embedding files, their global id ranges and
-target shards, and the sample positions (training, eval queries)."""
+"""Planning an index build: slices of whole embedding files and their global id ranges,
+and the sample positions (training, eval queries)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class SliceSpec:
     rows: tuple[int, ...]    # vectors per file
     id_start: int
     count: int
-    shard: int = -1          # target index shard
+    shard: int = -1          # target shard of indexes built before list partitioning
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -56,28 +56,6 @@ def make_slices(files: list[EmbeddingFile], rows_per_slice: int, first_slice: in
         group.append(f)
     close()
     return slices
-
-
-def assign_contiguous(slices: list[SliceSpec], num_shards: int) -> list[SliceSpec]:
-    """Split slices in order into `num_shards` runs of about equal vector counts."""
-    total = sum(s.count for s in slices)
-    out, seen = [], 0
-    for s in slices:
-        shard = min(num_shards - 1, int((seen + s.count / 2) * num_shards / max(total, 1)))
-        out.append(SliceSpec(s.slice_id, s.files, s.rows, s.id_start, s.count, shard))
-        seen += s.count
-    return out
-
-
-def assign_smallest(slices: list[SliceSpec], shard_counts: list[int]) -> list[SliceSpec]:
-    """Give each new slice to the shard holding the fewest vectors so far."""
-    counts = list(shard_counts)
-    out = []
-    for s in slices:
-        shard = int(np.argmin(counts))
-        counts[shard] += s.count
-        out.append(SliceSpec(s.slice_id, s.files, s.rows, s.id_start, s.count, shard))
-    return out
 
 
 def slice_rows_for(total: int, num_shards: int, rows_per_slice: int) -> int:

@@ -92,7 +92,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
         storage.remove_tree(layout.base)
     gen, match = settings(cfg, handle)
     prompt_table = _plan(cfg, layout, handle, gen, match)
-    backend = RayShards.from_actors(shard_actors) if shard_actors else LocalShards(handle)
+    backend = RayShards.from_actors(shard_actors, handle) if shard_actors else LocalShards(handle)
     searcher = Searcher(handle, backend, cfg.nprobe)
     base = baseline.load_or_compute(layout, searcher, cfg.baseline_size, cfg.baseline_seed,
                                     cfg.candidates)

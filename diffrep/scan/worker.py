@@ -91,7 +91,7 @@ class ScanWorker:
         self.layout = ScanLayout(root, run)
         self.checkpoint, self.gen, self.match = checkpoint, gen, match
         handle = open_index(root, match.model, verify_files="metadata" if shard_actors else True)
-        backend = RayShards.from_actors(shard_actors) if shard_actors else LocalShards(handle)
+        backend = RayShards.from_actors(shard_actors, handle) if shard_actors else LocalShards(handle)
         device = resolve_device(gen.device)
         self.embedder = create_embedder(match.model, weights=match.weights, device=device)
         self.searcher = match.searcher(handle, backend, self.embedder)

@@ -2,12 +2,14 @@
 
 Shards are searched by a backend: `LocalShards` (memory-mapped in this process, for small
 indexes and tests) or `RayShards` (one actor per shard, each verifying and memory-mapping
-its own file). Candidates can be re-ranked exactly from the stored embeddings (inner
+its own file). Either routes each query batch only to the shards that own the IVF lists
+it probes (diffrep.search.lists: one coarse assignment per batch). Candidates can be re-ranked exactly from the stored embeddings (inner
 product) or patch tokens (split-product), so reported similarities are true ones.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +21,13 @@ from diffrep.index.build import read_index, search_params
 from diffrep.index.manifest import verify
 from diffrep.index.vectors import merge_topk
 from diffrep.search.index import IndexHandle
+from diffrep.search.lists import (
+    ListRouter,
+    RoutingStats,
+    range_search_lists,
+    search_lists,
+    split_index,
+)
 from diffrep.search.regions import (
     RegionQueries,
     region_scores,
@@ -29,6 +38,9 @@ from diffrep.search.regions import (
 from diffrep.similarity import split_product
 
 Rerank = Literal["none", "exact", "split_product"]
+# Keys whose codes are the vectors themselves (float32 of the stored embeddings): their
+# similarities are already the true ones, so range search needs no margin or re-rank.
+EXACT_CODES = re.compile(r"IVF\d+(_HNSW\d+)?,Flat")
 
 
 @dataclass
@@ -59,7 +71,9 @@ class RangeHits:
 
 class ShardSearcher:
     """One shard file, verified against the manifest and memory-mapped. Used in-process,
-    and as the Ray actor class of RayShards."""
+    and as the Ray actor class of RayShards. `search` / `range_search` run the shard's own
+    coarse quantizer (the fan-out of indexes built before list partitioning); the `_lists`
+    methods scan only the lists a ListRouter assigned (diffrep.search.lists)."""
 
     def __init__(self, url: str, key: str, manifest: dict | None = None, base: str | None = None,
                  name: str | None = None, threads: int = 0):
@@ -68,6 +82,7 @@ class ShardSearcher:
         if threads:
             faiss.omp_set_num_threads(threads)
         self.index = read_index(url, mmap=True)
+        self.ivf = split_index(self.index)[1]
         self.key = key
 
     def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,22 +94,73 @@ class ShardSearcher:
         faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe))
         return self.index.range_search(np.ascontiguousarray(queries, np.float32), radius)
 
+    def search_lists(self, queries: np.ndarray, k: int, lists: np.ndarray, coarse: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        return search_lists(self.ivf, queries, k, lists, coarse)
+
+    def range_search_lists(self, queries: np.ndarray, radius: float, lists: np.ndarray,
+                           coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return range_search_lists(self.ivf, queries, radius, lists, coarse)
+
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
 
-class LocalShards:
-    """Every shard in this process (verification done by open_index)."""
+class _Shards:
+    """A backend's search and range search: routed by list when the index has a router,
+    else fanned out to every shard. Either way one (sims, ids) or (lims, sims, ids) per
+    shard asked, in the batch's shape."""
 
-    def __init__(self, handle: IndexHandle):
-        key = handle.manifest["key"]
-        self.shards = [ShardSearcher(handle.shard_url(n), key) for n in handle.shard_files()]
+    router: ListRouter | None = None
+
+    @property
+    def stats(self) -> RoutingStats:
+        """Shard calls and quantizer searches so far (a fan-out: every shard, each
+        searching its own quantizer for every query)."""
+        if self.router is not None:
+            return self.router.stats
+        if not hasattr(self, "_fan_out_stats"):
+            self._fan_out_stats = RoutingStats()
+        return self._fan_out_stats
+
+    def _count_fan_out(self, n: int) -> None:
+        shards = self.num_shards()
+        self.stats.count(n, quantizer_searches=n * shards, shard_calls=shards, query_shard_pairs=n * shards)
 
     def search(self, queries, k, nprobe):
-        return [s.search(queries, k, nprobe) for s in self.shards]
+        q = np.ascontiguousarray(queries, np.float32)
+        if self.router is None:
+            self._count_fan_out(len(q))
+            return self._fan_out("search", q, k, nprobe)
+        jobs = self.router.plan(q, nprobe)
+        return ListRouter.scatter_topk(len(q), jobs, self._each(jobs, "search_lists", k), k)
 
     def range_search(self, queries, radius, nprobe):
-        return [s.range_search(queries, radius, nprobe) for s in self.shards]
+        q = np.ascontiguousarray(queries, np.float32)
+        if self.router is None:
+            self._count_fan_out(len(q))
+            return self._fan_out("range_search", q, radius, nprobe)
+        jobs = self.router.plan(q, nprobe)
+        return ListRouter.scatter_range(len(q), jobs, self._each(jobs, "range_search_lists", radius))
+
+
+class LocalShards(_Shards):
+    """Every shard in this process (verification done by open_index). route=False fans
+    every query out to every shard even when the index is list-partitioned."""
+
+    def __init__(self, handle: IndexHandle, route: bool = True):
+        key = handle.manifest["key"]
+        self.shards = [ShardSearcher(handle.shard_url(n), key) for n in handle.shard_files()]
+        self.router = ListRouter.of(handle) if route else None
+
+    def num_shards(self) -> int:
+        return len(self.shards)
+
+    def _fan_out(self, method, q, *args):
+        return [getattr(s, method)(q, *args) for s in self.shards]
+
+    def _each(self, jobs, method, arg):
+        return [getattr(self.shards[j.shard], method)(j.queries, arg, j.lists, j.coarse) for j in jobs]
 
 
 def wants_shard_actors(mode: str, handle: IndexHandle) -> bool:
@@ -103,10 +169,11 @@ def wants_shard_actors(mode: str, handle: IndexHandle) -> bool:
     return mode == "always" or (mode == "auto" and len(handle.shard_files()) > 1)
 
 
-class RayShards:
-    """One Ray actor per shard; queries fan out to all, results come back per shard."""
+class RayShards(_Shards):
+    """One Ray actor per shard; each batch goes to the actors owning its probed lists
+    (every actor for an index built before list partitioning, or with route=False)."""
 
-    def __init__(self, handle: IndexHandle, num_cpus: float = 1, threads: int = 1):
+    def __init__(self, handle: IndexHandle, num_cpus: float = 1, threads: int = 1, route: bool = True):
         import ray
 
         actor = ray.remote(ShardSearcher).options(num_cpus=num_cpus, max_restarts=3,
@@ -115,15 +182,18 @@ class RayShards:
         self.actors = [actor.remote(handle.shard_url(n), handle.manifest["key"], handle.manifest,
                                     handle.layout.base, n, threads)
                        for n in handle.shard_files()]
+        self.router = ListRouter.of(handle) if route else None
         ray.get([a.ntotal.remote() for a in self.actors])  # surfaces verification errors now
 
     @classmethod
-    def from_actors(cls, actors: list) -> RayShards:
-        """A backend over shard actors created elsewhere (handles passed to Ray tasks)."""
+    def from_actors(cls, actors: list, handle: IndexHandle | None = None, route: bool = True) -> RayShards:
+        """A backend over shard actors created elsewhere (handles passed to Ray tasks);
+        with the index's `handle`, routed by list."""
         import ray
 
         self = cls.__new__(cls)
         self.ray, self.actors = ray, list(actors)
+        self.router = ListRouter.of(handle) if handle is not None and route else None
         return self
 
     def close(self) -> None:
@@ -132,13 +202,16 @@ class RayShards:
             self.ray.kill(a)
         self.actors = []
 
-    def search(self, queries, k, nprobe):
-        ref = self.ray.put(np.ascontiguousarray(queries, np.float32))
-        return self.ray.get([a.search.remote(ref, k, nprobe) for a in self.actors])
+    def num_shards(self) -> int:
+        return len(self.actors)
 
-    def range_search(self, queries, radius, nprobe):
-        ref = self.ray.put(np.ascontiguousarray(queries, np.float32))
-        return self.ray.get([a.range_search.remote(ref, radius, nprobe) for a in self.actors])
+    def _fan_out(self, method, q, *args):
+        ref = self.ray.put(q)
+        return self.ray.get([getattr(a, method).remote(ref, *args) for a in self.actors])
+
+    def _each(self, jobs, method, arg):
+        return self.ray.get([getattr(self.actors[j.shard], method).remote(j.queries, arg, j.lists, j.coarse)
+                             for j in jobs])
 
 
 class Searcher:
@@ -148,13 +221,14 @@ class Searcher:
     the training images' own region descriptors (n, R, dim); with it, region searches
     re-score the candidates diffrep.search.regions.rerank_choice picks region to region."""
 
-    def __init__(self, handle: IndexHandle, backend: LocalShards | RayShards | None = None,
+    def __init__(self, handle: IndexHandle, backend: _Shards | None = None,
                  nprobe: int | None = None,
                  candidate_regions: Callable[[np.ndarray], np.ndarray] | None = None):
         self.handle = handle
         self.backend = backend or LocalShards(handle)
         self.nprobe = nprobe or int(handle.infos.get("nprobe") or 1)
         self.candidate_regions = candidate_regions
+        self.exact_codes = bool(EXACT_CODES.fullmatch(handle.manifest["key"]))
 
     def _check(self, queries: np.ndarray) -> np.ndarray:
         q = np.asarray(queries, np.float32)
@@ -202,8 +276,11 @@ class Searcher:
                      exact: bool = True) -> RangeHits:
         """Every neighbour with similarity > threshold. The approximate search takes
         candidates down to threshold - margin (PQ distances err both ways); with exact=True
-        the threshold then applies to true inner products from the stored embeddings."""
+        the threshold then applies to true inner products from the stored embeddings
+        (an index of exact codes, IVF*,Flat, already gives them: no margin, no re-read)."""
         q = self._check(queries)
+        if self.exact_codes:
+            exact = False
         radius = threshold - margin if exact else threshold
         qs, ids, sims = [], [], []
         for lims, dist, lab in self.backend.range_search(q, radius, self.nprobe):

@@ -1,0 +1,174 @@
+"""One coarse assignment per query batch, sent only to the shards that own the probed lists.
+
+Shards of a list-partitioned index (diffrep.index.lists) each own a run of IVF lists. The
+router searches the coarse quantizer once for the whole batch (the trained empty index of
+the manifest: nlist centroids, the HNSW links when the key has them, the pre-transform;
+a fixed size whatever the corpus), groups every (query, probed list) by the shard that
+owns the list, and gives each shard only its queries with their probed lists, the others
+masked (-1). Each shard then scans exactly those lists (faiss's search_preassigned and
+range_search_preassigned); per-shard results come back in the full batch's shape, so they
+merge as a fan-out's do.
+
+Per query, the shards asked are at most the lists it probes (plus one per probed list
+that straddles a cut), not the shard count. Indexes committed before list partitioning
+have no list ranges: `ListRouter.of` returns None and searches fan out as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from diffrep import storage
+from diffrep.index.build import deserialize, search_params
+from diffrep.search.index import IndexHandle
+
+
+@dataclass
+class ShardJob:
+    """What one shard searches for a batch: `rows` (sorted) of the batch, their
+    transformed vectors, and their probed lists (-1 where another shard owns the list)
+    with the coarse similarities."""
+
+    shard: int
+    rows: np.ndarray
+    queries: np.ndarray
+    lists: np.ndarray
+    coarse: np.ndarray
+
+
+@dataclass
+class RoutingStats:
+    """Counts since the router was made: batches, queries, quantizer searches (one per
+    query), shard calls, and (query, shard) pairs asked."""
+
+    batches: int = 0
+    queries: int = 0
+    quantizer_searches: int = 0
+    shard_calls: int = 0
+    query_shard_pairs: int = 0
+    per_batch_calls: list[int] = field(default_factory=list, repr=False)
+
+    def count(self, queries: int, quantizer_searches: int, shard_calls: int, query_shard_pairs: int) -> None:
+        """One batch."""
+        self.batches += 1
+        self.queries += queries
+        self.quantizer_searches += quantizer_searches
+        self.shard_calls += shard_calls
+        self.query_shard_pairs += query_shard_pairs
+        self.per_batch_calls.append(shard_calls)
+        if len(self.per_batch_calls) > 1024:  # keep the maximum, not a list that grows
+            self.per_batch_calls = [max(self.per_batch_calls)]
+
+    def add(self, other: dict) -> None:
+        """Add another's as_dict() (e.g. a task's) to these counts."""
+        for key in ("batches", "queries", "quantizer_searches", "shard_calls", "query_shard_pairs"):
+            setattr(self, key, getattr(self, key) + other.get(key, 0))
+        self.per_batch_calls = [max(self.per_batch_calls + [other.get("max_shard_calls_per_batch", 0)])]
+
+    def as_dict(self) -> dict:
+        return {"batches": self.batches, "queries": self.queries,
+                "quantizer_searches": self.quantizer_searches, "shard_calls": self.shard_calls,
+                "query_shard_pairs": self.query_shard_pairs,
+                "max_shard_calls_per_batch": max(self.per_batch_calls, default=0),
+                "shard_calls_per_batch": round(self.shard_calls / max(self.batches, 1), 2),
+                "quantizer_searches_per_query": round(self.quantizer_searches / max(self.queries, 1), 2),
+                "shards_per_query": round(self.query_shard_pairs / max(self.queries, 1), 2)}
+
+
+def split_index(index: faiss.Index) -> tuple[list, faiss.IndexIVF]:
+    """(the pre-transform's vector transforms, in order; the IVF index inside)."""
+    index = faiss.downcast_index(index)
+    transforms = []
+    if isinstance(index, faiss.IndexPreTransform):
+        transforms = [faiss.downcast_VectorTransform(index.chain.at(i)) for i in range(index.chain.size())]
+    return transforms, faiss.extract_index_ivf(index)
+
+
+class ListRouter:
+    """Coarse assignment and per-shard routing for one list-partitioned index."""
+
+    def __init__(self, trained: faiss.Index, key: str, ranges: list[tuple[int, int]]):
+        self.index, self.key = trained, key
+        self.transforms, self.ivf = split_index(trained)
+        self.first = np.array([r[0] for r in ranges], np.int64)
+        self.last = np.array([r[1] for r in ranges], np.int64)
+        self.stats = RoutingStats()
+        self._nprobe = None
+
+    @classmethod
+    def of(cls, handle: IndexHandle) -> ListRouter | None:
+        """The router of a committed index (its trained.index, verified by open_index),
+        or None for an index whose shards are not partitioned by list."""
+        if handle.manifest.get("partition") != "lists":
+            return None
+        trained = deserialize(np.frombuffer(storage.read_bytes(handle.layout.trained), np.uint8))
+        ranges = [(s["first_list"], s["last_list"]) for s in handle.manifest["shards"]]
+        return cls(trained, handle.manifest["key"], ranges)
+
+    def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(transformed queries, probed lists (Q, nprobe) int64, coarse similarities)."""
+        if nprobe != self._nprobe:
+            faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe))
+            self._nprobe = nprobe
+        x = np.ascontiguousarray(queries, np.float32)
+        for t in self.transforms:
+            x = np.ascontiguousarray(t.apply_py(x), np.float32)
+        nprobe = min(nprobe, self.ivf.nlist)
+        coarse, probed = self.ivf.quantizer.search(x, nprobe)
+        return x, probed, coarse
+
+    def plan(self, queries: np.ndarray, nprobe: int) -> list[ShardJob]:
+        """The shard jobs of one batch: one quantizer search for every query, then each
+        shard gets the queries that probe one of its lists."""
+        x, probed, coarse = self.assign(queries, nprobe)
+        jobs = []
+        for shard, (first, last) in enumerate(zip(self.first, self.last, strict=True)):
+            mine = (probed >= first) & (probed <= last)
+            rows = np.nonzero(mine.any(axis=1))[0]
+            if len(rows):
+                jobs.append(ShardJob(shard, rows, x[rows], np.where(mine[rows], probed[rows], -1),
+                                     coarse[rows]))
+        self.stats.count(len(x), quantizer_searches=len(x), shard_calls=len(jobs),
+                         query_shard_pairs=sum(len(j.rows) for j in jobs))
+        return jobs
+
+    @staticmethod
+    def scatter_topk(n: int, jobs: list[ShardJob], results: list[tuple[np.ndarray, np.ndarray]],
+                     k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each shard's (sims, ids) in the batch's shape (rows it was not asked: none)."""
+        out = []
+        for job, (sims, ids) in zip(jobs, results, strict=True):
+            full_s = np.full((n, k), -np.inf, np.float32)
+            full_i = np.full((n, k), -1, np.int64)
+            full_s[job.rows], full_i[job.rows] = sims, ids
+            out.append((full_s, full_i))
+        return out or [(np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64))]
+
+    @staticmethod
+    def scatter_range(n: int, jobs: list[ShardJob], results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each shard's (lims, sims, ids) in the batch's shape (rows are sorted, so the
+        hits stay in query order)."""
+        out = []
+        for job, (lims, sims, ids) in zip(jobs, results, strict=True):
+            counts = np.zeros(n, np.int64)
+            counts[job.rows] = np.diff(lims)
+            out.append((np.concatenate([[0], np.cumsum(counts)]), sims, ids))
+        return out
+
+
+def search_lists(ivf: faiss.IndexIVF, queries: np.ndarray, k: int, lists: np.ndarray,
+                 coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of `queries` within the given lists of one shard (a ShardJob's)."""
+    ivf.nprobe = lists.shape[1]
+    return ivf.search_preassigned(np.ascontiguousarray(queries, np.float32), k, lists, coarse)
+
+
+def range_search_lists(ivf: faiss.IndexIVF, queries: np.ndarray, radius: float, lists: np.ndarray,
+                       coarse: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every entry above `radius` within the given lists of one shard: (lims, sims, ids)."""
+    ivf.nprobe = lists.shape[1]
+    return ivf.range_search_preassigned(np.ascontiguousarray(queries, np.float32), radius, lists, coarse)

@@ -1,0 +1,240 @@
+"""List-partitioned shards and routed search: the routed path against exact search
+(IndexFlatIP) and against the fan-out to every shard (the same results on the same index),
+the list partition itself, incremental adds, indexes built before list partitioning, and
+dedup on IVF-PQ against exact pairs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from diffrep.config import ConfigError
+from diffrep.dedup.config import DedupConfig
+from diffrep.dedup.run import run_dedup
+from diffrep.executor import LocalExecutor, RayExecutor
+from diffrep.index import lists
+from diffrep.index.builder import build
+from diffrep.index.config import IndexConfig
+from diffrep.index.layout import IndexLayout
+from diffrep.index.manifest import describe_files
+from diffrep.search import LocalShards, RayShards, Searcher, open_index
+from tests.index_helpers import clustered_vectors, write_embeddings
+
+MODEL = "sscd_onnx"
+DIM = 32
+
+
+def test_partition_balances_lists_and_covers_every_list():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(0, 200, 500)
+    sizes[::7] = 0  # empty lists, some at cuts
+    cuts = lists.partition(sizes, 4)
+    held = [c["end"] - c["start"] for c in cuts]
+    assert sum(held) == sizes.sum() and max(held) - min(held) <= 1
+    owner = lists.owner_of_new_entries([(c["first_list"], c["last_list"]) for c in cuts], len(sizes))
+    assert (owner >= 0).all() and (np.diff(owner) >= 0).all()  # contiguous runs, every list owned
+    # the entries each shard holds are exactly those of its lists (two shards share a cut list)
+    ends = np.cumsum(sizes)
+    for c in cuts:
+        lo, hi = c["first_list"], c["last_list"]
+        assert ends[hi] >= c["end"] and ends[lo] - sizes[lo] <= c["start"]
+    # fewer lists than shards (the exact IVF1,Flat): the one list is split over every shard
+    one = lists.partition(np.array([10]), 3)
+    assert [c["end"] - c["start"] for c in one] == [3, 4, 3]
+    assert all((c["first_list"], c["last_list"]) == (0, 0) for c in one)
+
+
+@pytest.fixture(scope="module")
+def pq_index(tmp_path_factory):
+    """8k x 32 vectors in IVF64_HNSW32,PQ8 over 4 list-partitioned shards."""
+    x = clustered_vectors(8000, DIM, clusters=40, seed=3)
+    root = str(tmp_path_factory.mktemp("routing"))
+    write_embeddings(root, MODEL, x, 1000)
+    build(IndexConfig(root=root, model=MODEL, index_key="IVF64_HNSW32,PQ8x8np", exact_below=0,
+                      num_shards=4, eval_queries=100), LocalExecutor())
+    return root, x
+
+
+def test_shards_own_disjoint_runs_of_lists_and_hold_every_vector(pq_index):
+    root, x = pq_index
+    handle = open_index(root, MODEL)
+    shards = handle.manifest["shards"]
+    assert handle.manifest["partition"] == "lists" and len(shards) == 4
+    assert sum(s["ntotal"] for s in shards) == len(x)
+    assert lists.balance([s["ntotal"] for s in shards]) < 1.01
+    seen: dict[int, int] = {}
+    for s in shards:
+        index = faiss.read_index(handle.shard_url(s["file"]))
+        sizes = lists.list_sizes(index)
+        owned = np.nonzero(sizes)[0]
+        assert owned.min() >= s["first_list"] and owned.max() <= s["last_list"]
+        invlists = faiss.extract_index_ivf(index).invlists
+        for lst in owned.tolist():
+            ids = faiss.rev_swig_ptr(invlists.get_ids(lst), invlists.list_size(lst)).copy()
+            for i in ids.tolist():
+                assert i not in seen
+                seen[i] = lst
+    assert sorted(seen) == list(range(len(x)))
+
+
+def test_routed_search_equals_the_fan_out_and_finds_the_exact_neighbours(pq_index):
+    root, x = pq_index
+    handle = open_index(root, MODEL)
+    rng = np.random.default_rng(9)
+    # queries not in the index: fresh points near the clusters, and noisy copies
+    fresh = clustered_vectors(200, DIM, clusters=40, seed=3 + 100)
+    noisy = x[rng.choice(len(x), 200, replace=False)] + 0.05 * rng.standard_normal((200, DIM)).astype(np.float32)
+    q = np.concatenate([fresh, noisy / np.linalg.norm(noisy, axis=1, keepdims=True)]).astype(np.float32)
+    routed = Searcher(handle, LocalShards(handle), nprobe=8)
+    fanned = Searcher(handle, LocalShards(handle, route=False), nprobe=8)
+    a, b = routed.search(q, 10), fanned.search(q, 10)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_allclose(a.sims, b.sims, rtol=1e-5)
+    ra, rb = routed.range_search(q, 0.8, margin=0.1), fanned.range_search(q, 0.8, margin=0.1)
+    np.testing.assert_array_equal(ra.query, rb.query)
+    np.testing.assert_array_equal(ra.ids, rb.ids)
+    assert len(ra.ids) > 100
+
+    flat = faiss.IndexFlatIP(DIM)
+    flat.add(x)
+    _, truth = flat.search(q, 10)
+    # half of the queries are fresh points between clusters: half of the 64 lists probed
+    wide = Searcher(handle, LocalShards(handle), nprobe=32).search(q, 10, rerank="exact", candidates=300)
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(wide.ids, truth, strict=True)])
+    assert recall >= 0.98, recall  # measured 0.991
+
+    # one quantizer search per query (the fan-out: one per shard per query)
+    stats = routed.backend.stats.as_dict()
+    assert stats["quantizer_searches_per_query"] == 1.0
+    assert stats["shards_per_query"] < 4
+    fan = fanned.backend.stats.as_dict()
+    assert fan["quantizer_searches_per_query"] == 4.0 and fan["shards_per_query"] == 4.0
+
+
+def test_nprobe_one_asks_one_shard_per_query(pq_index):
+    root, x = pq_index
+    handle = open_index(root, MODEL)
+    routed = Searcher(handle, LocalShards(handle), nprobe=1)
+    hits = routed.search(x[:300], 1)
+    assert np.mean(hits.ids[:, 0] == np.arange(300)) > 0.6  # PQ codes of a vector vs itself
+    # one shard per query, two for a query whose list straddles one of the 3 cuts (measured 1.09)
+    assert routed.backend.stats.as_dict()["shards_per_query"] < 1.25
+
+
+@pytest.mark.ray
+def test_ray_shard_actors_route_like_the_local_backend(pq_index, ray_cluster):
+    root, x = pq_index
+    handle = open_index(root, MODEL)
+    backend = RayShards(handle, num_cpus=0.25)
+    try:
+        q = x[::40]
+        ray_hits = Searcher(handle, backend, nprobe=4).search(q, 5)
+        local_hits = Searcher(handle, LocalShards(handle), nprobe=4).search(q, 5)
+        np.testing.assert_array_equal(ray_hits.ids, local_hits.ids)
+        assert backend.stats.shard_calls < 4 * backend.stats.batches or len(q) > 4
+    finally:
+        backend.close()
+
+
+def test_incremental_add_routes_new_vectors_to_their_lists_owners(tmp_path):
+    x = clustered_vectors(6000, DIM, clusters=30, seed=4)
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x[:4000], 1000)
+    cfg = IndexConfig(root=root, model=MODEL, index_key="IVF32,PQ8x8np", exact_below=0, num_shards=3,
+                      eval_queries=50)
+    build(cfg, LocalExecutor())
+    before = {s["shard"]: (s["first_list"], s["last_list"]) for s in open_index(root, MODEL).manifest["shards"]}
+    write_embeddings(root, MODEL, x[4000:], 1000, first_shard=4)
+    build(IndexConfig(**{**cfg.__dict__, "add": True}), LocalExecutor())
+    handle = open_index(root, MODEL)
+    assert handle.ntotal == 6000 and handle.manifest["generation"] == 1
+    assert {s["shard"]: (s["first_list"], s["last_list"]) for s in handle.manifest["shards"]} == before
+    routed = Searcher(handle, LocalShards(handle), nprobe=32)  # every list: exhaustive over PQ codes
+    fanned = Searcher(handle, LocalShards(handle, route=False), nprobe=32)
+    q = x[3900:4100]
+    a = routed.search(q, 5, rerank="exact", candidates=20)
+    np.testing.assert_array_equal(a.ids, fanned.search(q, 5, rerank="exact", candidates=20).ids)
+    np.testing.assert_array_equal(a.ids[:, 0], np.arange(3900, 4100))
+
+
+def test_an_index_built_before_list_partitioning_still_searches_and_refuses_adds(pq_index, tmp_path):
+    root, x = pq_index
+    old = str(tmp_path / "old")
+    shutil.copytree(root, old)
+    layout = IndexLayout(old, MODEL)
+    with open(layout.manifest) as f:
+        manifest = json.load(f)
+    del manifest["partition"]
+    for s in manifest["shards"]:
+        del s["first_list"], s["last_list"]
+    manifest["files"] = describe_files(layout.base, sorted(manifest["files"]))
+    with open(layout.manifest, "w") as f:
+        json.dump(manifest, f)
+    handle = open_index(old, MODEL)
+    backend = LocalShards(handle)
+    assert backend.router is None  # fans out, as before
+    q = x[:50]
+    np.testing.assert_array_equal(Searcher(handle, backend, nprobe=4).search(q, 5).ids,
+                                  Searcher(open_index(root, MODEL), nprobe=4).search(q, 5).ids)
+    write_embeddings(old, MODEL, x[:500], 500, first_shard=50)
+    with pytest.raises(ConfigError, match="--overwrite true"):
+        build(IndexConfig(root=old, model=MODEL, add=True), LocalExecutor())
+
+
+def planted_pairs(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors with planted groups of 2-5 near-copies (similarity ~0.99), spread over the
+    corpus; returns (vectors, group of each row or -1)."""
+    rng = np.random.default_rng(seed)
+    x = clustered_vectors(n, dim, clusters=50, seed=seed)
+    group = np.full(n, -1)
+    rows = rng.permutation(n)
+    pos, g = 0, 0
+    while pos < n // 4:
+        size = int(rng.integers(2, 6))
+        members = rows[pos:pos + size]
+        for m in members[1:]:
+            v = x[members[0]] + 0.1 * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+            x[m] = v / np.linalg.norm(v)
+        group[members] = g
+        pos, g = pos + size, g + 1
+    return x, group
+
+
+@pytest.mark.ray
+def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster):
+    """Dedup through routed shard actors on a compressed index finds the exact pairs above
+    the threshold (IndexFlatIP range search): recall >= 0.99, and precision 1 (the exact
+    re-rank keeps only true similarities above the threshold)."""
+    x, _ = planted_pairs(12000, DIM, seed=5)
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x, 2000, dtype="float16")
+    build(IndexConfig(root=root, model=MODEL, index_key="IVF64_HNSW32,PQ8x8np", exact_below=0,
+                      num_shards=3, eval_queries=100), LocalExecutor())
+    handle = open_index(root, MODEL)
+    stored = handle.vectors(np.arange(len(x)))
+    flat = faiss.IndexFlatIP(DIM)
+    flat.add(stored)
+    lims, sims, ids = flat.range_search(stored, 0.95)
+    qs = np.repeat(np.arange(len(x)), np.diff(lims).astype(np.int64))
+    truth = {(int(a), int(b)) for a, b in zip(qs, ids, strict=True) if a < b}
+    assert len(truth) > 2000
+
+    backend = RayShards(handle, num_cpus=0.25)
+    try:
+        run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, margin=0.1, nprobe=8,
+                              partition_ids=5000), handle, RayExecutor(num_cpus=0.5), backend.actors)
+    finally:
+        backend.close()
+    pairs = pq.read_table(tmp_path / "dedup" / MODEL / "pairs", columns=["id_a", "id_b"])
+    found = set(zip(pairs["id_a"].to_pylist(), pairs["id_b"].to_pylist(), strict=True))
+    recall = len(found & truth) / len(truth)
+    assert recall >= 0.99, recall
+    assert found <= truth
+    summary = json.loads((tmp_path / "dedup" / MODEL / "summary.json").read_text())
+    assert summary["routing"]["quantizer_searches_per_query"] == 1.0
+    assert summary["routing"]["shards_per_query"] <= 8
