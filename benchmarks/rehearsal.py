@@ -20,7 +20,11 @@ actor maps one), IVF lists of ~`list_size` vectors (nlist grows with N, as autof
 choice does) behind an HNSW coarse quantizer (autofaiss's choice at scale: assignment cost
 grows with log nlist, not nlist).
 
-Run: python -m benchmarks.rehearsal --sizes 1000000,3000000,10000000 --out bench-results/rehearsal.json
+Per stage it also records the peak RSS, RssAnon and RssFile of each task type (Ray worker
+process titles), and for search and dedup the shard calls per query batch and quantizer
+searches per query (the jobs log them).
+
+Run: python -m benchmarks.rehearsal --sizes 1000000,3000000,10000000 --out benchmarks/results/rehearsal.json
 """
 
 from __future__ import annotations
@@ -173,9 +177,8 @@ class WorkerRss:
                         anon, file = rss_parts(p.pid)
                         self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
                         self.peak_anon[p.pid] = max(self.peak_anon.get(p.pid, 0), anon)
-                        title = name if name.startswith("ray::") else cmd
-                        if "IDLE" not in title:
-                            peak = self.by_task.setdefault(task_type(title), {"rss": 0, "anon": 0, "file": 0})
+                        if name.startswith("ray::") and "IDLE" not in name:
+                            peak = self.by_task.setdefault(task_type(name), {"rss": 0, "anon": 0, "file": 0})
                             peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)
                             peak["file"] = max(peak["file"], file)
                 except (self.psutil.Error, AttributeError):
@@ -317,12 +320,20 @@ def _anon(stage: dict) -> str:
     return f"{stage['driver_peak_rss_anon_mb']:,.0f} / {stage['largest_worker_peak_rss_anon_mb']:,.0f}"
 
 
+def _routing(stage: dict) -> str:
+    r = stage.get("routing")
+    if not r:
+        return "- | -"
+    return f"{r['shard_calls_per_batch']:.2f} (max {r['max_shard_calls_per_batch']}) | {r['quantizer_searches_per_query']:.2f}"
+
+
 def markdown(results: dict) -> str:
     """The rehearsal as docs/scaling.md's table: one row per (N, stage), then the growth
     of each figure from the smallest N to the largest."""
     lines = ["| N | stage | wall s | vectors/s/core | driver peak RSS MB | largest worker peak RSS MB "
-             "| driver / largest worker peak RssAnon MB | MB written | pair recall | pair precision |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| driver / largest worker peak RssAnon MB | MB written | pair recall | pair precision "
+             "| shard calls per batch | quantizer searches per query |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     by_stage: dict[str, list[dict]] = {}
     for size in results["sizes"]:
         for st in size["stages"]:
@@ -331,7 +342,7 @@ def markdown(results: dict) -> str:
                        else "- | -")
             lines.append(f"| {size['n']:,} | {st['stage']} | {st['wall_s']:.0f} | {st['vectors_per_s_per_core']:,.0f} "
                          f"| {st['driver_peak_rss_mb']:,.0f} | {st['largest_worker_peak_rss_mb']:,.0f} "
-                         f"| {_anon(st)} | {st['bytes_written'] / 1e6:,.0f} | {quality} |")
+                         f"| {_anon(st)} | {st['bytes_written'] / 1e6:,.0f} | {quality} | {_routing(st)} |")
     lines += ["", "| stage | from N to N | largest worker RSS | driver RSS | cost per vector |",
               "| --- | --- | --- | --- | --- |"]
     for stage, rows in by_stage.items():
@@ -344,7 +355,7 @@ def markdown(results: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="bench-results/rehearsal.json")
+    p.add_argument("--out", default="benchmarks/results/rehearsal.json")
     p.add_argument("--sizes", default="1000000,3000000,10000000")
     p.add_argument("--dim", type=int, default=64, help="vector dims (SSCD has 512; see docs/scaling.md)")
     p.add_argument("--shard_rows", type=int, default=100_000, help="rows per embedding shard")
