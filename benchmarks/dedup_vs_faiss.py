@@ -110,7 +110,8 @@ def compare(n: int, args: argparse.Namespace, address: str, cores: int) -> dict:
         stages.append(run_stage("dedup", [
             "-m", "jobs.dedup", *common, "--threshold", str(THRESHOLD), "--nprobe", str(args.nprobe),
             "--query_batch", "8192", "--partition_ids", "1000000", "--shard_actors", "always",
-            "--shard_actor_cpus", str(round(0.5 / shards, 3)), "--report_groups", "4",
+            "--shard_actor_cpus", str(round(0.5 / shards, 3)),
+            "--shard_actor_threads", str(max(1, args.nodes // shards)), "--report_groups", "4",
             "--report_members", "4"], n, cores, os.path.join(root, "dedup"), logs))
         quality = pair_quality(root)
         infos = storage.read_json(os.path.join(root, "indexes", MODEL, "index_infos.json"))

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.shard_actor_cpus, cpus_key="dedup.shard_actor_cpus", cpus_fit="share"),
             Ask("slice tasks", 1, 1.0)])
         # shard actors verify their shard's sha256; in-process searchers are verified here
-        actors = RayShards(handle, num_cpus=cfg.shard_actor_cpus).actors if use_actors else None
+        actors = RayShards(handle, num_cpus=cfg.shard_actor_cpus,
+                           threads=cfg.shard_actor_threads).actors if use_actors else None
         if not use_actors:
             handle.verify_shards()
     except (ConfigError, IndexIntegrityError) as exc:

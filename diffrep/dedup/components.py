@@ -43,6 +43,8 @@ def _sorted_unique(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray
     u, v = u[keep], v[keep]
     key = packed(u, v)
     if key is not None:
+        if len(key) < 2 or bool((key[1:] > key[:-1]).all()):  # already sorted and unique
+            return u, v
         del u, v
         return unpacked(np.unique(key))
     order = np.lexsort((v, u))

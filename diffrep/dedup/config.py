@@ -30,6 +30,9 @@ class DedupConfig:
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
         "one Ray actor per index shard: auto when the index has more than one shard"))
     shard_actor_cpus: float = field(default=1.0, metadata=helps("CPUs reserved per shard actor"))
+    shard_actor_threads: int = field(default=1, metadata=helps(
+        "faiss threads per shard actor; more than its CPUs where cores would otherwise idle "
+        "(few shards on few nodes: the slice tasks wait while their shard actor searches)"))
     report_groups: int = field(default=12, metadata=helps("largest groups shown in the report"))
     report_members: int = field(default=8, metadata=helps("images shown per group in the report"))
     overwrite: bool = field(default=False, metadata=helps("recompute finished query slices"))
@@ -48,7 +51,7 @@ def validate(cfg: DedupConfig) -> None:
         errors.append("dedup.threshold must be in [-1, 1] (cosine similarity)")
     if not 0 <= cfg.margin <= 1:
         errors.append("dedup.margin must be in [0, 1]")
-    for key in ("query_batch", "report_groups", "report_members", "max_attempts"):
+    for key in ("query_batch", "report_groups", "report_members", "max_attempts", "shard_actor_threads"):
         if getattr(cfg, key) < 1:
             errors.append(f"dedup.{key} must be >= 1")
     for key in ("partition_ids", "max_component_steps"):

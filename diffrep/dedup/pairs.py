@@ -39,7 +39,8 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     with RoutedWriter(layout.slice_edges(slice_id), EDGE_SCHEMA) as edges:
         for start in range(spec.id_start, spec.id_start + spec.count, query_batch):
             ids = np.arange(start, min(start + query_batch, spec.id_start + spec.count), dtype=np.int64)
-            found = searcher.range_search(handle.vectors(ids), threshold, margin=margin, exact=True)
+            found = searcher.range_search(handle.vectors(ids), threshold, margin=margin, exact=True,
+                                          ordered=False)
             keep = ids[found.query] != found.ids
             q, h, s = ids[found.query][keep], found.ids[keep], found.sims[keep]
             src = np.concatenate([q, h])

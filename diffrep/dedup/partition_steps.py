@@ -62,7 +62,7 @@ def once_per_pair(edges: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         src, dst = src[first], dst[first]
     else:
         del src, dst
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key)  # equal keys end up adjacent, in any order: max is taken
         key = key[order]
         first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
         src, dst = components.unpacked(key[first])
@@ -90,7 +90,8 @@ def adjacency_step(root: str, model: str, partition: int, slice_ids: list[int],
     src, dst, sim = once_per_pair(read_inbound([layout.slice_edges(s) for s in slice_ids],
                                                partition, EDGE_SCHEMA))
 
-    nodes, degree = np.unique(src, return_counts=True)
+    starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]]) if len(src) else np.zeros(0, np.int64)
+    nodes, degree = src[starts], np.diff(np.r_[starts, len(src)])  # src is sorted
     storage.write_parquet(layout.step_output("degree", partition), pa.table(
         {"id": nodes, "duplicate_count": degree.astype(np.int32)}, schema=DEGREE_SCHEMA))
     keys = id_metadata(handle, nodes, ["key"])["key"]

@@ -88,7 +88,11 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int
     for start in range(0, len(vectors), batch):
         block = np.asarray(vectors[start:start + batch], np.float32)
         sims = q @ block.T
-        best_s, best_i = merge_topk([(best_s, best_i), (sims, ids[start:start + len(block)])], k)
+        block_ids = np.asarray(ids[start:start + len(block)], np.int64)
+        if sims.shape[1] > k:  # the block's own top k first: merge_topk sorts what it gets
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            sims, block_ids = np.take_along_axis(sims, top, 1), block_ids[top]
+        best_s, best_i = merge_topk([(best_s, best_i), (sims, block_ids)], k)
     return best_s, best_i
 
 

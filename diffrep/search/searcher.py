@@ -62,7 +62,7 @@ class Hits:
 @dataclass
 class RangeHits:
     """Every (query, id) pair with similarity above the threshold, sorted by query then
-    decreasing similarity."""
+    decreasing similarity (in no order with range_search(ordered=False))."""
 
     query: np.ndarray
     ids: np.ndarray
@@ -273,7 +273,7 @@ class Searcher:
         return Hits(np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1))
 
     def range_search(self, queries: np.ndarray, threshold: float, margin: float = 0.1,
-                     exact: bool = True) -> RangeHits:
+                     exact: bool = True, ordered: bool = True) -> RangeHits:
         """Every neighbour with similarity > threshold. The approximate search takes
         candidates down to threshold - margin (PQ distances err both ways); with exact=True
         the threshold then applies to true inner products from the stored embeddings
@@ -297,6 +297,8 @@ class Searcher:
             sims_ = np.einsum("nd,nd->n", q[query], vecs[inv]).astype(np.float32)
         keep = sims_ > threshold
         query, ids_, sims_ = query[keep], ids_[keep], sims_[keep]
+        if not ordered:  # callers that route hits onward (dedup) need no order
+            return RangeHits(query, ids_, sims_)
         order = np.lexsort((ids_, -sims_, query))
         return RangeHits(query[order], ids_[order], sims_[order])
 
