@@ -323,8 +323,9 @@ def _anon(stage: dict) -> str:
 def _routing(stage: dict) -> str:
     r = stage.get("routing")
     if not r:
-        return "- | -"
-    return f"{r['shard_calls_per_batch']:.2f} (max {r['max_shard_calls_per_batch']}) | {r['quantizer_searches_per_query']:.2f}"
+        return "- | - | -"
+    return (f"{r['shard_calls_per_batch']:.2f} (max {r['max_shard_calls_per_batch']}) | {r['shards_per_query']:.2f} "
+            f"| {r['quantizer_searches_per_query']:.2f}")
 
 
 def markdown(results: dict) -> str:
@@ -332,8 +333,8 @@ def markdown(results: dict) -> str:
     of each figure from the smallest N to the largest."""
     lines = ["| N | stage | wall s | vectors/s/core | driver peak RSS MB | largest worker peak RSS MB "
              "| driver / largest worker peak RssAnon MB | MB written | pair recall | pair precision "
-             "| shard calls per batch | quantizer searches per query |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| shard calls per batch | shards per query | quantizer searches per query |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     by_stage: dict[str, list[dict]] = {}
     for size in results["sizes"]:
         for st in size["stages"]:
