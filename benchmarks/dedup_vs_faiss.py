@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from benchmarks.rehearsal import MODEL, WorkerRss, pair_quality, run_stage, write_corpus
+from benchmarks.rehearsal import MODEL, WorkerRss, pair_quality, run_sizes, run_stage, write_corpus
 from diffrep import storage
 from diffrep.index.build import search_params
 
@@ -159,27 +159,7 @@ def main() -> int:
     if args.one_process:
         print(json.dumps(one_process(args.one_process, args.nlist, args.nprobe, args.train_size)))
         return 0
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cores = os.cpu_count() or 1
-    per_node = max(1, cores // args.nodes)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False})
-    for _ in range(args.nodes - 1):
-        cluster.add_node(num_cpus=per_node)
-    cluster.wait_for_nodes()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    results = {"machine": {"cpus": cores, "raylets": args.nodes}, "commit": commit, "settings": vars(args),
-               "sizes": []}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    try:
-        for n in [int(s) for s in args.sizes.split(",")]:
-            results["sizes"].append(compare(n, args, cluster.address, cores))
-            with open(args.out, "w") as f:
-                json.dump(results, f, indent=2)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    results = run_sizes(args, lambda n, address, cores: compare(n, args, address, cores))
     for r in results["sizes"]:
         print(f"N={r['n']:,}: diffrep {r['diffrep_wall_s']} s ({r['diffrep_peak_rss_mb']:,.0f} MB, recall "
               f"{r['diffrep_recall']}) vs one faiss process {r['faiss_wall_s']} s ({r['faiss_peak_rss_mb']:,.0f} MB, "

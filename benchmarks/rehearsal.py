@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -354,6 +355,34 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def run_sizes(args: argparse.Namespace, measure: Callable[[int, str, int], dict]) -> dict:
+    """`measure(n, ray_address, cores)` for each of `args.sizes` on a local Ray cluster of
+    `args.nodes` raylets; results (with the commit measured) written to `args.out` after
+    every size, so a cut-off run keeps what it measured."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cores = os.cpu_count() or 1
+    per_node = max(1, cores // args.nodes)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False})
+    for _ in range(args.nodes - 1):
+        cluster.add_node(num_cpus=per_node)
+    cluster.wait_for_nodes()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    results = {"machine": {"cpus": cores, "raylets": args.nodes}, "commit": commit, "settings": vars(args),
+               "sizes": []}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    try:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            results["sizes"].append(measure(n, cluster.address, cores))
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=2)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return results
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="benchmarks/results/rehearsal.json")
@@ -382,27 +411,7 @@ def main() -> int:
         with open(args.out) as f:
             print(markdown(json.load(f)))
         return 0
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cores = os.cpu_count() or 1
-    per_node = max(1, cores // args.nodes)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False})
-    for _ in range(args.nodes - 1):
-        cluster.add_node(num_cpus=per_node)
-    cluster.wait_for_nodes()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    results = {"machine": {"cpus": cores, "raylets": args.nodes}, "commit": commit, "settings": vars(args),
-               "sizes": []}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    try:
-        for n in [int(s) for s in args.sizes.split(",")]:
-            results["sizes"].append(rehearse(n, args.dim, args, cluster.address, cores))
-            with open(args.out, "w") as f:  # after every size: a cut-off run keeps what it measured
-                json.dump(results, f, indent=2)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    results = run_sizes(args, lambda n, address, cores: rehearse(n, args.dim, args, address, cores))
     print(markdown(results))
     print(f"written {args.out}")
     return 0
