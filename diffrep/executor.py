@@ -53,24 +53,21 @@ class RayExecutor:
     """Runs items as Ray tasks (`num_cpus` each), retried on errors and node deaths.
 
     Each task releases the memory it freed when it ends (release_memory), so reused
-    workers do not creep; `max_calls` > 0 also starts a fresh worker process after that
-    many tasks (Ray's option; each fresh worker costs a process start and imports).
+    workers do not creep.
 
     When no task has finished for `stall_warning_s` seconds and no further one can start
     (its CPUs are not free), a WARNING says what the tasks need against what is free."""
 
     def __init__(self, num_cpus: float = 1, max_attempts: int = 3, progress_interval_s: float = 10.0,
-                 stall_warning_s: float = STALL_WARNING_S, max_calls: int = 0):
-        self.num_cpus, self.max_attempts, self.max_calls = num_cpus, max_attempts, max_calls
+                 stall_warning_s: float = STALL_WARNING_S):
+        self.num_cpus, self.max_attempts = num_cpus, max_attempts
         self.progress_interval_s, self.stall_warning_s = progress_interval_s, stall_warning_s
 
     def map(self, fn: Callable, items: Sequence[tuple], shared: dict[str, Any] | None = None,
             progress: Progress | None = None, count: Callable[[Any], int] | None = None) -> list:
         import ray
 
-        task = ray.remote(max_calls=self.max_calls)(run_and_release) if self.max_calls \
-            else ray.remote(run_and_release)
-        remote = task.options(num_cpus=self.num_cpus, max_retries=self.max_attempts - 1,
+        remote = ray.remote(run_and_release).options(num_cpus=self.num_cpus, max_retries=self.max_attempts - 1,
                               retry_exceptions=True, name=getattr(fn, "__name__", "task"))
         shared_refs = {k: ray.put(v) for k, v in (shared or {}).items()}
         refs = [remote.remote(fn, *args, **shared_refs) for args in items]
