@@ -29,7 +29,9 @@ class RankConfig:
         "captions per caption shard (the resume granularity of scoring)"))
     guidance_scale: float = field(default=7.5, metadata=helps("classifier-free guidance scale"))
     seed: int = field(default=0, metadata=helps("seed of the noise x = sigma_1 * eps (one for all captions)"))
-    resolution: int = field(default=512, metadata=helps("image side, pixels (latent = side / 8 on SD)"))
+    resolution: int | None = field(default=None, metadata=helps(
+        "image side, pixels; null: the checkpoint's own (UNet sample_size x VAE scale factor: "
+        "512 for SD v1, 32 for the testbed); a value that differs is logged beside it"))
     batch_size: int = field(default=64, metadata=helps("captions per UNet call"))
     device: str = field(default="auto", metadata=helps("auto (CUDA when visible), cpu, cuda"))
     dtype: str = field(default="auto", metadata=helps("auto (float16 on CUDA, float32 on CPU), ..."))
@@ -78,8 +80,8 @@ def validate(cfg: RankConfig) -> None:
             errors.append(f"dcs.{key} must be >= 1")
     if cfg.max_captions is not None and cfg.max_captions < 1:
         errors.append("dcs.max_captions must be >= 1 or null")
-    if cfg.resolution < 8 or cfg.resolution % 8:
-        errors.append("dcs.resolution must be a multiple of 8")
+    if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
+        errors.append("dcs.resolution must be a multiple of 8 or null (the checkpoint's own)")
     if not 0 <= cfg.gamma < 1:
         errors.append("dcs.gamma must be in [0, 1)")
     if errors:

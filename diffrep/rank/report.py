@@ -19,8 +19,8 @@ PAIR_STYLE = ("<style>.row{display:flex;gap:6px;padding:6px;border:1px solid #dd
 
 def write_report(layout: RankLayout, cfg: RankConfig, summary: dict, truth: pa.Table | None) -> str:
     body = [f"<p>Run <b>{esc(cfg.run)}</b>: {summary['scored']} distinct captions scored with "
-            f"DCS (one UNet step from sigma_max, guidance {cfg.guidance_scale}, seed {cfg.seed}) "
-            f"on {esc(cfg.checkpoint)}. The top {cfg.top_n} by DCS were given ECS "
+            f"DCS (one UNet step from sigma_max, guidance {cfg.guidance_scale}, seed {cfg.seed}, "
+            f"{summary.get('resolution', cfg.resolution)} px) on {esc(cfg.checkpoint)}. The top {cfg.top_n} by DCS were given ECS "
             f"({cfg.ecs_seeds} one-step samples) and {cfg.gt_seeds} full generations each, "
             f"labelled against the training set: distance = {esc(summary['distance'])}, "
             f"matching verbatim at &le; {cfg.delta_v}, retrieval/template at &le; {cfg.delta}.</p>"]

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from diffrep import storage
 from diffrep.config import check_resumed_settings
 from diffrep.dedup.read import dedup_base, is_complete
+from diffrep.diffusion.native import native_settings, resolve_resolution
 from diffrep.diffusion.pipelines import Checkpoint
 from diffrep.distributor import run_units_then_release
 from diffrep.embed.layout import ModelOutput
@@ -41,8 +42,9 @@ def groups_path(cfg: RankConfig) -> str | None:
     return cfg.dedup_groups
 
 
-def settings(cfg: RankConfig) -> tuple[ScoreSettings, TruthSettings]:
-    return (ScoreSettings(cfg.guidance_scale, cfg.seed, cfg.resolution, cfg.batch_size, cfg.device,
+def settings(cfg: RankConfig, resolution: int) -> tuple[ScoreSettings, TruthSettings]:
+    """The workers' settings; `resolution` (pixels) resolved against the checkpoint."""
+    return (ScoreSettings(cfg.guidance_scale, cfg.seed, resolution, cfg.batch_size, cfg.device,
                           cfg.dtype),
             TruthSettings(cfg.model, cfg.ecs_seeds, cfg.edge_threshold, cfg.gamma, cfg.gt_seeds,
                           cfg.gt_steps, cfg.delta_v, cfg.delta, cfg.neighbours,
@@ -96,7 +98,7 @@ def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
     layout = RankLayout(cfg.root, cfg.run)
     if cfg.overwrite:
         storage.remove_tree(layout.base)
-    score, truth = settings(cfg)
+    score, truth = settings(cfg, resolve_resolution(cfg.resolution, checkpoint, "dcs.resolution"))
     _check_plan(cfg, layout, score, truth)
     for folder in ("scores", "truth", "captions"):
         storage.remove_stale_temporaries(layout.path(folder))
@@ -138,6 +140,8 @@ def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
     truth_table = pa.concat_tables([pq.read_table(layout.truth(i)) for i in range(len(chunks))]) \
         if chunks else None
     summary = summarise(cfg, cap_stats, scored, dcs_quantiles, truth_table)
+    summary["resolution"] = score.resolution
+    summary["checkpoint_settings"] = native_settings(checkpoint).as_dict()
     summary["seconds"] = {"captions_and_scores": round(t_score, 3),
                           "ground_truth": round(time.monotonic() - t0, 3)}
     storage.write_json(layout.path("summary.json"), summary)

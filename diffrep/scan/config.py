@@ -37,7 +37,10 @@ class ScanConfig:
         f"sampler: {', '.join(SCHEDULERS)}; null: the checkpoint's own"))
     steps: int = field(default=50, metadata=helps("denoising steps"))
     guidance_scale: float = field(default=7.5, metadata=helps("classifier-free guidance scale"))
-    resolution: int = field(default=512, metadata=helps("generated image side, pixels"))
+    resolution: int | None = field(default=None, metadata=helps(
+        "generated image side, pixels; null: each checkpoint's own (UNet sample_size x VAE "
+        "scale factor: 512 for SD v1, 32 for the testbed); a value that differs is logged "
+        "beside it"))
     batch_size: int = field(default=8, metadata=helps("images per pipeline call"))
     prompts_per_unit: int = field(default=64, metadata=helps(
         "prompts per work unit (the resume granularity: one parquet + tar per unit)"))
@@ -110,8 +113,9 @@ def validate(cfg: ScanConfig) -> None:
                 "workers", "k", "baseline_size", "report_pairs", "max_attempts"):
         if getattr(cfg, key) < 1:
             errors.append(f"scan.{key} must be >= 1")
-    if cfg.resolution < 8 or cfg.resolution % 8:
-        errors.append("scan.resolution must be a multiple of 8 (the VAE's downsampling)")
+    if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
+        errors.append("scan.resolution must be a multiple of 8 (the VAE's downsampling) or "
+                      "null (each checkpoint's own)")
     if not -1 <= cfg.threshold <= 1 or not -1 <= cfg.region_threshold <= 1:
         errors.append("scan.threshold and scan.region_threshold must be in [-1, 1] (cosine similarity)")
     if cfg.region_rerank < 0:

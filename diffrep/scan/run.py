@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.config import ConfigError, check_resumed_settings
+from diffrep.diffusion.native import check_scheduler, resolve_resolution
 from diffrep.diffusion.pipelines import Checkpoint, output_label
 from diffrep.distributor import run_units_then_release
 from diffrep.progress import Progress
@@ -37,12 +39,27 @@ def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, 
                               tuple(cfg.region_scales) if cfg.regions else (), cfg.region_rerank)
 
 
-def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match) -> pa.Table | None:
+def per_checkpoint(cfg: ScanConfig, gen: GenerationSettings,
+                   checkpoints: list[Checkpoint]) -> dict[str, GenerationSettings]:
+    """Each checkpoint's generation settings: the resolution (pixels) its own unless
+    scan.resolution is set (a differing value is logged beside the checkpoint's)."""
+    out = {}
+    for ckpt in checkpoints:
+        check_scheduler(cfg.scheduler, ckpt, "scan.scheduler")
+        out[ckpt.label] = replace(gen, resolution=resolve_resolution(cfg.resolution, ckpt,
+                                                                     "scan.resolution"))
+    return out
+
+
+def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match,
+          resolutions: dict[str, int]) -> pa.Table | None:
     """Check a resumed run has the settings it started with; returns its prompts (None for
     given images), created and written on the first run."""
     plan = {"checkpoints": cfg.checkpoints, "generated": cfg.generated, "prompts": cfg.prompts,
             "num_prompts": cfg.num_prompts, "prompt_seed": cfg.prompt_seed,
             "index": handle.manifest["key"], **settings_dict(gen, match)}
+    if resolutions:
+        plan["resolutions"] = resolutions
     check_resumed_settings(layout.path("plan.json"), plan, "scan", cfg.run)
     if cfg.generated:
         table = None
@@ -91,7 +108,9 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     if cfg.overwrite:
         storage.remove_tree(layout.base)
     gen, match = settings(cfg, handle)
-    prompt_table = _plan(cfg, layout, handle, gen, match)
+    gens = per_checkpoint(cfg, gen, checkpoints)
+    prompt_table = _plan(cfg, layout, handle, gen, match,
+                         {label: g.resolution for label, g in gens.items()})
     backend = RayShards.from_actors(shard_actors, handle) if shard_actors else LocalShards(handle)
     searcher = Searcher(handle, backend, cfg.nprobe)
     base = baseline.load_or_compute(layout, searcher, cfg.baseline_size, cfg.baseline_seed,
@@ -111,7 +130,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
                  cfg.seeds_per_prompt, len(checkpoints))
         for ckpt in checkpoints:
             units = plan_prompt_units(ckpt.label, rows, cfg.prompts_per_unit)
-            _run_units(cfg, ckpt.label, ckpt, units, gen, match, shard_actors)
+            _run_units(cfg, ckpt.label, ckpt, units, gens[ckpt.label], match, shard_actors)
             labels.append((ckpt.label, units))
     # only committed units' files are read (a stray file in the folder is not)
     tables = {label: pa.concat_tables([pq.read_table(layout.generations(label, u.unit))
@@ -123,6 +142,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
             skipped.update(storage.read_json(layout.done(label, u.unit))["skipped"])
         summary["checkpoints"][label]["skipped"] = dict(skipped)
     summary["run"], summary["settings"] = cfg.run, settings_dict(gen, match)
+    summary["settings"]["resolution_by_checkpoint"] = {label: g.resolution for label, g in gens.items()}
     storage.write_json(layout.path("summary.json"), summary)
     url = write_report(layout, handle, summary, tables, cfg.report_pairs)
     for label, s in summary["checkpoints"].items():

@@ -50,7 +50,9 @@ class GenerationSettings:
     scheduler: str | None = None
     steps: int = 50
     guidance_scale: float = 7.5
-    resolution: int = 512
+    #: image side, pixels; None in the run-wide settings: each checkpoint's own
+    #: (diffrep.diffusion.native), set per checkpoint before generating
+    resolution: int | None = None
     batch_size: int = 8
     device: str = "auto"
     dtype: str = "auto"
