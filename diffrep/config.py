@@ -30,8 +30,22 @@ import yaml
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class InputError(Exception):
+    """Bad input the user must fix (a config value, a checkpoint, an index file): the job
+    exits 2 with the message, which names what is wrong and the fix."""
+
+
+class ConfigError(InputError, ValueError):
     """A config value is missing or wrong; the message names the key and the fix."""
+
+
+# Every job's config section; a config file's other top-level mappings are errors (a typo
+# in a section name would otherwise run the job silently with its defaults).
+JOB_SECTIONS = ("build_demo", "build_testbed_corpus", "copybench", "dcs", "dedup",
+                "detectbench", "download", "embed", "index", "scan", "search", "shards",
+                "train_testbed", "verify_testbed")
+# Top-level keys shared by the jobs; a job takes those its config class has.
+SHARED_KEYS = ("root", "ray_address")
 
 
 def helps(text: str) -> dict[str, str]:
@@ -81,10 +95,14 @@ def _default_of(f: dataclasses.Field) -> Any:
 
 
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    # allow_abbrev=False: `--guidance 12` must not silently set `guidance_scale`
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--config", help="YAML config file (its `root` and its job section)")
+    parser.add_argument("--debug", action="store_true",
+                        help="log debug lines, and a failure's full traceback")
     group = parser.add_argument_group("config keys (override the file; values are YAML)")
     for f in dataclasses.fields(cls):
         default = _default_of(f)
@@ -96,9 +114,9 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
 
 
 def load_job_config(cls: type[C], section: str, argv: list[str] | None = None,
-                    description: str = "") -> C:
+                    description: str = "", prog: str | None = None) -> C:
     """Parse argv (`--config FILE --key value ...`) into a `cls` instance."""
-    parser = build_parser(cls, f"python -m jobs.{section}", description)
+    parser = build_parser(cls, prog or f"diffrep {section}", description)
     namespace, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if unknown:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -107,6 +125,7 @@ def load_job_config(cls: type[C], section: str, argv: list[str] | None = None,
             _check_known({flags[0][2:].split("=", 1)[0]: None}, names, "command line: --")
         raise ConfigError(f"command line: unexpected arguments {unknown}; use --key value")
     args = vars(namespace)
+    args.pop("debug", None)
     path = args.pop("config", None)
     overrides = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in args.items()}
     return make_config(cls, section, path, overrides)
@@ -124,6 +143,7 @@ def make_config(cls: type[C], section: str, path: str | Path | None = None,
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
+        _check_top_level(doc, path)
         values.update({k: v for k, v in doc.items() if k in names and not isinstance(v, dict)})
         sect = doc.get(section) or {}
         if not isinstance(sect, dict):
@@ -142,6 +162,19 @@ def make_config(cls: type[C], section: str, path: str | Path | None = None,
     for key, value in values.items():
         _check_type(f"{section}.{key}", value, hints[key])
     return cls(**values)
+
+
+def _check_top_level(doc: dict, path: str | Path) -> None:
+    """A config file holds the shared keys and job sections only."""
+    for key, value in doc.items():
+        known = JOB_SECTIONS if isinstance(value, dict) else SHARED_KEYS
+        if key not in known:
+            what = "section" if isinstance(value, dict) else "top-level key"
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(known)}"
+            if key == "build_index":
+                hint = "the build_index job reads the `index` section"
+            raise ConfigError(f"{path}: unknown {what} `{key}`; {hint}")
 
 
 def _check_known(values: dict, names: set[str], where: str) -> None:

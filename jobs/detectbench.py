@@ -1,72 +1,8 @@
-"""Memorization-detector benchmark (diffrep.detect.bench): DCS, noise magnitude (Wen et al.
-2024), ECS and an angle-plus-magnitude score (after Asthana & Belagiannis, ICLR 2026) on
-captions with known labels, by ROC AUC, TPR at 1% FPR and UNet passes per caption.
-
-Labels: a testbed model's truth (default) or a CSV/parquet with columns caption,label.
-Writes <out_dir>/{results.json, table.md, report.html}.
-Run: python -m jobs.detectbench [--checkpoint testbed/memorizing] [--labels FILE] [--out_dir DIR]
-"""
-
-from __future__ import annotations
+"""`python -m jobs.detectbench` = `diffrep detectbench` (diffrep/jobs/detectbench.py)."""
 
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from diffrep.config import ConfigError, helps, load_job_config
-from diffrep.logs import setup_logging
-
-
-@dataclass
-class DetectBenchConfig:
-    checkpoint: str = field(default="testbed/memorizing", metadata=helps(
-        "StableDiffusionPipeline directory (local, safetensors)"))
-    labels: str | None = field(default=None, metadata=helps(
-        "truth.json / CSV / parquet (caption, label); null: <checkpoint>/testbed/truth.json"))
-    out_dir: str = field(default="out/detectbench", metadata=helps("output folder"))
-    resolution: int = field(default=32, metadata=helps("image side, pixels"))
-    guidance_scale: float = field(default=7.5, metadata=helps("CFG scale of DCS and ECS"))
-    seed: int = field(default=0, metadata=helps("noise seed"))
-    ecs_seeds: int = field(default=4, metadata=helps("J: one-step samples per caption for ECS"))
-    max_captions: int | None = field(default=None, metadata=helps(
-        "keep every positive and at most this many captions in all (seeded); null: all"))
-    batch_size: int = field(default=64, metadata=helps("captions per UNet call"))
-    threads: int = field(default=1, metadata=helps("torch CPU threads"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    log = setup_logging()
-    try:
-        cfg = load_job_config(DetectBenchConfig, "detectbench", argv, description=__doc__)
-        labels_path = Path(cfg.labels or Path(cfg.checkpoint) / "testbed" / "truth.json")
-        if not (Path(cfg.checkpoint) / "model_index.json").exists():
-            raise ConfigError(f"detectbench.checkpoint {cfg.checkpoint}: no model_index.json")
-        if not labels_path.exists():
-            raise ConfigError(f"detectbench.labels {labels_path}: not found")
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    import torch
-
-    from diffrep.detect.bench import read_labels, run_bench, subsample
-    from diffrep.testbed.verify import load_pipeline
-
-    torch.set_num_threads(cfg.threads)
-    try:
-        captions, labels = read_labels(labels_path)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-    captions, labels = subsample(captions, labels, cfg.max_captions, cfg.seed)
-    pipe = load_pipeline(cfg.checkpoint, cfg.threads)
-    results = run_bench(pipe, captions, labels, cfg.out_dir, cfg.resolution,
-                        f"detectors on {cfg.checkpoint}", cfg.guidance_scale, cfg.seed,
-                        cfg.ecs_seeds, batch_size=cfg.batch_size)
-    for d, r in results.items():
-        log.info("%s: AUC %.3f, TPR@1%%FPR %.3f, %d passes/caption", d, r["auc"],
-                 r["tpr_at_fpr"], r["passes_per_caption"])
-    return 0
-
+from diffrep.jobs.detectbench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,51 +1,8 @@
-"""Train the memorization testbed (diffrep.testbed): a tiny text-conditional latent
-diffusion model A that memorizes a known subset of its training set, and model B trained
-on many more distinct images with no repeats. ~50 min on one CPU thread.
-
-Writes <out_dir>/{data/, memorizing/, large-data/, build.json} (see diffrep.testbed.build).
-Run: python -m jobs.train_testbed [--out_dir testbed] [--unet_steps N] [--models "[A]"]
-"""
-
-from __future__ import annotations
+"""`python -m jobs.train_testbed` = `diffrep train_testbed` (diffrep/jobs/train_testbed.py)."""
 
 import sys
-from dataclasses import dataclass, field
 
-from diffrep.config import ConfigError, helps, load_job_config
-from diffrep.logs import setup_logging
-
-
-@dataclass
-class TestbedJobConfig:
-    out_dir: str = field(default="testbed", metadata=helps("output folder of the testbed"))
-    models: list = field(default_factory=lambda: ["A", "B"], metadata=helps(
-        "which models to train: A (memorizing), B (large data)"))
-    seed: int = field(default=0, metadata=helps("seed of the data and of every model"))
-    unet_steps: int = field(default=3500, metadata=helps("UNet optimisation steps per model"))
-    vae_steps: int = field(default=1200, metadata=helps("VAE optimisation steps"))
-    threads: int = field(default=1, metadata=helps("torch CPU threads"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    log = setup_logging()
-    try:
-        cfg = load_job_config(TestbedJobConfig, "train_testbed", argv, description=__doc__)
-        if not set(cfg.models) <= {"A", "B"} or not cfg.models:
-            raise ConfigError(f"train_testbed.models must be a subset of [A, B], not {cfg.models}")
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    from diffrep.testbed.build import build_testbed
-    from diffrep.testbed.data import DataConfig
-    from diffrep.testbed.train import TrainConfig
-
-    info = build_testbed(cfg.out_dir, DataConfig(seed=cfg.seed),
-                         TrainConfig(seed=cfg.seed, unet_steps=cfg.unet_steps,
-                                     vae_steps=cfg.vae_steps, threads=cfg.threads),
-                         tuple(cfg.models))
-    log.info("testbed built in %.0f s: %s", info["seconds"], cfg.out_dir)
-    return 0
-
+from diffrep.jobs.train_testbed import main
 
 if __name__ == "__main__":
     sys.exit(main())

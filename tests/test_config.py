@@ -1,5 +1,6 @@
 """Job configs: file + overrides, clear errors, --help listing every key."""
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ REPO = Path(__file__).parents[1]
 
 def test_file_section_and_overrides(tmp_path):
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text("root: /r\nembed:\n  input: a.tar\n  batch_size: 8\nother: {x: 1}\n")
+    cfg_file.write_text("root: /r\nembed:\n  input: a.tar\n  batch_size: 8\ndedup: {threshold: 0.9}\n")
     cfg = load_job_config(EmbedConfig, "embed", ["--config", str(cfg_file), "--batch_size", "16",
                                                  "--models", "[sscd_onnx, clip:ViT-B-32]"])
     assert (cfg.root, cfg.input, cfg.batch_size) == ("/r", "a.tar", 16)
@@ -34,6 +35,35 @@ def test_bad_values_name_the_key(overrides, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("dsc: {checkpoint: x}\n", "unknown section `dsc`; did you mean 'dcs'?"),
+    ("build_index: {num_shards: 2}\n", "the build_index job reads the `index` section"),
+    ("rot: /r\n", "unknown top-level key `rot`; did you mean 'root'?"),
+])
+def test_unknown_sections_and_top_level_keys_are_errors(tmp_path, text, message):
+    """A misnamed section would otherwise run the job silently with its defaults."""
+    path = tmp_path / "c.yaml"
+    path.write_text("root: /r\nembed: {input: a.tar}\n" + text)
+    with pytest.raises(ConfigError) as err:
+        make_config(EmbedConfig, "embed", path)
+    assert message in str(err.value)
+
+
+def test_abbreviated_flags_are_errors_not_prefix_matches():
+    """argparse would take `--batch 3` as `--batch_size 3`: one typo from the wrong key."""
+    with pytest.raises(ConfigError, match="--batch: unknown config key; did you mean 'batch_size'"):
+        load_job_config(EmbedConfig, "embed", ["--input", "a.tar", "--batch", "3"])
+
+
+def test_every_job_section_is_known():
+    from diffrep.config import JOB_SECTIONS
+    from diffrep.jobs import JOBS
+
+    for name in JOBS:
+        job = importlib.import_module(f"diffrep.jobs.{name}").JOB
+        assert (job.section or job.name) in JOB_SECTIONS, name
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
         make_config(EmbedConfig, "embed", tmp_path / "nope.yaml", {})
@@ -48,7 +78,7 @@ def test_help_lists_keys_with_defaults():
 
 
 def test_demo_config_is_valid_for_every_job():
-    from jobs.build_demo import BuildDemoConfig
+    from diffrep.jobs.build_demo import BuildDemoConfig
 
     cfg = make_config(EmbedConfig, "embed", REPO / "configs" / "demo.yaml")
     assert cfg.root == "data/demo/out" and "sscd_onnx" in cfg.models
@@ -61,11 +91,11 @@ def job_config_classes() -> dict:
     from diffrep.data.download import DownloadConfig
     from diffrep.dedup.config import DedupConfig
     from diffrep.index.config import IndexConfig
+    from diffrep.jobs.build_demo import BuildDemoConfig
+    from diffrep.jobs.build_testbed_corpus import TestbedCorpusConfig
     from diffrep.rank.config import RankConfig
     from diffrep.scan.config import ScanConfig
     from diffrep.search.config import SearchConfig
-    from jobs.build_demo import BuildDemoConfig
-    from jobs.build_testbed_corpus import TestbedCorpusConfig
 
     return {"build_demo": BuildDemoConfig, "download": DownloadConfig, "embed": EmbedConfig,
             "index": IndexConfig, "search": SearchConfig, "dedup": DedupConfig,
@@ -73,7 +103,7 @@ def job_config_classes() -> dict:
             "build_testbed_corpus": TestbedCorpusConfig}
 
 
-@pytest.mark.parametrize("path", sorted(str(p) for p in Path("configs").glob("*.yaml")))
+@pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_config_parses_with_its_jobs(path):
     """Every section of every config file is a job's, with only keys that job knows."""
     import yaml

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 
 from diffrep import storage
+from diffrep.config import InputError
 
 CHUNK = 8 << 20
 
 
-class IndexIntegrityError(RuntimeError):
+class IndexIntegrityError(InputError, RuntimeError):
     """An index file is missing, truncated or does not match the manifest."""
 
 

@@ -1,0 +1,51 @@
+"""Deduplicate a training set: every image's neighbours above the duplicate threshold
+through the sharded index (exact re-rank), duplicate counts, groups, caption multiplicity,
+and an HTML report. Resumable per query slice. Needs the embed and build_index jobs.
+
+Writes <root>/dedup/<model>/{pairs,groups,group_stats}.parquet, summary.json, report.html.
+Run: diffrep dedup --config configs/demo.yaml [--key value ...]
+"""
+
+from __future__ import annotations
+
+from diffrep.dedup.config import DedupConfig, validate
+from diffrep.dedup.run import run_dedup
+from diffrep.executor import RayExecutor
+from diffrep.resources import Ask, fit_config
+from diffrep.runner import Job, JobContext
+from diffrep.search import RayShards, open_index, wants_shard_actors
+
+
+def run(cfg: DedupConfig, ctx: JobContext) -> str:
+    validate(cfg)
+    handle = open_index(cfg.root, cfg.model, verify_files="metadata")
+    ctx.ray(cfg.ray_address)
+    use_actors = wants_shard_actors(cfg.shard_actors, handle)
+    # the shard actors and one slice task (1 CPU) beside them must fit the cluster
+    cfg = fit_config(cfg, "dedup", [
+        Ask("shard actors", len(handle.shard_files()) if use_actors else 0,
+            cfg.shard_actor_cpus, cpus_key="dedup.shard_actor_cpus", cpus_fit="share"),
+        Ask("slice tasks", 1, 1.0)])
+    actors = None
+    if use_actors:  # shard actors verify their shard's sha256
+        actors = ctx.release(RayShards(handle, num_cpus=cfg.shard_actor_cpus,
+                                       threads=cfg.shard_actor_threads)).actors
+    else:
+        handle.verify_shards()
+    executor = RayExecutor(num_cpus=1, max_attempts=cfg.max_attempts,
+                           progress_interval_s=cfg.progress_interval_s,
+                           stall_warning_s=cfg.stall_warning_s)
+    ctx.working()
+    summary = run_dedup(cfg, handle, executor, actors)
+    return _result_line(summary)
+
+
+def _result_line(summary: dict | None) -> str:
+    if not summary:
+        return ""
+    keys = ("images", "pairs", "duplicated_images", "groups")
+    return ", ".join(f"{k}={summary[k]}" for k in keys if k in summary)
+
+
+JOB = Job("dedup", DedupConfig, run, __doc__)
+main = JOB.main

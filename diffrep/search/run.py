@@ -1,0 +1,64 @@
+"""The search job's loop: open (and verify) the index, start one shard actor per shard
+when the index has several, search every query batch through the routed searcher, write
+the results as they come (one batch in memory at a time) and a report of the top queries."""
+
+from __future__ import annotations
+
+import json
+
+from diffrep import storage
+from diffrep.progress import Progress
+from diffrep.resources import Ask, fit_config
+from diffrep.runner import JobContext
+from diffrep.search import LocalShards, RayShards, Searcher, open_index, wants_shard_actors
+from diffrep.search.config import SearchConfig, validate
+from diffrep.search.queries import ImageQueries, image_embedder, load_queries
+from diffrep.search.report import TopQueries, report_url, write_search_report
+from diffrep.search.results import ResultsWriter, hits_table, results_schema
+from diffrep.search.training_regions import TrainingRegions
+
+
+def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
+    """Search every query; returns the job's result line."""
+    log = ctx.log
+    validate(cfg)
+    handle = open_index(cfg.root, cfg.model, verify_files="metadata" if cfg.verify else False)
+    use_actors = wants_shard_actors(cfg.shard_actors, handle)
+    if cfg.verify and not use_actors:
+        handle.verify_shards()  # shard actors verify their own shard
+    embedder = image_embedder(cfg, handle) if cfg.images is not None else None
+    queries = load_queries(cfg, handle, embedder)
+    if use_actors:
+        ctx.ray(cfg.ray_address)
+        cfg = fit_config(cfg, "search", [Ask(
+            "shard actors", len(handle.shard_files()), cfg.shard_actor_cpus,
+            cpus_key="search.shard_actor_cpus", cpus_fit="share")])
+        backend = ctx.release(RayShards(handle, num_cpus=cfg.shard_actor_cpus, threads=1))
+    else:
+        backend = LocalShards(handle)
+    spec = queries.regions if isinstance(queries, ImageQueries) else None
+    searcher = Searcher(handle, backend, nprobe=cfg.nprobe,
+                        candidate_regions=TrainingRegions.for_spec(handle, embedder, spec))
+    ctx.working()
+    progress = Progress("search", queries.num_batches(cfg.batch_size), unit="batches", item="queries")
+    out = cfg.out or storage.join(cfg.root, "search", handle.layout.base.rsplit("/", 1)[-1],
+                                  "results.parquet")
+    report = isinstance(queries, ImageQueries) and cfg.report
+    top = TopQueries(cfg.report_queries, min(cfg.report_matches, cfg.k))
+    with ResultsWriter(out, results_schema(regions=spec is not None), handle, cfg.name_rows) as results:
+        for batch in queries.batches(cfg.batch_size):
+            hits = searcher.search(batch.vectors, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates,
+                                   regions=batch.regions)
+            table = hits_table(batch.keys, hits)
+            results.write(table)
+            if report:
+                top.add(table)
+            progress.update(len(batch.keys), batch.skipped)
+            progress.report(every_s=10)
+    log.info("%s", progress.line())
+    log.info("search: routing %s", json.dumps(backend.stats.as_dict()))
+    result = f"{progress.items_done} queries, {results.rows} result rows -> {out}"
+    if report:
+        url = write_search_report(handle, top, report_url(out), spec is not None, cfg.report_threshold)
+        result += f"; report -> {url}"
+    return result
