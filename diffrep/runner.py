@@ -10,6 +10,8 @@ same edges:
   Ray workers' logs are (the traceback only with `--debug`);
 - exit 0: one summary line with the wall time split into start-up (config, Ray, actors,
   models: everything before `ctx.working()`) and work;
+- relative paths in the config are made absolute before any work (diffrep.paths): Ray
+  workers run elsewhere;
 - resources the job registered with `ctx.release(...)` (shard actors, worker pools) are
   released on every path, so a failed job leaves nothing holding the cluster's CPUs.
 """
@@ -27,6 +29,7 @@ from typing import Any, Generic, TypeVar
 
 from diffrep.config import InputError, load_job_config
 from diffrep.logs import setup_logging
+from diffrep.paths import absolute_paths
 
 C = TypeVar("C")
 
@@ -109,8 +112,10 @@ def run_job(job: Job, argv: list[str] | None = None) -> int:
     ctx = JobContext(job.name, log)
     try:
         try:
-            cfg = load_job_config(job.config, job.section or job.name, argv,
-                                  description=job.doc, prog=f"diffrep {job.name}")
+            section = job.section or job.name
+            cfg = load_job_config(job.config, section, argv, description=job.doc,
+                                  prog=f"diffrep {job.name}")
+            cfg = absolute_paths(cfg, section)
             result = job.run(cfg, ctx)
         finally:
             ctx.close()
