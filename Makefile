@@ -25,32 +25,32 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python -m jobs.build_demo --config configs/demo.yaml
-	$(BIN)/python -m jobs.embed --config configs/demo.yaml
-	$(BIN)/python -m jobs.build_index --config configs/demo.yaml
-	$(BIN)/python -m jobs.search --config configs/demo.yaml
+	$(BIN)/diffrep build_demo --config configs/demo.yaml
+	$(BIN)/diffrep embed --config configs/demo.yaml
+	$(BIN)/diffrep build_index --config configs/demo.yaml
+	$(BIN)/diffrep search --config configs/demo.yaml
 	# The planted folder's images as queries (object-level matching): results + an HTML report.
-	$(BIN)/python -m jobs.search --config configs/demo.yaml --queries null --images data/demo/corpus/generated --out data/demo/out/search/planted.parquet
-	$(BIN)/python -m jobs.dedup --config configs/demo.yaml
-	$(BIN)/python -m jobs.scan --config configs/demo-scan-planted.yaml
+	$(BIN)/diffrep search --config configs/demo.yaml --queries null --images data/demo/corpus/generated --out data/demo/out/search/planted.parquet
+	$(BIN)/diffrep dedup --config configs/demo.yaml
+	$(BIN)/diffrep scan --config configs/demo-scan-planted.yaml
 	# The memorization testbed's training set as a second corpus: scan A vs B, DCS on A.
-	$(BIN)/python -m jobs.build_testbed_corpus --config configs/demo-testbed.yaml
-	$(BIN)/python -m jobs.embed --config configs/demo-testbed.yaml
-	$(BIN)/python -m jobs.build_index --config configs/demo-testbed.yaml
-	$(BIN)/python -m jobs.scan --config configs/demo-testbed.yaml
-	$(BIN)/python -m jobs.dedup --config configs/demo-testbed.yaml
-	$(BIN)/python -m jobs.dcs --config configs/demo-testbed.yaml
-	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --max_captions 400 --out_dir data/demo/out/detectbench
+	$(BIN)/diffrep build_testbed_corpus --config configs/demo-testbed.yaml
+	$(BIN)/diffrep embed --config configs/demo-testbed.yaml
+	$(BIN)/diffrep build_index --config configs/demo-testbed.yaml
+	$(BIN)/diffrep scan --config configs/demo-testbed.yaml
+	$(BIN)/diffrep dedup --config configs/demo-testbed.yaml
+	$(BIN)/diffrep dcs --config configs/demo-testbed.yaml
+	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --max_captions 400 --out_dir data/demo/out/detectbench
 
 # The memorization testbed (diffrep/testbed): retrains testbed/{memorizing,large-data}
 # from the shipped photos, seeded (~55 min on one CPU thread), verifies them and runs the
 # detector benchmark on them (testbed/verify.md, testbed/detectbench/*/table.md).
 testbed: setup
-	$(BIN)/python -m jobs.train_testbed --out_dir testbed
-	$(BIN)/python -m jobs.verify_testbed --testbed testbed
-	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --out_dir testbed/detectbench/memorizing
-	$(BIN)/python -m jobs.detectbench --checkpoint testbed/large-data --labels testbed/memorizing/testbed/truth.json --out_dir testbed/detectbench/large-data
-	$(BIN)/python -m jobs.detectbench --checkpoint testbed/memorizing --labels testbed/style_control.csv --out_dir testbed/detectbench/style-control
+	$(BIN)/diffrep train_testbed --out_dir testbed
+	$(BIN)/diffrep verify_testbed --testbed testbed
+	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --out_dir testbed/detectbench/memorizing
+	$(BIN)/diffrep detectbench --checkpoint testbed/large-data --labels testbed/memorizing/testbed/truth.json --out_dir testbed/detectbench/large-data
+	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --labels testbed/style_control.csv --out_dir testbed/detectbench/style-control
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -70,7 +70,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.lookup --out bench-results/lookup.json
 	$(BIN)/python -m benchmarks.regions --out bench-results/regions.json $(if $(wildcard data/demo/out/indexes),--demo_root data/demo/out)
 	$(BIN)/python -m benchmarks.dcs --out bench-results/dcs.json
-	$(BIN)/python -m jobs.copybench --config configs/demo.yaml --out_dir bench-results/copybench
+	$(BIN)/diffrep copybench --config configs/demo.yaml --out_dir bench-results/copybench
 
 # dedup through the jobs against one faiss process (benchmarks/dedup_vs_faiss.py): ~15 min
 # at 1M and 3M on 2 cores; the committed figures are benchmarks/results/dedup-vs-faiss.json.
@@ -92,11 +92,11 @@ bench-gpu: setup
 # (jobs: download embed build_index search dedup scan dcs copybench). Ctrl-C stops
 # following, not the job; `ray job logs --follow <id>` picks it up again.
 CONFIG ?= configs/demo.yaml
-SUBMIT_JOBS := download embed build_index search dedup scan dcs copybench
+SUBMIT_JOBS := shards download embed build_index search dedup scan dcs copybench
 submit-%:
 	@test -n "$$RAY_ADDRESS" || { echo "set RAY_ADDRESS (e.g. http://127.0.0.1:8265 through an SSH tunnel)"; exit 2; }
 	@echo "$(SUBMIT_JOBS)" | tr ' ' '\n' | grep -qx '$*' || { echo "unknown job $*; one of: $(SUBMIT_JOBS)"; exit 2; }
-	$(BIN)/ray job submit --address "$$RAY_ADDRESS" --working-dir . \
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} $(BIN)/ray job submit --address "$$RAY_ADDRESS" --working-dir . \
 	  --runtime-env-json '{"excludes": [".venv", "data", "bench-results", ".git"], "env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1"}}' \
 	  -- python -m jobs.$* --config $(CONFIG) $(ARGS)
 
