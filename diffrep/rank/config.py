@@ -56,7 +56,9 @@ class RankConfig:
     neighbours: int = field(default=5, metadata=helps("training neighbours retrieved per generation"))
     template_tolerance: float = field(default=0.1, metadata=helps(
         "template mask: pixels whose std across the near-duplicate group exceeds this vary"))
-    report_top: int = field(default=12, metadata=helps("captions shown with generations in the report"))
+    report_top: int = field(default=12, metadata=helps(
+        "captions shown with their generations in the report (every labelled caption of "
+        "the top_n is listed in its table either way); 0: none"))
     overwrite: bool = field(default=False, metadata=helps("discard this run's outputs first"))
     max_attempts: int = field(default=3, metadata=helps("tries per caption shard"))
     progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
@@ -75,9 +77,11 @@ def validate(cfg: RankConfig) -> None:
     if not cfg.checkpoint:
         errors.append("dcs.checkpoint is required (a diffusers pipeline directory or hub id)")
     for key in ("num_buckets", "captions_per_shard", "batch_size", "workers", "top_n",
-                "ecs_seeds", "gt_seeds", "gt_steps", "neighbours", "report_top", "max_attempts"):
+                "ecs_seeds", "gt_seeds", "gt_steps", "neighbours", "max_attempts"):
         if getattr(cfg, key) < 1:
             errors.append(f"dcs.{key} must be >= 1")
+    if cfg.report_top < 0:
+        errors.append("dcs.report_top must be >= 0")
     if cfg.max_captions is not None and cfg.max_captions < 1:
         errors.append("dcs.max_captions must be >= 1 or null")
     if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):

@@ -21,8 +21,27 @@ figure img{width:150px;height:150px;object-fit:contain;background:#eee;display:b
 """
 
 
+class Raw(str):
+    """HTML that table() and cell() insert as is (links, anchors); build it with esc()."""
+
+
 def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def cell(value: object) -> str:
+    """A value as table-cell HTML: escaped unless it is Raw."""
+    return value if isinstance(value, Raw) else esc(value)
+
+
+def link(anchor: str, text: object) -> Raw:
+    """A link to the element with id `anchor` on the same page."""
+    return Raw(f"<a href='#{esc(anchor)}'>{esc(text)}</a>")
+
+
+def anchored(anchor: str, text: object) -> Raw:
+    """`text` carrying the id `anchor`, for links from elsewhere on the page."""
+    return Raw(f"<span id='{esc(anchor)}'>{esc(text)}</span>")
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -51,7 +70,7 @@ def figure(uri: str | None, caption: str) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
