@@ -81,6 +81,10 @@ class ScanConfig:
     baseline_size: int = field(default=1000, metadata=helps(
         "training images in the baseline (top-1 similarity to the rest of the training set)"))
     baseline_seed: int = field(default=0, metadata=helps("seed of the baseline sample"))
+    uninformative_baseline_share: float = field(default=0.5, metadata=helps(
+        "when more than this share of the baseline (training image against the rest) is "
+        "above its threshold, summary.json and the report lead with a warning and mark "
+        "each checkpoint's comparison with the baseline uninformative"))
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
         "one Ray actor per index shard: auto when the index has more than one shard"))
     shard_actor_cpus: float = field(default=1.0, metadata=helps(
@@ -118,6 +122,8 @@ def validate(cfg: ScanConfig) -> None:
                       "null (each checkpoint's own)")
     if not -1 <= cfg.threshold <= 1 or not -1 <= cfg.region_threshold <= 1:
         errors.append("scan.threshold and scan.region_threshold must be in [-1, 1] (cosine similarity)")
+    if not 0 <= cfg.uninformative_baseline_share <= 1:
+        errors.append("scan.uninformative_baseline_share must be in [0, 1]")
     if cfg.region_rerank < 0:
         errors.append("scan.region_rerank must be >= 0")
     if cfg.regions and not all(0 < s < 1 for s in cfg.region_scales):

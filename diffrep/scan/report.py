@@ -11,7 +11,17 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from diffrep import storage
-from diffrep.report.html import esc, figure, fmt, page, svg_bars, table, thumbnail_data_uri
+from diffrep.report.html import (
+    anchored,
+    esc,
+    figure,
+    fmt,
+    link,
+    page,
+    svg_bars,
+    table,
+    thumbnail_data_uri,
+)
 from diffrep.report.images import draw_box, read_tar_images
 from diffrep.scan.layout import ScanLayout
 from diffrep.search.index import IndexHandle
@@ -34,11 +44,35 @@ def _generated_images(rows: list[dict]) -> dict[str, Image.Image]:
     return out
 
 
-def _row(name: str, d: dict, source: dict | None = None, n: int | None = None) -> list:
+def pairs_anchor(name: str) -> str:
+    return "pairs-" + "".join(c if c.isalnum() else "-" for c in name)
+
+
+def _row(name: str, d: dict, source: dict | None = None, n: int | None = None,
+         share_link: str | None = None, comparison: object = "") -> list:
+    """A comparison-table row; `share_link`: anchor of the rows the share counts."""
     q = d.get("quantiles", {})
-    return [name, n if n is not None else d.get("count", 0), f"{100 * d.get('share_above_threshold', 0):.1f}%",
+    share = f"{100 * d.get('share_above_threshold', 0):.1f}%"
+    return [name, n if n is not None else d.get("count", 0),
+            link(share_link, share) if share_link else share,
             fmt(q.get("0.5")), fmt(q.get("0.95")), fmt(q.get("0.99")), fmt(d.get("max")),
-            fmt((source or {}).get("quantiles", {}).get("0.5")) if source and source.get("count") else ""]
+            fmt((source or {}).get("quantiles", {}).get("0.5")) if source and source.get("count") else "",
+            comparison]
+
+
+def _comparison(verdict: str | None) -> object:
+    """The 'vs baseline' cell: a link to the warning when the baseline cannot separate."""
+    return link("warnings", "uninformative (see warning)") if verdict == "uninformative" else ""
+
+
+def warnings_block(summary: dict) -> str:
+    """The summary's warnings, first on the page (anchor "warnings")."""
+    items = summary.get("warnings") or []
+    if not items:
+        return ""
+    return ("<div id='warnings' style='border:2px solid #c00;background:#fee;padding:8px;"
+            "margin:8px 0'><b>Warning</b><ul>" + "".join(f"<li>{esc(w)}</li>" for w in items)
+            + "</ul></div>")
 
 
 def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,
@@ -48,18 +82,21 @@ def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,
     region_thr, region_base = summary.get("region_threshold"), summary.get("region_baseline")
     edges = summary["bin_edges"]
     labels = [f"{edges[i]:.2f}" for i in range(len(edges) - 1)]
-    rows = [_row(name, s["top1"], s["source"], s["generations"])
+    rows = [_row(name, s["top1"], s["source"], s["generations"], pairs_anchor(name),
+                 _comparison(s.get("baseline_comparison")))
             for name, s in summary["checkpoints"].items()]
-    rows.append(_row("baseline: training image -> rest of training set", base))
+    rows.append(_row(anchored("baseline", "baseline: training image -> rest of training set"), base,
+                     comparison="cannot separate" if base.get("uninformative") else ""))
     regions = [] if region_base is None else _region_section(summary, labels)
     body = [
+        warnings_block(summary),
         f"<p>Run <b>{esc(summary['run'])}</b>: generations embedded with {esc(summary['model'])} "
         f"and searched in the training index ({handle.ntotal} images). Replication: top-1 "
         f"similarity &gt; {thr}. The baseline is the top-1 similarity of {base.get('count', 0)} "
         f"random training images to the rest of the training set (self excluded).</p>",
         "<h2>Checkpoints compared</h2>",
         table(["checkpoint", "generations", f"top-1 > {thr}", "median", "p95", "p99", "max",
-               "median sim. to own training image"], rows),
+               "median sim. to own training image", "vs baseline"], rows),
     ] + regions
     for name, s in summary["checkpoints"].items():
         body.append(f"<h2>{esc(name)}</h2>")
@@ -92,7 +129,8 @@ def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,
                          f"train {r['top1_key']}: {r['match_captions'][0] or ''} "
                          f"(sim {r['top1_sim']:.3f}{flag})")
                 + "</div>")
-        body.append(f"<h2>{esc(name)}: top {len(top)} generation / training pairs</h2>"
+        body.append(f"<h2 id='{pairs_anchor(name)}'>{esc(name)}: top {len(top)} generation / "
+                    f"training pairs</h2>"
                     f"<div class='pairs'>{''.join(pairs)}</div>")
         if region_base is not None:
             body.append(_region_pairs(name, t, handle, region_thr, top_pairs))
@@ -106,10 +144,12 @@ def _region_section(summary: dict, labels: list[str]) -> list[str]:
     thr, base = summary["region_threshold"], summary["region_baseline"]
     rows = [[name, s["generations"], f"{100 * s['region'].get('share_above_threshold', 0):.1f}%",
              fmt(s["region"].get("quantiles", {}).get("0.5")), fmt(s["region"].get("max")),
-             s["replicated"]] for name, s in summary["checkpoints"].items()]
+             s["replicated"], _comparison(s.get("region_baseline_comparison")),
+             ] for name, s in summary["checkpoints"].items()]
     rows.append(["baseline: training image regions -> rest of training set", base.get("count", 0),
                  f"{100 * base.get('share_above_threshold', 0):.1f}%",
-                 fmt(base.get("quantiles", {}).get("0.5")), fmt(base.get("max")), ""])
+                 fmt(base.get("quantiles", {}).get("0.5")), fmt(base.get("max")), "",
+                 "cannot separate" if base.get("uninformative") else ""])
     out = ["<h2>Object-level matching (regions)</h2>",
            f"<p>Each generation is also cut into grid crops; its region score is the best "
            f"similarity of any crop (or the whole image) to a training image, and the box of that "
@@ -118,7 +158,7 @@ def _region_section(summary: dict, labels: list[str]) -> list[str]:
            f"the copy-detector sets and novel images. Replicated: top-1 &gt; {summary['threshold']} "
            f"or region score &gt; {thr}.</p>",
            table(["checkpoint", "generations", f"region score > {thr}", "median", "max",
-                  "replicated"], rows)]
+                  "replicated", "vs baseline"], rows)]
     for name, s in summary["checkpoints"].items():
         out.append(svg_bars(labels, {f"{name}: generation regions -> train": s["region"].get("histogram", []),
                                      "baseline: train regions -> train": base.get("histogram", [])},

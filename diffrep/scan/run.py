@@ -135,7 +135,10 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     # only committed units' files are read (a stray file in the folder is not)
     tables = {label: pa.concat_tables([pq.read_table(layout.generations(label, u.unit))
                                        for u in units]) for label, units in labels}
-    summary = summarise(tables, base, cfg.threshold, cfg.model, region_base, cfg.region_threshold)
+    summary = summarise(tables, base, cfg.threshold, cfg.model, region_base, cfg.region_threshold,
+                        cfg.uninformative_baseline_share)
+    for warning in summary["warnings"]:
+        log.warning("scan: %s", warning)
     for label, units in labels:
         skipped: Counter = Counter()
         for u in units:

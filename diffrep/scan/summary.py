@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
+UNINFORMATIVE_SHARE = 0.5  # a baseline with more than this share above threshold cannot separate
 BIN_EDGES = np.round(np.linspace(0.0, 1.0, 21), 2)  # similarity bins of 0.05; below 0 -> first
 
 
@@ -34,20 +35,49 @@ def _floats(column: pa.ChunkedArray) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> nan
 
 
+def baseline_warning(name: str, stats: dict, threshold: float, limit: float) -> str | None:
+    """A warning when more than `limit` of a baseline (training image against the rest of
+    the training set) is above `threshold`: then being above it says nothing about a
+    generation, and comparing a checkpoint with the baseline is uninformative."""
+    share = stats.get("share_above_threshold")
+    if share is None or share <= limit:
+        return None
+    return (f"{100 * share:.1f}% of the {name} ({stats['above_threshold']} of {stats['count']} "
+            f"training images against the rest of the training set) is above the threshold "
+            f"{threshold}: this index cannot tell a copy from an ordinary image at that "
+            f"threshold (near-duplicates, a tiny or uniform training set, or a descriptor that "
+            f"does not separate its images), so the comparison of each checkpoint with the "
+            f"baseline is uninformative. Raise the threshold, or read the generation/training "
+            f"pairs themselves.")
+
+
 def summarise(generations: dict[str, pa.Table], baseline: pa.Table, threshold: float,
               model: str, region_baseline: pa.Table | None = None,
-              region_threshold: float | None = None) -> dict:
+              region_threshold: float | None = None,
+              uninformative_share: float = UNINFORMATIVE_SHARE) -> dict:
     """`generations`: per checkpoint label, a table with top1_sim and source_sim (and
     region_sim when object-level matching ran: then `region_baseline` and
     `region_threshold` describe it, and `replicated` counts generations above either
-    threshold)."""
-    out = {"model": model, "threshold": threshold, "bin_edges": BIN_EDGES.tolist(),
+    threshold). `warnings` (listed first) names a baseline with more than
+    `uninformative_share` above its threshold; each checkpoint's `baseline_comparison`
+    ("informative" or "uninformative", and `region_baseline_comparison`) says whether its
+    comparison with that baseline means anything."""
+    out = {"warnings": [], "model": model, "threshold": threshold,
+           "bin_edges": BIN_EDGES.tolist(),
            "baseline": describe(_floats(baseline["similarity"]), threshold),
            "checkpoints": {}}
+    flags = {"baseline": baseline_warning("baseline", out["baseline"], threshold, uninformative_share)}
     if region_baseline is not None:
         out["region_threshold"] = region_threshold
         out["region_baseline"] = describe(_floats(region_baseline["region_similarity"]),
                                           region_threshold)
+        flags["region_baseline"] = baseline_warning("region baseline (region scores)",
+                                                    out["region_baseline"], region_threshold,
+                                                    uninformative_share)
+    for name, warning in flags.items():
+        out[name]["uninformative"] = warning is not None
+        if warning:
+            out["warnings"].append(warning)
     for label, table in generations.items():
         top1 = _floats(table["top1_sim"])
         out["checkpoints"][label] = {
@@ -55,10 +85,13 @@ def summarise(generations: dict[str, pa.Table], baseline: pa.Table, threshold: f
             "generations": len(table), "prompts": len(set(table["prompt"].to_pylist())),
             "top1": describe(top1, threshold),
             "source": describe(_floats(table["source_sim"]), threshold),
+            "baseline_comparison": "uninformative" if flags["baseline"] else "informative",
         }
         if region_baseline is not None:
             region = _floats(table["region_sim"])
             out["checkpoints"][label]["region"] = describe(region, region_threshold)
+            out["checkpoints"][label]["region_baseline_comparison"] = (
+                "uninformative" if flags["region_baseline"] else "informative")
             out["checkpoints"][label]["replicated"] = int(
                 ((top1 > threshold) | (region > region_threshold)).sum())
     return out

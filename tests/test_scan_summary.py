@@ -1,0 +1,59 @@
+"""A baseline that cannot separate says so (issue 26, item 4): when most training images
+are above the threshold against the rest of the training set, summary.json and the report
+lead with a warning naming the share, and each checkpoint's comparison with the baseline is
+marked uninformative."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from diffrep.scan.layout import ScanLayout
+from diffrep.scan.report import write_report
+from diffrep.scan.summary import summarise
+from diffrep.scan.worker import GENERATION_SCHEMA
+
+
+def generations(sims: list[float]) -> pa.Table:
+    rows = [{"gen_id": f"m/{i}/0", "checkpoint": "m", "prompt": f"p{i}", "top1_sim": s,
+             "source_sim": s, "top1_id": None} for i, s in enumerate(sims)]
+    return pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA)
+
+
+def baseline(sims: list[float]) -> pa.Table:
+    return pa.table({"id": np.arange(len(sims)), "similarity": np.array(sims, np.float32)})
+
+
+class NoImages:
+    """The index handle as the report uses it when no pair has a match."""
+
+    ntotal = 100
+
+    def corpus_images(self, ids, keys) -> dict:
+        return {}
+
+
+def test_a_baseline_mostly_above_the_threshold_leads_with_a_warning(tmp_path):
+    # 24 of 25 training images above 0.5 against the rest: 96%, as on the testbed
+    summary = summarise({"m": generations([0.9, 0.3])}, baseline([0.8] * 24 + [0.2]), 0.5, "sscd")
+    assert len(summary["warnings"]) == 1 and "96.0% of the baseline" in summary["warnings"][0]
+    assert list(summary)[0] == "warnings"  # first in summary.json
+    assert summary["baseline"]["uninformative"] is True
+    assert summary["checkpoints"]["m"]["baseline_comparison"] == "uninformative"
+    summary["run"] = "r"
+    url = write_report(ScanLayout(str(tmp_path), "r"), NoImages(), summary, {"m": generations([])}, 4)
+    html = Path(url).read_text()
+    body = html[html.index("<body>"):]
+    assert body.index("id='warnings'") < body.index("<p>Run")  # leads the page
+    assert "96.0% of the baseline" in html and "uninformative (see warning)" in html
+    ids = set(re.findall(r"id='([^']+)'", html))
+    assert set(re.findall(r"href='#([^']+)'", html)) <= ids  # every figure's link lands
+
+
+def test_a_separating_baseline_gives_no_warning():
+    summary = summarise({"m": generations([0.9, 0.3])}, baseline([0.2] * 24 + [0.8]), 0.5, "sscd")
+    assert summary["warnings"] == [] and summary["baseline"]["uninformative"] is False
+    assert summary["checkpoints"]["m"]["baseline_comparison"] == "informative"
