@@ -335,3 +335,19 @@ def test_search_job_images_and_embeddings(demo_sscd_root, tmp_path, caplog):
                         "--query_model", "clip:ViT-B-32"]) == 2
     assert search.main(["--root", root, "--model", MODEL, "--queries", str(tmp_path)]) == 2
     assert "queries must be embedded with sscd_onnx" in caplog.text
+
+
+def test_nprobe_choice_smallest_reaching_target_else_the_knee(caplog):
+    from diffrep.index.builder import choose_nprobe
+
+    sweep = [{"nprobe": p, "recall_at_10": r} for p, r in
+             [(1, 0.60), (2, 0.80), (4, 0.905), (8, 0.95), (16, 0.96)]]
+    assert choose_nprobe(sweep, 0.9, 16)["nprobe"] == 4
+    assert choose_nprobe(sweep, 0.95, 16)["nprobe"] == 8
+    with caplog.at_level("INFO", logger="diffrep"):
+        knee = choose_nprobe(sweep, 0.99, 16)  # the codes cap recall: within 1% of 0.96
+        assert knee["nprobe"] == 8 and "no nprobe <= 16 reaches recall@10 0.99" in caplog.text
+        caplog.clear()
+        tied = choose_nprobe([{"nprobe": 1, "recall_at_10": 0.93}], 0.95, 16, exact=True)
+    assert tied["nprobe"] == 1
+    assert "ties" in caplog.text and "WARNING" not in caplog.text

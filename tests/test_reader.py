@@ -56,6 +56,8 @@ def test_good_samples_keep_key_caption_url_and_row(tmp_path):
     ("no image", [("k.txt", b"caption only"), ("k.json", b"{}")], "no_image"),
     ("truncated jpeg", [("k.jpg", encode(photo(3, (256, 256)))[:-400])], "corrupt_image"),
     ("gif is not allowed", [("k.jpg", encode(photo(4), "GIF"))], "not_an_image"),
+    ("a gif member is named", [("k.gif", encode(photo(4), "GIF")), ("k.txt", b"cap")],
+     "unsupported_format:gif"),
 ])
 def test_bad_sample_is_skipped_and_counted(tmp_path, case, members, reason):
     members = sample_members("good0", photo(0)) + members + sample_members("good1", photo(1))

@@ -37,7 +37,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from diffrep import storage
-from diffrep.data.images import DEFAULT_MAX_PIXELS, SkipSample, decode_image
+from diffrep.data.images import DEFAULT_MAX_PIXELS, DecodedImage, SkipSample, decode_image
 from diffrep.data.reader import MAX_KEY_CHARS, sanitize_key
 
 KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -206,3 +206,10 @@ class _ShardWriter:
             self._tar.close()
         finally:
             self._file_cm.__exit__(exc_type, exc, tb)
+
+
+def decode_any_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode JPEG/PNG/WebP as the embed job does, and GIF (first frame), BMP and TIFF
+    through their lossless PNG conversion; raises SkipSample otherwise."""
+    _ext, stored, _meta = image_member(data, max_pixels)
+    return decode_image(stored, max_pixels)

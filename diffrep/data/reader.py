@@ -28,6 +28,7 @@ from diffrep.data.images import DEFAULT_MAX_PIXELS, DecodedImage, SkipSample, de
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 TEXT_EXTS = ("txt", "json")
+OTHER_IMAGE_EXTS = frozenset({"gif", "bmp", "tif", "tiff", "avif", "heic", "jxl"})
 READ_EXTS = frozenset(IMAGE_EXTS + TEXT_EXTS)
 MAX_KEY_CHARS = 160
 
@@ -59,6 +60,7 @@ class RawSample:
     members: dict[str, bytes] = field(default_factory=dict)
     raw_key: str = ""
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)  # extensions of members not read
 
 
 @dataclass
@@ -189,6 +191,7 @@ def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, ext: str, sample: 
     """Read one member into `sample` if it is an image/txt/json; never other types."""
     if ext not in READ_EXTS:
         counts["ignored_member"] += 1
+        sample.ignored.append(ext)
         return
     if ext in sample.members:
         counts["duplicate_member"] += 1
@@ -217,11 +220,16 @@ def decode_caption(data: bytes) -> tuple[str, bool]:
 def parse_sample(raw: RawSample, counts: Counter, max_pixels: int = DEFAULT_MAX_PIXELS) -> Sample:
     """Decode a raw sample's image, caption and url, or raise `SkipSample`.
 
-    Skip reasons beyond `decode_image`'s: `no_image` (no image member at all).
+    Skip reasons beyond `decode_image`'s: `unsupported_format:<ext>` (no readable image
+    member, but one of another image format, e.g. gif: `diffrep shards` converts those),
+    `no_image` (no image member at all).
     Counted, not skipped: `caption_repaired`, `bad_json`, `key_sanitised`.
     """
     image_ext = next((e for e in IMAGE_EXTS if e in raw.members), None)
     if image_ext is None:
+        other = next((e for e in raw.ignored if e in OTHER_IMAGE_EXTS), None)
+        if other is not None:
+            raise SkipSample(f"unsupported_format:{other}", "convert it with `diffrep shards`")
         raise SkipSample("no_image", f"members: {sorted(raw.members)}")
     data = raw.members[image_ext]
     image = decode_image(data, max_pixels=max_pixels)

@@ -314,18 +314,24 @@ def evaluate(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[dic
         _, found = merge_topk([(r[i][1], r[i][2]) for r in per_shard], EVAL_K)
         sweep.append({"nprobe": nprobe, **recall(found, truth),
                       "ms_per_query": 1000 * max(r[i][3] for r in per_shard) / len(queries)})
-    return {**choose_nprobe(sweep, cfg.target_recall_at_10, cfg.max_nprobe), "sweep": sweep}
+    exact = plan["key"].endswith(",Flat") and nprobes[-1] >= nlist_of(plan["key"])
+    return {**choose_nprobe(sweep, cfg.target_recall_at_10, cfg.max_nprobe, exact), "sweep": sweep}
 
 
-def choose_nprobe(sweep: list[dict], target: float, max_nprobe: int) -> dict:
+def choose_nprobe(sweep: list[dict], target: float, max_nprobe: int, exact: bool = False) -> dict:
     """The smallest nprobe reaching `target` recall@10. When none does (the codes, not the
     probing, limit recall), the smallest within 1% of the best: past that knee, probing
-    more lists costs time for almost no recall."""
+    more lists costs time for almost no recall. `exact`: the sweep's last nprobe searches
+    every list of uncompressed codes, so what recall it misses comes from ties."""
     good = [s for s in sweep if s["recall_at_10"] >= target]
     if good:
         return good[0]
     best = max(s["recall_at_10"] for s in sweep)
     chosen = next(s for s in sweep if s["recall_at_10"] >= best - 0.01)
+    if exact:
+        log.info("index: exact search measures recall@10 %.3f against itself: the rest are "
+                 "ties between equally similar vectors (duplicates), not misses", best)
+        return sweep[-1]
     log.warning("index: no nprobe <= %d reaches recall@10 %.2f (best %.3f): nprobe=%d, recall@10 "
                 "%.3f; use exact re-rank or a larger budget for more", max_nprobe, target, best,
                 chosen["nprobe"], chosen["recall_at_10"])

@@ -17,14 +17,16 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from diffrep.config import ConfigError
-from diffrep.data.images import SkipSample, decode_image
+from diffrep.data.folder import decode_any_image
+from diffrep.data.images import SkipSample
 from diffrep.embed.layout import ModelOutput
 from diffrep.index.vectors import list_embedding_files, load_npy, read_npy_header
 from diffrep.models import model_dir_name
 from diffrep.search.regions import RegionQueries, RegionSpec, embed_regions
 
 log = logging.getLogger("diffrep")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+SIDECAR_EXTENSIONS = (".txt", ".json")
 
 
 @dataclass
@@ -124,8 +126,9 @@ class ImageQueries:
     descriptors too (region 0 is the whole image, so the global vectors come from them)."""
 
     def __init__(self, paths: list[str], embedder, regions: RegionSpec | None = None,
-                 embed_batch_size: int = 32):
+                 embed_batch_size: int = 32, unlisted: Counter | None = None):
         self.paths, self.embedder, self.regions = paths, embedder, regions
+        self.unlisted = unlisted or Counter()  # files left out of `paths`, by reason
         self.embed_batch_size = embed_batch_size
         self.count, self.dim = len(paths), embedder.dim
 
@@ -134,11 +137,12 @@ class ImageQueries:
 
     def batches(self, batch_size: int) -> Iterator[QueryBatch]:
         for start in range(0, len(self.paths), batch_size):
-            keys, images, skipped = [], [], Counter()
+            keys, images = [], []
+            skipped = Counter(self.unlisted) if start == 0 else Counter()
             for path in self.paths[start:start + batch_size]:
                 try:
                     with open(path, "rb") as f:
-                        images.append(decode_image(f.read()).image)
+                        images.append(decode_any_image(f.read()).image)
                     keys.append(path)
                 except SkipSample as exc:
                     skipped[exc.reason] += 1
@@ -152,12 +156,18 @@ class ImageQueries:
                 yield QueryBatch(keys, vectors, None, skipped)
 
 
-def list_images(pattern: str) -> list[str]:
-    """Image files of a folder (recursively) or a glob pattern, sorted."""
+def list_images(pattern: str, unlisted: Counter | None = None) -> list[str]:
+    """Image files of a folder (recursively) or a glob pattern, sorted. Other files, except
+    .txt/.json sidecars, are counted in `unlisted` as `unsupported_format:<ext>`."""
     if os.path.isdir(pattern):
         paths = [os.path.join(d, f) for d, _, fs in os.walk(pattern) for f in fs]
     else:
         paths = glob.glob(pattern, recursive=True)
+    if unlisted is not None:
+        for p in paths:
+            ext = os.path.splitext(p)[1].lower()
+            if ext not in IMAGE_EXTENSIONS + SIDECAR_EXTENSIONS and os.path.isfile(p):
+                unlisted[f"unsupported_format:{ext.lstrip('.') or 'none'}"] += 1
     return sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS))
 
 
@@ -177,11 +187,14 @@ def load_queries(cfg, handle, embedder=None) -> EmbedRootQueries | NpyQueries | 
     queries are embedded with `embedder` (default: image_embedder(cfg, handle)). Raises
     ConfigError naming the problem."""
     if cfg.images is not None:
-        paths = list_images(cfg.images)
+        unlisted: Counter = Counter()
+        paths = list_images(cfg.images, unlisted)
         if not paths:
-            raise ConfigError(f"search.images {cfg.images!r} matches no image file")
+            raise ConfigError(f"search.images {cfg.images!r} matches no image file "
+                              f"({' '.join(IMAGE_EXTENSIONS)})")
         spec = RegionSpec(tuple(cfg.region_scales), rerank=cfg.region_rerank) if cfg.regions else None
-        queries = ImageQueries(paths, embedder or image_embedder(cfg, handle), regions=spec)
+        queries = ImageQueries(paths, embedder or image_embedder(cfg, handle), regions=spec,
+                               unlisted=unlisted)
     elif cfg.queries.endswith(".npy"):
         queries = NpyQueries(cfg.queries, cfg.queries_metadata, cfg.query_model, cfg.model)
     else:
