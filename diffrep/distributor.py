@@ -159,7 +159,7 @@ def run_units_then_release(actors: Sequence[Any], units: Sequence[U],
     finally:
         for a in actors:
             ray.kill(a)
-    log.info("%s", progress.line())
+    progress.finish()
     if failures:
         raise UnitsFailed(f"{what}: {len(failures)} unit(s) failed every attempt (rerun the job "
                           f"to retry them): " + "; ".join(f"{f.unit}: {f.error}" for f in failures[:5]))

@@ -31,6 +31,7 @@ class Progress:
         self.failed = 0
         self.start = time.monotonic()
         self._last_report = 0.0
+        self._reported: tuple | None = None
 
     def update(self, items: int, skipped: dict[str, int] | None = None, units: int = 1) -> None:
         self.units_done += units
@@ -55,4 +56,14 @@ class Progress:
         now = time.monotonic()
         if now - self._last_report >= every_s:
             self._last_report = now
+            self._reported = self._counts()
             log.info(self.line())
+
+    def finish(self) -> None:
+        """Log the final line, unless the last progress line already said the same."""
+        if self._reported != self._counts():
+            self._reported = self._counts()
+            log.info(self.line())
+
+    def _counts(self) -> tuple:
+        return self.units_done, self.items_done, self.failed, sum(self.skipped.values())

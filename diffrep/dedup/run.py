@@ -53,7 +53,7 @@ def _run_step(executor, layout: DedupLayout, name: str, fn, args: dict[int, tupl
         progress = Progress(f"dedup {name}", len(todo), unit="partitions", item=progress_item)
         executor.map(fn, [args[p] for p in todo], shared=shared, progress=progress,
                      count=lambda r: r.get(progress_item, 0))
-        log.info("%s", progress.line())
+        progress.finish()
     return [storage.read_json(layout.step_done(name, p)) for p in sorted(args)]
 
 
@@ -83,7 +83,7 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
         shared["shard_actors"] = shard_actors
     executor.map(dedup_slice, [(root, model, s.slice_id) for s in todo], shared=shared,
                  progress=progress, count=lambda r: r["queries"])
-    log.info("%s", progress.line())
+    progress.finish()
     seconds["search"] = time.monotonic() - t0
     routing = RoutingStats()
     for s in handle.slices:

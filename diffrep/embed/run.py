@@ -55,7 +55,7 @@ def run_embed(cfg: EmbedConfig, ctx: JobContext) -> str:
         progress=progress, max_attempts=cfg.max_shard_attempts,
         progress_interval_s=cfg.progress_interval_s, stall_warning_s=cfg.stall_warning_s,
     )
-    log.info("%s", progress.line())
+    progress.finish()
     if failures:
         for f in failures:
             log.error("embed: shard %s failed: %s", f.unit, f.error)

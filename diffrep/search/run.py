@@ -55,7 +55,7 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
                 top.add(table)
             progress.update(len(batch.keys), batch.skipped)
             progress.report(every_s=10)
-    log.info("%s", progress.line())
+    progress.finish()
     log.info("search: routing %s", json.dumps(backend.stats.as_dict()))
     result = f"{progress.items_done} queries, {results.rows} result rows -> {out}"
     if report:
