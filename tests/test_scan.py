@@ -226,6 +226,15 @@ def test_hub_id_resolves_from_the_local_cache_only(pipelines, tmp_path, monkeypa
         resolve_checkpoint("org/not-downloaded")
 
 
+def test_a_misspelt_checkpoint_names_the_key_and_the_near_directory(pipelines):
+    """`--checkpoint testbed/memorising` must not advise downloading it from the hub."""
+    with pytest.raises(CheckpointError) as err:
+        resolve_checkpoint(str(pipelines / "tinny-0"), "dcs.checkpoint")
+    assert str(err.value).startswith("dcs.checkpoint: checkpoint ")
+    assert f"did you mean {str(pipelines / 'tiny-0')!r}" in str(err.value)
+    assert "huggingface-cli" not in str(err.value)
+
+
 def test_prompt_files_are_normalised_and_deduplicated(tmp_path):
     txt = tmp_path / "p.txt"
     txt.write_text("a  cat\n\na cat \nthe dog\n  \nthe dog\na bird\n")

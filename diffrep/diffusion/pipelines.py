@@ -54,9 +54,29 @@ def output_label(name: str) -> str:
     return name.strip("/").replace("/", "--").replace(":", "-") or "checkpoint"
 
 
-def resolve_checkpoint(name: str) -> Checkpoint:
+def resolve_checkpoint(name: str, key: str = "checkpoint") -> Checkpoint:
     """A pipeline directory, or a hub id ("org/model") found in the local HF cache (no
-    download: clusters read checkpoints from storage they trust). Raises CheckpointError."""
+    download: clusters read checkpoints from storage they trust). Raises CheckpointError
+    naming the config `key` (e.g. "dcs.checkpoint")."""
+    try:
+        return _resolve_checkpoint(name)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{key}: {exc}") from None
+
+
+def _near_directory(name: str) -> str:
+    """ "; did you mean 'x'?" when a sibling directory of `name` is spelled almost alike."""
+    import difflib
+
+    parent, base = os.path.split(os.path.normpath(name))
+    if not base or not os.path.isdir(parent or "."):
+        return ""
+    siblings = [d for d in os.listdir(parent or ".") if os.path.isdir(os.path.join(parent or ".", d))]
+    near = difflib.get_close_matches(base, siblings, n=1, cutoff=0.75)
+    return f"; did you mean {os.path.join(parent, near[0])!r}?" if near else ""
+
+
+def _resolve_checkpoint(name: str) -> Checkpoint:
     if os.path.isdir(name):
         path = name
     elif os.path.isfile(name):
@@ -71,10 +91,13 @@ def resolve_checkpoint(name: str) -> Checkpoint:
         try:
             path = snapshot_download(name, local_files_only=True)
         except (LocalEntryNotFoundError, ValueError) as exc:
+            near = _near_directory(name)
+            hint = near or (f"; if it is a hub model, download it first "
+                            f"(huggingface-cli download {name})")
             raise CheckpointError(
                 f"checkpoint {name!r} is neither a directory nor a model in the local Hugging "
-                f"Face cache ({os.environ.get('HF_HUB_CACHE') or '~/.cache/huggingface/hub'}); "
-                f"download it first (huggingface-cli download {name})") from exc
+                f"Face cache ({os.environ.get('HF_HUB_CACHE') or '~/.cache/huggingface/hub'})"
+                f"{hint}") from exc
     check_safetensors(path)
     return Checkpoint(name, path)
 

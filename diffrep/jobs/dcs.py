@@ -20,7 +20,7 @@ from diffrep.search import open_index
 
 def run(cfg: RankConfig, ctx: JobContext) -> str:
     validate(cfg)
-    checkpoint = resolve_checkpoint(cfg.checkpoint)
+    checkpoint = resolve_checkpoint(cfg.checkpoint, "dcs.checkpoint")
     open_index(cfg.root, cfg.model, verify_files=True)  # the ground truth searches it
     ctx.ray(cfg.ray_address)
     cfg = fit_config(cfg, "dcs", [Ask(

@@ -20,7 +20,7 @@ from diffrep.search import RayShards, open_index, wants_shard_actors
 
 def run(cfg: ScanConfig, ctx: JobContext) -> str:
     validate(cfg)
-    checkpoints = [resolve_checkpoint(c) for c in cfg.checkpoints]
+    checkpoints = [resolve_checkpoint(c, "scan.checkpoints") for c in cfg.checkpoints]
     labels = [c.label for c in checkpoints]
     if len(set(labels)) < len(labels):
         raise ConfigError(f"scan.checkpoints: two checkpoints share an output name "
