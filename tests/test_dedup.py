@@ -292,3 +292,12 @@ def test_each_pair_once_with_its_largest_similarity_and_star_steps_past_32_bit_i
     assert best.tolist() == pytest.approx([0.97, 0.98, 0.99, 0.98])
     a, b, _ = components.large_star(np.r_[s, d], np.r_[d, s])  # 3 is the root of 3, 5, 9
     assert sorted(zip((a - offset).tolist(), (b - offset).tolist(), strict=True)) == [(5, 3), (9, 3)]
+    # README's query: DuckDB reads the part folders as one table
+    import duckdb
+
+    stats_glob = str(tmp_path / "clean" / "dedup" / MODEL / "group_stats" / "*.parquet")
+    top = duckdb.sql(f"select group_id, size from '{stats_glob}' order by size desc, group_id "
+                     f"limit 3").fetchall()
+    clean_stats = tables["clean"]["group_stats"].to_pylist()
+    want_top = sorted(((r["group_id"], r["size"]) for r in clean_stats), key=lambda t: (-t[1], t[0]))
+    assert top == want_top[:3]
