@@ -52,8 +52,9 @@ testbed: setup
 	$(BIN)/diffrep detectbench --checkpoint testbed/large-data --labels testbed/memorizing/testbed/truth.json --out_dir testbed/detectbench/large-data
 	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --labels testbed/style_control.csv --out_dir testbed/detectbench/style-control
 
+# DIFFREP_STRICT_TESTS=1: a test that needs what `make setup` installs fails without it.
 test: setup
-	$(BIN)/python -m pytest -q
+	DIFFREP_STRICT_TESTS=1 $(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .

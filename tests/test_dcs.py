@@ -21,7 +21,7 @@ from diffrep.diffusion.tiny import build_tiny_pipeline
 from diffrep.rank.captions import build_caption_shards
 from diffrep.rank.verbatim import judge, precision_vs_found, stable_mask, to_unit
 from diffrep.storage import TMP_MARKER
-from tests.helpers import chromium, photo, render_report
+from tests.helpers import need_chromium, photo, render_report
 
 CAPTIONS = ["a photo of a cat", "an astronaut riding a horse", "the starry night", "", "x y z",
             "a bowl of fruit on a table", "a red car", "a cat photo"]
@@ -76,9 +76,15 @@ def test_scores_do_not_depend_on_batch(pipe):
     assert not np.allclose(other_seed, full["dcs"])
 
 
-def test_noise_magnitude_is_the_conditional_minus_unconditional_prediction(pipe):
-    if pipe.scheduler.config.prediction_type != "epsilon":
-        pytest.skip("the eps identity holds for eps models")
+@pytest.fixture(scope="module")
+def eps_pipe(tmp_path_factory):
+    return build_tiny_pipeline(tmp_path_factory.mktemp("eps"), seed=3, resolution=32,
+                               prediction_type="epsilon")
+
+
+def test_noise_magnitude_is_the_conditional_minus_unconditional_prediction(eps_pipe):
+    """The identity is stated for epsilon-prediction models."""
+    pipe = eps_pipe
     den = Denoiser(pipe, seed=5)
     x = den.noise(32, 5)
     eps_c = den.model_output(x, den.encode(CAPTIONS[:2]))
@@ -211,7 +217,6 @@ def test_dcs_job_killed_and_resubmitted_loses_and_doubles_nothing(demo_index_roo
     truth = pa.concat_tables([pq.read_table(p) for p in sorted((root / "rankings/killed/truth").glob("*.parquet"))])
     assert truth["caption_id"].to_pylist() == ranked["caption_id"].to_pylist()[:4]
     assert set(truth["label"].to_pylist()) <= {"MV", "RV", "TV", "none"}
-    if chromium() is None:
-        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    need_chromium()
     rendered = render_report(root / "rankings" / "killed" / "report.html", tmp_path)
     assert rendered["svgs"] == 1 and rendered["images_ok"] == rendered["images"] >= 4 * 3

@@ -14,7 +14,7 @@ from diffrep.executor import LocalExecutor
 from diffrep.index.builder import build
 from diffrep.index.config import IndexConfig
 from diffrep.search import Searcher, open_index
-from tests.helpers import chromium, render_report
+from tests.helpers import need_chromium, render_report
 from tests.index_helpers import clustered_vectors, write_embeddings
 
 MODEL = "sscd_onnx"
@@ -156,8 +156,7 @@ def test_demo_dedup_job_finds_planted_duplicates(demo_sscd_root, tmp_path):
     for members in sources.values():  # distinct photos are never grouped together
         ids = {group_of.get(k) for k in members} - {None}
         assert len(ids) <= 1
-    if chromium() is None:
-        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    need_chromium()
     rendered = render_report(f"{base}/report.html", tmp_path)
     assert rendered["images"] >= 4 and rendered["images_ok"] == rendered["images"]
     assert rendered["svgs"] == 3 and "Largest groups" in rendered["dom"]
@@ -273,6 +272,15 @@ def test_killed_dedup_resumes_to_the_same_outputs(tmp_path, killed_after):
     members = reader.members(np.array(sorted(set(group_of.values()))))
     for gid, ms in members.items():
         assert ms == sorted(i for i, g in want.items() if g == gid)
+    # README's query: DuckDB reads the part folders as one table
+    import duckdb
+
+    stats_glob = str(tmp_path / "clean" / "dedup" / MODEL / "group_stats" / "*.parquet")
+    top = duckdb.sql(f"select group_id, size from '{stats_glob}' order by size desc, group_id "
+                     f"limit 3").fetchall()
+    clean_stats = tables["clean"]["group_stats"].to_pylist()
+    want_top = sorted(((r["group_id"], r["size"]) for r in clean_stats), key=lambda t: (-t[1], t[0]))
+    assert top == want_top[:3]
 
 
 @pytest.mark.parametrize("offset", [0, 2**33])
@@ -292,12 +300,3 @@ def test_each_pair_once_with_its_largest_similarity_and_star_steps_past_32_bit_i
     assert best.tolist() == pytest.approx([0.97, 0.98, 0.99, 0.98])
     a, b, _ = components.large_star(np.r_[s, d], np.r_[d, s])  # 3 is the root of 3, 5, 9
     assert sorted(zip((a - offset).tolist(), (b - offset).tolist(), strict=True)) == [(5, 3), (9, 3)]
-    # README's query: DuckDB reads the part folders as one table
-    import duckdb
-
-    stats_glob = str(tmp_path / "clean" / "dedup" / MODEL / "group_stats" / "*.parquet")
-    top = duckdb.sql(f"select group_id, size from '{stats_glob}' order by size desc, group_id "
-                     f"limit 3").fetchall()
-    clean_stats = tables["clean"]["group_stats"].to_pylist()
-    want_top = sorted(((r["group_id"], r["size"]) for r in clean_stats), key=lambda t: (-t[1], t[0]))
-    assert top == want_top[:3]

