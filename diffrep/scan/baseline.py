@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffrep import storage
+from diffrep.progress import Progress
 from diffrep.scan.layout import ScanLayout
 from diffrep.search import Searcher
 from diffrep.search.regions import RegionSpec, embed_regions
@@ -77,12 +78,15 @@ def region_sample(handle, n: int, seed: int, max_shards: int) -> np.ndarray:
 
 
 def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, spec: RegionSpec,
-                            n: int, seed: int, candidates: int, max_shards: int = 4) -> pa.Table:
+                            n: int, seed: int, candidates: int, max_shards: int = 4,
+                            progress_interval_s: float = 10.0) -> pa.Table:
     """The baseline region-scored the way generations are (diffrep.search.regions): for
     random training images, the best region-to-image score against the rest of the
     training set (self excluded), its neighbour and box. Table (id, key, neighbour_id,
     similarity (global, same neighbour), region_similarity, box); cached per index,
-    size, seed and region scales."""
+    size, seed and region scales, under <root>/scans/_baseline/ (ScanLayout.baseline), so
+    a second scan of the same index, whatever its run name, reads it back. Logs a progress
+    line with an ETA at most every `progress_interval_s` seconds while it computes."""
 
     handle = searcher.handle
     tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales)
@@ -101,9 +105,14 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
            "similarity": np.full(len(ids), np.nan, np.float32),
            "region_similarity": np.full(len(ids), np.nan, np.float32),
            "box": [None] * len(ids)}
-    for start in range(0, len(ids), 64):
-        chunk = ids[start:start + 64]
-        regions = embed_regions(embedder, [images[k] for k in keys[start:start + 64]], spec)
+    chunk_size = 32
+    progress = Progress("scan region baseline", -(-len(ids) // chunk_size), unit="chunks",
+                        item="training images")
+    log.info("scan: region baseline of %d training images (once per index; cached for later "
+             "scans at %s)", len(ids), url)
+    for start in range(0, len(ids), chunk_size):
+        chunk = ids[start:start + chunk_size]
+        regions = embed_regions(embedder, [images[k] for k in keys[start:start + chunk_size]], spec)
         hits = searcher.search(regions.global_vectors, k=min(3, handle.ntotal), rerank="exact",
                                candidates=candidates, regions=regions)
         for i, qid in enumerate(chunk):
@@ -114,6 +123,9 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
                 out["similarity"][row] = hits.global_sims[i, j]
                 out["region_similarity"][row] = hits.sims[i, j]
                 out["box"][row] = hits.boxes[i, j].tolist()
+        progress.update(len(chunk))
+        progress.report(progress_interval_s)
+    progress.finish()
     table = pa.table({"id": ids, "key": pa.array(keys, pa.string()), **{
         k: (pa.array(v, pa.list_(pa.float32())) if k == "box" else v) for k, v in out.items()}})
     storage.write_parquet(url, table)
@@ -133,4 +145,5 @@ def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> pa.Ta
     embedder = create_embedder(match.model, weights=match.weights, device="cpu")
     searcher = match.searcher(searcher.handle, searcher.backend, embedder)
     return load_or_compute_regions(layout, searcher, embedder, spec, cfg.baseline_size,
-                                   cfg.baseline_seed, cfg.candidates, cfg.region_baseline_shards)
+                                   cfg.baseline_seed, cfg.candidates, cfg.region_baseline_shards,
+                                   cfg.progress_interval_s)

@@ -65,6 +65,10 @@ class ScanConfig:
         "grid crops at region_scales and a region score, its best region-to-training-image "
         "similarity, with the box; 1 + 13 descriptor calls per generation, small next to "
         "generating it. false: the global descriptor only"))
+    region_min_side: int = field(default=128, metadata=helps(
+        "regions are switched off (logged, recorded in summary.json) for a scan whose "
+        "generations are smaller than this side, pixels: crops of a 32 px image carry no "
+        "information and score every image as a copy"))
     region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
         "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
     region_rerank: int = field(default=3, metadata=helps(
@@ -128,6 +132,8 @@ def validate(cfg: ScanConfig) -> None:
         errors.append("scan.region_rerank must be >= 0")
     if cfg.regions and not all(0 < s < 1 for s in cfg.region_scales):
         errors.append("scan.region_scales must be fractions in (0, 1)")
+    if cfg.region_min_side < 0:
+        errors.append("scan.region_min_side must be >= 0")
     if cfg.region_baseline_shards < 1:
         errors.append("scan.region_baseline_shards must be >= 1")
     if cfg.gpus_per_worker < 0 or cfg.cpus_per_worker < 0:

@@ -94,6 +94,8 @@ def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,
         f"and searched in the training index ({handle.ntotal} images). Replication: top-1 "
         f"similarity &gt; {thr}. The baseline is the top-1 similarity of {base.get('count', 0)} "
         f"random training images to the rest of the training set (self excluded).</p>",
+        (f"<p class='note'>Object-level matching: {esc(summary['regions']['reason'])}.</p>"
+         if summary.get("regions", {}).get("switched_off") else ""),
         "<h2>Checkpoints compared</h2>",
         table(["checkpoint", "generations", f"top-1 > {thr}", "median", "p95", "p99", "max",
                "median sim. to own training image", "vs baseline"], rows),

@@ -19,6 +19,7 @@ from diffrep.progress import Progress
 from diffrep.scan import baseline, prompts
 from diffrep.scan.config import ScanConfig
 from diffrep.scan.layout import ScanLayout
+from diffrep.scan.region_policy import decide_regions
 from diffrep.scan.report import write_report
 from diffrep.scan.summary import summarise
 from diffrep.scan.units import ScanUnit, plan_given_units, plan_prompt_units
@@ -109,6 +110,11 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
         storage.remove_tree(layout.base)
     gen, match = settings(cfg, handle)
     gens = per_checkpoint(cfg, gen, checkpoints)
+    regions = decide_regions(cfg.regions, {label: g.resolution for label, g in gens.items()},
+                             cfg.region_scales, cfg.region_min_side)
+    if regions.switched_off:
+        log.warning("scan: %s", regions.reason)
+        match = replace(match, region_scales=())
     prompt_table = _plan(cfg, layout, handle, gen, match,
                          {label: g.resolution for label, g in gens.items()})
     backend = RayShards.from_actors(shard_actors, handle) if shard_actors else LocalShards(handle)
@@ -145,6 +151,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
             skipped.update(storage.read_json(layout.done(label, u.unit))["skipped"])
         summary["checkpoints"][label]["skipped"] = dict(skipped)
     summary["run"], summary["settings"] = cfg.run, settings_dict(gen, match)
+    summary["regions"] = regions.as_dict()
     summary["settings"]["resolution_by_checkpoint"] = {label: g.resolution for label, g in gens.items()}
     storage.write_json(layout.path("summary.json"), summary)
     url = write_report(layout, handle, summary, tables, cfg.report_pairs)
