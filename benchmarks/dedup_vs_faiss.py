@@ -105,7 +105,7 @@ def compare(n: int, args: argparse.Namespace, address: str, cores: int) -> dict:
             "-m", "jobs.build_index", *common, "--index_key", f"IVF{nlist}_HNSW32,Flat",
             "--num_shards", str(shards), "--rows_per_slice", str(args.rows_per_slice),
             "--train_points_per_centroid", "39", "--eval_queries", str(args.eval_queries),
-            "--cpus_per_task", "1", "--max_index_memory_usage", "64GB",
+            "--cpus_per_worker", "1", "--max_index_memory_usage", "64GB",
             "--current_memory_available", "8GB"], n, cores, os.path.join(root, "indexes"), logs)]
         stages.append(run_stage("dedup", [
             "-m", "jobs.dedup", *common, "--threshold", str(THRESHOLD), "--nprobe", str(args.nprobe),

@@ -263,7 +263,7 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
         stages = [run_stage("build_index", [
             "-m", "jobs.build_index", *common, "--index_key", f"IVF{nlist}_HNSW32,PQ{dim // 4}x8np",
             "--num_shards", str(shards), "--rows_per_slice", str(args.rows_per_slice),
-            "--train_points_per_centroid", "39", "--eval_queries", "500", "--cpus_per_task", "1",
+            "--train_points_per_centroid", "39", "--eval_queries", "500", "--cpus_per_worker", "1",
             "--max_index_memory_usage", "64GB", "--current_memory_available", "8GB"],
             n, cores, os.path.join(root, "indexes"), logs)]
         if "search" in args.stages:  # every corpus image against the index, as the demo does

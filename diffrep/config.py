@@ -82,6 +82,49 @@ def check_resumed_settings(url: str, settings: dict, section: str, run: str) -> 
     storage.write_json(url, settings)
 
 
+@dataclasses.dataclass(kw_only=True)
+class RunSettings:
+    """Run control that every Ray job shares: one definition, one name per setting. A
+    job's config class inherits it (its own keys come first in --help)."""
+
+    root: str = dataclasses.field(default="out", metadata=helps(
+        "output root (local path or fsspec URL) that the jobs of one corpus share"))
+    overwrite: bool = dataclasses.field(default=False, metadata=helps(
+        "discard this job's finished outputs and recompute them"))
+    max_attempts: int = dataclasses.field(default=3, metadata=helps(
+        "tries per work unit (shard, slice, task) before it is reported failed (actor or "
+        "node deaths included)"))
+    progress_interval_s: float = dataclasses.field(default=10.0, metadata=helps(
+        "seconds between progress lines"))
+    stall_warning_s: float = dataclasses.field(default=60.0, metadata=helps(
+        "seconds without progress, while units are pending, before the job logs why (the "
+        "pending resource demand); it only explains, it stops nothing"))
+    ray_address: str | None = dataclasses.field(default=None, metadata=helps(
+        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
+
+
+def renamed_keys(cls: type) -> dict[str, str]:
+    """{old name: new name} of a config class's renamed keys (its `RENAMED` class
+    attribute); old names are accepted with a deprecation warning."""
+    return dict(getattr(cls, "RENAMED", {}))
+
+
+def _apply_renames(cls: type, values: dict[str, Any], section: str, where: str) -> dict[str, Any]:
+    renamed = renamed_keys(cls)
+    out = dict(values)
+    for old, new in renamed.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{where}{old} and {new} are the same setting ({old} is its old "
+                                  f"name); keep {new} only")
+            import logging
+
+            logging.getLogger("diffrep").warning(
+                "%s%s is deprecated: it is now %s.%s", where, old, section, new)
+            out[new] = out.pop(old)
+    return out
+
+
 def field_help(cls: type) -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
@@ -104,12 +147,15 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
     parser.add_argument("--debug", action="store_true",
                         help="log debug lines, and a failure's full traceback")
     group = parser.add_argument_group("config keys (override the file; values are YAML)")
-    for f in dataclasses.fields(cls):
+    shared = {f.name for f in dataclasses.fields(RunSettings)}
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name in shared):
         default = _default_of(f)
         group.add_argument(
             f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, metavar="VALUE",
             help=f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%"),
         )
+    for old in renamed_keys(cls):
+        parser.add_argument(f"--{old}", dest=old, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -148,9 +194,10 @@ def make_config(cls: type[C], section: str, path: str | Path | None = None,
         sect = doc.get(section) or {}
         if not isinstance(sect, dict):
             raise ConfigError(f"{path}: section `{section}` must be a mapping")
+        sect = _apply_renames(cls, sect, section, f"{path}: {section}.")
         _check_known(sect, names, f"{path}: {section}.")
         values.update(sect)
-    overrides = overrides or {}
+    overrides = _apply_renames(cls, overrides or {}, section, "command line: --")
     _check_known(overrides, names, "command line: --")
     values.update(overrides)
     missing = [f.name for f in dataclasses.fields(cls)

@@ -21,6 +21,7 @@ import pytest
 from diffrep.data.images import SkipSample
 from diffrep.data.reader import iter_raw_samples, parse_sample
 from tests.conftest import requires_sscd
+from tests.helpers import kill_and_resume
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_embed_survives_a_worker_node_dying(nodes, demo_corpus, tmp_path):
     stats = root / "embeddings" / "sscd_onnx" / "stats"
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.embed", "--input", str(shards / "{00000..00007}.tar"),
-         "--root", str(root), "--models", "[sscd_onnx]", "--actors", "2", "--cpus_per_actor", "1",
+         "--root", str(root), "--models", "[sscd_onnx]", "--workers", "2", "--cpus_per_worker", "1",
          "--batch_size", "4", "--ray_address", cluster.address, "--progress_interval_s", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done_at_kill = []
@@ -184,7 +185,7 @@ def test_embed_completes_while_the_object_store_spills(demo_corpus, tmp_path):
         root = tmp_path / "root"
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobs.embed", "--input", str(shards / "{00000..00003}.tar"),
-             "--root", str(root), "--models", "[sscd_onnx]", "--actors", "1", "--cpus_per_actor", "1",
+             "--root", str(root), "--models", "[sscd_onnx]", "--workers", "1", "--cpus_per_worker", "1",
              "--batch_size", "8", "--ray_address", cluster.address],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         peak = 0
@@ -210,8 +211,6 @@ def test_embed_completes_while_the_object_store_spills(demo_corpus, tmp_path):
 def test_scan_driver_killed_and_resubmitted(demo_index_root, ray_cluster, tmp_path):
     """SIGKILL the scan's driver (its actors die with it) after some units; the
     resubmitted job finishes the rest: every (checkpoint, prompt, seed) once, no partial file."""
-    import signal
-
     from diffrep.diffusion.tiny import build_tiny_pipeline
 
     root, _, _ = demo_index_root
@@ -223,20 +222,11 @@ def test_scan_driver_killed_and_resubmitted(demo_index_root, ray_cluster, tmp_pa
             "--baseline_size", "10", "--shard_actors", "never", "--ray_address", ray_cluster.address,
             "--regions", "false"]  # kill and resume is the subject; regions cost 14x the match
     done = root / "scans" / "killed" / "done" / "tiny"
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if done.is_dir() and len(list(done.glob("*.json"))) >= 2:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the scan ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    n_done = len(list(done.glob("*.json")))
-    assert 2 <= n_done < 6
-    resumed = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = finish(resumed)
+    at_kill: list[int] = []
+    log = kill_and_resume(args, 2, root / "scans" / "killed",
+                          on_killed=lambda: at_kill.append(len(list(done.glob("*.json")))))
+    n_done = at_kill[0]
+    assert 2 <= n_done < 6  # the two the driver recorded, maybe one more finished in flight
     assert f"tiny: 6 unit(s), {6 - n_done} to do" in log
     base = root / "scans" / "killed"
     rows = pa.concat_tables([pq.read_table(p) for p in sorted((base / "generations" / "tiny").glob("*.parquet"))])

@@ -1,5 +1,6 @@
 """Job configs: file + overrides, clear errors, --help listing every key."""
 
+import dataclasses
 import importlib
 import subprocess
 import sys
@@ -20,13 +21,13 @@ def test_file_section_and_overrides(tmp_path):
                                                  "--models", "[sscd_onnx, clip:ViT-B-32]"])
     assert (cfg.root, cfg.input, cfg.batch_size) == ("/r", "a.tar", 16)
     assert cfg.models == ["sscd_onnx", "clip:ViT-B-32"]
-    assert cfg.dtype == "float16"  # default kept
+    assert cfg.storage_dtype == "float16"  # default kept
 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"input": "a.tar", "batch_sise": 3}, "did you mean 'batch_size'"),
     ({"input": "a.tar", "batch_size": "many"}, "embed.batch_size = 'many' should be int"),
-    ({"input": "a.tar", "dtype": "int8"}, "one of 'float16', 'float32'"),
+    ({"input": "a.tar", "storage_dtype": "int8"}, "one of 'float16', 'float32'"),
     ({}, "missing config key(s) ['input']"),
 ])
 def test_bad_values_name_the_key(overrides, message):
@@ -64,6 +65,33 @@ def test_every_job_section_is_known():
         assert (job.section or job.name) in JOB_SECTIONS, name
 
 
+def test_old_setting_names_still_work_with_a_deprecation_message(tmp_path, caplog):
+    path = tmp_path / "c.yaml"
+    path.write_text("embed: {input: a.tar, actors: 3, cpus_per_actor: 1, dtype: float32}\n")
+    with caplog.at_level("WARNING", logger="diffrep"):
+        cfg = load_job_config(EmbedConfig, "embed", ["--config", str(path),
+                                                     "--max_shard_attempts", "5"])
+    assert (cfg.workers, cfg.cpus_per_worker, cfg.storage_dtype, cfg.max_attempts) == (3, 1, "float32", 5)
+    assert "embed.actors is deprecated: it is now embed.workers" in caplog.text
+    assert "--max_shard_attempts is deprecated: it is now embed.max_attempts" in caplog.text
+    with pytest.raises(ConfigError, match="dtype and storage_dtype are the same setting"):
+        make_config(EmbedConfig, "embed", None, {"input": "a.tar", "dtype": "float16",
+                                                 "storage_dtype": "float16"})
+
+
+def test_run_control_is_defined_once():
+    """The jobs with work units share one definition of their run-control keys."""
+    from diffrep.config import RunSettings
+    from diffrep.dedup.config import DedupConfig
+    from diffrep.index.config import IndexConfig
+
+    shared = {f.name for f in dataclasses.fields(RunSettings)}
+    for cls in (EmbedConfig, IndexConfig, DedupConfig):
+        assert issubclass(cls, RunSettings)
+        own = set(cls.__dict__.get("__annotations__", {}))
+        assert not own & shared, (cls.__name__, own & shared)
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
         make_config(EmbedConfig, "embed", tmp_path / "nope.yaml", {})
@@ -72,9 +100,10 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 def test_help_lists_keys_with_defaults():
     out = subprocess.run([sys.executable, "-m", "jobs.embed", "--help"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
-    for key in ("--input", "--models", "--batch_size", "--dtype", "--save_tokens", "--root"):
+    for key in ("--input", "--models", "--batch_size", "--storage_dtype", "--save_tokens", "--root"):
         assert key in out
-    assert "default: 'float16'" in out and "default: 64" in out
+    flat = " ".join(out.split())  # argparse wraps lines at the terminal width
+    assert "stored embeddings (default: 'float16')" in flat and "(default: 64)" in flat
 
 
 def test_demo_config_is_valid_for_every_job():

@@ -80,10 +80,10 @@ def test_laion2b_dedup_on_a_smaller_cluster_is_fitted_not_hung():
 
 def test_task_larger_than_every_node_is_lowered_to_the_largest_node():
     cluster = Cluster((Node(2),) * 4)  # 8 CPUs, but no task of 4 CPUs can ever run
-    ask = Ask("index tasks", 1, 4, cpus_key="index.cpus_per_task", cpus_fit="whole")
+    ask = Ask("index tasks", 1, 4, cpus_key="index.cpus_per_worker", cpus_fit="whole")
     fitted, changes = fit([ask], cluster)
     assert fitted[0].cpus == 2
-    assert changes == ["index.cpus_per_task lowered from 4 to 2 (no node has more than 2 CPUs "
+    assert changes == ["index.cpus_per_worker lowered from 4 to 2 (no node has more than 2 CPUs "
                        f"({cluster.describe()}))"]
 
 
@@ -109,7 +109,7 @@ def test_gpu_workers_are_counted_per_gpu_and_cpu_per_node():
 def test_fixed_demands_that_cannot_fit_raise_with_keys_and_totals():
     cluster = Cluster((Node(2),))
     with pytest.raises(ConfigError) as err:
-        fit([workers(1, cpus=1.5), Ask("index tasks", 1, 1.0, cpus_key="index.cpus_per_task")],
+        fit([workers(1, cpus=1.5), Ask("index tasks", 1, 1.0, cpus_key="index.cpus_per_worker")],
             cluster)
     assert "scan.cpus_per_worker" in str(err.value) and "2 CPUs" in str(err.value)
 
@@ -227,7 +227,12 @@ def hold_every_cpu():
     import ray
 
     holder = ray.remote(num_cpus=2)(Holder).remote()
-    ray.get(holder.ping.remote())
+    try:  # a job that left an actor behind would make this wait forever: fail instead
+        ray.get(holder.ping.remote(), timeout=120)
+    except ray.exceptions.GetTimeoutError:
+        ray.kill(holder)
+        raise AssertionError(f"2 CPUs never came free: something still holds them "
+                             f"({ray.available_resources()} of {ray.cluster_resources()})") from None
     return holder
 
 

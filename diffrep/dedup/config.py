@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from diffrep.config import ConfigError, helps
+from diffrep.config import ConfigError, RunSettings, helps
 
 
 @dataclass
-class DedupConfig:
-    root: str = field(default="out", metadata=helps("output root holding indexes/<model>/"))
+class DedupConfig(RunSettings):
     model: str = field(default="sscd_onnx", metadata=helps("whose index to self-search"))
     threshold: float = field(default=0.95, metadata=helps(
         "duplicate when the true similarity is above this (SSCD: 0.95, DESIGN.md)"))
@@ -35,14 +34,6 @@ class DedupConfig:
         "(few shards on few nodes: the slice tasks wait while their shard actor searches)"))
     report_groups: int = field(default=12, metadata=helps("largest groups shown in the report"))
     report_members: int = field(default=8, metadata=helps("images shown per group in the report"))
-    overwrite: bool = field(default=False, metadata=helps("recompute finished query slices"))
-    max_attempts: int = field(default=3, metadata=helps("tries per query slice"))
-    progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
-    stall_warning_s: float = field(default=60.0, metadata=helps(
-        "seconds without progress, while units are pending, before the job logs why "
-        "(the pending resource demand); it only explains, it stops nothing"))
-    ray_address: str | None = field(default=None, metadata=helps(
-        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 
 
 def validate(cfg: DedupConfig) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from diffrep import storage
-from diffrep.config import ConfigError, helps
+from diffrep.config import ConfigError, RunSettings, helps
 from diffrep.data.images import DEFAULT_MAX_PIXELS
 from diffrep.data.shards import check_shards, expand_shards
 from diffrep.models import check_model_name, default_weights
@@ -16,46 +16,38 @@ from diffrep.models.weights import WeightsError, parse_weights, resolve_file
 
 
 @dataclass
-class EmbedConfig:
+class EmbedConfig(RunSettings):
+    RENAMED: ClassVar[dict[str, str]] = {
+        "actors": "workers", "cpus_per_actor": "cpus_per_worker",
+        "max_shard_attempts": "max_attempts", "dtype": "storage_dtype"}
+
     input: str | list[str] = field(metadata=helps(
         "input WebDataset shards: path/URL, brace pattern ({00000..00099}) or glob; or a list"))
-    root: str = field(default="out", metadata=helps("output root (local path or fsspec URL)"))
     models: list[str] = field(default_factory=lambda: ["sscd_onnx"], metadata=helps(
         "embedders to run in one pass over the data (see diffrep.models)"))
     weights: dict[str, Any] = field(default_factory=dict, metadata=helps(
         "per model: local file, URL#sha256=..., 'pretrained[:tag]' or 'random'"))
     model_options: dict[str, dict] = field(default_factory=dict, metadata=helps(
         "per model keyword options, e.g. {sscd_onnx: {resize: short288}}"))
-    dtype: Literal["float16", "float32"] = field(default="float16", metadata=helps(
-        "stored embedding dtype"))
+    storage_dtype: Literal["float16", "float32"] = field(default="float16", metadata=helps(
+        "precision of the stored embeddings"))
     batch_size: int = field(default=64, metadata=helps("images per model call"))
     device: str = field(default="auto", metadata=helps(
         "auto (one GPU per actor when the cluster has GPUs), cpu or cuda"))
-    actors: int | Literal["auto"] = field(default="auto", metadata=helps(
-        "number of embedding actors; auto: one per GPU, or per node CPUs // cpus_per_actor; "
+    workers: int | Literal["auto"] = field(default="auto", metadata=helps(
+        "number of embedding actors; auto: one per GPU, or per node CPUs // cpus_per_worker; "
         "fewer (WARNING) when they do not fit the cluster"))
-    cpus_per_actor: int = field(default=2, metadata=helps(
-        "CPUs reserved per actor (model threads on CPU; decode threads on GPU nodes); at "
-        "most the largest node's CPUs (per GPU on GPU nodes)"))
+    cpus_per_worker: int = field(default=2, metadata=helps(
+        "CPUs reserved per embedding actor (model threads on CPU; decode threads on GPU "
+        "nodes); at most the largest node's CPUs (per GPU on GPU nodes)"))
     decode_threads: int = field(default=0, metadata=helps(
-        "JPEG decode + resize threads per actor; 0: cpus_per_actor"))
+        "JPEG decode + resize threads per actor; 0: cpus_per_worker"))
     max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=helps(
         "images with more pixels are skipped as decompression_bomb (checked before decode)"))
     save_tokens: bool = field(default=False, metadata=helps(
         "also write patch tokens (img_tokens/) for token models (split-product); a shard's "
         "tokens are held in memory: ~300 KB per image for ViT-B/16, so for query sets, "
         "not 10k-image LAION shards"))
-    overwrite: bool = field(default=False, metadata=helps(
-        "recompute shards that are already complete"))
-    max_shard_attempts: int = field(default=3, metadata=helps(
-        "tries per shard before it is reported failed (actor or node deaths included)"))
-    progress_interval_s: float = field(default=10.0, metadata=helps(
-        "seconds between progress lines"))
-    stall_warning_s: float = field(default=60.0, metadata=helps(
-        "seconds without progress, while units are pending, before the job logs why "
-        "(the pending resource demand); it only explains, it stops nothing"))
-    ray_address: str | None = field(default=None, metadata=helps(
-        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 
     def weights_for(self, model: str) -> Any:
         return self.weights.get(model, default_weights(model))
@@ -74,13 +66,13 @@ def validate(cfg: EmbedConfig) -> list[str]:
         errors.append("embed.models is empty: name at least one model, e.g. [sscd_onnx]")
     if len(set(cfg.models)) != len(cfg.models):
         errors.append(f"embed.models lists a model twice: {cfg.models}")
-    for key in ("batch_size", "cpus_per_actor", "max_pixels", "max_shard_attempts"):
+    for key in ("batch_size", "cpus_per_worker", "max_pixels", "max_attempts"):
         if getattr(cfg, key) < 1:
             errors.append(f"embed.{key} must be >= 1")
     if cfg.decode_threads < 0:
         errors.append("embed.decode_threads must be >= 0")
-    if isinstance(cfg.actors, int) and cfg.actors < 1:
-        errors.append("embed.actors must be >= 1 or auto")
+    if isinstance(cfg.workers, int) and cfg.workers < 1:
+        errors.append("embed.workers must be >= 1 or auto")
     for name in list(cfg.weights) + list(cfg.model_options):
         if name not in cfg.models:
             errors.append(f"embed.weights/model_options name {name!r}, which is not in embed.models")

@@ -62,7 +62,7 @@ def clean_partial_outputs(cfg: EmbedConfig) -> int:
 
 def actor_layout(cfg: EmbedConfig, cluster: Cluster) -> ActorLayout:
     """One actor per GPU when the cluster has GPUs (and device allows), else CPU actors
-    of `cpus_per_actor` CPUs each; never more CPUs per actor than a node holds (a GPU
+    of `cpus_per_worker` CPUs each; never more CPUs per actor than a node holds (a GPU
     actor: than its node has per GPU), never more actors than the nodes hold (lowered
     with a WARNING naming the key). Raises ConfigError when nothing fits."""
     gpu_nodes = [n for n in cluster.nodes if n.gpus >= 1]
@@ -70,18 +70,18 @@ def actor_layout(cfg: EmbedConfig, cluster: Cluster) -> ActorLayout:
         raise ConfigError(f"embed.device is cuda but the Ray cluster has no GPU "
                           f"({cluster.describe()}): use auto or cpu, or add GPU nodes")
     if gpu_nodes and cfg.device in ("auto", "cuda"):
-        n = sum(int(g.gpus) for g in gpu_nodes) if cfg.actors == "auto" else cfg.actors
+        n = sum(int(g.gpus) for g in gpu_nodes) if cfg.workers == "auto" else cfg.workers
         per_gpu = min(int(g.cpus // int(g.gpus)) for g in gpu_nodes)
-        ask = Ask("GPU embed actors", n, min(cfg.cpus_per_actor, max(1, per_gpu)), 1.0,
-                  "embed.cpus_per_actor", "embed.device", "embed.actors", count_fit=True)
+        ask = Ask("GPU embed actors", n, min(cfg.cpus_per_worker, max(1, per_gpu)), 1.0,
+                  "embed.cpus_per_worker", "embed.device", "embed.workers", count_fit=True)
         device = "cuda"
     else:
         largest = int(max((c.cpus for c in cluster.nodes), default=0))
-        per = max(1, min(cfg.cpus_per_actor, largest))
-        n = max(1, sum(int(c.cpus // per) for c in cluster.nodes)) if cfg.actors == "auto" \
-            else cfg.actors
-        ask = Ask("CPU embed actors", n, cfg.cpus_per_actor, 0.0, "embed.cpus_per_actor", None,
-                  "embed.actors", cpus_fit="whole", count_fit=True)
+        per = max(1, min(cfg.cpus_per_worker, largest))
+        n = max(1, sum(int(c.cpus // per) for c in cluster.nodes)) if cfg.workers == "auto" \
+            else cfg.workers
+        ask = Ask("CPU embed actors", n, cfg.cpus_per_worker, 0.0, "embed.cpus_per_worker", None,
+                  "embed.workers", cpus_fit="whole", count_fit=True)
         device = "cpu"
     [fitted] = fit_to_cluster("embed", [ask], cluster)
     return ActorLayout(fitted.count, int(fitted.cpus), int(fitted.gpus), device)

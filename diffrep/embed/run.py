@@ -38,7 +38,7 @@ def run_embed(cfg: EmbedConfig, ctx: JobContext) -> str:
     actors = ctx.kill_at_end([
         actor_cls.remote(specs, cfg.root, device=layout.device, batch_size=cfg.batch_size,
                          decode_threads=cfg.decode_threads or layout.num_cpus,
-                         max_pixels=cfg.max_pixels, dtype=cfg.dtype,
+                         max_pixels=cfg.max_pixels, dtype=cfg.storage_dtype,
                          save_tokens=cfg.save_tokens, torch_threads=layout.num_cpus)
         for _ in range(layout.actors)])
     for name, info in ray.get(actors[0].describe.remote()).items():
@@ -52,7 +52,7 @@ def run_embed(cfg: EmbedConfig, ctx: JobContext) -> str:
         actors, units,
         submit=lambda actor, u: actor.process.remote(u.url, u.shard, list(u.models)),
         on_result=lambda u, r: progress.update(r.embedded, r.skipped),
-        progress=progress, max_attempts=cfg.max_shard_attempts,
+        progress=progress, max_attempts=cfg.max_attempts,
         progress_interval_s=cfg.progress_interval_s, stall_warning_s=cfg.stall_warning_s,
     )
     progress.finish()

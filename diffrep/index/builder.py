@@ -87,7 +87,7 @@ def build(cfg: IndexConfig, executor) -> dict:
                           for f, r in zip(s.files, s.rows, strict=True)]
         [(trained, device)] = executor.map(work.train_index, [(
             cfg.root, cfg.model, plan["key"], plan["dim"], locate(positions, files_in_order),
-            len(positions), cfg.cpus_per_task)])
+            len(positions), cfg.cpus_per_worker)])
         log.info("index: k-means ran on %s", device)
         storage.write_json(layout.path("trained.json"), {"training_device": device})
         storage.write_bytes(layout.trained, np.asarray(trained).tobytes())
@@ -101,7 +101,7 @@ def build(cfg: IndexConfig, executor) -> dict:
     progress = Progress("index add", len(todo), unit="slices", item="vectors")
     executor.map(work.add_slice, [(layout, s) for s in todo],
                  shared={"trained": trained, "eval_queries": eval_vectors, "eval_k": EVAL_K,
-                         "threads": cfg.cpus_per_task, "key_parts": plan.get("key_parts")},
+                         "threads": cfg.cpus_per_worker, "key_parts": plan.get("key_parts")},
                  progress=progress, count=lambda r: r["vectors"])
     timings["add_s"] = time.monotonic() - t0
 
@@ -267,7 +267,7 @@ def merge_shards(cfg: IndexConfig, layout: IndexLayout, plan: dict, manifest: di
     log.info("index: collecting the lists of %d shard(s)", len(items))
     progress = Progress("index merge", len(items), unit="shards", item="vectors")
     results = executor.map(work.merge_lists, items, progress=progress, count=lambda r: r["ntotal"],
-                           shared={**shared, "trained": trained, "threads": cfg.cpus_per_task})
+                           shared={**shared, "trained": trained, "threads": cfg.cpus_per_worker})
     for item, result in zip(items, results, strict=True):
         shard = item[-1]
         entry = {"shard": shard, "file": result["file"], "ntotal": result["ntotal"],
@@ -308,7 +308,7 @@ def evaluate(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[dic
     _, truth = merge_topk(truth_parts, EVAL_K)
     per_shard = executor.map(work.sweep_shard, [(layout.path(s["file"]),) for s in shards],
                              shared={"key": plan["key"], "queries": queries, "k": EVAL_K,
-                                     "nprobes": nprobes, "threads": cfg.cpus_per_task})
+                                     "nprobes": nprobes, "threads": cfg.cpus_per_worker})
     sweep = []
     for i, nprobe in enumerate(nprobes):
         _, found = merge_topk([(r[i][1], r[i][2]) for r in per_shard], EVAL_K)

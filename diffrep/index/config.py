@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from autofaiss.utils.cast import cast_memory_to_bytes
 
-from diffrep.config import ConfigError, helps
+from diffrep.config import ConfigError, RunSettings, helps
 from diffrep.models import check_model_name
 
 
 @dataclass
-class IndexConfig:
-    root: str = field(default="out", metadata=helps(
-        "output root holding embeddings/<model>/ (the embed job's output)"))
+class IndexConfig(RunSettings):
+    RENAMED: ClassVar[dict[str, str]] = {"cpus_per_task": "cpus_per_worker"}
+
     model: str = field(default="sscd_onnx", metadata=helps("whose embeddings to index"))
     max_index_memory_usage: str = field(default="16GB", metadata=helps(
         "budget for the whole index (all shards together), e.g. 100MB, 16GB"))
@@ -44,17 +44,9 @@ class IndexConfig:
     seed: int = field(default=0, metadata=helps("training sample and eval query seed"))
     add: bool = field(default=True, metadata=helps(
         "when an index exists: add embedding shards it does not hold, without retraining"))
-    overwrite: bool = field(default=False, metadata=helps("discard an existing index and rebuild"))
-    cpus_per_task: int = field(default=2, metadata=helps(
+    cpus_per_worker: int = field(default=2, metadata=helps(
         "CPUs per training/add/merge task (faiss threads); lowered (WARNING) to the largest "
         "node's CPUs"))
-    max_attempts: int = field(default=3, metadata=helps("tries per add/merge task"))
-    progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
-    stall_warning_s: float = field(default=60.0, metadata=helps(
-        "seconds without progress, while units are pending, before the job logs why "
-        "(the pending resource demand); it only explains, it stops nothing"))
-    ray_address: str | None = field(default=None, metadata=helps(
-        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 
 
 def memory_bytes(text: str, key: str) -> int:
@@ -79,7 +71,7 @@ def validate(cfg: IndexConfig) -> None:
             memory_bytes(getattr(cfg, key), key)
         except ConfigError as exc:
             errors.append(str(exc))
-    for key in ("num_shards", "rows_per_slice", "eval_queries", "key_partition_rows", "max_nprobe", "cpus_per_task",
+    for key in ("num_shards", "rows_per_slice", "eval_queries", "key_partition_rows", "max_nprobe", "cpus_per_worker",
                 "max_attempts", "train_points_per_centroid"):
         if getattr(cfg, key) < 1:
             errors.append(f"index.{key} must be >= 1")

@@ -19,9 +19,9 @@ def run(cfg: IndexConfig, ctx: JobContext) -> str:
     validate(cfg)
     corpus_files(cfg)
     ctx.ray(cfg.ray_address)
-    cfg = fit_config(cfg, "index", [Ask("index tasks", 1, cfg.cpus_per_task,
-                                        cpus_key="index.cpus_per_task", cpus_fit="whole")])
-    executor = RayExecutor(num_cpus=cfg.cpus_per_task, max_attempts=cfg.max_attempts,
+    cfg = fit_config(cfg, "index", [Ask("index tasks", 1, cfg.cpus_per_worker,
+                                        cpus_key="index.cpus_per_worker", cpus_fit="whole")])
+    executor = RayExecutor(num_cpus=cfg.cpus_per_worker, max_attempts=cfg.max_attempts,
                            progress_interval_s=cfg.progress_interval_s,
                            stall_warning_s=cfg.stall_warning_s)
     ctx.working()
