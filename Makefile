@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 # torch/torchvision pinned to the releases this project is tested with.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test lint bench bench-gpu rehearsal clean-demo testbed
+.PHONY: setup demo test test-fast lint bench bench-gpu rehearsal clean-demo testbed
 
 setup: $(VENV)/.installed
 
@@ -55,6 +55,10 @@ testbed: setup
 # DIFFREP_STRICT_TESTS=1: a test that needs what `make setup` installs fails without it.
 test: setup
 	DIFFREP_STRICT_TESTS=1 $(BIN)/python -m pytest -q
+
+# No Ray, nothing slow: the unit tests, in under two minutes.
+test-fast: setup
+	DIFFREP_STRICT_TESTS=1 $(BIN)/python -m pytest -q -m "not ray and not slow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 
+from diffrep import faults
 from diffrep.progress import Progress
 from diffrep.resources import STALL_WARNING_S, StallWatch
 
@@ -129,6 +130,7 @@ def run_units(
                 consecutive_failures[idx] = 0
                 cool_s[idx] = 0.0
                 on_result(unit, value)
+                faults.unit_finished()
         if progress:
             progress.report(progress_interval_s if not ready else 0.0)
         fill()

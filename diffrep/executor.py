@@ -12,6 +12,7 @@ import ctypes
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from diffrep import faults
 from diffrep.progress import Progress
 from diffrep.resources import STALL_WARNING_S, StallWatch
 
@@ -86,6 +87,7 @@ class RayExecutor:
                 results[position[ref]] = ray.get(ref)  # raises after max_attempts
                 if progress:
                     progress.update(count(results[position[ref]]) if count else 0)
+                faults.unit_finished()
             if progress:
                 progress.report(every_s=self.progress_interval_s)
         return results

@@ -91,3 +91,14 @@ def demo_index_root(demo_sscd_root):
     build(IndexConfig(root=str(root), model="sscd_onnx", num_shards=2, eval_queries=20),
           LocalExecutor())
     return root, corpus, manifest
+
+
+# Tests that use these fixtures start or join the session's Ray cluster: marked `ray`
+# here so that `-m "not ray"` (make test-fast) never starts Ray.
+RAY_FIXTURES = frozenset({"ray_cluster", "demo_sscd_root", "demo_index_root"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if RAY_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.ray)

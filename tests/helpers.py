@@ -87,3 +87,59 @@ def render_report(html_path, work_dir) -> dict:
     attrs = dict(re.findall(r'data-(images|images-ok|svgs)="(\d+)"', out.stdout))
     return {"images": int(attrs.get("images", -1)), "images_ok": int(attrs.get("images-ok", -1)),
             "svgs": int(attrs.get("svgs", -1)), "dom": out.stdout}
+
+
+JOB_TIMEOUT_S = 600
+
+
+def job_env(**extra: str) -> dict:
+    import os
+
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "NO_ALBUMENTATIONS_UPDATE": "1", **extra}
+
+
+def kill_and_resume(args: list[str], kill_after: int, outputs: Path, cwd: Path | None = None,
+                    on_killed=None) -> str:
+    """Run the job `args` with DIFFREP_KILL_AFTER_UNITS=kill_after (its driver SIGKILLs
+    itself right after that many finished units: diffrep.faults), check it died by that
+    kill, wait until the cluster has ended its actors and tasks, call `on_killed()` (to
+    look at what the killed run left), rerun it to success, and check no partial file is
+    visible under `outputs`. Returns the resumed run's log."""
+    import signal
+    import subprocess
+
+    from diffrep.storage import TMP_MARKER
+
+    killed = subprocess.run(args, env=job_env(DIFFREP_KILL_AFTER_UNITS=str(kill_after)), cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=JOB_TIMEOUT_S)
+    assert killed.returncode == -signal.SIGKILL, (
+        f"the job was to be killed after {kill_after} unit(s) but ended with "
+        f"{killed.returncode}:\n{killed.stdout[-3000:]}")
+    wait_for_cluster_cpus_free()
+    if on_killed is not None:
+        on_killed()
+    resumed = subprocess.run(args, env=job_env(), cwd=cwd, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=JOB_TIMEOUT_S)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    partial = [p for p in outputs.rglob("*") if TMP_MARKER in p.name]
+    assert not partial, partial
+    return resumed.stdout
+
+
+def wait_for_cluster_cpus_free(deadline_s: float = 120) -> None:
+    """Wait until every CPU of the connected cluster is free: a killed driver's actors and
+    tasks hold CPUs (and may still write) until Ray has ended them."""
+    import time
+
+    import ray
+
+    if not ray.is_initialized():
+        return
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) >= ray.cluster_resources().get("CPU", 0):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the killed job's actors/tasks still hold CPUs after {deadline_s} s: "
+                         f"{ray.available_resources()} of {ray.cluster_resources()}")

@@ -5,10 +5,7 @@ job killed mid-scoring and resubmitted (no caption lost or scored twice), report
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +18,7 @@ from diffrep.diffusion.tiny import build_tiny_pipeline
 from diffrep.rank.captions import build_caption_shards
 from diffrep.rank.verbatim import judge, precision_vs_found, stable_mask, to_unit
 from diffrep.storage import TMP_MARKER
-from tests.helpers import need_chromium, photo, render_report
+from tests.helpers import kill_and_resume, need_chromium, photo, render_report
 
 CAPTIONS = ["a photo of a cat", "an astronaut riding a horse", "the starry night", "", "x y z",
             "a bowl of fruit on a table", "a red car", "a cat photo"]
@@ -161,18 +158,7 @@ def test_caption_sets_dedup_and_duplication_order(tmp_path):
     assert [r["caption"] for r in top] == ["bird", "a cat"] and top[0]["duplication"] == 5
 
 
-def wait_for_other_jobs_to_end(deadline_s: float) -> None:
-    """Wait until every CPU of the cluster is free again: the killed driver's actors and
-    tasks hold CPUs until Ray has ended them (this test's own driver holds none)."""
-    import ray
-
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if ray.available_resources().get("CPU", 0) >= ray.cluster_resources().get("CPU", 0):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the killed job's actors/tasks still hold CPUs after {deadline_s} s: "
-                         f"{ray.available_resources()} of {ray.cluster_resources()}")
+KILL_AFTER_UNITS = 4
 
 
 def test_dcs_job_killed_and_resubmitted_loses_and_doubles_nothing(demo_index_root, ray_cluster,
@@ -186,25 +172,18 @@ def test_dcs_job_killed_and_resubmitted_loses_and_doubles_nothing(demo_index_roo
             "--gt_seeds", "1", "--gt_steps", "2", "--ray_address", ray_cluster.address,
             "--progress_interval_s", "1"]
     scores = root / "rankings" / "killed" / "scores"
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if scores.is_dir() and len([f for f in os.listdir(scores) if f.endswith(".parquet")]) >= 3:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the job ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    # Ray ends the killed driver's actors and tasks only after it notices the driver is
-    # gone; until then they may still write score shards. Count once they have ended.
-    wait_for_other_jobs_to_end(deadline_s=120)
+    mtimes: dict[str, int] = {}
+
+    def score_files() -> dict[str, int]:
+        return {f: os.stat(scores / f).st_mtime_ns for f in os.listdir(scores) if f.endswith(".parquet")}
+
+    log = kill_and_resume(args, KILL_AFTER_UNITS, root / "rankings" / "killed",
+                          on_killed=lambda: mtimes.update(score_files()))
     n_shards = len(list((root / "rankings" / "killed" / "captions").glob("*.parquet")))
-    done_before = {f: os.stat(scores / f).st_mtime_ns for f in os.listdir(scores) if f.endswith(".parquet")}
-    assert 3 <= len(done_before) <= n_shards
-    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"{n_shards - len(done_before)} to do" in out.stdout + out.stderr  # only the unscored
+    done_before = mtimes
+    # the caption step's task is unit 1; the kill lands after scoring shards
+    assert KILL_AFTER_UNITS - 1 <= len(done_before) < n_shards
+    assert f"{n_shards - len(done_before)} to do" in log  # only the unscored
     for f, mtime in done_before.items():
         assert os.stat(scores / f).st_mtime_ns == mtime
     captions = pa.concat_tables([pq.read_table(p) for p in sorted((root / "rankings/killed/captions").glob("*.parquet"))])

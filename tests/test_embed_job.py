@@ -3,13 +3,9 @@ model called directly, resume after a kill, validation before work."""
 
 import hashlib
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +16,7 @@ import pytest
 from diffrep.data.images import decode_image
 from diffrep.models import create_embedder, model_dir_name
 from jobs import embed
-from tests.helpers import photo, sample_members, write_tar
+from tests.helpers import kill_and_resume, photo, sample_members, write_tar
 
 TWO_MODELS = ["--models", "[clip:ViT-B-32, timm:resnet18]",
               "--weights", "{clip:ViT-B-32: random, timm:resnet18: random}"]
@@ -176,22 +172,19 @@ def test_killed_job_resumes_without_duplicates_or_losses(ray_cluster, demo_corpu
             "--ray_address", ray_cluster.address]
     killed_root, ref_root = tmp_path / "killed", tmp_path / "ref"
     stats_dir = killed_root / "embeddings" / model_dir_name(model) / "stats"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.embed", *args, "--root", str(killed_root)],
-                            cwd=Path(__file__).parents[1], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not list(stats_dir.glob("*.json")):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_at_kill = sorted(p.stem for p in stats_dir.glob("*.json"))
-    assert 1 <= len(done_at_kill) < 4, "the kill must land midway"
-    # What a reader can see: complete shards are whole; the rest have no stats file.
-    for s in done_at_kill:
-        n = len(pq.read_table(killed_root / "embeddings" / model_dir_name(model) / "metadata" / f"{s}.parquet"))
-        assert np.load(killed_root / "embeddings" / model_dir_name(model) / "img_emb" / f"{s}.npy").shape[0] == n
+    seen_at_kill: dict = {}
 
-    assert embed.main([*args, "--root", str(killed_root)]) == 0
+    def look() -> None:  # what a reader sees: complete shards are whole, the rest have no stats
+        for s in sorted(p.stem for p in stats_dir.glob("*.json")):
+            meta = killed_root / "embeddings" / model_dir_name(model) / "metadata" / f"{s}.parquet"
+            emb = killed_root / "embeddings" / model_dir_name(model) / "img_emb" / f"{s}.npy"
+            seen_at_kill[s] = (len(pq.read_table(meta)), np.load(emb).shape[0])
+
+    log = kill_and_resume([sys.executable, "-m", "jobs.embed", *args, "--root", str(killed_root)],
+                          1, killed_root, cwd=Path(__file__).parents[1], on_killed=look)
+    assert 1 <= len(seen_at_kill) < 4, "the kill must land midway"
+    assert all(rows == vectors for rows, vectors in seen_at_kill.values())
+    assert f"{4 - len(seen_at_kill)} shards to do, {len(seen_at_kill)} already complete" in log
     assert embed.main([*args, "--root", str(ref_root)]) == 0
     assert not [p for p in killed_root.rglob("*") if ".tmp-" in p.name]
     killed, ref = read_outputs(killed_root, model_dir_name(model)), read_outputs(ref_root, model_dir_name(model))
