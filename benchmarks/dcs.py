@@ -17,13 +17,14 @@ Run: python -m benchmarks.dcs --out bench-results/dcs.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 
 import numpy as np
 import torch
+
+from benchmarks.common import write_results
 
 PEAK_FP16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
 
@@ -150,10 +151,7 @@ def main() -> None:
         print(f"{name}: {flops / 1e9:.1f} GFLOP per caption, {achieved:.0f} TFLOP/s achieved "
               f"({results['fraction_of_peak']} of the dense fp16 peak); 2M captions in "
               f"{results['hours_for_2M_captions']} h on one GPU", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,13 +21,14 @@ import time
 
 import numpy as np
 
+from benchmarks.common import peak_rss_mb, write_results
 from diffrep.dedup.config import DedupConfig
 from diffrep.dedup.run import run_dedup
 from diffrep.executor import LocalExecutor
 from diffrep.index.builder import build
 from diffrep.index.config import IndexConfig
 from diffrep.search import open_index
-from tests.index_helpers import write_embeddings
+from diffrep.synthetic import write_embeddings
 
 MODEL = "sscd_onnx"
 
@@ -76,7 +76,7 @@ def child(n: int, dim: int, rows_per_slice: int, nprobe: int | None) -> None:
 
 def dedup_only(root: str, nprobe: int | None) -> None:
     handle = open_index(root, MODEL)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_mb() * 1024
     t0 = time.perf_counter()
     summary = run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, report_groups=3,
                                     nprobe=nprobe), handle, LocalExecutor(), None)
@@ -86,7 +86,7 @@ def dedup_only(root: str, nprobe: int | None) -> None:
         "steps_s": summary["seconds"], "pairs_per_s": summary["pairs"] / summary["seconds"]["search"],
         "queries_per_s": handle.ntotal / summary["seconds"]["search"],
         "rss_mb_after_imports_and_open": rss_before / 1024,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        "peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> int:
@@ -112,10 +112,7 @@ def main() -> int:
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"machine": {"cpus": os.cpu_count()}, "sizes": rows}, f, indent=2)
-    print(f"written {args.out}")
+    write_results(args.out, {"machine": {"cpus": os.cpu_count()}, "sizes": rows})
     return 0
 
 

@@ -30,7 +30,8 @@ import time
 
 import numpy as np
 
-from benchmarks.rehearsal import MODEL, WorkerRss, pair_quality, run_sizes, run_stage, write_corpus
+from benchmarks.common import WorkerRss
+from benchmarks.rehearsal import MODEL, pair_quality, run_sizes, run_stage, write_corpus
 from diffrep import storage
 from diffrep.index.build import search_params
 

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from benchmarks.common import write_results
 from diffrep.data.demo import build_demo_corpus
 from diffrep.data.reader import iter_raw_samples, parse_sample
 from diffrep.embed.worker import ModelSpec, ShardEmbedder
@@ -196,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results["clip_retrieval"] = {"skipped": "set --clip-retrieval-bin (see docs/benchmarks.md)"}
             print("[clip_retrieval] skipped: no --clip-retrieval-bin")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
-        print(f"written {args.out}")
+        write_results(args.out, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
 import tarfile
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from benchmarks.common import write_results
 from diffrep import storage
 from diffrep.data.demo import load_source_photos
 from diffrep.data.reader import iter_raw_samples, parse_sample
@@ -125,9 +125,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     results = run(args.images, args.side, [int(k) for k in args.k.split(",")], args.repeats, args.seed)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

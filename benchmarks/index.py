@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,11 +25,12 @@ import time
 import faiss
 import numpy as np
 
+from benchmarks.common import peak_rss_mb, write_results
 from diffrep.executor import LocalExecutor
 from diffrep.index.builder import build
 from diffrep.index.config import IndexConfig
 from diffrep.search import RayShards, Searcher, open_index
-from tests.index_helpers import clustered_vectors, write_embeddings
+from diffrep.synthetic import clustered_vectors, write_embeddings
 
 MODEL = "sscd_onnx"
 SCALING_KEY = "IVF2048_HNSW32,PQ64x8np"
@@ -154,7 +154,7 @@ def scaling_child(n: int, dim: int) -> None:
     budget = f"{(n * 72 + 2 * 8 * 2**20) / 2**20:.0f}MB"
     with tempfile.TemporaryDirectory() as root:
         write_clustered_chunks(root, n, dim)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        base = peak_rss_mb() * 1024
         t0 = time.perf_counter()
         infos = build(IndexConfig(root=root, model=MODEL, max_index_memory_usage=budget,
                                   index_key=SCALING_KEY, current_memory_available="8GB",
@@ -164,7 +164,7 @@ def scaling_child(n: int, dim: int) -> None:
                           "train_size": infos["train_size"],
                           "recall_at_10": infos["recall_at_10"], "nprobe": infos["nprobe"],
                           "peak_rss_mb_before_build": base / 1024,
-                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          "peak_rss_mb": peak_rss_mb(),
                           "build_seconds": infos["build_seconds"]}))
 
 
@@ -205,10 +205,7 @@ def main() -> int:
         results["fanout"] = run_fanout(args.n, args.dim, shards=4)
     if "scaling" not in skip:
         results["scaling"] = run_scaling([int(s) for s in args.sizes.split(",")], args.dim)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"written {args.out}")
+    write_results(args.out, results)
     return 0
 
 

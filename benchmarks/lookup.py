@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.common import peak_rss_mb, rss_mb, write_results
 from diffrep.index.build import IDMAP_ROW_GROUP, IDMAP_SCHEMA
 from diffrep.index.layout import IndexLayout
 from diffrep.index.plan import SliceSpec
@@ -100,15 +101,6 @@ class WholeSliceLookup:
         return pa.concat_tables(parts).take(pa.array(np.argsort(np.concatenate(positions))))
 
 
-def status_mb(field: str) -> float:
-    """A /proc/self/status memory field (VmRSS, VmHWM: the peak RSS) in MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def child(root: str, layout_name: str, shape: str, slices: int, rows: int, lookups: int, seed: int) -> dict:
     """One (layout, shape) in this process: ms per lookup and memory."""
     layout = IndexLayout(os.path.join(root, layout_name.removesuffix("_cold")), MODEL)
@@ -119,7 +111,7 @@ def child(root: str, layout_name: str, shape: str, slices: int, rows: int, looku
         reader = IdMapReader(layout, specs, cache_bytes=0 if layout_name.endswith("_cold") else IDMAP_CACHE_BYTES)
     n, columns = SHAPES[shape]
     rng = np.random.default_rng(seed)
-    start_rss = status_mb("VmRSS")
+    start_rss = rss_mb()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM: the peak below is the lookups', not the imports'
     for _ in range(2):
@@ -130,7 +122,7 @@ def child(root: str, layout_name: str, shape: str, slices: int, rows: int, looku
         got = reader.lookup(ids, columns)
         assert got["key"].to_pylist()[:3] == [f"{i:09d}" for i in ids[:3]]
     ms = (time.perf_counter() - t0) / lookups * 1000
-    peak = status_mb("VmHWM")
+    peak = peak_rss_mb()
     return {"ms_per_lookup": round(ms, 2), "ids_per_s": round(n / ms * 1000), "peak_rss_mb": round(peak),
             "rss_rise_mb": round(peak - start_rss)}
 
@@ -169,9 +161,7 @@ def main() -> None:
                 out["results"][f"{shape}/{name}"] = r
                 print(f"| {shape} | {n:,} | {name} | {r['ms_per_lookup']} | {r['ids_per_s']:,} | "
                       f"{r['peak_rss_mb']} | {r['rss_rise_mb']} |", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
+    write_results(args.out, out)
 
 
 if __name__ == "__main__":

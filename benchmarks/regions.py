@@ -31,7 +31,6 @@ Run: python -m benchmarks.regions --out bench-results/regions.json
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -39,6 +38,7 @@ import time
 
 import numpy as np
 
+from benchmarks.common import write_results
 from diffrep.search.regions import RegionSpec, embed_regions
 
 SETS = ("cutmix", "segmix", "segmix_background", "diagonal_image", "plain")
@@ -235,8 +235,7 @@ def main() -> None:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if not args.rates_only:
         write_html(results, args.html)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

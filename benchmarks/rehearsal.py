@@ -37,7 +37,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 
@@ -45,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.common import WorkerRss, write_results
 from diffrep import storage
 from diffrep.embed.layout import METADATA_SCHEMA, ModelOutput
 
@@ -117,86 +117,6 @@ def write_corpus(root: str, n: int, dim: int, shard_rows: int, seed: int = 0) ->
     return {"groups": int(len(sizes)), "duplicated_images": int(len(members)),
             "largest_group": int(sizes.max()), "planted_pairs": int((sizes * (sizes - 1) // 2).sum()),
             "group_size_quantiles": {q: int(np.quantile(sizes, q)) for q in (0.5, 0.9, 0.99)}}
-
-
-def rss_parts(pid: int) -> tuple[int, int]:
-    """A process's (RssAnon, RssFile) in bytes: its heap, and the pages of files it
-    memory-maps (which RSS also counts and the kernel can drop); zeros if unreadable."""
-    anon = file = 0
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    anon = int(line.split()[1]) * 1024
-                elif line.startswith("RssFile:"):
-                    file = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return anon, file
-
-
-def rss_anon(pid: int) -> int:
-    return rss_parts(pid)[0]
-
-
-def task_type(title: str) -> str:
-    """A Ray worker's task type from its process title ("ray::dedup_slice",
-    "ray::ShardSearcher.range_search_lists()"): the part after "ray::" up to "(" or "."."""
-    name = title.split("ray::", 1)[-1]
-    for sep in ("(", ".", " "):
-        name = name.split(sep, 1)[0]
-    return name or "?"
-
-
-class WorkerRss:
-    """Peak RSS and RssAnon of the driver and of Ray worker processes (names starting
-    'ray::'), sampled in a thread."""
-
-    def __init__(self, interval_s: float = 0.2):
-        import psutil
-
-        self.psutil, self.interval_s = psutil, interval_s
-        self.peak: dict[int, int] = {}
-        self.driver_pid: int | None = None
-        self.driver_peak = self.driver_peak_anon = 0
-        self.peak_anon: dict[int, int] = {}
-        self.by_task: dict[str, dict[str, int]] = {}  # task type -> peak rss / anon / file
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for p in self.psutil.process_iter(["name", "memory_info", "cmdline"]):
-                try:
-                    name = p.info["name"] or ""
-                    cmd = " ".join(p.info["cmdline"] or [])
-                    if p.pid == self.driver_pid:
-                        self.driver_peak = max(self.driver_peak, p.info["memory_info"].rss)
-                        self.driver_peak_anon = max(self.driver_peak_anon, rss_anon(p.pid))
-                    elif name.startswith("ray::") or "default_worker.py" in cmd:
-                        rss = p.info["memory_info"].rss
-                        anon, file = rss_parts(p.pid)
-                        self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
-                        self.peak_anon[p.pid] = max(self.peak_anon.get(p.pid, 0), anon)
-                        if name.startswith("ray::") and "IDLE" not in name:
-                            peak = self.by_task.setdefault(task_type(name), {"rss": 0, "anon": 0, "file": 0})
-                            peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)
-                            peak["file"] = max(peak["file"], file)
-                except (self.psutil.Error, AttributeError):
-                    continue
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> WorkerRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def largest_mb(self) -> float:
-        return max(self.peak.values(), default=0) / 2**20
 
 
 def bytes_under(path: str) -> int:
@@ -375,8 +295,7 @@ def run_sizes(args: argparse.Namespace, measure: Callable[[int, str, int], dict]
     try:
         for n in [int(s) for s in args.sizes.split(",")]:
             results["sizes"].append(measure(n, cluster.address, cores))
-            with open(args.out, "w") as f:
-                json.dump(results, f, indent=2)
+            write_results(args.out, results)
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -17,10 +17,11 @@ Run: python -m benchmarks.scan --out bench-results/scan.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
+
+from benchmarks.common import write_results
 
 
 def bench_generation(kind: str, device: str, resolution: int, steps: int, images: int,
@@ -59,6 +60,7 @@ def bench_generation(kind: str, device: str, resolution: int, steps: int, images
 
 
 def bench_match(index_size: int, images: int, tmp: str) -> dict:
+    from benchmarks.common import clustered_vectors, write_embeddings
     from diffrep.diffusion.pipelines import Checkpoint
     from diffrep.diffusion.tiny import build_tiny_pipeline
     from diffrep.executor import LocalExecutor
@@ -67,7 +69,6 @@ def bench_match(index_size: int, images: int, tmp: str) -> dict:
     from diffrep.scan.demo import novel_image
     from diffrep.scan.units import ScanUnit
     from diffrep.scan.worker import GenerationSettings, MatchSettings, ScanWorker
-    from tests.index_helpers import clustered_vectors, write_embeddings
 
     root = os.path.join(tmp, "root")
     x = clustered_vectors(index_size, 512, clusters=max(index_size // 100, 10), seed=0)
@@ -140,10 +141,7 @@ def main() -> None:
                                                  args.steps, args.images, args.batch_size, tmp)
         if not args.skip_match:
             results["match"] = bench_match(args.index_size, 128, tmp)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from diffrep.executor import LocalExecutor
 from diffrep.index.builder import build
 from diffrep.index.config import IndexConfig
 from diffrep.search import Searcher, open_index
+from diffrep.synthetic import clustered_vectors, write_embeddings
 from tests.helpers import need_chromium, render_report
-from tests.index_helpers import clustered_vectors, write_embeddings
 
 MODEL = "sscd_onnx"
 

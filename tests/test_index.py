@@ -17,8 +17,8 @@ from diffrep.index.config import IndexConfig
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, file_digest
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
+from diffrep.synthetic import clustered_vectors, write_embeddings
 from tests.helpers import chromium, photo, render_report
-from tests.index_helpers import clustered_vectors, write_embeddings
 
 MODEL = "sscd_onnx"
 DIM = 128

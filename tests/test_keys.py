@@ -16,7 +16,7 @@ from diffrep.index.config import IndexConfig
 from diffrep.index.keys import key_partition
 from diffrep.index.manifest import IndexIntegrityError
 from diffrep.search import open_index
-from tests.index_helpers import clustered_vectors, write_embeddings
+from diffrep.synthetic import clustered_vectors, write_embeddings
 
 MODEL = "sscd_onnx"
 

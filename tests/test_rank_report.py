@@ -42,3 +42,14 @@ def test_every_labelled_caption_is_listed_and_counts_link_to_their_rows(tmp_path
     mv_row = re.search(r"<tr><td>MV</td>(.*?)</tr>", html).group(1)
     assert sorted(re.findall(r"href='#rank-(\d+)'", mv_row), key=int) == ["15", "15", "18", "19", "20"]
     assert ">4</a>" in mv_row
+
+
+def test_untested_captions_have_their_own_row_and_a_note_on_making_them_testable(tmp_path):
+    truth = truth_rows(3, {1: "TV", 2: "untested", 3: "untested"})
+    cfg = RankConfig(root=str(tmp_path), run="r", checkpoint="ckpt", top_n=3, report_top=0)
+    summary = {"scored": 3, "distance": "RMS", "labels": {"TV": 1, "untested": 2}, "untested": 2,
+               "curves": {"dcs": {"found": [1], "precision": [1.0]}}}
+    html = Path(write_report(RankLayout(str(tmp_path), "r"), cfg, summary, truth)).read_text()
+    assert re.search(r"<tr><td>untested</td><td><a href='#rank-2'>2</a>", html)
+    assert "2 caption(s) untested" in html and "dcs.dedup_groups" in html
+    assert "2 untested left out" in html

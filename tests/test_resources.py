@@ -136,7 +136,7 @@ def build_index(root: Path, shards: int) -> None:
     from diffrep.executor import LocalExecutor
     from diffrep.index.builder import build
     from diffrep.index.config import IndexConfig
-    from tests.index_helpers import write_embeddings
+    from diffrep.synthetic import write_embeddings
     from tests.test_dedup import planted
 
     x, _ = planted()

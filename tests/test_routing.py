@@ -23,7 +23,7 @@ from diffrep.index.config import IndexConfig
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import describe_files
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
-from tests.index_helpers import clustered_vectors, write_embeddings
+from diffrep.synthetic import clustered_vectors, write_embeddings
 
 MODEL = "sscd_onnx"
 DIM = 32

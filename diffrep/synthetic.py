@@ -1,4 +1,5 @@
-"""Synthetic embedding outputs in the embed job's layout, for index and search tests."""
+"""Synthetic embedding corpora in the embed job's layout, for tests, benchmarks and the
+rehearsal: vectors clustered like real descriptors, written as embed-job shards."""
 
 from __future__ import annotations
 

@@ -1,0 +1,134 @@
+"""What every benchmark shares: memory measured one way, results written one way, and
+the synthetic corpus (diffrep.synthetic). No benchmark imports from tests/.
+
+Memory: `peak_rss_mb()` is this process's peak resident set (the kernel's VmHWM, which
+writing 5 to /proc/self/clear_refs resets); `WorkerRss` samples the driver's and every Ray worker's RSS and
+RssAnon in a thread (RssAnon: heap, without the pages of memory-mapped files that RSS
+also counts). Results: `write_results(path, results)` prints them and writes them as
+JSON, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import threading
+
+from diffrep.synthetic import clustered_vectors, write_embeddings  # noqa: F401 - shared
+
+__all__ = ["WorkerRss", "clustered_vectors", "peak_rss_mb", "rss_mb", "write_embeddings",
+           "write_results"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS so far (VmHWM), MB (2**20 bytes)."""
+    return _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """A process's current RSS (default: this one), MB; 0 if unreadable."""
+    return _status_mb("VmRSS", pid)
+
+
+def _status_mb(field: str, pid: int | None = None) -> float:
+    try:
+        with open(f"/proc/{pid or os.getpid()}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def write_results(path: str | None, results: dict) -> None:
+    """Print the results and, with a path, write them there as JSON (atomically)."""
+    text = json.dumps(results, indent=2)
+    print(text)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+
+
+def rss_parts(pid: int) -> tuple[int, int]:
+    """A process's (RssAnon, RssFile) in bytes: its heap, and the pages of files it
+    memory-maps (which RSS also counts and the kernel can drop); zeros if unreadable."""
+    anon = file = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    anon = int(line.split()[1]) * 1024
+                elif line.startswith("RssFile:"):
+                    file = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return anon, file
+
+
+def rss_anon(pid: int) -> int:
+    return rss_parts(pid)[0]
+
+
+def task_type(title: str) -> str:
+    """A Ray worker's task type from its process title ("ray::dedup_slice",
+    "ray::ShardSearcher.range_search_lists()"): the part after "ray::" up to "(" or "."."""
+    name = title.split("ray::", 1)[-1]
+    for sep in ("(", ".", " "):
+        name = name.split(sep, 1)[0]
+    return name or "?"
+
+
+class WorkerRss:
+    """Peak RSS and RssAnon of the driver and of Ray worker processes (names starting
+    'ray::'), sampled in a thread."""
+
+    def __init__(self, interval_s: float = 0.2):
+        import psutil
+
+        self.psutil, self.interval_s = psutil, interval_s
+        self.peak: dict[int, int] = {}
+        self.driver_pid: int | None = None
+        self.driver_peak = self.driver_peak_anon = 0
+        self.peak_anon: dict[int, int] = {}
+        self.by_task: dict[str, dict[str, int]] = {}  # task type -> peak rss / anon / file
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for p in self.psutil.process_iter(["name", "memory_info", "cmdline"]):
+                try:
+                    name = p.info["name"] or ""
+                    cmd = " ".join(p.info["cmdline"] or [])
+                    if p.pid == self.driver_pid:
+                        self.driver_peak = max(self.driver_peak, p.info["memory_info"].rss)
+                        self.driver_peak_anon = max(self.driver_peak_anon, rss_anon(p.pid))
+                    elif name.startswith("ray::") or "default_worker.py" in cmd:
+                        rss = p.info["memory_info"].rss
+                        anon, file = rss_parts(p.pid)
+                        self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
+                        self.peak_anon[p.pid] = max(self.peak_anon.get(p.pid, 0), anon)
+                        if name.startswith("ray::") and "IDLE" not in name:
+                            peak = self.by_task.setdefault(task_type(name), {"rss": 0, "anon": 0, "file": 0})
+                            peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)
+                            peak["file"] = max(peak["file"], file)
+                except (self.psutil.Error, AttributeError):
+                    continue
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> WorkerRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def largest_mb(self) -> float:
+        return max(self.peak.values(), default=0) / 2**20
