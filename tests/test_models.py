@@ -144,3 +144,15 @@ def test_sscd_short288_mode_batches_by_shape():
     alone = np.concatenate([emb.embed_images([i]) for i in imgs])
     np.testing.assert_allclose(together, alone, atol=1e-5)
     assert emb.prepare(imgs[0]).shape[:2] == (288, 384)
+
+
+def test_open_clip_random_init_warning_is_not_repeated(caplog):
+    """open_clip warns "initialized randomly" even when weights are loaded right after; the
+    embed job warns about real random init itself."""
+    import logging
+
+    from diffrep.models import create_embedder
+
+    with caplog.at_level(logging.WARNING):
+        create_embedder("clip:ViT-B-32", weights="random")
+    assert "initialized randomly" not in caplog.text
