@@ -134,14 +134,34 @@ def load_pipeline(checkpoint: Checkpoint, device: str = "cpu", dtype: str = "aut
     from diffusers import StableDiffusionPipeline
 
     check_safetensors(checkpoint.path)
+    quiet_loading()
     torch_dtype = resolve_dtype(dtype, device)
+    # diffusers >= 0.36 names it `dtype` (and warns on `torch_dtype`); older ones do not know it
+    dtype_kw = "dtype" if _accepts_dtype_keyword() else "torch_dtype"
+    # low_cpu_mem_usage=False: without accelerate diffusers falls back to it after a warning
     pipe = StableDiffusionPipeline.from_pretrained(
-        checkpoint.path, torch_dtype=torch_dtype, use_safetensors=True, local_files_only=True,
-        safety_checker=None, requires_safety_checker=False)
+        checkpoint.path, use_safetensors=True, local_files_only=True, safety_checker=None,
+        requires_safety_checker=False, low_cpu_mem_usage=False, **{dtype_kw: torch_dtype})
     if scheduler:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def quiet_loading() -> None:
+    """No per-component progress bars from diffusers and transformers when a worker loads
+    a pipeline (a job's own progress lines say how far it is)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _accepts_dtype_keyword() -> bool:
+    from diffusers.utils import deprecation_utils
+
+    return hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
 
 
 def make_scheduler(name: str, config: dict):
