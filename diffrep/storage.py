@@ -110,6 +110,24 @@ def write_npy(url: str, array: np.ndarray) -> None:
     write_bytes(url, buf.getvalue())
 
 
+def read_table(url: str, **kwargs: Any) -> pa.Table:
+    """pq.read_table of a file or folder at any fsspec URL (pyarrow alone knows only a
+    few protocols: memory://, for one, it refuses). kwargs: columns, filters, ..."""
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(url)
+    return pq.read_table(path, filesystem=fs, **kwargs)
+
+
+def read_schema(url: str) -> pa.Schema:
+    """The schema of a parquet file at any fsspec URL."""
+    import pyarrow.parquet as pq
+
+    fs, path = filesystem(url)
+    with fs.open(path, "rb") as f:
+        return pq.read_schema(f)
+
+
 def write_parquet(url: str, table: pa.Table, row_group_size: int | None = None) -> None:
     """Atomically write a pyarrow table as parquet (zstd; row groups of `row_group_size`
     rows, pyarrow's default when None)."""

@@ -351,3 +351,32 @@ def test_nprobe_choice_smallest_reaching_target_else_the_knee(caplog):
         tied = choose_nprobe([{"nprobe": 1, "recall_at_10": 0.93}], 0.95, 16, exact=True)
     assert tied["nprobe"] == 1
     assert "ties" in caplog.text and "WARNING" not in caplog.text
+
+
+def test_float16_embeddings_on_a_remote_root_build_search_and_dedup():
+    """The embed job's default storage (float16) on an fsspec root (memory://, as s3://):
+    the index builds, search finds every query's own vector at its true similarity, and
+    dedup writes its tables there and reads them back."""
+    from diffrep import storage
+    from diffrep.dedup.config import DedupConfig
+    from diffrep.dedup.run import run_dedup
+
+    root = "memory://diffrep-tests/float16"
+    x = clustered_vectors(3000, DIM, 30, seed=11)
+    x[1500] = x[7]  # one exact duplicate pair
+    write_embeddings(root, MODEL, x, 1000, dtype="float16")
+    build(IndexConfig(root=root, model=MODEL, num_shards=2, eval_queries=50), LocalExecutor())
+    handle = open_index(root, MODEL)
+    stored = handle.vectors(np.arange(len(x)))
+    np.testing.assert_allclose(stored, x.astype(np.float16).astype(np.float32), atol=0)
+    queries = np.arange(0, 3000, 37)
+    hits = Searcher(handle).search(x[queries], k=3, rerank="exact", candidates=30)
+    top = hits.ids[:, 0]
+    assert ((top == queries) | ((queries == 7) & (top == 1500))).all()
+    np.testing.assert_allclose(hits.sims[:, 0], 1.0, atol=2e-3)  # float16 rounding only
+    summary = run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.999, partition_ids=1000),
+                        handle, LocalExecutor(), None)
+    assert summary["pairs"] == 1 and summary["groups"] == 1
+    assert storage.read_json(f"{root}/dedup/{MODEL}/summary.json")["pairs"] == 1
+    pairs = storage.read_table(f"{root}/dedup/{MODEL}/pairs")
+    assert pairs.num_rows == 1

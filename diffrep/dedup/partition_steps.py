@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.dedup import components
@@ -145,7 +144,7 @@ def labels_step(root: str, model: str, partition: int, last_step: int, num_parts
     nodes, group_ids = components.star_roots(edges["u"].to_numpy(), edges["v"].to_numpy())
     storage.write_parquet(layout.part("components", partition), pa.table(
         {"id": nodes, "group_id": group_ids}, schema=COMPONENT_SCHEMA))
-    degree = pq.read_table(layout.step_output("degree", partition))
+    degree = storage.read_table(layout.step_output("degree", partition))
     counts = np.zeros(len(nodes), np.int32)
     if len(degree):
         counts[np.searchsorted(nodes, degree["id"].to_numpy())] = degree["duplicate_count"].to_numpy()

@@ -40,7 +40,7 @@ class DedupGroups:
             url = storage.join(self.base, dataset, f"part_{part:05d}.parquet")
             if not storage.exists(url):
                 continue
-            t = pq.read_table(url, columns=columns)
+            t = storage.read_table(url, columns=columns)
             tables.append(t.filter(pc.is_in(t[column], value_set=pa.array(ids, pa.int64()))))
         return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.int64()) for c in columns})
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.dedup.layout import DedupLayout
@@ -21,9 +20,9 @@ def write_report(layout: DedupLayout, handle: IndexHandle, summary: dict, member
     stats_rows, shown = [], {}
     for part in sorted({g // partition_ids for g in top}):
         wanted_ids = pa.array([g for g in top if g // partition_ids == part], pa.int64())
-        stats = pq.read_table(layout.part("group_stats", part))
+        stats = storage.read_table(layout.part("group_stats", part))
         stats_rows += stats.filter(pc.is_in(stats["group_id"], value_set=wanted_ids)).to_pylist()
-        groups = pq.read_table(layout.part("groups", part))
+        groups = storage.read_table(layout.part("groups", part))
         for gid in wanted_ids.to_pylist():
             members = groups.filter(pc.equal(groups["group_id"], gid)).sort_by(
                 [("is_representative", "descending"), ("duplicate_count", "descending"),

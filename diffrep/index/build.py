@@ -10,7 +10,6 @@ import time
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.embed.layout import ModelOutput
@@ -118,7 +117,7 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
         if len(vectors) != rows:
             raise RuntimeError(f"{out.embeddings(shard)} has {len(vectors)} rows, the plan says "
                                f"{rows}: embeddings changed during the build; rerun with --overwrite true")
-        meta = pq.read_table(out.metadata(shard), columns=["key", "url", "caption", "row"])
+        meta = storage.read_table(out.metadata(shard), columns=["key", "url", "caption", "row"])
         if meta.num_rows != rows:
             raise RuntimeError(f"{out.metadata(shard)} has {meta.num_rows} rows, {out.embeddings(shard)} "
                                f"has {rows}")

@@ -16,7 +16,6 @@ import logging
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.index.layout import IndexLayout
@@ -53,7 +52,7 @@ def build_key_part(layout: IndexLayout, part: int, slice_ids: list[int], previou
     part; returns {part, file, keys}."""
     tables = [read_inbound([layout.path(run_name(s)) for s in slice_ids], part, KEY_SCHEMA)]
     if previous:
-        tables.append(pq.read_table(layout.path(previous)).cast(KEY_SCHEMA))
+        tables.append(storage.read_table(layout.path(previous)).cast(KEY_SCHEMA))
     table = pa.concat_tables(tables).sort_by([("key", "ascending"), ("id", "ascending")])
     name = part_name(part, generation)
     storage.write_parquet(layout.path(name), table)
@@ -69,7 +68,7 @@ def resolve(layout: IndexLayout, files: list[str], keys: list[str]) -> dict[str,
     out: dict[str, int] = {}
     for part in np.unique(which).tolist():
         wanted = pa.array([k for k, w in zip(keys, which.tolist(), strict=True) if w == part], pa.string())
-        table = pq.read_table(layout.path(files[part]), filters=[("key", "in", wanted.to_pylist())])
+        table = storage.read_table(layout.path(files[part]), filters=[("key", "in", wanted.to_pylist())])
         table = table.filter(pc.is_in(table["key"], value_set=wanted))  # sorted: first is smallest id
         for key, id_ in zip(table["key"].to_pylist(), table["id"].to_pylist(), strict=True):
             out.setdefault(key, id_)

@@ -17,7 +17,6 @@ from collections import Counter
 from contextlib import closing
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from diffrep import storage
@@ -52,9 +51,9 @@ def fetch_corpus_images(root: str, model: str, wanted: dict[str, set[str]]) -> d
 def read_ranged_images(url: str, metadata_url: str, keys: set[str]) -> dict[str, Image.Image]:
     """{key: image} of the `keys` whose byte range in the tar `url` the metadata records
     and whose bytes there still hash to the recorded sha256; the others are left out."""
-    if not keys or "image_offset" not in pq.read_schema(metadata_url).names:
+    if not keys or "image_offset" not in storage.read_schema(metadata_url).names:
         return {}
-    meta = pq.read_table(metadata_url, columns=["key", "sha256", "image_offset", "image_size"],
+    meta = storage.read_table(metadata_url, columns=["key", "sha256", "image_offset", "image_size"],
                          filters=[("key", "in", sorted(keys)), ("image_offset", ">=", 0)])
     if not meta.num_rows:
         return {}

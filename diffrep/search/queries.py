@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow.parquet as pq
 
+from diffrep import storage
 from diffrep.config import ConfigError
 from diffrep.data.folder import decode_any_image
 from diffrep.data.images import SkipSample
@@ -65,7 +66,7 @@ class EmbedRootQueries:
     def batches(self, batch_size: int) -> Iterator[QueryBatch]:
         for f in self.files:  # batches do not span shards
             vectors = load_npy(self.out.embeddings(f.shard))
-            keys = pq.read_table(self.out.metadata(f.shard), columns=["key"])["key"].to_pylist()
+            keys = storage.read_table(self.out.metadata(f.shard), columns=["key"])["key"].to_pylist()
             for start in range(0, len(keys), batch_size):
                 yield QueryBatch(keys[start:start + batch_size],
                                  np.asarray(vectors[start:start + batch_size], np.float32))
