@@ -139,6 +139,9 @@ def run_job(job: Job, argv: list[str] | None = None) -> int:
 
 
 def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)  # a Ray task error: the error the task raised
+    if isinstance(cause, BaseException) and cause is not exc:
+        exc = cause
     text = str(exc).strip()
     # a Ray task error's text is the remote traceback; its last line is the error itself
     if "Traceback (most recent call last)" in text:

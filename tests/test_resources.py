@@ -179,6 +179,30 @@ def test_search_with_more_shards_than_cpus_finishes(ray_cluster, tmp_path):
 
 
 @pytest.mark.ray
+def test_search_and_dedup_exit_2_naming_a_tampered_shard(ray_cluster, tmp_path):
+    """A shard whose bytes do not match the manifest is bad input (exit 2, one line naming
+    the file), whether the shard actors or the driver verify it; no actor is left behind."""
+    build_index(tmp_path, shards=2)
+    shard = sorted((tmp_path / "indexes" / MODEL).glob("shard_*.index"))[1]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    for job, extra in (("search", ["--queries", str(tmp_path), "--shard_actors", "always"]),
+                       ("search", ["--queries", str(tmp_path), "--shard_actors", "never"]),
+                       ("dedup", ["--shard_actors", "always"])):
+        proc = run_job(job, "--root", str(tmp_path), "--model", MODEL, *extra,
+                       "--ray_address", ray_cluster.address)
+        assert proc.returncode == 2, (job, extra, proc.stdout[-3000:])
+        errors = [ln for ln in proc.stdout.splitlines() if " ERROR " in ln]
+        assert len(errors) == 1 and shard.name in errors[0], (job, extra, errors)
+        assert "Traceback" not in proc.stdout
+    assert ray_cluster_cpus() == 2
+    import ray
+
+    ray.kill(hold_every_cpu())  # the shard actors of the failed jobs are gone
+
+
+@pytest.mark.ray
 def test_scan_asking_for_a_gpu_on_a_cpu_cluster_stops_before_any_work(ray_cluster, tmp_path):
     build_index(tmp_path, shards=2)
     (tmp_path / "generated").mkdir()

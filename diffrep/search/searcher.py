@@ -76,14 +76,37 @@ class ShardSearcher:
     methods scan only the lists a ListRouter assigned (diffrep.search.lists)."""
 
     def __init__(self, url: str, key: str, manifest: dict | None = None, base: str | None = None,
-                 name: str | None = None, threads: int = 0):
+                 name: str | None = None, threads: int = 0, defer: bool = False):
+        self._where = (url, manifest, base, name, threads)
+        self.key = key
+        self._index = self._ivf = None
+        if not defer:
+            self.open()
+
+    @property
+    def index(self):
+        if self._index is None:  # a restarted actor opens again on its first call
+            self.open()
+        return self._index
+
+    @property
+    def ivf(self):
+        self.index  # noqa: B018 - opens the shard if not yet open
+        return self._ivf
+
+    def open(self) -> int:
+        """Verify the shard file (with a manifest) and memory-map it; returns its vector
+        count. An actor opens in a method call, not in its constructor, so that a tampered
+        file comes back as the IndexIntegrityError itself (an error raised in an actor's
+        constructor arrives as the actor's death)."""
+        url, manifest, base, name, threads = self._where
         if manifest is not None:
             verify(base, manifest, [name])
         if threads:
             faiss.omp_set_num_threads(threads)
-        self.index = read_index(url, mmap=True)
-        self.ivf = split_index(self.index)[1]
-        self.key = key
+        self._index = read_index(url, mmap=True)
+        self._ivf = split_index(self._index)[1]
+        return int(self._index.ntotal)
 
     def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe))
@@ -180,10 +203,14 @@ class RayShards(_Shards):
                                                   max_task_retries=3)
         self.ray = ray
         self.actors = [actor.remote(handle.shard_url(n), handle.manifest["key"], handle.manifest,
-                                    handle.layout.base, n, threads)
+                                    handle.layout.base, n, threads, defer=True)
                        for n in handle.shard_files()]
         self.router = ListRouter.of(handle) if route else None
-        ray.get([a.ntotal.remote() for a in self.actors])  # surfaces verification errors now
+        try:  # each actor verifies its shard's sha256 now: a tampered file stops the job here
+            ray.get([a.open.remote() for a in self.actors])
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def from_actors(cls, actors: list, handle: IndexHandle | None = None, route: bool = True) -> RayShards:
