@@ -195,7 +195,7 @@ def test_dcs_job_killed_and_resubmitted_loses_and_doubles_nothing(demo_index_roo
     assert (np.diff(dcs) <= 0).all()
     truth = pa.concat_tables([pq.read_table(p) for p in sorted((root / "rankings/killed/truth").glob("*.parquet"))])
     assert truth["caption_id"].to_pylist() == ranked["caption_id"].to_pylist()[:4]
-    assert set(truth["label"].to_pylist()) <= {"MV", "RV", "TV", "none"}
+    assert set(truth["label"].to_pylist()) <= {"MV", "RV", "TV", "none", "untested"}
     need_chromium()
     rendered = render_report(root / "rankings" / "killed" / "report.html", tmp_path)
     assert rendered["svgs"] == 1 and rendered["images_ok"] == rendered["images"] >= 4 * 3

@@ -73,3 +73,69 @@ def test_region_baseline_shows_progress_and_a_second_scan_reads_it_back(testbed_
     again = baseline.load_or_compute_regions(ScanLayout(str(root), "two"), searcher, embedder,
                                              spec, 64, 0, 20)  # another run, same index
     assert again.equals(first)
+
+
+def test_scan_of_both_models_with_defaults(testbed_root):
+    """Scan with every setting at its default but the prompts (6 of the corpus's memorized
+    and once-seen captions, 2 seeds): 32 px from the checkpoints, regions off with the
+    reason, and the baseline's warning (the testbed's 32 px images are mostly above 0.5
+    against each other)."""
+    from diffrep.diffusion.pipelines import resolve_checkpoint
+    from diffrep.scan.config import ScanConfig, validate
+    from diffrep.scan.run import run_scan
+    from diffrep.search import open_index
+
+    root, corpus = testbed_root
+    cfg = ScanConfig(root=str(root), run="defaults", checkpoints=[str(A), str(B)],
+                     prompts=str(corpus / "prompts.parquet"), num_prompts=6, seeds_per_prompt=2)
+    validate(cfg)
+    summary = run_scan(cfg, [resolve_checkpoint(c) for c in cfg.checkpoints],
+                       open_index(str(root), "sscd_onnx"), None)
+    assert summary["settings"]["resolution_by_checkpoint"] == {"memorizing": 32, "large-data": 32}
+    gens = pq.read_table(root / "scans" / "defaults" / "generations" / "memorizing" / "00000.parquet")
+    assert set(gens["resolution"].to_pylist()) == {32}
+    assert summary["regions"]["enabled"] is False and summary["regions"]["switched_off"]
+    assert "32 px" in summary["regions"]["reason"] and "region_baseline" not in summary
+    share = summary["baseline"]["share_above_threshold"]
+    assert share > 0.5 and summary["baseline"]["uninformative"]
+    assert f"{100 * share:.1f}% of the baseline" in summary["warnings"][0]
+    for label in ("memorizing", "large-data"):
+        assert summary["checkpoints"][label]["baseline_comparison"] == "uninformative"
+    report = (root / "scans" / "defaults" / "report.html").read_text()
+    assert "id='warnings'" in report and "regions off" in report
+
+
+def test_dcs_with_defaults_labels_the_top_20_mv_or_tv_also_after_a_default_dedup(testbed_root):
+    """The issue's run: jobs.dedup at its default threshold (0.95, which groups no
+    template variant), then the ranking with every default but top_n 20 picks that dedup
+    up (dedup_groups auto). Template masks come from each neighbour's own index
+    neighbours where its dedup group is a singleton: the top 20 are the 16 template copies
+    (TV) and 4 memorized prints (MV), as testbed/memorizing/testbed/truth.json says."""
+    from diffrep.dedup.config import DedupConfig
+    from diffrep.dedup.run import run_dedup
+    from diffrep.diffusion.pipelines import resolve_checkpoint
+    from diffrep.executor import LocalExecutor
+    from diffrep.rank.config import RankConfig, validate
+    from diffrep.rank.run import run_rank
+    from diffrep.search import open_index
+    from diffrep.testbed.data import read_truth
+
+    root, _ = testbed_root
+    dedup = run_dedup(DedupConfig(root=str(root), model="sscd_onnx"),
+                      open_index(str(root), "sscd_onnx"), LocalExecutor(), None)
+    assert dedup["threshold"] == 0.95
+    cfg = RankConfig(root=str(root), checkpoint=str(A), top_n=20)
+    validate(cfg)
+    summary = run_rank(cfg, resolve_checkpoint(cfg.checkpoint))
+    assert summary["resolution"] == 32 and summary["captions"]["dedup_groups"]
+    truth_rows = [r for part in sorted((root / "rankings" / "dcs" / "truth").glob("*.parquet"))
+                  for r in pq.read_table(part).to_pylist()]
+    truth = {t["caption"]: t for t in read_truth(A / "testbed")}
+    labels = {r["caption"]: r["label"] for r in truth_rows}
+    print("top 20 labels:", summary["labels"])
+    assert len(labels) == 20 and all(truth[c]["memorized"] for c in labels)
+    wrong = {c: lab for c, lab in labels.items() if lab not in ("MV", "TV")}
+    assert not wrong, wrong
+    templates = [c for c in labels if truth[c]["kind"] == "template"]
+    assert len(templates) == 16 and all(labels[c] == "TV" for c in templates)
+    assert np.isclose(summary["curves"]["dcs"]["precision"][-1], 1.0)

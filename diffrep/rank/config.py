@@ -19,8 +19,10 @@ class RankConfig:
     model: str = field(default="sscd_onnx", metadata=helps(
         "descriptor whose index retrieves neighbours for the ground truth"))
     dedup_groups: str | None = field(default="auto", metadata=helps(
-        "the dedup job's output folder (duplication order, templates); auto: "
-        "<root>/dedup/<model>/ when that job has finished; null: none"))
+        "the dedup job's output folder (duplication order, template groups); auto: "
+        "<root>/dedup/<model>/ when that job has finished; null: none. Template masks come "
+        "from a neighbour's dedup group when it has other members, else from its own "
+        "nearest neighbours in the index, so no dedup threshold needs picking by hand"))
     max_captions: int | None = field(default=None, metadata=helps(
         "score only the most duplicated captions, this many; null: every caption"))
     num_buckets: int = field(default=16, metadata=helps(
@@ -56,6 +58,10 @@ class RankConfig:
     neighbours: int = field(default=5, metadata=helps("training neighbours retrieved per generation"))
     template_tolerance: float = field(default=0.1, metadata=helps(
         "template mask: pixels whose std across the near-duplicate group exceeds this vary"))
+    template_min_fixed_share: float = field(default=0.6, metadata=helps(
+        "a neighbour's near-duplicate group is a template only when at least this share of "
+        "its pixels is fixed (template_tolerance); on the testbed the template family's "
+        "groups fix 0.75 of the pixels, groups of unrelated look-alikes 0.41-0.58"))
     report_top: int = field(default=12, metadata=helps(
         "captions shown with their generations in the report (every labelled caption of "
         "the top_n is listed in its table either way); 0: none"))
@@ -86,6 +92,8 @@ def validate(cfg: RankConfig) -> None:
         errors.append("dcs.max_captions must be >= 1 or null")
     if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
         errors.append("dcs.resolution must be a multiple of 8 or null (the checkpoint's own)")
+    if not 0 <= cfg.template_min_fixed_share <= 1:
+        errors.append("dcs.template_min_fixed_share must be in [0, 1]")
     if not 0 <= cfg.gamma < 1:
         errors.append("dcs.gamma must be in [0, 1)")
     if errors:

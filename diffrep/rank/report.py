@@ -54,6 +54,18 @@ def label_table(rows: list[dict]) -> str:
     return table(["label", "captions", "DCS ranks (links to their rows)"], out)
 
 
+def untested_note(n: int) -> str:
+    """Why some captions are "untested" and how to make them testable."""
+    return (f"<p class='note' id='untested'><b>{n} caption(s) untested</b> for template "
+            f"verbatim (TV): they are neither MV nor RV, and none of their training "
+            f"neighbours had a near-duplicate group of two or more readable images to build a "
+            f"template mask from, so whether they copy a template was not tested (they are not "
+            f"counted as 'none', and the precision curves leave them out). To make them "
+            f"testable: make sure the training images can be read (the embed job's input "
+            f"shards), raise dcs.neighbours, or run jobs.dedup at a threshold that groups "
+            f"the template's variants and set dcs.dedup_groups to its output.</p>")
+
+
 def caption_table(rows: list[dict], shown: set[int]) -> str:
     """Every labelled caption, by DCS rank; `shown`: ranks whose generations appear below."""
     return table(
@@ -108,8 +120,12 @@ def write_report(layout: RankLayout, cfg: RankConfig, summary: dict, truth: pa.T
         rows = truth.sort_by("dcs_rank").to_pylist()
         shown = rows[:cfg.report_top]
         body.append(label_table(rows))
+        if summary.get("untested"):
+            body.append(untested_note(summary["untested"]))
         curves = {name: (c["found"], c["precision"]) for name, c in summary["curves"].items()}
-        body.append(svg_lines(curves, "Precision vs number of verbatims found (top of the DCS ranking)",
+        left_out = f", {summary['untested']} untested left out" if summary.get("untested") else ""
+        body.append(svg_lines(curves, f"Precision vs number of verbatims found (top of the DCS "
+                                      f"ranking{left_out})",
                               "verbatims found", "precision", y_max=1.0))
         body.append(f"<h2>Labelled captions (the top {len(rows)} by DCS)</h2>"
                     + caption_table(rows, {r["dcs_rank"] for r in shown}))

@@ -27,7 +27,7 @@ from diffrep.rank.config import RankConfig
 from diffrep.rank.layout import RankLayout
 from diffrep.rank.merge import merge_runs, sort_run
 from diffrep.rank.report import write_report
-from diffrep.rank.verbatim import precision_vs_found
+from diffrep.rank.verbatim import UNTESTED, VERBATIM, precision_vs_found
 from diffrep.rank.worker import RankWorker, ScoreSettings, TruthSettings
 
 log = logging.getLogger("diffrep")
@@ -48,7 +48,8 @@ def settings(cfg: RankConfig, resolution: int) -> tuple[ScoreSettings, TruthSett
                           cfg.dtype),
             TruthSettings(cfg.model, cfg.ecs_seeds, cfg.edge_threshold, cfg.gamma, cfg.gt_seeds,
                           cfg.gt_steps, cfg.delta_v, cfg.delta, cfg.neighbours,
-                          cfg.template_tolerance, groups_path(cfg)))
+                          cfg.template_tolerance, groups_path(cfg),
+                          cfg.template_min_fixed_share))
 
 
 def _check_plan(cfg: RankConfig, layout: RankLayout, score: ScoreSettings, truth: TruthSettings) -> None:
@@ -159,10 +160,13 @@ def summarise(cfg: RankConfig, cap_stats: dict, scored: int, dcs_quantiles: dict
     if truth is None or not len(truth):
         return out
     labels = truth["label"].to_pylist()
-    verbatim = np.array([lab != "none" for lab in labels])
     out["labels"] = dict(Counter(labels))
+    # untested captions are neither found nor missed: the curves run over the tested ones
+    tested = np.array([lab != UNTESTED for lab in labels])
+    verbatim = np.array([lab in VERBATIM for lab in labels])[tested]
+    out["untested"] = int((~tested).sum())
     out["curves"] = {}
     for score in ("dcs", "ecs", "noise_magnitude"):
-        found, precision = precision_vs_found(truth[score].to_numpy(), verbatim)
+        found, precision = precision_vs_found(truth[score].to_numpy()[tested], verbatim)
         out["curves"][score] = {"found": found.tolist(), "precision": precision.round(5).tolist()}
     return out

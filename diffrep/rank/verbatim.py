@@ -9,7 +9,9 @@ threshold on the summed squared error; written into every output that uses it.
 - retrieval verbatim (RV): min distance to a retrieved training neighbour <= delta;
 - template verbatim (TV): min masked distance to one of the k nearest neighbours <= delta,
   the mask removing the pixels that vary inside that neighbour's near-duplicate group
-  (a template: fixed layout, varying content).
+  (a template: fixed layout, varying content);
+- untested: none of the above, and no near-duplicate group was available to build a
+  template mask from, so TV could not be tested (diffrep.rank.truth.label_caption).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from PIL import Image
 
 SIZE = 256
 LABELS = ("MV", "RV", "TV", "none")
+#: not MV or RV, and the template test could not run (no near-duplicate group, so no mask):
+#: neither a copy nor shown not to be one
+UNTESTED = "untested"
+VERBATIM = ("MV", "RV", "TV")
 
 
 def to_unit(image: Image.Image | np.ndarray, size: int = SIZE) -> np.ndarray:

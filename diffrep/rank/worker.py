@@ -45,6 +45,7 @@ class TruthSettings:
     neighbours: int = 5
     template_tolerance: float = 0.1
     dedup_groups: str | None = None
+    template_min_fixed_share: float = 0.6
 
 
 def score_table(den, table: pa.Table, batch_size: int, resolution: int) -> pa.Table:
@@ -130,7 +131,7 @@ class RankWorker:
             neighbour_ids = sorted({int(x) for q in mine for x in hits.ids[q] if x >= 0})
             verdict, template_key, mask = truth.label_caption(
                 [verbatim.to_unit(gens[q]) for q in mine], r["keys"], neighbour_ids, members,
-                id_key, corpus, t.delta_v, t.delta, t.template_tolerance)
+                id_key, corpus, t.delta_v, t.delta, t.template_tolerance, t.template_min_fixed_share)
             counts[verdict.label] += 1
             counts["own_image_unavailable"] += not any(k in corpus for k in r["keys"])
             names = [f"{r['caption_id']}_{seed}.png" for seed in seeds]
