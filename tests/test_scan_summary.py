@@ -44,13 +44,18 @@ def test_a_baseline_mostly_above_the_threshold_leads_with_a_warning(tmp_path):
     assert summary["baseline"]["uninformative"] is True
     assert summary["checkpoints"]["m"]["baseline_comparison"] == "uninformative"
     summary["run"] = "r"
-    url = write_report(ScanLayout(str(tmp_path), "r"), NoImages(), summary, {"m": generations([])}, 4)
+    url = write_report(ScanLayout(str(tmp_path), "r"), NoImages(), summary,
+                       {"m": generations([0.9, 0.3])}, 4)
     html = Path(url).read_text()
     body = html[html.index("<body>"):]
     assert body.index("id='warnings'") < body.index("<p>Run")  # leads the page
     assert "96.0% of the baseline" in html and "uninformative (see warning)" in html
     ids = set(re.findall(r"id='([^']+)'", html))
     assert set(re.findall(r"href='#([^']+)'", html)) <= ids  # every figure's link lands
+    # the checkpoint's share links to the rows it counts: the one generation above 0.5
+    assert "<a href='#above-m'>50.0%</a>" in html
+    above = html[html.index("id='above-m'"):]
+    assert "m/0/0" in above and "m/1/0" not in above
 
 
 def test_a_separating_baseline_gives_no_warning():

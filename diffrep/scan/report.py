@@ -48,6 +48,29 @@ def pairs_anchor(name: str) -> str:
     return "pairs-" + "".join(c if c.isalnum() else "-" for c in name)
 
 
+def above_anchor(name: str) -> str:
+    return "above-" + "".join(c if c.isalnum() else "-" for c in name)
+
+
+def above_table(name: str, t: pa.Table, thr: float, region_thr: float | None) -> str:
+    """Every generation of checkpoint `name` the headline counts (top-1 > thr, or region
+    score > region_thr when regions ran), as text rows (anchor above-<name>)."""
+    regions = region_thr is not None and "region_sim" in t.column_names
+    rows = []
+    for r in t.sort_by([("top1_sim", "descending"), ("gen_id", "ascending")]).to_pylist():
+        top1 = r["top1_sim"] is not None and r["top1_sim"] > thr
+        region = regions and r["region_sim"] is not None and r["region_sim"] > region_thr
+        if top1 or region:
+            rows.append([r["gen_id"], r["prompt"] or "", r["seed"] if r["seed"] is not None else "",
+                         r["top1_key"] or "", fmt(r["top1_sim"]), fmt(r["source_sim"]),
+                         *([r["region_key"] or "", fmt(r["region_sim"])] if regions else [])])
+    head = ["generation", "prompt", "seed", "top-1 training image", "top-1 sim.", "sim. to own image",
+            *(["region match", "region score"] if regions else [])]
+    what = f"top-1 &gt; {thr}" + (f" or region score &gt; {region_thr}" if regions else "")
+    return (f"<h3 id='{above_anchor(name)}'>{esc(name)}: the {len(rows)} generation(s) with "
+            f"{what}</h3>" + (table(head, rows) if rows else "<p class='note'>none</p>"))
+
+
 def _row(name: str, d: dict, source: dict | None = None, n: int | None = None,
          share_link: str | None = None, comparison: object = "") -> list:
     """A comparison-table row; `share_link`: anchor of the rows the share counts."""
@@ -82,7 +105,7 @@ def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,
     region_thr, region_base = summary.get("region_threshold"), summary.get("region_baseline")
     edges = summary["bin_edges"]
     labels = [f"{edges[i]:.2f}" for i in range(len(edges) - 1)]
-    rows = [_row(name, s["top1"], s["source"], s["generations"], pairs_anchor(name),
+    rows = [_row(name, s["top1"], s["source"], s["generations"], above_anchor(name),
                  _comparison(s.get("baseline_comparison")))
             for name, s in summary["checkpoints"].items()]
     rows.append(_row(anchored("baseline", "baseline: training image -> rest of training set"), base,
@@ -136,6 +159,7 @@ def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,
                     f"<div class='pairs'>{''.join(pairs)}</div>")
         if region_base is not None:
             body.append(_region_pairs(name, t, handle, region_thr, top_pairs))
+        body.append(above_table(name, t, thr, region_thr if region_base is not None else None))
     url = layout.path("report.html")
     storage.write_bytes(url, page(f"Memorization scan {summary['run']}", "".join(body)).encode())
     return url
@@ -146,7 +170,7 @@ def _region_section(summary: dict, labels: list[str]) -> list[str]:
     thr, base = summary["region_threshold"], summary["region_baseline"]
     rows = [[name, s["generations"], f"{100 * s['region'].get('share_above_threshold', 0):.1f}%",
              fmt(s["region"].get("quantiles", {}).get("0.5")), fmt(s["region"].get("max")),
-             s["replicated"], _comparison(s.get("region_baseline_comparison")),
+             link(above_anchor(name), s["replicated"]), _comparison(s.get("region_baseline_comparison")),
              ] for name, s in summary["checkpoints"].items()]
     rows.append(["baseline: training image regions -> rest of training set", base.get("count", 0),
                  f"{100 * base.get('share_above_threshold', 0):.1f}%",
