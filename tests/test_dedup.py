@@ -300,3 +300,23 @@ def test_each_pair_once_with_its_largest_similarity_and_star_steps_past_32_bit_i
     assert best.tolist() == pytest.approx([0.97, 0.98, 0.99, 0.98])
     a, b, _ = components.large_star(np.r_[s, d], np.r_[d, s])  # 3 is the root of 3, 5, 9
     assert sorted(zip((a - offset).tolist(), (b - offset).tolist(), strict=True)) == [(5, 3), (9, 3)]
+
+
+def test_dedup_refuses_to_resume_with_other_settings(tmp_path):
+    """A killed dedup resumed with another threshold would mix pairs of two thresholds:
+    refused, naming what changed and the way out; overwrite starts again."""
+    from diffrep.config import ConfigError
+
+    x, _ = planted()
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x, 250)
+    build(IndexConfig(root=root, model=MODEL, num_shards=1, rows_per_slice=500, eval_queries=50),
+          LocalExecutor())
+    handle = open_index(root, MODEL)
+    with pytest.raises(KeyboardInterrupt):
+        run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95), handle, KilledAfter(2), None)
+    with pytest.raises(ConfigError, match=r"\(threshold differ.*dedup.overwrite: true"):
+        run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.9), handle, LocalExecutor(), None)
+    summary = run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.9, overwrite=True), handle,
+                        LocalExecutor(), None)
+    assert summary["threshold"] == 0.9 and summary["pairs"] > 0

@@ -1,0 +1,77 @@
+"""The entry points users and `make demo` / `make testbed` run and no other test goes
+through: each job run through `diffrep`, small, checking its outputs and exit code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from diffrep import cli
+
+pytestmark = pytest.mark.slow
+TESTBED = Path(__file__).resolve().parents[1] / "testbed"
+
+
+def test_build_demo_small(tmp_path):
+    out = tmp_path / "corpus"
+    assert cli.main(["build_demo", "--out_dir", str(out), "--num_shards", "1",
+                     "--duplicates_per_source", "0.2", "--planted_copies", "2",
+                     "--pasted_copies", "1", "--novel_images", "1", "--tiny_pipelines", "1",
+                     "--pipeline_resolution", "32", "--use_opencv_doc", "false"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_shards"] == 1 and (out / "shards" / "00000.tar").exists()
+    truth = pq.read_table(out / "generated" / "truth.parquet")
+    assert sum(truth["planted"].to_pylist()) == 2 + 1 and truth.num_rows == 2 + 1 + 1  # + novel
+    assert (out / "pipelines" / "tiny-0" / "model_index.json").exists()
+    # a second run finds the corpus and leaves it
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    assert cli.main(["build_demo", "--out_dir", str(out), "--num_shards", "1",
+                     "--use_opencv_doc", "false", "--tiny_pipelines", "1"]) == 0
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_build_testbed_corpus(tmp_path):
+    out = tmp_path / "testbed-corpus"
+    assert cli.main(["build_testbed_corpus", "--out_dir", str(out), "--once_prompts", "3",
+                     "--testbed", str(TESTBED), "--memorizing", str(TESTBED / "memorizing")]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_samples"] == 1500  # model A's distinct training images
+    prompts = pq.read_table(out / "prompts.parquet")
+    assert prompts.num_rows == manifest["num_prompts"] == 28 + 3
+
+
+def test_train_then_verify_testbed_two_steps(tmp_path):
+    """The testbed's training and verification entry points on a two-step model A."""
+    out = tmp_path / "testbed"
+    assert cli.main(["train_testbed", "--out_dir", str(out), "--models", "[A]",
+                     "--unet_steps", "2", "--vae_steps", "2"]) == 0
+    assert (out / "memorizing" / "model_index.json").exists() and not (out / "large-data").exists()
+    assert cli.main(["verify_testbed", "--testbed", str(out), "--seeds", "1", "--steps", "2",
+                     "--once", "2", "--sscd", "false"]) == 0
+    verified = json.loads((out / "verify.json").read_text())
+    assert set(verified["summary"]) == {"memorizing"}
+    assert (out / "verify.md").read_text().startswith("| model | captions |")
+
+
+def test_detectbench_on_the_committed_testbed(tmp_path):
+    out = tmp_path / "detectbench"
+    assert cli.main(["detectbench", "--checkpoint", str(TESTBED / "memorizing"), "--max_captions", "40",
+                     "--ecs_seeds", "1", "--out_dir", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {"dcs", "noise_magnitude", "ecs"} <= set(results["results"])
+    assert sum(c["label"] for c in results["captions"]) == 28  # every positive kept
+    assert (out / "table.md").exists() and (out / "report.html").exists()
+
+
+@pytest.mark.usefixtures("sscd_weights")
+def test_copybench_small(tmp_path):
+    out = tmp_path / "copybench"
+    assert cli.main(["copybench", "--out_dir", str(out), "--models", "[sscd_onnx]",
+                     "--region_models", "[]", "--sets", "[plain]", "--crops_per_photo", "1",
+                     "--split_product", "false", "--use_opencv_doc", "false"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "sscd_onnx" in json.dumps(results)
+    assert (out / "table.md").read_text().count("|") > 4
