@@ -34,13 +34,19 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
+HELD_OUT = 300
+
+
 @pytest.fixture(scope="module")
 def corpus():
-    x = clustered_vectors(24000, DIM, clusters=200, seed=1)
+    """24k indexed vectors and queries: noisy copies of 300 of them, then 300 vectors from
+    the same distribution that are not in the index."""
+    drawn = clustered_vectors(24000 + HELD_OUT, DIM, clusters=200, seed=1)
+    x, held_out = drawn[:24000], drawn[24000:]
     rng = np.random.default_rng(5)
     queries = x[rng.choice(len(x), 300, replace=False)] + 0.02 * rng.standard_normal((300, DIM)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    return x, queries.astype(np.float32)
+    return x, np.concatenate([queries.astype(np.float32), held_out])
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +68,14 @@ def test_recall_against_exact_search_at_budget(corpus, pq_index):
     assert infos["size_bytes"] <= 3.5 * 2**20, infos["size_bytes"]
     _, truth = exact(x, queries, 10)
     hits = Searcher(open_index(root, MODEL)).search(queries, 10)
-    measured = recall_at(hits.ids, truth)
-    assert measured >= 0.85, (measured, infos["index_key"], infos["nprobe"])
-    # the build's own measurement agrees with an independent one
-    assert abs(infos["recall_at_10"] - measured) < 0.1
+    # measured here (2026-12-02): 0.904 on copies, 0.905 held out, build 0.906, target 0.9
+    for name, part in (("noisy copies", slice(0, -HELD_OUT)), ("held out", slice(-HELD_OUT, None))):
+        measured = recall_at(hits.ids[part], truth[part])
+        assert measured >= cfg.target_recall_at_10 - 0.02, (name, measured, infos["nprobe"])
+        # the build's own measurement agrees with an independent one
+        assert abs(infos["recall_at_10"] - measured) < 0.03, (name, measured, infos["recall_at_10"])
     with_rerank = Searcher(open_index(root, MODEL)).search(queries, 10, rerank="exact", candidates=100)
-    assert recall_at(with_rerank.ids, truth) >= max(measured, 0.97)
+    assert recall_at(with_rerank.ids, truth) >= 0.985  # measured 0.993
 
 
 def test_exact_rerank_returns_true_similarities(corpus, pq_index):
