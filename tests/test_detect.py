@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -48,8 +50,14 @@ def test_scores_of_a_random_pipeline_and_the_bench_outputs(tmp_path):
     assert set(results) == {"dcs", "noise_magnitude", "ecs", "angle_magnitude"}
     assert results["ecs"]["passes_per_caption"] == 2
     assert results["angle_magnitude"]["passes_per_caption"] == 4
-    for name in ("results.json", "table.md", "report.html"):
-        assert (tmp_path / "out" / name).stat().st_size > 0
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [c["caption"] for c in written["captions"]] == captions
+    assert [c["label"] for c in written["captions"]] == labels.tolist()
+    assert written["results"] == json.loads(json.dumps(results))
+    table = (tmp_path / "out" / "table.md").read_text()
+    for name, r in results.items():  # one row per detector, with its AUC
+        assert any(name in row and f"{r['auc']:.3f}" in row for row in table.splitlines()), name
+    assert "<svg" in (tmp_path / "out" / "report.html").read_text()
 
     # The angle score does not depend on the batch, and one caption's differences are
     # perfectly aligned with themselves when K = 1 pair is repeated.
