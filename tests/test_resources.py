@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -162,8 +163,13 @@ def test_dedup_with_default_shard_actor_cpus_finishes_on_two_cpus(ray_cluster, t
                    "--ray_address", ray_cluster.address, "--progress_interval_s", "1")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "dedup.shard_actor_cpus lowered from 1 to 0.5" in proc.stdout
+    from tests.test_dedup import partition, planted
+
     groups = pq.read_table(tmp_path / "dedup" / MODEL / "groups")
-    assert groups.num_rows > 0
+    _, truth = planted()
+    keys = np.array([f"k{r // 250:05d}_{r % 250}" for r in range(len(truth))])  # build_index's
+    want = {frozenset(keys[truth == g].tolist()) for g in set(truth.tolist()) - {-1}}
+    assert partition(groups) == want  # exactly the planted groups
 
 
 @pytest.mark.ray
