@@ -47,6 +47,8 @@ class LocalExecutor:
             if progress:
                 progress.update(count(results[-1]) if count else 0)
                 progress.report(every_s=10.0)
+        if progress:
+            progress.finish()
         return results
 
 
@@ -90,4 +92,6 @@ class RayExecutor:
                 faults.unit_finished()
             if progress:
                 progress.report(every_s=self.progress_interval_s)
+        if progress:
+            progress.finish()
         return results

@@ -16,5 +16,9 @@ def init_ray(address: str | None = None) -> dict:
         kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
         if address is None:
             kwargs["include_dashboard"] = False
+            # A new local cluster gets token authentication (Ray's default) and Ray warns
+            # that it did on every start, which nobody can act on: that warning is dropped
+            logging.getLogger("ray._private.authentication.authentication_token_setup"
+                              ).setLevel(logging.ERROR)
         ray.init(address=address, **kwargs)
     return ray.cluster_resources()
