@@ -83,10 +83,10 @@ def bench_match(index_size: int, images: int, tmp: str) -> dict:
         novel_image(i, size=512).save(os.path.join(folder, f"g{i:04d}.png"))
         with open(os.path.join(folder, f"g{i:04d}.txt"), "w") as f:
             f.write(f"prompt {i}")
-    match = MatchSettings("sscd_onnx", None, k=10, candidates=50)
+    match = MatchSettings(model="sscd_onnx", weights=None, k=10, candidates=50)
     # the synthetic index has no corpus images to re-rank with: regions to whole training
     # images only here (benchmarks/regions.py --demo_root measures the re-rank)
-    regions = MatchSettings("sscd_onnx", None, k=10, candidates=50, region_scales=(0.5, 0.75),
+    regions = MatchSettings(model="sscd_onnx", weights=None, k=10, candidates=50, region_scales=(0.5, 0.75),
                             region_rerank=0)
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".png"))
     rates = {}

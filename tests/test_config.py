@@ -85,11 +85,19 @@ def test_run_control_is_defined_once():
     from diffrep.dedup.config import DedupConfig
     from diffrep.index.config import IndexConfig
 
+    from diffrep.rank.config import RankConfig
+    from diffrep.scan.config import ScanConfig
+    from diffrep.search.config import RegionSettings, SearchConfig
+
     shared = {f.name for f in dataclasses.fields(RunSettings)}
-    for cls in (EmbedConfig, IndexConfig, DedupConfig):
+    for cls in (EmbedConfig, IndexConfig, DedupConfig, ScanConfig, RankConfig):
         assert issubclass(cls, RunSettings)
         own = set(cls.__dict__.get("__annotations__", {}))
         assert not own & shared, (cls.__name__, own & shared)
+    regions = {f.name for f in dataclasses.fields(RegionSettings)}
+    for cls in (SearchConfig, ScanConfig):
+        assert issubclass(cls, RegionSettings)
+        assert not set(cls.__dict__.get("__annotations__", {})) & regions
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path):

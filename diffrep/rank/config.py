@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from diffrep.config import ConfigError, helps, run_name_problem
+from diffrep.config import ConfigError, RunSettings, helps, run_name_problem
 
 
 @dataclass
-class RankConfig:
-    root: str = field(default="out", metadata=helps("output root; results go to rankings/<run>/"))
+class RankConfig(RunSettings):
+    RENAMED: ClassVar[dict[str, str]] = {"dtype": "pipeline_dtype"}
+
     run: str = field(default="dcs", metadata=helps("run name: outputs under <root>/rankings/<run>/"))
     checkpoint: str = field(default="", metadata=helps(
         "diffusers pipeline directory or hub id in the local HF cache (safetensors only)"))
@@ -36,7 +38,9 @@ class RankConfig:
         "512 for SD v1, 32 for the testbed); a value that differs is logged beside it"))
     batch_size: int = field(default=64, metadata=helps("captions per UNet call"))
     device: str = field(default="auto", metadata=helps("auto (CUDA when visible), cpu, cuda"))
-    dtype: str = field(default="auto", metadata=helps("auto (float16 on CUDA, float32 on CPU), ..."))
+    pipeline_dtype: str = field(default="auto", metadata=helps(
+        "diffusion pipeline precision: auto (float16 on CUDA, float32 on CPU), float16, "
+        "bfloat16, float32"))
     workers: int = field(default=1, metadata=helps(
         "scoring actors (each holds text encoder + UNet); fewer (WARNING) when they do not "
         "fit the cluster"))
@@ -65,14 +69,6 @@ class RankConfig:
     report_top: int = field(default=12, metadata=helps(
         "captions shown with their generations in the report (every labelled caption of "
         "the top_n is listed in its table either way); 0: none"))
-    overwrite: bool = field(default=False, metadata=helps("discard this run's outputs first"))
-    max_attempts: int = field(default=3, metadata=helps("tries per caption shard"))
-    progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
-    stall_warning_s: float = field(default=60.0, metadata=helps(
-        "seconds without progress, while units are pending, before the job logs why "
-        "(the pending resource demand); it only explains, it stops nothing"))
-    ray_address: str | None = field(default=None, metadata=helps(
-        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 
 
 def validate(cfg: RankConfig) -> None:

@@ -24,7 +24,7 @@ ORDER = [("dcs", "descending"), ("caption_id", "ascending")]
 
 def sort_run(score_url: str, run_url: str) -> int:
     """One shard sorted into a run file (atomic); returns its rows."""
-    table = pq.read_table(score_url).sort_by(ORDER)
+    table = storage.read_table(score_url).sort_by(ORDER)
     storage.write_parquet(run_url, table)
     return len(table)
 

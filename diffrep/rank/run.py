@@ -12,7 +12,6 @@ from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.config import check_resumed_settings
@@ -44,12 +43,15 @@ def groups_path(cfg: RankConfig) -> str | None:
 
 def settings(cfg: RankConfig, resolution: int) -> tuple[ScoreSettings, TruthSettings]:
     """The workers' settings; `resolution` (pixels) resolved against the checkpoint."""
-    return (ScoreSettings(cfg.guidance_scale, cfg.seed, resolution, cfg.batch_size, cfg.device,
-                          cfg.dtype),
-            TruthSettings(cfg.model, cfg.ecs_seeds, cfg.edge_threshold, cfg.gamma, cfg.gt_seeds,
-                          cfg.gt_steps, cfg.delta_v, cfg.delta, cfg.neighbours,
-                          cfg.template_tolerance, groups_path(cfg),
-                          cfg.template_min_fixed_share))
+    return (ScoreSettings(guidance_scale=cfg.guidance_scale, seed=cfg.seed, resolution=resolution,
+                          batch_size=cfg.batch_size, device=cfg.device,
+                          pipeline_dtype=cfg.pipeline_dtype),
+            TruthSettings(model=cfg.model, ecs_seeds=cfg.ecs_seeds, edge_threshold=cfg.edge_threshold,
+                          gamma=cfg.gamma, gt_seeds=cfg.gt_seeds, gt_steps=cfg.gt_steps,
+                          delta_v=cfg.delta_v, delta=cfg.delta, neighbours=cfg.neighbours,
+                          template_tolerance=cfg.template_tolerance,
+                          dedup_groups=groups_path(cfg),
+                          template_min_fixed_share=cfg.template_min_fixed_share))
 
 
 def _check_plan(cfg: RankConfig, layout: RankLayout, score: ScoreSettings, truth: TruthSettings) -> None:
@@ -138,7 +140,7 @@ def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
                                                              layout.truth(i, "tar")),
               todo, Progress("truth", len(todo), unit="chunks", item="captions"),
               lambda r: r["captions"])
-    truth_table = pa.concat_tables([pq.read_table(layout.truth(i)) for i in range(len(chunks))]) \
+    truth_table = pa.concat_tables([storage.read_table(layout.truth(i)) for i in range(len(chunks))]) \
         if chunks else None
     summary = summarise(cfg, cap_stats, scored, dcs_quantiles, truth_table)
     summary["resolution"] = score.resolution

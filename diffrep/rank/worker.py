@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from diffrep import storage
@@ -22,17 +21,17 @@ from diffrep.diffusion.pipelines import Checkpoint
 from diffrep.rank import truth, verbatim
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScoreSettings:
     guidance_scale: float = 7.5
     seed: int = 0
     resolution: int = 512
     batch_size: int = 64
     device: str = "auto"
-    dtype: str = "auto"
+    pipeline_dtype: str = "auto"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TruthSettings:
     model: str = "sscd_onnx"
     ecs_seeds: int = 4
@@ -70,14 +69,14 @@ class RankWorker:
 
         self.root, self.score, self.truth = root, score, truth
         self.device = resolve_device(score.device)
-        self.pipe = load_pipeline(checkpoint, self.device, score.dtype)
+        self.pipe = load_pipeline(checkpoint, self.device, score.pipeline_dtype)
         self.den = Denoiser(self.pipe, score.guidance_scale, score.seed)
         self._matcher = None
 
     def score_shard(self, captions_url: str, out_url: str) -> dict:
         """Score one caption shard into `out_url` (written atomically: it is the marker)."""
         t0 = time.monotonic()
-        table = pq.read_table(captions_url, columns=["caption_id", "caption", "images",
+        table = storage.read_table(captions_url, columns=["caption_id", "caption", "images",
                                                      "duplication", "keys", "shards"])
         scored = score_table(self.den, table, self.score.batch_size, self.score.resolution)
         storage.write_parquet(out_url, scored)

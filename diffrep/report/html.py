@@ -74,6 +74,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def legend_x(names: Sequence[str], right_edge: float, char_w: float = 6.2) -> float:
+    """Left x of a legend whose longest name (11 px text, ~6.2 px per character) ends at
+    `right_edge`: long checkpoint names are not cut off by the SVG's edge."""
+    return max(0.0, right_edge - 15 - char_w * max((len(n) for n in names), default=0))
+
+
 def svg_bars(labels: Sequence[str], series: dict[str, Sequence[float]], title: str,
              x_label: str, y_label: str, log_y: bool = False, width: int = 640,
              height: int = 260) -> str:
@@ -114,10 +120,11 @@ def svg_bars(labels: Sequence[str], series: dict[str, Sequence[float]], title: s
     parts.append(f"<text x='12' y='{top + plot_h / 2}' font-size='11' transform='rotate(-90 12 "
                  f"{top + plot_h / 2})' text-anchor='middle'>{esc(y_label)}{' (log)' if log_y else ''}</text>")
     if len(series) > 1:
+        x0 = legend_x(list(series), left + plot_w)
         for si, name in enumerate(series):
             y = top + 4 + 14 * si
-            parts.append(f"<rect x='{left + plot_w - 150}' y='{y}' width='10' height='10' "
-                         f"fill='{colours[si % len(colours)]}'/><text x='{left + plot_w - 135}' "
+            parts.append(f"<rect x='{x0}' y='{y}' width='10' height='10' "
+                         f"fill='{colours[si % len(colours)]}'/><text x='{x0 + 15}' "
                          f"y='{y + 9}' font-size='11'>{esc(name)}</text>")
     parts.append("</svg>")
     return "".join(parts)
@@ -151,7 +158,8 @@ def svg_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title:
         parts.append(f"<polyline points='{pts}' fill='none' stroke='{colour}' stroke-width='2'>"
                      f"<title>{esc(name)}</title></polyline>")
         y = top + 4 + 14 * si
-        parts.append(f"<rect x='{left + plot_w - 170}' y='{y}' width='10' height='10' fill='{colour}'/>"
-                     f"<text x='{left + plot_w - 155}' y='{y + 9}' font-size='11'>{esc(name)}</text>")
+        x0 = legend_x(list(series), left + plot_w)
+        parts.append(f"<rect x='{x0}' y='{y}' width='10' height='10' fill='{colour}'/>"
+                     f"<text x='{x0 + 15}' y='{y + 9}' font-size='11'>{esc(name)}</text>")
     parts.append("</svg>")
     return "".join(parts)

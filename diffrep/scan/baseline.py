@@ -8,7 +8,6 @@ import logging
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.progress import Progress
@@ -51,7 +50,7 @@ def load_or_compute(layout: ScanLayout, searcher: Searcher, n: int, seed: int,
     url = layout.baseline(handle.model, index_hash(searcher), n, seed)
     if storage.exists(url):
         log.info("scan: baseline from cache %s", url)
-        return pq.read_table(url)
+        return storage.read_table(url)
     rng = np.random.default_rng(seed)
     ids = np.sort(rng.choice(handle.ntotal, size=min(n, handle.ntotal), replace=False))
     neighbour, sims = self_excluded_top1(searcher, ids, candidates)
@@ -95,7 +94,7 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
     url = layout.baseline(handle.model, index_hash(searcher), n, seed, tag)
     if storage.exists(url):
         log.info("scan: region baseline from cache %s", url)
-        return pq.read_table(url)
+        return storage.read_table(url)
     ids = region_sample(handle, n, seed, max_shards)
     keys = handle.lookup(ids, columns=["key"])["key"].to_pylist()
     images = handle.corpus_images(ids, keys)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from diffrep.config import ConfigError, helps, run_name_problem
+from diffrep.config import ConfigError, RunSettings, helps, run_name_problem
 from diffrep.diffusion.pipelines import SCHEDULERS
+from diffrep.search.config import RegionSettings
 
 
 @dataclass
-class ScanConfig:
-    root: str = field(default="out", metadata=helps(
-        "output root holding indexes/<model>/; results go to scans/<run>/"))
+class ScanConfig(RegionSettings, RunSettings):
+    RENAMED: ClassVar[dict[str, str]] = {"dtype": "pipeline_dtype"}
+
     run: str = field(default="scan", metadata=helps("run name: outputs under <root>/scans/<run>/"))
     model: str = field(default="sscd_onnx", metadata=helps(
         "descriptor whose index is searched; generations are embedded with it"))
@@ -27,7 +28,9 @@ class ScanConfig:
         "name under which `generated` images appear in outputs and report"))
     prompts: str = field(default="training", metadata=helps(
         "'training': captions sampled from the index's id map (seeded); or a .txt (one per "
-        "line) or .parquet (column prompt or caption) file. Deduplicated after normalising"))
+        "line) or .parquet (column prompt or caption) file. Deduplicated after normalising. "
+        "A parquet's optional `key` column names each prompt's source training image (its "
+        "corpus key): its generations then also get their similarity to that image"))
     num_prompts: int = field(default=100, metadata=helps("prompts used (after deduplication)"))
     prompt_seed: int = field(default=0, metadata=helps("seed of the training-caption sample"))
     seeds_per_prompt: int = field(default=1, metadata=helps(
@@ -45,8 +48,9 @@ class ScanConfig:
     prompts_per_unit: int = field(default=64, metadata=helps(
         "prompts per work unit (the resume granularity: one parquet + tar per unit)"))
     device: str = field(default="auto", metadata=helps("auto (CUDA when visible), cpu, cuda"))
-    dtype: str = field(default="auto", metadata=helps(
-        "pipeline precision: auto (float16 on CUDA, float32 on CPU), float16, bfloat16, float32"))
+    pipeline_dtype: str = field(default="auto", metadata=helps(
+        "diffusion pipeline precision: auto (float16 on CUDA, float32 on CPU), float16, "
+        "bfloat16, float32"))
     workers: int = field(default=1, metadata=helps(
         "generation actors per checkpoint; fewer (WARNING) when they do not fit the cluster "
         "beside the shard actors"))
@@ -60,22 +64,10 @@ class ScanConfig:
     nprobe: int | None = field(default=None, metadata=helps("IVF lists probed; null: the index's"))
     threshold: float = field(default=0.5, metadata=helps(
         "replication threshold on top-1 similarity (SSCD 0.5, paper 1)"))
-    regions: bool = field(default=True, metadata=helps(
-        "object-level matching (paper 1, sec. 3): each generation also gets descriptors of "
-        "grid crops at region_scales and a region score, its best region-to-training-image "
-        "similarity, with the box; 1 + 13 descriptor calls per generation, small next to "
-        "generating it. false: the global descriptor only"))
     region_min_side: int = field(default=128, metadata=helps(
         "regions are switched off (logged, recorded in summary.json) for a scan whose "
         "generations are smaller than this side, pixels: crops of a 32 px image carry no "
         "information and score every image as a copy"))
-    region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
-        "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
-    region_rerank: int = field(default=3, metadata=helps(
-        "top candidates of each generation re-scored region to region, and each region's "
-        "own best candidate: their training images are read from the corpus tars and their "
-        "grid crops embedded (diffrep.search.training_regions; 14 descriptor calls per "
-        "candidate); 0: region to whole training image only"))
     region_threshold: float = field(default=0.5, metadata=helps(
         "replication threshold on the region score, calibrated on the baseline, copybench "
         "and novel images (docs/benchmarks.md, 'Region matching')"))
@@ -96,14 +88,6 @@ class ScanConfig:
         "leaves room for the generation workers"))
     report_pairs: int = field(default=12, metadata=helps(
         "highest-similarity generation/match pairs shown per checkpoint in the report"))
-    overwrite: bool = field(default=False, metadata=helps("discard this run's outputs first"))
-    max_attempts: int = field(default=3, metadata=helps("tries per work unit"))
-    progress_interval_s: float = field(default=10.0, metadata=helps("seconds between progress lines"))
-    stall_warning_s: float = field(default=60.0, metadata=helps(
-        "seconds without progress, while units are pending, before the job logs why "
-        "(the pending resource demand); it only explains, it stops nothing"))
-    ray_address: str | None = field(default=None, metadata=helps(
-        "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))
 
 
 def validate(cfg: ScanConfig) -> None:

@@ -8,7 +8,6 @@ from collections import Counter
 from dataclasses import replace
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from diffrep import storage
 from diffrep.config import ConfigError, check_resumed_settings
@@ -33,11 +32,15 @@ log = logging.getLogger("diffrep")
 def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, MatchSettings]:
     random_init = handle.infos.get("embedder", {}).get("random_init", False)
     weights = cfg.weights or ("random" if random_init else None)
-    gen = GenerationSettings(cfg.seeds_per_prompt, cfg.seed, cfg.scheduler, cfg.steps,
-                             cfg.guidance_scale, cfg.resolution, cfg.batch_size, cfg.device,
-                             cfg.dtype)
-    return gen, MatchSettings(cfg.model, weights, cfg.k, cfg.candidates, cfg.nprobe,
-                              tuple(cfg.region_scales) if cfg.regions else (), cfg.region_rerank)
+    gen = GenerationSettings(seeds_per_prompt=cfg.seeds_per_prompt, seed=cfg.seed,
+                             scheduler=cfg.scheduler, steps=cfg.steps,
+                             guidance_scale=cfg.guidance_scale, resolution=cfg.resolution,
+                             batch_size=cfg.batch_size, device=cfg.device,
+                             pipeline_dtype=cfg.pipeline_dtype)
+    return gen, MatchSettings(model=cfg.model, weights=weights, k=cfg.k, candidates=cfg.candidates,
+                              nprobe=cfg.nprobe,
+                              region_scales=tuple(cfg.region_scales) if cfg.regions else (),
+                              region_rerank=cfg.region_rerank)
 
 
 def per_checkpoint(cfg: ScanConfig, gen: GenerationSettings,
@@ -65,7 +68,7 @@ def _plan(cfg: ScanConfig, layout: ScanLayout, handle: IndexHandle, gen, match,
     if cfg.generated:
         table = None
     elif storage.exists(layout.path("prompts.parquet")):
-        table = pq.read_table(layout.path("prompts.parquet"))
+        table = storage.read_table(layout.path("prompts.parquet"))
     else:
         if cfg.prompts == "training":
             table = prompts.from_training(handle, cfg.num_prompts, cfg.prompt_seed)
@@ -139,7 +142,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
             _run_units(cfg, ckpt.label, ckpt, units, gens[ckpt.label], match, shard_actors)
             labels.append((ckpt.label, units))
     # only committed units' files are read (a stray file in the folder is not)
-    tables = {label: pa.concat_tables([pq.read_table(layout.generations(label, u.unit))
+    tables = {label: pa.concat_tables([storage.read_table(layout.generations(label, u.unit))
                                        for u in units]) for label, units in labels}
     summary = summarise(tables, base, cfg.threshold, cfg.model, region_base, cfg.region_threshold,
                         cfg.uninformative_baseline_share)

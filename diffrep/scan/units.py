@@ -85,8 +85,8 @@ def read_given(unit: ScanUnit, counts: Counter) -> list[GivenImage]:
             continue
         provenance = _provenance(meta)
         prompt = (decode_caption(txt)[0] if txt is not None else None) or provenance.get("prompt")
-        if not prompt:
-            counts["no_prompt"] += 1  # kept: matching does not need the prompt
+        if not prompt:  # kept and matched (matching needs no prompt), so not a skip
+            counts["note:no_prompt"] += 1
         out.append(GivenImage(name, image, prompt or None, provenance))
     return out
 

@@ -43,7 +43,7 @@ GENERATION_SCHEMA = pa.schema([
 ])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GenerationSettings:
     seeds_per_prompt: int = 1
     seed: int = 0
@@ -55,10 +55,10 @@ class GenerationSettings:
     resolution: int | None = None
     batch_size: int = 8
     device: str = "auto"
-    dtype: str = "auto"
+    pipeline_dtype: str = "auto"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MatchSettings:
     model: str
     weights: str | None
@@ -97,7 +97,7 @@ class ScanWorker:
         device = resolve_device(gen.device)
         self.embedder = create_embedder(match.model, weights=match.weights, device=device)
         self.searcher = match.searcher(handle, backend, self.embedder)
-        self.pipe = load_pipeline(checkpoint, device, gen.dtype, gen.scheduler) if checkpoint else None
+        self.pipe = load_pipeline(checkpoint, device, gen.pipeline_dtype, gen.scheduler) if checkpoint else None
 
     def run(self, unit: ScanUnit) -> dict:
         """Process one unit; returns its stats (also written as the completion marker)."""
@@ -111,7 +111,7 @@ class ScanWorker:
         t1 = time.monotonic()
         samples = []
         for row, image in zip(rows, images, strict=True):
-            row["image_tar"], row["image_member"] = tar_url, row["gen_id"].replace("/", "_") + ".png"
+            row["image_tar"], row["image_member"] = tar_url, png_member(row["gen_id"])
             provenance = {k: row[k] for k in ("gen_id", "checkpoint", "prompt", "seed", "scheduler",
                                                "steps", "guidance_scale", "resolution")}
             samples.append((row["image_member"][:-4], {"png": encode_png(image),
@@ -121,7 +121,9 @@ class ScanWorker:
         storage.write_parquet(self.layout.generations(unit.label, unit.unit),
                               pa.Table.from_pylist(rows, schema=GENERATION_SCHEMA))
         stats = {"label": unit.label, "unit": unit.unit, "generations": len(rows),
-                 "skipped": dict(counts), "seconds": {"generate": round(t_gen, 3),
+                 "skipped": {k: v for k, v in counts.items() if not k.startswith("note:")},
+                 "notes": {k[5:]: v for k, v in counts.items() if k.startswith("note:")},
+                 "seconds": {"generate": round(t_gen, 3),
                                                       "match": round(time.monotonic() - t1, 3),
                                                       "total": round(time.monotonic() - t0, 3)}}
         storage.write_json(self.layout.done(unit.label, unit.unit), stats)
@@ -208,3 +210,11 @@ class ScanWorker:
 
 def settings_dict(gen: GenerationSettings, match: MatchSettings) -> dict:
     return {"generation": asdict(gen), "match": asdict(match)}
+
+
+def png_member(gen_id: str) -> str:
+    """The tar member of a generation stored as PNG: its id made path-safe, with ".png"
+    once (a given folder's "x.png" was stored as "x.png.png"; "x.jpg" stays "x.jpg.png",
+    unique beside an "x.png")."""
+    member = gen_id.replace("/", "_")
+    return member if member.lower().endswith(".png") else member + ".png"

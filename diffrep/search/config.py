@@ -8,8 +8,27 @@ from typing import Any, Literal
 from diffrep.config import ConfigError, helps
 
 
+@dataclass(kw_only=True)
+class RegionSettings:
+    """Object-level matching options, one definition for the jobs that match images
+    (search, scan): their own keys come first in --help."""
+
+    regions: bool = field(default=True, metadata=helps(
+        "object-level matching (paper 1, sec. 3; diffrep.search.regions): each image also "
+        "gets descriptors of grid crops at region_scales and a region score, the best "
+        "similarity of any crop to a training image, with its box and the global similarity; "
+        "14x the descriptor calls per image. false: the global descriptor only"))
+    region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
+        "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
+    region_rerank: int = field(default=3, metadata=helps(
+        "top candidates per image, and each region's own best candidate, re-scored region "
+        "to region: their training images are read from the corpus tars and their grid "
+        "crops embedded (diffrep.search.training_regions; 14 descriptor calls per "
+        "candidate); 0: region to whole training image only"))
+
+
 @dataclass
-class SearchConfig:
+class SearchConfig(RegionSettings):
     root: str = field(default="out", metadata=helps("output root holding indexes/<model>/"))
     model: str = field(default="sscd_onnx", metadata=helps("whose index to search"))
     queries: str | None = field(default=None, metadata=helps(
@@ -22,18 +41,6 @@ class SearchConfig:
         "instead of queries: a folder or glob of images, embedded here with the index's model"))
     weights: Any = field(default=None, metadata=helps(
         "weights for embedding images; null: what the index's embeddings used (random or default)"))
-    regions: bool = field(default=True, metadata=helps(
-        "with images: object-level matching (diffrep.search.regions): results are ranked by "
-        "region score, the best similarity of any grid crop to a training image, with its box "
-        "and the global similarity; 14x the descriptor calls per query. Embedding queries "
-        "have no pixels: global only"))
-    region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
-        "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
-    region_rerank: int = field(default=3, metadata=helps(
-        "with regions: top candidates per query, and each region's own best candidate, "
-        "re-scored region to region, their training images read from the corpus tars and "
-        "their grid crops embedded (diffrep.search.training_regions); 0: region to whole "
-        "training image only"))
     k: int = field(default=10, metadata=helps("neighbours per query"))
     rerank: Literal["none", "exact"] = field(default="exact", metadata=helps(
         "exact: re-rank candidates by true inner product from the stored embeddings"))
