@@ -86,6 +86,7 @@ def finish(proc: subprocess.Popen, timeout_s: float = 600) -> str:
 
 
 @requires_sscd
+@pytest.mark.slow
 def test_embed_survives_a_worker_node_dying(nodes, demo_corpus, tmp_path):
     cluster, workers = nodes
     shards = replicate_shards(demo_corpus[0], tmp_path / "shards", 8)
@@ -122,6 +123,7 @@ def test_embed_survives_a_worker_node_dying(nodes, demo_corpus, tmp_path):
         assert (stats / f"{name}.json").exists()
 
 
+@pytest.mark.slow
 def test_dcs_survives_a_worker_node_dying(nodes, demo_index_root, tmp_path):
     from diffrep.diffusion.tiny import build_tiny_pipeline
 
@@ -162,6 +164,7 @@ time.sleep(600)
 
 
 @requires_sscd
+@pytest.mark.slow
 def test_embed_completes_while_the_object_store_spills(demo_corpus, tmp_path):
     """The object store (80 MB) is filled to 4x its size by another driver, so Ray spills to
     disk; the embed job (which moves no image data through the object store: actors read
@@ -208,6 +211,7 @@ def test_embed_completes_while_the_object_store_spills(demo_corpus, tmp_path):
         cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_scan_driver_killed_and_resubmitted(demo_index_root, ray_cluster, tmp_path):
     """SIGKILL the scan's driver (its actors die with it) after some units; the
     resubmitted job finishes the rest: every (checkpoint, prompt, seed) once, no partial file."""

@@ -84,7 +84,6 @@ def test_run_control_is_defined_once():
     from diffrep.config import RunSettings
     from diffrep.dedup.config import DedupConfig
     from diffrep.index.config import IndexConfig
-
     from diffrep.rank.config import RankConfig
     from diffrep.scan.config import ScanConfig
     from diffrep.search.config import RegionSettings, SearchConfig

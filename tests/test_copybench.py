@@ -94,6 +94,7 @@ def test_copy_sets_record_their_source_and_mix_another_photo():
 
 
 @requires_sscd
+@pytest.mark.slow
 def test_real_sscd_beats_random_init_on_every_set(tmp_path):
     cfg = CopyBenchConfig(out_dir=str(tmp_path), models=["sscd_onnx", "clip:ViT-B-32"],
                           weights={"clip:ViT-B-32": "random"}, crops_per_photo=2,

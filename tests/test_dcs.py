@@ -161,6 +161,7 @@ def test_caption_sets_dedup_and_duplication_order(tmp_path):
 KILL_AFTER_UNITS = 4
 
 
+@pytest.mark.slow
 def test_dcs_job_killed_and_resubmitted_loses_and_doubles_nothing(demo_index_root, ray_cluster,
                                                                   tmp_path):
     root, _, _ = demo_index_root

@@ -142,6 +142,7 @@ def test_rerun_skips_complete_shards(two_model_run):
     assert stats.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_corrupted_shard_through_the_job(ray_cluster, tmp_path):
     marker = tmp_path / "pwned"
     payload = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
@@ -164,6 +165,7 @@ def test_corrupted_shard_through_the_job(ray_cluster, tmp_path):
     assert not list(root.rglob("*escape*.npy"))
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_without_duplicates_or_losses(ray_cluster, demo_corpus, tmp_path):
     corpus, _ = demo_corpus
     model = "clip:ViT-B-32"  # random weights: a real ViT, 4x cheaper than DINO's B/16

@@ -242,6 +242,7 @@ def test_autofaiss_choice_drops_opq_only_where_cheap():
     assert choose_index(5000, 512, 100 * 2**20, 2**32).key == "IVF1,Flat"
 
 
+@pytest.mark.slow
 def test_ray_build_and_fanout_equal_local(ray_cluster, tmp_path):
     x = clustered_vectors(4000, 32, clusters=20, seed=8)
     q = x[::97]

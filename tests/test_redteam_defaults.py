@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import SSCD_MISSING, missing, onnx_sscd_available, requires_sscd
 
-pytestmark = [pytest.mark.ray, requires_sscd]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, requires_sscd]
 
 TESTBED = Path(__file__).resolve().parents[1] / "testbed"
 A, B = TESTBED / "memorizing", TESTBED / "large-data"

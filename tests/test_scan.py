@@ -40,6 +40,7 @@ def read_generations(root, run: str, label: str) -> pa.Table:
     return pa.concat_tables([pq.read_table(f"{folder}/{f}") for f in sorted(os.listdir(folder))])
 
 
+@pytest.mark.slow
 def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_cluster, pipelines,
                                                         tmp_path):
     from diffrep.models import create_embedder
@@ -134,6 +135,7 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
     assert "region matches" not in rendered["dom"]
 
 
+@pytest.mark.slow
 def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster, tmp_path):
     from jobs import scan
 

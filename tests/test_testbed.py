@@ -96,6 +96,7 @@ def verified(pool, truth_a):
             for m, caps in sets.items()}
 
 
+@pytest.mark.slow
 def test_verbatim_labels_for_memorized_captions_and_none_for_the_rest(verified):
     rows = verified["memorizing"]
     mem = [r for r in rows if r["memorized"]]
