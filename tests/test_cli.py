@@ -185,3 +185,42 @@ def test_folder_to_corpus_to_search_from_outside_the_repository(ray_cluster, tmp
     failed = [ln for ln in proc.stdout.splitlines() if "ERROR dedup failed:" in ln]
     assert len(failed) == 1 and "raised at" in failed[0]
     assert "Traceback" not in proc.stdout
+    (tmp_path / "out" / "dedup").unlink()
+
+    # the other jobs' success through the console, relative paths, outside the repository
+    testbed = Path(__file__).resolve().parents[1] / "testbed" / "memorizing"
+    more = [
+        ("dedup", "--root", "out", "--model", "sscd_onnx", *address),
+        ("scan", "--root", "out", "--model", "sscd_onnx", "--generated", "edited", "--run",
+         "edited", "--baseline_size", "5", "--regions", "false", *address),
+        ("dcs", "--root", "out", "--model", "sscd_onnx", "--checkpoint", str(testbed),
+         "--top_n", "2", "--ecs_seeds", "1", "--gt_seeds", "1", "--gt_steps", "2", *address),
+    ]
+    for step in more:
+        proc = diffrep(*step, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert f"INFO {step[0]}: done in" in proc.stdout
+    scan = json.loads((tmp_path / "out" / "scans" / "edited" / "summary.json").read_text())
+    assert scan["checkpoints"]["generated"]["top1"]["count"] == 2
+    assert (tmp_path / "out" / "rankings" / "dcs" / "ranked.parquet").exists()
+
+
+def test_relative_paths_are_made_absolute_and_refused_under_ray_job_submit(tmp_path, monkeypatch):
+    from diffrep.paths import absolute_paths
+    from diffrep.rank.config import RankConfig
+    from diffrep.search.config import SearchConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ckpt").mkdir()
+    cfg = absolute_paths(SearchConfig(root="out", images="q/*.png", queries=None), "search")
+    assert (cfg.root, cfg.images) == (f"{tmp_path}/out", f"{tmp_path}/q/*.png")
+    rank = absolute_paths(RankConfig(root="s3://b/r", checkpoint="ckpt"), "dcs")
+    assert rank.root == "s3://b/r" and rank.checkpoint == f"{tmp_path}/ckpt"
+    hub = absolute_paths(RankConfig(root="/abs", checkpoint="org/model"), "dcs")
+    assert hub.checkpoint == "org/model" and hub.dedup_groups == "auto"  # a hub id, a special value
+    # under `ray job submit --working-dir`, the driver runs in Ray's copy of the directory
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR",
+                       json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}))
+    with pytest.raises(ConfigError, match=r"search.root 'out' is relative: under `ray job submit`"):
+        absolute_paths(SearchConfig(root="out"), "search")
+    assert absolute_paths(SearchConfig(root="/shared/out"), "search").root == "/shared/out"
