@@ -187,8 +187,10 @@ def test_an_index_built_before_list_partitioning_still_searches_and_refuses_adds
 
 
 def planted_pairs(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors with planted groups of 2-5 near-copies (similarity ~0.99), spread over the
-    corpus; returns (vectors, group of each row or -1)."""
+    """Vectors with planted groups of 2-5 near-copies, spread over the corpus, their
+    similarities spread across 0.89-0.999 so that many pairs lie just below and just above
+    a 0.95 threshold (a shifted pair threshold changes the pairs); returns (vectors, group
+    of each row or -1)."""
     rng = np.random.default_rng(seed)
     x = clustered_vectors(n, dim, clusters=50, seed=seed)
     group = np.full(n, -1)
@@ -198,7 +200,8 @@ def planted_pairs(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         size = int(rng.integers(2, 6))
         members = rows[pos:pos + size]
         for m in members[1:]:
-            v = x[members[0]] + 0.1 * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+            scale = rng.uniform(0.05, 0.5)
+            v = x[members[0]] + scale * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
             x[m] = v / np.linalg.norm(v)
         group[members] = g
         pos, g = pos + size, g + 1
@@ -226,7 +229,7 @@ def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster):
 
     backend = RayShards(handle, num_cpus=0.25)
     try:
-        run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, margin=0.1, nprobe=8,
+        run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, margin=0.2, nprobe=16,
                               partition_ids=5000), handle, RayExecutor(num_cpus=0.5), backend.actors)
     finally:
         backend.close()
