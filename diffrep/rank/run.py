@@ -27,7 +27,7 @@ from diffrep.rank.layout import RankLayout
 from diffrep.rank.merge import merge_runs, sort_run
 from diffrep.rank.report import write_report
 from diffrep.rank.verbatim import UNTESTED, VERBATIM, precision_vs_found
-from diffrep.rank.worker import RankWorker, ScoreSettings, TruthSettings
+from diffrep.rank.worker import TRUTH_SCHEMA, RankWorker, ScoreSettings, TruthSettings
 
 log = logging.getLogger("diffrep")
 TRUTH_CHUNK = 8  # captions per ground-truth unit
@@ -140,8 +140,9 @@ def run_rank(cfg: RankConfig, checkpoint: Checkpoint) -> dict:
                                                              layout.truth(i, "tar")),
               todo, Progress("truth", len(todo), unit="chunks", item="captions"),
               lambda r: r["captions"])
-    truth_table = pa.concat_tables([storage.read_table(layout.truth(i)) for i in range(len(chunks))]) \
-        if chunks else None
+    # cast: chunks written before TRUTH_SCHEMA have null-typed columns where a chunk had none
+    truth_table = pa.concat_tables([storage.read_table(layout.truth(i)).cast(TRUTH_SCHEMA)
+                                    for i in range(len(chunks))]) if chunks else None
     summary = summarise(cfg, cap_stats, scored, dcs_quantiles, truth_table)
     summary["resolution"] = score.resolution
     summary["checkpoint_settings"] = native_settings(checkpoint).as_dict()

@@ -20,6 +20,18 @@ from diffrep.dedup.read import DedupGroups, is_complete
 from diffrep.diffusion.pipelines import Checkpoint
 from diffrep.rank import truth, verbatim
 
+# One schema for every ground-truth chunk: a chunk whose captions all lack a template (or a
+# distance) must not get null-typed columns that the other chunks' tables do not share.
+TRUTH_SCHEMA = pa.schema([
+    ("caption_id", pa.int64()), ("caption", pa.string()), ("dcs_rank", pa.int64()),
+    ("dcs", pa.float64()), ("noise_magnitude", pa.float64()), ("ecs", pa.float64()),
+    ("label", pa.string()), ("matching_distance", pa.float64()),
+    ("retrieval_distance", pa.float64()), ("template_distance", pa.float64()),
+    ("top_neighbour_key", pa.string()), ("top_neighbour_sim", pa.float64()),
+    ("template_key", pa.string()), ("template_mask", pa.string()),
+    ("own_keys", pa.list_(pa.string())), ("images", pa.list_(pa.string())),
+    ("image_tar", pa.string())])
+
 
 @dataclass(frozen=True, kw_only=True)
 class ScoreSettings:
@@ -152,7 +164,7 @@ class RankWorker:
                 "template_mask": f"{r['caption_id']}_mask.png" if mask is not None else None,
                 "own_keys": r["keys"], "images": names, "image_tar": tar_url})
         storage.write_bytes(tar_url, tar_bytes(samples))
-        storage.write_parquet(out_url, pa.Table.from_pylist(out_rows))
+        storage.write_parquet(out_url, pa.Table.from_pylist(out_rows, schema=TRUTH_SCHEMA))
         return {"captions": len(rows), "labels": dict(counts)}
 
     def _ecs(self, captions: list[str]) -> list[float]:
