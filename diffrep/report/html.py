@@ -74,8 +74,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def legend_x(names: Sequence[str], right_edge: float, char_w: float = 6.2) -> float:
-    """Left x of a legend whose longest name (11 px text, ~6.2 px per character) ends at
+def legend_x(names: Sequence[str], right_edge: float, char_w: float = 7.0) -> float:
+    """Left x of a legend whose longest name (11 px text, at most ~7 px per character) ends at
     `right_edge`: long checkpoint names are not cut off by the SVG's edge."""
     return max(0.0, right_edge - 15 - char_w * max((len(n) for n in names), default=0))
 
