@@ -181,9 +181,10 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     found = sum(v > region_thr for v in pasted_sims.values())
     assert len(pasted_sims) == 6 and found >= 3, pasted_sims
     summary = json.loads((root / "scans/planted/summary.json").read_text())
-    assert summary["checkpoints"]["closed-model"]["top1"]["above_threshold"] >= 12
+    # the 12 edited copies are above 0.5 globally; no pasted object and no drawing is
+    assert summary["checkpoints"]["closed-model"]["top1"]["above_threshold"] == 12
     assert summary["checkpoints"]["closed-model"]["replicated"] == 12 + found
-    assert summary["region_baseline"]["count"] > 0
+    assert summary["region_baseline"]["count"] == 6  # baseline_size
     assert summary["checkpoints"]["closed-model"]["skipped"] == {"not_an_image": 1}
 
     need_chromium()
