@@ -20,5 +20,8 @@ def init_ray(address: str | None = None) -> dict:
             # that it did on every start, which nobody can act on: that warning is dropped
             logging.getLogger("ray._private.authentication.authentication_token_setup"
                               ).setLevel(logging.ERROR)
-        ray.init(address=address, **kwargs)
+        # "local": always a new cluster for this process. With None, Ray joins whatever
+        # local cluster is already running (another job's, a test session's) and the job
+        # dies with it; the config says "else start a local Ray", and it does.
+        ray.init(address=address or "local", **kwargs)
     return ray.cluster_resources()

@@ -224,3 +224,17 @@ def test_relative_paths_are_made_absolute_and_refused_under_ray_job_submit(tmp_p
     with pytest.raises(ConfigError, match=r"search.root 'out' is relative: under `ray job submit`"):
         absolute_paths(SearchConfig(root="out"), "search")
     assert absolute_paths(SearchConfig(root="/shared/out"), "search").root == "/shared/out"
+
+
+@pytest.mark.ray
+def test_a_job_without_an_address_starts_its_own_ray_not_a_running_one(ray_cluster, tmp_path):
+    """`ray_address: null` means a local Ray of the job's own: joining another local
+    cluster (a test session's, another job's) made the job die with it."""
+    probe = ("from diffrep.ray_utils import init_ray; import ray; init_ray(); "
+             "print('GCS', ray.get_runtime_context().gcs_address)")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
+    assert out.returncode == 0, out.stdout[-2000:]
+    gcs = [ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("GCS ")]
+    assert gcs and gcs[0] != ray_cluster.address
