@@ -205,7 +205,9 @@ def test_embed_completes_while_the_object_store_spills(demo_corpus, tmp_path):
         assert sorted(per_shard) == [f"{i:05d}" for i in range(4)]
         assert len(set(zip(meta["shard"].to_pylist(), meta["row"].to_pylist(), strict=True))) == len(meta)
         print(f"spilled {spilled / 2**20:.0f} MiB; peak RSS of one job process {peak / 2**20:.0f} MiB")
-        assert 0 < peak < 2 * 2**30, peak  # bytes
+        # measured 987 MiB (the SSCD actor); the 320 MB in the store passing through one
+        # process would put it above 1.2 GiB
+        assert 0 < peak < 1.2 * 2**30, peak  # bytes
     finally:
         filler.kill()
         cluster.shutdown()
