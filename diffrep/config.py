@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import logging
 import sys
 import types
 import typing
@@ -117,8 +118,6 @@ def _apply_renames(cls: type, values: dict[str, Any], section: str, where: str) 
             if new in out:
                 raise ConfigError(f"{where}{old} and {new} are the same setting ({old} is its old "
                                   f"name); keep {new} only")
-            import logging
-
             logging.getLogger("diffrep").warning(
                 "%s%s is deprecated: it is now %s.%s", where, old, section, new)
             out[new] = out.pop(old)

@@ -238,3 +238,17 @@ def test_a_job_without_an_address_starts_its_own_ray_not_a_running_one(ray_clust
     assert out.returncode == 0, out.stdout[-2000:]
     gcs = [ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("GCS ")]
     assert gcs and gcs[0] != ray_cluster.address
+
+
+def test_shards_are_cut_every_n_samples_and_read_back_in_order(tmp_path):
+    from collections import Counter
+
+    from diffrep.data.folder import write_shards
+    from diffrep.data.reader import iter_raw_samples
+
+    items = [(f"k{i}", {"txt": f"caption {i}".encode(), "json": b"{}"}) for i in range(5)]
+    urls = write_shards(str(tmp_path), iter(items), 2)
+    assert [Path(u).name for u in urls] == ["00000.tar", "00001.tar", "00002.tar"]
+    read = [(r.key, r.members["txt"]) for u in urls for r in iter_raw_samples(u, Counter())]
+    assert read == [(k, m["txt"]) for k, m in items]
+    assert write_shards(str(tmp_path / "none"), iter([]), 2) == []

@@ -17,6 +17,7 @@ from diffrep.copybench.evaluate import average_ranks, extract, score_regions, sc
 from diffrep.data.demo import load_source_photos, tar_bytes
 from diffrep.models import check_model_name, create_embedder, default_weights
 from diffrep.report.html import esc, figure, page, table, thumbnail_data_uri
+from diffrep.search.config import RegionGrid
 from diffrep.search.regions import RegionSpec, embed_regions
 
 log = logging.getLogger("diffrep")
@@ -24,7 +25,7 @@ log = logging.getLogger("diffrep")
 
 
 @dataclass
-class CopyBenchConfig:
+class CopyBenchConfig(RegionGrid):
     out_dir: str = field(default="out/copybench", metadata=helps("where sets and results go"))
     models: list[str] = field(default_factory=lambda: ["sscd_onnx", "sscd_distilled_onnx"],
                               metadata=helps("descriptors to compare (see diffrep.models)"))
@@ -40,12 +41,6 @@ class CopyBenchConfig:
                                      metadata=helps(
         "models also scored with object-level matching (diffrep.search.regions: best "
         "region-to-image similarity over grid crops of each query), a row '<model>, regions'"))
-    region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
-        "crop sides of the region grid, as fractions of the query's side"))
-    region_rerank: int = field(default=3, metadata=helps(
-        "with regions: top gallery items per query, and each region's own best item, "
-        "re-scored region to region (as the search does with training images); 0: region "
-        "to whole image only"))
     write_webdataset: bool = field(default=True, metadata=helps("write gallery and sets as WebDataset tars"))
     batch_size: int = field(default=32, metadata=helps("images per model call"))
     device: str = field(default="cpu", metadata=helps("cpu or cuda"))

@@ -25,12 +25,13 @@ streamed to storage and appear atomically. Runs in one process (the work is file
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
 import tarfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,8 +139,11 @@ def caption_of(folder: Path, relpath: str, counts: Counter) -> str:
 
 
 def samples(folder: Path, images: list[FolderImage], counts: Counter, skipped: list[str],
-            max_pixels: int) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, members) of every readable image, in order; the rest counted and listed."""
+            max_pixels: int, records: list[dict] | None = None
+            ) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, members) of every readable image, in order; the rest counted and listed.
+    Each sample's metadata record (key, url, caption, source, size, format) is also
+    appended to `records` when given."""
     for item in images:
         path = folder / item.relpath
         try:
@@ -154,58 +158,32 @@ def samples(folder: Path, images: list[FolderImage], counts: Counter, skipped: l
         record = {"key": item.key, "url": path.resolve().as_uri(), "caption": caption,
                   "source": item.relpath, **meta}
         counts["images"] += 1
+        if records is not None:
+            records.append(record)
         yield item.key, {ext: data, "txt": caption.encode(), "json": json.dumps(record).encode()}
 
 
 def write_shards(out_dir: str, shard_samples: Iterator[tuple[str, dict[str, bytes]]],
-                 samples_per_shard: int, on_sample=None) -> list[str]:
-    """Stream samples into `out_dir/NNNNN.tar`, `samples_per_shard` each; every shard
-    appears atomically when full. Returns the shards' URLs."""
+                 samples_per_shard: int, on_sample: Callable[[], None] | None = None) -> list[str]:
+    """Stream samples into `out_dir/NNNNN.tar`, `samples_per_shard` each (members grouped
+    by sample, mtime 0); each shard appears atomically when full. Returns their URLs."""
     urls: list[str] = []
-    writer = None
-    try:
-        for n, (key, members) in enumerate(shard_samples):
-            if n % samples_per_shard == 0:
-                if writer is not None:
-                    writer.__exit__(None, None, None)
-                urls.append(storage.join(out_dir, f"{len(urls):05d}.tar"))
-                writer = _ShardWriter(urls[-1])
-                writer.__enter__()
-            writer.add(key, members)
-            if on_sample is not None:
-                on_sample()
-    except BaseException as exc:
-        if writer is not None:
-            writer.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    if writer is not None:
-        writer.__exit__(None, None, None)
+    samples_left = iter(shard_samples)
+    first = next(samples_left, None)
+    while first is not None:
+        urls.append(storage.join(out_dir, f"{len(urls):05d}.tar"))
+        with storage.atomic_open(urls[-1]) as f, \
+                tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for key, members in itertools.chain([first], itertools.islice(samples_left,
+                                                                           samples_per_shard - 1)):
+                for ext, data in members.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size, info.mtime = len(data), 0
+                    tar.addfile(info, io.BytesIO(data))
+                if on_sample is not None:
+                    on_sample()
+        first = next(samples_left, None)
     return urls
-
-
-class _ShardWriter:
-    """One WebDataset tar (members grouped by sample, mtime 0), streamed, atomic."""
-
-    def __init__(self, url: str):
-        self.url = url
-
-    def __enter__(self) -> _ShardWriter:
-        self._file_cm = storage.atomic_open(self.url)
-        self._tar = tarfile.open(fileobj=self._file_cm.__enter__(), mode="w",
-                                 format=tarfile.PAX_FORMAT)
-        return self
-
-    def add(self, key: str, members: dict[str, bytes]) -> None:
-        for ext, data in members.items():
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime = len(data), 0
-            self._tar.addfile(info, io.BytesIO(data))
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self._tar.close()
-        finally:
-            self._file_cm.__exit__(exc_type, exc, tb)
 
 
 def decode_any_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:

@@ -13,7 +13,8 @@ from diffrep.dedup.run import run_dedup
 from diffrep.executor import RayExecutor
 from diffrep.resources import Ask, fit_config
 from diffrep.runner import Job, JobContext
-from diffrep.search import RayShards, open_index, wants_shard_actors
+from diffrep.search import open_index, wants_shard_actors
+from diffrep.search.actors import shard_actor_ask, start_shard_actors
 
 
 def run(cfg: DedupConfig, ctx: JobContext) -> str:
@@ -23,20 +24,15 @@ def run(cfg: DedupConfig, ctx: JobContext) -> str:
     use_actors = wants_shard_actors(cfg.shard_actors, handle)
     # the shard actors and one slice task (1 CPU) beside them must fit the cluster
     cfg = fit_config(cfg, "dedup", [
-        Ask("shard actors", len(handle.shard_files()) if use_actors else 0,
-            cfg.shard_actor_cpus, cpus_key="dedup.shard_actor_cpus", cpus_fit="share"),
+        shard_actor_ask("dedup", handle, use_actors, cfg.shard_actor_cpus),
         Ask("slice tasks", 1, 1.0)])
-    actors = None
-    if use_actors:  # shard actors verify their shard's sha256
-        actors = ctx.release(RayShards(handle, num_cpus=cfg.shard_actor_cpus,
-                                       threads=cfg.shard_actor_threads)).actors
-    else:
-        handle.verify_shards()
+    shards = start_shard_actors(handle, use_actors, cfg.shard_actor_cpus,
+                                cfg.shard_actor_threads, ctx.release)
     executor = RayExecutor(num_cpus=1, max_attempts=cfg.max_attempts,
                            progress_interval_s=cfg.progress_interval_s,
                            stall_warning_s=cfg.stall_warning_s)
     ctx.working()
-    summary = run_dedup(cfg, handle, executor, actors)
+    summary = run_dedup(cfg, handle, executor, shards.actors if shards else None)
     return _result_line(summary)
 
 

@@ -15,7 +15,8 @@ from diffrep.resources import Ask, fit_config
 from diffrep.runner import Job, JobContext
 from diffrep.scan.config import ScanConfig, validate
 from diffrep.scan.run import run_scan
-from diffrep.search import RayShards, open_index, wants_shard_actors
+from diffrep.search import open_index, wants_shard_actors
+from diffrep.search.actors import shard_actor_ask, start_shard_actors
 
 
 def run(cfg: ScanConfig, ctx: JobContext) -> str:
@@ -30,15 +31,10 @@ def run(cfg: ScanConfig, ctx: JobContext) -> str:
     use_actors = wants_shard_actors(cfg.shard_actors, handle)
     # shard actors and generation workers are held together: they must fit the cluster
     cfg = fit_config(cfg, "scan", [
-        Ask("shard actors", len(handle.shard_files()) if use_actors else 0,
-            cfg.shard_actor_cpus, cpus_key="scan.shard_actor_cpus", cpus_fit="share"),
+        shard_actor_ask("scan", handle, use_actors, cfg.shard_actor_cpus),
         Ask("generation workers", cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker,
             "scan.cpus_per_worker", "scan.gpus_per_worker", "scan.workers", count_fit=True)])
-    shards = None
-    if use_actors:  # each shard actor verifies its shard's sha256
-        shards = ctx.release(RayShards(handle, num_cpus=cfg.shard_actor_cpus))
-    else:
-        handle.verify_shards()
+    shards = start_shard_actors(handle, use_actors, cfg.shard_actor_cpus, 1, ctx.release)
     ctx.working()
     run_scan(cfg, checkpoints, handle, shards.actors if shards else None)
     return f"summary and report under {cfg.root}/scans/{cfg.run}/"

@@ -8,7 +8,6 @@ Run: diffrep shards --folder my_images --out_dir data/mine/shards
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,22 +54,18 @@ def run(cfg: ShardsConfig, ctx: JobContext) -> str:
                           f"(.jpg .jpeg .png .webp .gif .bmp .tif .tiff)")
     ctx.working()
     progress = Progress("shards", len(images), unit="files", item="images")
-    rows: dict[str, list] = {"key": [], "url": [], "caption": [], "source": []}
-
-    def each():
-        for key, members in samples(folder, images, counts, skipped, cfg.max_pixels):
-            record = json.loads(members["json"])
-            for column in rows:
-                rows[column].append(record[column])
-            yield key, members
+    records: list[dict] = []
 
     def step() -> None:
         progress.update(1)
         progress.report(every_s=10)
 
-    urls = write_shards(cfg.out_dir, each(), cfg.samples_per_shard, on_sample=step)
+    urls = write_shards(cfg.out_dir, samples(folder, images, counts, skipped, cfg.max_pixels,
+                                             records), cfg.samples_per_shard, on_sample=step)
     pattern = storage.join(cfg.out_dir, f"{{00000..{len(urls) - 1:05d}}}.tar") if urls else ""
-    storage.write_parquet(storage.join(cfg.out_dir, "metadata.parquet"), pa.table(rows))
+    columns = ("key", "url", "caption", "source")
+    storage.write_parquet(storage.join(cfg.out_dir, "metadata.parquet"),
+                          pa.table({c: [r[c] for r in records] for c in columns}))
     stats = {"folder": str(folder.resolve()), "num_shards": len(urls), "input": pattern,
              "counts": dict(sorted(counts.items())), "skipped_files": skipped}
     storage.write_json(stats_url, stats)

@@ -9,22 +9,29 @@ from diffrep.config import ConfigError, helps
 
 
 @dataclass(kw_only=True)
-class RegionSettings:
-    """Object-level matching options, one definition for the jobs that match images
-    (search, scan): their own keys come first in --help."""
+class RegionGrid:
+    """The region grid of object-level matching, one definition for every job that
+    matches regions (search, scan, copybench)."""
+
+    region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
+        "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
+    region_rerank: int = field(default=3, metadata=helps(
+        "top candidates per image, and each region's own best candidate, re-scored region "
+        "to region: their images are read back and their grid crops embedded "
+        "(diffrep.search.training_regions; 14 descriptor calls per candidate); 0: region "
+        "to whole image only"))
+
+
+@dataclass(kw_only=True)
+class RegionSettings(RegionGrid):
+    """Object-level matching options of the jobs that match images (search, scan); their
+    own keys come first in --help."""
 
     regions: bool = field(default=True, metadata=helps(
         "object-level matching (paper 1, sec. 3; diffrep.search.regions): each image also "
         "gets descriptors of grid crops at region_scales and a region score, the best "
         "similarity of any crop to a training image, with its box and the global similarity; "
         "14x the descriptor calls per image. false: the global descriptor only"))
-    region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
-        "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
-    region_rerank: int = field(default=3, metadata=helps(
-        "top candidates per image, and each region's own best candidate, re-scored region "
-        "to region: their training images are read from the corpus tars and their grid "
-        "crops embedded (diffrep.search.training_regions; 14 descriptor calls per "
-        "candidate); 0: region to whole training image only"))
 
 
 @dataclass

@@ -8,9 +8,10 @@ import json
 
 from diffrep import storage
 from diffrep.progress import Progress
-from diffrep.resources import Ask, fit_config
+from diffrep.resources import fit_config
 from diffrep.runner import JobContext
 from diffrep.search import LocalShards, RayShards, Searcher, open_index, wants_shard_actors
+from diffrep.search.actors import shard_actor_ask
 from diffrep.search.config import SearchConfig, validate
 from diffrep.search.queries import ImageQueries, image_embedder, load_queries
 from diffrep.search.report import TopQueries, report_url, write_search_report
@@ -30,9 +31,8 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
     queries = load_queries(cfg, handle, embedder)
     if use_actors:
         ctx.ray(cfg.ray_address)
-        cfg = fit_config(cfg, "search", [Ask(
-            "shard actors", len(handle.shard_files()), cfg.shard_actor_cpus,
-            cpus_key="search.shard_actor_cpus", cpus_fit="share")])
+        cfg = fit_config(cfg, "search", [
+            shard_actor_ask("search", handle, True, cfg.shard_actor_cpus)])
         backend = ctx.release(RayShards(handle, num_cpus=cfg.shard_actor_cpus, threads=1))
     else:
         backend = LocalShards(handle)
