@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -91,6 +93,15 @@ class ResultsWriter:
                 self._flush()
                 self._writer.close()
             except BaseException as failed:  # no file appears; the error propagates
+                self._discard()
                 self._open.__exit__(type(failed), failed, failed.__traceback__)
                 raise
+        else:
+            self._discard()
         return self._open.__exit__(exc_type, exc, tb)
+
+    def _discard(self) -> None:
+        """Closes the writer into the temporary file that is about to be removed: left open,
+        pyarrow would close it at garbage collection, writing to a closed file."""
+        with suppress(Exception):
+            self._writer.close()
