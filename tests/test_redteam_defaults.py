@@ -37,7 +37,9 @@ def testbed_root(ray_cluster, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("redteam")
     corpus, root = base / "corpus", base / "out"
-    write_testbed_corpus(TESTBED, A, str(corpus), num_shards=2, once_prompts=20)
+    # every memorized and template image, 400 of the 1,472 once-seen ones: the embedding
+    # of all 1,500 took 40 s of the suite, and no assertion needs the rest
+    write_testbed_corpus(TESTBED, A, str(corpus), num_shards=2, once_prompts=20, once_images=400)
     rc = embed.main(["--input", str(corpus / "shards" / "{00000..00001}.tar"), "--root", str(root),
                      "--models", "[sscd_onnx]", "--batch_size", "32",
                      "--ray_address", ray_cluster.address])
@@ -59,20 +61,21 @@ def test_region_baseline_shows_progress_and_a_second_scan_reads_it_back(testbed_
     handle = open_index(str(root), "sscd_onnx")
     searcher, embedder = Searcher(handle), create_embedder("sscd_onnx")
     spec = RegionSpec((0.5,), rerank=0)
+    monkeypatch.setattr(baseline, "REGION_CHUNK", 8)  # 16 images in 2 chunks
     with caplog.at_level(logging.INFO, logger="diffrep"):
         first = baseline.load_or_compute_regions(ScanLayout(str(root), "one"), searcher, embedder,
-                                                 spec, 64, 0, 20, progress_interval_s=0)
+                                                 spec, 16, 0, 4, progress_interval_s=0)
     progress = [r.getMessage() for r in caplog.records
                 if r.getMessage().startswith("scan region baseline: chunks")]
     assert progress and "ETA" in progress[0] and "chunks 2/2" in progress[-1]
-    assert len(first) == 64
+    assert len(first) == 16
 
     def no_recompute(*args, **kwargs):
         raise AssertionError("the region baseline was computed again")
 
     monkeypatch.setattr(baseline, "embed_regions", no_recompute)
     again = baseline.load_or_compute_regions(ScanLayout(str(root), "two"), searcher, embedder,
-                                             spec, 64, 0, 20)  # another run, same index
+                                             spec, 16, 0, 4)  # another run, same index
     assert again.equals(first)
 
 

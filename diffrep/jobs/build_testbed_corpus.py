@@ -23,15 +23,18 @@ class TestbedCorpusConfig:
     num_shards: int = field(default=2, metadata=helps("number of WebDataset shards"))
     once_prompts: int = field(default=20, metadata=helps(
         "once-seen captions added to the scan prompts, beside every memorized one"))
-    seed: int = field(default=0, metadata=helps("seed of the once-seen prompt draw"))
+    once_images: int | None = field(default=None, metadata=helps(
+        "keep only this many once-seen images (every memorized and template image is kept); "
+        "null keeps all"))
+    seed: int = field(default=0, metadata=helps("seed of the once-seen image and prompt draws"))
     overwrite: bool = field(default=False, metadata=helps("rebuild even if the corpus exists"))
 
 
 def run(cfg: TestbedCorpusConfig, ctx: JobContext) -> str | None:
     log = ctx.log
-    if cfg.num_shards < 1 or cfg.once_prompts < 0:
-        raise ConfigError("build_testbed_corpus.num_shards must be >= 1 and "
-                          "build_testbed_corpus.once_prompts >= 0")
+    if cfg.num_shards < 1 or cfg.once_prompts < 0 or (cfg.once_images or 0) < 0:
+        raise ConfigError("build_testbed_corpus.num_shards must be >= 1, "
+                          "build_testbed_corpus.once_prompts and once_images >= 0")
     if not storage.exists(storage.join(cfg.memorizing, "testbed", "truth.json")):
         raise ConfigError(f"build_testbed_corpus.memorizing: no testbed/truth.json under "
                           f"{cfg.memorizing} (train it with `make testbed`)")
@@ -44,7 +47,7 @@ def run(cfg: TestbedCorpusConfig, ctx: JobContext) -> str | None:
                  cfg.out_dir, manifest["num_samples"])
         return None
     manifest = write_testbed_corpus(cfg.testbed, cfg.memorizing, cfg.out_dir, cfg.num_shards,
-                                    cfg.once_prompts, cfg.seed)
+                                    cfg.once_prompts, cfg.seed, cfg.once_images)
     log.info("build_testbed_corpus: %d images in %d shards, %d scan prompts (%d memorized or "
              "template) under %s", manifest["num_samples"], manifest["num_shards"],
              manifest["num_prompts"], manifest["num_memorized_prompts"], cfg.out_dir)

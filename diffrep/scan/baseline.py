@@ -16,6 +16,7 @@ from diffrep.search import Searcher
 from diffrep.search.regions import RegionSpec, embed_regions
 
 log = logging.getLogger("diffrep")
+REGION_CHUNK = 32  # training images region-embedded and searched per step
 
 
 def index_hash(searcher: Searcher) -> str:
@@ -104,7 +105,7 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
            "similarity": np.full(len(ids), np.nan, np.float32),
            "region_similarity": np.full(len(ids), np.nan, np.float32),
            "box": [None] * len(ids)}
-    chunk_size = 32
+    chunk_size = REGION_CHUNK
     progress = Progress("scan region baseline", -(-len(ids) // chunk_size), unit="chunks",
                         item="training images")
     log.info("scan: region baseline of %d training images (once per index; cached for later "

@@ -35,18 +35,26 @@ def _png(img: np.ndarray) -> bytes:
 
 
 def write_testbed_corpus(testbed_dir: str | Path, memorizing_dir: str | Path, out_dir: str,
-                         num_shards: int = 2, once_prompts: int = 20, seed: int = 0) -> dict:
+                         num_shards: int = 2, once_prompts: int = 20, seed: int = 0,
+                         once_images: int | None = None) -> dict:
     """Write `out_dir`/shards/NNNNN.tar, metadata.parquet, prompts.parquet and (last)
     manifest.json; returns the manifest.
 
     The corpus holds the distinct images of the memorizing model's training set
-    (`memorizing_dir`/testbed/truth.json, pool images from `testbed_dir`/data). The
-    prompts are every memorized and template caption plus `once_prompts` once-seen
-    captions drawn with `seed`, each with its image's key.
+    (`memorizing_dir`/testbed/truth.json, pool images from `testbed_dir`/data); with
+    `once_images`, every memorized and template image but only that many once-seen ones
+    (drawn with `seed`): a smaller corpus with every copy's source in it. The prompts are
+    every memorized and template caption plus `once_prompts` once-seen captions drawn
+    with `seed`, each with its image's key.
     """
     images, entries = tdata.read_pool(Path(testbed_dir) / "data")
     truth = tdata.read_truth(Path(memorizing_dir) / "testbed")
     rows = sorted(truth, key=lambda t: t["index"])
+    once_rows = [t for t in rows if t["kind"] == "once"]
+    if once_images is not None and once_images < len(once_rows):
+        draw = np.random.default_rng(seed).choice(len(once_rows), once_images, replace=False)
+        kept = {once_rows[int(i)]["index"] for i in draw}
+        rows = [t for t in rows if t["kind"] != "once" or t["index"] in kept]
     per_shard = -(-len(rows) // num_shards)
     keys: dict[int, str] = {}
     shard_urls = []
