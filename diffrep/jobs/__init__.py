@@ -11,6 +11,7 @@ JOBS: dict[str, str] = {
     "dedup": "near-duplicate pairs, groups and a report of the training set",
     "scan": "memorization scan of diffusion checkpoints against the training set",
     "dcs": "rank training captions by DCS and label the top with ground truth",
+    "serve": "browse, search and review a root's outputs in a browser; clip-retrieval's API",
     "copybench": "copy-detector benchmark (paper 1, Table 1)",
     "detectbench": "memorization-detector benchmark on captions with known labels",
     "build_demo": "build the embedded demo corpus and tiny pipelines",
