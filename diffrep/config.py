@@ -43,7 +43,7 @@ class ConfigError(InputError, ValueError):
 # Every job's config section; a config file's other top-level mappings are errors (a typo
 # in a section name would otherwise run the job silently with its defaults).
 JOB_SECTIONS = ("build_demo", "build_testbed_corpus", "copybench", "dcs", "dedup",
-                "detectbench", "download", "embed", "index", "scan", "search", "shards",
+                "detectbench", "download", "embed", "index", "scan", "search", "serve", "shards",
                 "train_testbed", "verify_testbed")
 # Top-level keys shared by the jobs; a job takes those its config class has.
 SHARED_KEYS = ("root", "ray_address")

@@ -289,3 +289,36 @@ def test_token_required_when_bound_beyond_loopback(served_root, tmp_path):
     first = client.get(f"/scans?token={TOKEN}", follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"] == "/scans"
     assert client.get("/scans").status_code == 200  # the cookie carries it now
+
+
+def test_the_same_app_as_a_ray_serve_application(served_root, ray_cluster, tmp_path):
+    """`diffrep serve --ray_serve true` on the session's cluster: the app answers through
+    Ray Serve's proxy, and SIGTERM stops the job and deletes the application."""
+    import signal
+
+    root = served_root[0]
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(DIFFREP), "serve", "--root", str(root), "--ray_serve", "true",
+                                 "--ray_address", ray_cluster.address, "--port", str(port),
+                                 "--replica_cpus", "0.5"], env=job_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(requests.ConnectionError):
+                r = requests.get(f"http://127.0.0.1:{port}/indices-list", timeout=10)
+                if r.ok:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert r.json() == ["sscd_onnx"]
+        page = requests.get(f"http://127.0.0.1:{port}/scans/planted", timeout=30)
+        assert page.status_code == 200 and "id='generations'" in page.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0, log.read_text()[-3000:]
+    from ray import serve
+
+    assert "diffrep" not in serve.status().applications

@@ -41,6 +41,7 @@ class ServeConfig(RegionGrid):
     ray_serve: bool = field(default=False, metadata=helps(
         "run as a Ray Serve application on the cluster (needs ray[serve]) instead of uvicorn here"))
     replicas: int = field(default=1, metadata=helps("Ray Serve replicas (with ray_serve)"))
+    replica_cpus: float = field(default=1.0, metadata=helps("CPUs per Ray Serve replica"))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -75,7 +76,7 @@ def validate(cfg: ServeConfig) -> None:
         raise ConfigError("serve.max_upload_mb must be in (0, 1024]")
     if cfg.max_image_pixels < 1 or cfg.search_threads < 1 or cfg.replicas < 1:
         raise ConfigError("serve.max_image_pixels, serve.search_threads and serve.replicas must be >= 1")
-    if cfg.shard_actor_cpus <= 0:
-        raise ConfigError("serve.shard_actor_cpus must be > 0")
+    if cfg.shard_actor_cpus <= 0 or cfg.replica_cpus <= 0:
+        raise ConfigError("serve.shard_actor_cpus and serve.replica_cpus must be > 0")
     if not cfg.region_scales or not all(0 < s <= 1 for s in cfg.region_scales):
         raise ConfigError("serve.region_scales must be fractions in (0, 1]")

@@ -1,10 +1,13 @@
 """The app as a Ray Serve application: `replicas` copies of the same ASGI app (each opens
 the root itself, on whichever node Ray places it), behind Ray Serve's HTTP proxy at
-serve.host:serve.port. Blocks until stopped."""
+serve.host:serve.port. Blocks until stopped (Ctrl-C or SIGTERM), then deletes the
+application."""
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 from diffrep.config import ConfigError
 from diffrep.serve.config import ServeConfig
@@ -22,8 +25,17 @@ def deploy(cfg: ServeConfig, log: logging.Logger) -> str:
         return create_app(cfg)
 
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    ingress = serve.deployment(name="diffrep", num_replicas=cfg.replicas)(serve.ingress(build)())
-    log.info("serve: Ray Serve application 'diffrep' (%d replica(s)) at http://%s:%d", cfg.replicas,
-             cfg.host, cfg.port)
-    serve.run(ingress.bind(), name="diffrep", route_prefix="/", blocking=True)
+    ingress = serve.deployment(name="diffrep", num_replicas=cfg.replicas,
+                               ray_actor_options={"num_cpus": cfg.replica_cpus})(serve.ingress(build)())
+    log.info("serve: Ray Serve application 'diffrep' (%d replica(s), %g CPU each) at http://%s:%d; "
+             "Ctrl-C stops it", cfg.replicas, cfg.replica_cpus, cfg.host, cfg.port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    serve.run(ingress.bind(), name="diffrep", route_prefix="/", blocking=False)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:  # a Serve application outlives its driver: take it down with the job
+        serve.delete("diffrep")
     return "Ray Serve application 'diffrep' stopped"
