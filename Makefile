@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 # torch/torchvision pinned to the releases this project is tested with.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast lint bench bench-gpu rehearsal clean-demo testbed
+.PHONY: setup demo serve test test-fast lint bench bench-gpu rehearsal clean-demo testbed
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,9 @@ demo: setup
 	$(BIN)/diffrep dedup --config configs/demo-testbed.yaml
 	$(BIN)/diffrep dcs --config configs/demo-testbed.yaml
 	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --max_captions 400 --out_dir data/demo/out/detectbench
+	@echo "demo done. Browse, search and review its outputs in a browser (Ctrl-C stops):"
+	@echo "  $(BIN)/diffrep serve --config configs/demo.yaml          # http://127.0.0.1:8765"
+	@echo "  $(BIN)/diffrep serve --config configs/demo-testbed.yaml  # http://127.0.0.1:8766 (scan A vs B, DCS ranking)"
 
 # The memorization testbed (diffrep/testbed): retrains testbed/{memorizing,large-data}
 # from the shipped photos, seeded (~55 min on one CPU thread), verifies them and runs the
@@ -97,16 +100,22 @@ bench-gpu: setup
 
 # Submit a job to the cluster at $RAY_ADDRESS and follow its logs:
 #   make submit-embed CONFIG=configs/laion-aesthetics-12m.yaml [ARGS="--batch_size 128"]
-# (jobs: download embed build_index search dedup scan dcs copybench). Ctrl-C stops
+# (jobs: download embed build_index search dedup scan dcs copybench serve; serve on the
+# cluster: DIFFREP_SERVE_TOKEN=... make submit-serve ARGS="--ray_serve true --host 0.0.0.0
+# --root /shared/out"; the token goes to the job's environment). Ctrl-C stops
 # following, not the job; `ray job logs --follow <id>` picks it up again.
 CONFIG ?= configs/demo.yaml
-SUBMIT_JOBS := shards download embed build_index search dedup scan dcs copybench
+SUBMIT_JOBS := shards download embed build_index search dedup scan dcs copybench serve
 submit-%:
 	@test -n "$$RAY_ADDRESS" || { echo "set RAY_ADDRESS (e.g. http://127.0.0.1:8265 through an SSH tunnel)"; exit 2; }
 	@echo "$(SUBMIT_JOBS)" | tr ' ' '\n' | grep -qx '$*' || { echo "unknown job $*; one of: $(SUBMIT_JOBS)"; exit 2; }
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} $(BIN)/ray job submit --address "$$RAY_ADDRESS" --working-dir . \
-	  --runtime-env-json '{"excludes": [".venv", "data", "bench-results", ".git"], "env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1"}}' \
+	  --runtime-env-json '{"excludes": [".venv", "data", "bench-results", ".git"], "env_vars": {"NO_ALBUMENTATIONS_UPDATE": "1", "DIFFREP_SERVE_TOKEN": "'"$$DIFFREP_SERVE_TOKEN"'"}}' \
 	  -- python -m jobs.$* --config $(CONFIG) $(ARGS)
+
+# Serve a root's outputs in a browser: make serve [CONFIG=configs/demo-testbed.yaml] [ARGS=...]
+serve: setup
+	$(BIN)/diffrep serve --config $(CONFIG) $(ARGS)
 
 clean-demo:
 	rm -rf data/demo

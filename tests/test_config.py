@@ -123,20 +123,16 @@ def test_demo_config_is_valid_for_every_job():
 
 
 def job_config_classes() -> dict:
-    from diffrep.copybench.run import CopyBenchConfig
-    from diffrep.data.download import DownloadConfig
-    from diffrep.dedup.config import DedupConfig
-    from diffrep.index.config import IndexConfig
-    from diffrep.jobs.build_demo import BuildDemoConfig
-    from diffrep.jobs.build_testbed_corpus import TestbedCorpusConfig
-    from diffrep.rank.config import RankConfig
-    from diffrep.scan.config import ScanConfig
-    from diffrep.search.config import SearchConfig
+    """{config section: config class} of every job the `diffrep` command lists."""
+    import importlib
 
-    return {"build_demo": BuildDemoConfig, "download": DownloadConfig, "embed": EmbedConfig,
-            "index": IndexConfig, "search": SearchConfig, "dedup": DedupConfig,
-            "copybench": CopyBenchConfig, "scan": ScanConfig, "dcs": RankConfig,
-            "build_testbed_corpus": TestbedCorpusConfig}
+    from diffrep.jobs import JOBS
+
+    out = {}
+    for name in JOBS:
+        job = importlib.import_module(f"diffrep.jobs.{name}").JOB
+        out[job.section or job.name] = job.config
+    return out
 
 
 @pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "configs").glob("*.yaml")))

@@ -184,6 +184,14 @@ def test_a_duplicate_group_and_a_ranking(server, served_root, browser):
     labels = page.locator("#ranking tr.caption td.label").all_inner_texts()
     assert all(lab in ("MV", "RV", "TV", "none", "untested") for lab in labels[:4])
     assert page.locator("svg").count() == 1  # the precision curve
+    assert "verdicts where given" not in page.locator("svg").inner_html()
+    row = page.locator("#ranking tr.caption").nth(0)  # a reviewer overrules the first label
+    row.locator("input[name=reviewer]").fill("grace")
+    row.locator("select[name=verdict]").select_option("not_a_copy")
+    row.locator("form.v button").click()
+    assert page.url.endswith("/rankings/tiny-dcs")  # back where the verdict was given
+    assert page.locator("#ranking tr.caption").nth(0).locator(".verdict").inner_text().startswith("not a copy")
+    assert "verdicts where given, else ground truth" in page.locator("svg").inner_html()
     page.close()
 
 
