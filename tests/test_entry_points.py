@@ -47,7 +47,7 @@ def test_train_then_verify_testbed_two_steps(tmp_path):
     """The testbed's training and verification entry points on a two-step model A."""
     out = tmp_path / "testbed"
     assert cli.main(["train_testbed", "--out_dir", str(out), "--models", "[A]",
-                     "--unet_steps", "2", "--vae_steps", "2"]) == 0
+                     "--unet_steps", "2", "--vae_steps", "2", "--once_a", "100", "--once_b", "200"]) == 0
     assert (out / "memorizing" / "model_index.json").exists() and not (out / "large-data").exists()
     assert cli.main(["verify_testbed", "--testbed", str(out), "--seeds", "1", "--steps", "2",
                      "--once", "2", "--sscd", "false"]) == 0

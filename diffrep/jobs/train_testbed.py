@@ -23,17 +23,26 @@ class TestbedJobConfig:
     unet_steps: int = field(default=3500, metadata=helps("UNet optimisation steps per model"))
     vae_steps: int = field(default=1200, metadata=helps("VAE optimisation steps"))
     threads: int = field(default=1, metadata=helps("torch CPU threads"))
+    once_a: int = field(default=1500, metadata=helps(
+        "distinct images in model A's training set, its repeated ones included"))
+    once_b: int = field(default=4000, metadata=helps(
+        "distinct images in model B's training set (A's among them), each seen once"))
 
 
 def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
     log = ctx.log
     if not set(cfg.models) <= {"A", "B"} or not cfg.models:
         raise ConfigError(f"train_testbed.models must be a subset of [A, B], not {cfg.models}")
-    from diffrep.testbed.build import build_testbed
     from diffrep.testbed.data import DataConfig
+
+    repeated = DataConfig.num_memorized + DataConfig.template_variants
+    if cfg.once_a <= repeated or cfg.once_b < cfg.once_a:
+        raise ConfigError(f"train_testbed.once_a must be > {repeated} (A's repeated images) and "
+                          "train_testbed.once_b >= once_a (B sees every image A sees)")
+    from diffrep.testbed.build import build_testbed
     from diffrep.testbed.train import TrainConfig
 
-    info = build_testbed(cfg.out_dir, DataConfig(seed=cfg.seed),
+    info = build_testbed(cfg.out_dir, DataConfig(seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b),
                          TrainConfig(seed=cfg.seed, unet_steps=cfg.unet_steps,
                                      vae_steps=cfg.vae_steps, threads=cfg.threads),
                          tuple(cfg.models))
