@@ -59,8 +59,10 @@ testbed: setup
 	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --labels testbed/style_control.csv --out_dir testbed/detectbench/style-control
 
 # DIFFREP_STRICT_TESTS=1: a test that needs what `make setup` installs fails without it.
+# Two pytest-xdist workers, a test file at a time each (its module fixtures built once):
+# much of the suite waits on Ray and job processes, so two overlap on 2 cores.
 test: setup
-	DIFFREP_STRICT_TESTS=1 $(BIN)/python -m pytest -q
+	DIFFREP_STRICT_TESTS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # No Ray, nothing slow: the unit tests, in under two minutes.
 test-fast: setup

@@ -250,6 +250,8 @@ def export_for_clip_retrieval(root: Path, folder: Path) -> None:
     for s in shards:
         index.add(np.load(emb.embeddings(s)).astype(np.float32))
         metas.append(pq.read_table(emb.metadata(s), columns=["url", "caption"]))
+    infos = json.loads((root / "indexes" / MODEL / "index_infos.json").read_text())
+    faiss.ParameterSpace().set_index_parameter(index, "nprobe", int(infos.get("nprobe") or 1))  # as diffrep's
     faiss.write_index(index, str(folder / "image.index"))
     (folder / "metadata").mkdir(exist_ok=True)
     pq.write_table(pa.concat_tables(metas), folder / "metadata" / "0.parquet")
