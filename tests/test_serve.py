@@ -271,6 +271,8 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, served_root):
         ("get", "/thumb/train/sscd_onnx/0?box=0,0,2,1", {}, 400),
         ("post", "/review", {"data": {"item": "scan/x", "verdict": "maybe", "reviewer": "ada"}}, 400),
         ("post", "/review", {"data": {"item": "scan/x", "verdict": "exact_copy", "reviewer": ""}}, 400),
+        ("post", "/review", {"data": {"item": "scan/x", "verdict": "exact_copy", "reviewer": "eve"},
+                             "headers": {"Origin": "https://evil.example"}}, 403),
     ]
     for method, path, kwargs, status in cases:
         r = getattr(requests, method)(f"{server}{path}", timeout=60, **kwargs)
@@ -294,8 +296,8 @@ def test_token_required_when_bound_beyond_loopback(served_root, tmp_path):
     assert client.get("/indices-list").status_code == 401
     assert client.get("/indices-list", headers={"Authorization": f"Bearer {TOKEN}"}).json() == ["sscd_onnx"]
     assert client.get("/indices-list", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
-    first = client.get(f"/scans?token={TOKEN}", follow_redirects=False)
-    assert first.status_code == 303 and first.headers["location"] == "/scans"
+    first = client.get(f"/scans?token={TOKEN}&x=1", follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"] == "/scans?x=1"
     assert client.get("/scans").status_code == 200  # the cookie carries it now
 
 

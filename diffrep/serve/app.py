@@ -101,7 +101,8 @@ class TokenAuth:
             return await self.app(scope, receive, send)
         query_token = request.query_params.get("token", "")
         if query_token and hmac.compare_digest(query_token.encode(), self.token.encode()):
-            response = RedirectResponse(request.url.remove_query_params("token").path, status_code=303)
+            rest = request.url.remove_query_params("token")
+            response = RedirectResponse(rest.path + (f"?{rest.query}" if rest.query else ""), status_code=303)
             response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
             return await response(scope, receive, send)
         response = _error(request, 401, "this server needs its token (Authorization: Bearer <token>, "

@@ -45,7 +45,7 @@ class IndexSearch:
                         else LocalShards(self.handle))
         self.spec = RegionSpec(tuple(region_scales), rerank=region_rerank)
         self._embedder = None
-        self._lock = threading.Lock()  # one model load; faiss and the model are not re-entrant here
+        self._lock = threading.Lock()  # one model load (searches and forward passes run concurrently)
 
     def close(self) -> None:
         if isinstance(self.backend, RayShards):
@@ -56,12 +56,13 @@ class IndexSearch:
         return self.handle.dim
 
     def embedder(self):
-        if self._embedder is None:
-            from diffrep.models import create_embedder, default_weights
+        with self._lock:
+            if self._embedder is None:
+                from diffrep.models import create_embedder, default_weights
 
-            random_init = self.handle.infos.get("embedder", {}).get("random_init", False)
-            self._embedder = create_embedder(self.model, weights="random" if random_init
-                                             else default_weights(self.model))
+                random_init = self.handle.infos.get("embedder", {}).get("random_init", False)
+                self._embedder = create_embedder(self.model, weights="random" if random_init
+                                                 else default_weights(self.model))
         return self._embedder
 
     def _matches(self, hits) -> list[Match]:
@@ -83,15 +84,14 @@ class IndexSearch:
         """Top-k training images for `image`: exact similarity of the whole image, or with
         `regions` the region score (best crop-to-image similarity) with its box."""
         k = _check_k(k)
-        with self._lock:
-            embedder = self.embedder()
-            if regions:
-                queries = embed_regions(embedder, [image], self.spec)
-                searcher = Searcher(self.handle, self.backend, candidate_regions=TrainingRegions.for_spec(
-                    self.handle, embedder, self.spec))
-                return self._matches(searcher.search(queries.global_vectors, k, regions=queries))
-            vec = embedder.embed_images([image])
-            return self._matches(Searcher(self.handle, self.backend).search(vec, k, rerank="exact"))
+        embedder = self.embedder()
+        if regions:
+            queries = embed_regions(embedder, [image], self.spec)
+            searcher = Searcher(self.handle, self.backend, candidate_regions=TrainingRegions.for_spec(
+                self.handle, embedder, self.spec))
+            return self._matches(searcher.search(queries.global_vectors, k, regions=queries))
+        vec = embedder.embed_images([image])
+        return self._matches(Searcher(self.handle, self.backend).search(vec, k, rerank="exact"))
 
     def by_vector(self, vector: np.ndarray, k: int) -> list[Match]:
         """Top-k for a query embedding (normalised here; cosine = inner product)."""
@@ -100,8 +100,7 @@ class IndexSearch:
         if v.shape[1] != self.dim or not np.isfinite(v).all() or not np.linalg.norm(v):
             raise ValueError(f"the embedding must be {self.dim} finite numbers, not all zero")
         v /= np.linalg.norm(v)
-        with self._lock:
-            return self._matches(Searcher(self.handle, self.backend).search(v, k, rerank="exact"))
+        return self._matches(Searcher(self.handle, self.backend).search(v, k, rerank="exact"))
 
     def by_key(self, key: str, k: int) -> list[Match]:
         """Top-k for the corpus image `key` (its own stored vector; itself first)."""

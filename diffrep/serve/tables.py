@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import duckdb
 
 from diffrep.serve.catalog import Catalog, NotFound
+from diffrep.serve.scan_pages import page_index, page_rows
 
 MAX_PAGE_SIZE = 500
 SCAN_SORTS = {"top1_sim", "region_sim", "source_sim"}
@@ -77,29 +78,24 @@ class Tables:
                     max_score: float | None = None, sort: str = "top1_sim", page: int = 1,
                     page_size: int = 50) -> Page:
         """Generations of scan `run` (one checkpoint label or all), filtered by prompt
-        substring (case-insensitive), seed and score range (on `sort`), best first."""
+        substring (case-insensitive), seed and score range (on `sort`), best first; read
+        through the run's page index (diffrep.serve.scan_pages)."""
         if sort not in SCAN_SORTS:
             raise ValueError(f"sort must be one of {sorted(SCAN_SORTS)}")
-        base = self.catalog.scan_dir(run, checkpoint)
-        files = base / "generations" / (checkpoint or "*") / "*.parquet"
-        source = (f"(SELECT *, regexp_extract(filename, '/generations/([^/]+)/', 1) AS label "
-                  f"FROM read_parquet('{_glob(files)}', filename=true, union_by_name=true))")
+        if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page must be >= 1 and page_size in 1..{MAX_PAGE_SIZE}")
+        run_dir = self.catalog.scan_dir(run, checkpoint)
+        cur = self._cursor()
+        index = page_index(cur, run_dir, self.catalog.root / "serve_cache" / "pages")
         where, params = [], []
-        if prompt:
-            where.append("prompt ILIKE ?")
-            params.append(f"%{prompt}%")
-        if seed is not None:
-            where.append("seed = ?")
-            params.append(int(seed))
-        if min_score is not None:
-            where.append(f"{sort} >= ?")
-            params.append(float(min_score))
-        if max_score is not None:
-            where.append(f"{sort} <= ?")
-            params.append(float(max_score))
-        columns = ", ".join(["label", *SCAN_COLUMNS])
-        return self._page(source, where, params, f"{sort} DESC NULLS LAST, label, gen_id", columns,
-                          page, page_size)
+        for sql, value in (("label = ?", checkpoint), ("prompt ILIKE ?", f"%{prompt}%" if prompt else None),
+                           ("seed = ?", seed), (f"{sort} >= ?", min_score), (f"{sort} <= ?", max_score)):
+            if value is not None:
+                where.append(sql)
+                params.append(value)
+        rows, total = page_rows(cur, index, where, params, sort, (page - 1) * page_size, page_size,
+                                SCAN_COLUMNS)
+        return Page(rows, total, page, page_size)
 
     def scan_summary(self, run: str) -> dict:
         path = self.catalog.scan_dir(run) / "summary.json"

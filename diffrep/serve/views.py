@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import io
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from diffrep.report.html import esc, fmt, svg_bars, svg_lines
+from diffrep.serve.catalog import Forbidden
 from diffrep.serve.pages import (
     error_page,
     layout,
@@ -286,6 +288,9 @@ def ranking_run(request: Request) -> HTMLResponse:
 
 async def review(request: Request) -> RedirectResponse:
     st: ServeState = request.app.state.serve
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden("a verdict can only be sent from this server's own pages")  # no CSRF
     check_length(request, 65536)
     form = await request.form(max_files=0, max_fields=10)
     reviewer = str(form.get("reviewer") or "")
