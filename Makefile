@@ -73,6 +73,7 @@ lint: setup
 
 # AUTOFAISS=1 adds autofaiss's own build_index to the index benchmark (~20 min on 2 cores).
 # On a GPU machine, `make bench-gpu` measures the scan and DCS with SD v1's shapes in fp16.
+SERVE_VECTORS ?= 1000000
 bench: setup
 	$(BIN)/python -m benchmarks.embed --out bench-results/embed.json
 	$(BIN)/python -m benchmarks.index --out bench-results/index.json $(if $(AUTOFAISS),--autofaiss)
@@ -84,6 +85,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.regions --out bench-results/regions.json $(if $(wildcard data/demo/out/indexes),--demo_root data/demo/out)
 	$(BIN)/python -m benchmarks.dcs --out bench-results/dcs.json
 	$(BIN)/diffrep copybench --config configs/demo.yaml --out_dir bench-results/copybench
+	$(BIN)/python -m benchmarks.serve --vectors $(SERVE_VECTORS) --out bench-results/serve.json $(if $(CLIP_RETRIEVAL_BIN),--clip_retrieval_python $(dir $(CLIP_RETRIEVAL_BIN))python)
 
 # dedup through the jobs against one faiss process (benchmarks/dedup_vs_faiss.py): ~15 min
 # at 1M and 3M on 2 cores; the committed figures are benchmarks/results/dedup-vs-faiss.json.

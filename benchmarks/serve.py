@@ -210,7 +210,7 @@ def serve_diffrep(root: Path, args) -> dict:
         calls = knn_calls(f"{base}/knn-service", MODEL, rng, query_images())
         out = {"start_s": round(start_s, 1), "knn": {}}
         for kind, call in calls.items():
-            call(requests.Session())  # warm (the descriptor loads on the first image query)
+            load(call, 4, args.warmup)  # warm: the descriptor, the id map's cache, the page cache
             out["knn"][kind] = [load(call, c, args.requests) for c in args.concurrency]
             print(json.dumps({"diffrep": kind, "levels": out["knn"][kind]}), flush=True)
         deep = max(1, args.scan_rows // 50 - 1)
@@ -297,7 +297,7 @@ def serve_clip_retrieval(root: Path, args) -> dict:
         threading.Thread(target=sample, daemon=True).start()
         rng = np.random.default_rng(1)
         for kind, call in knn_calls(f"{base}/knn-service", "bench", rng, query_images()).items():
-            call(requests.Session())
+            load(call, 4, args.warmup)
             out["knn"][kind] = [load(call, c, args.requests) for c in args.concurrency]
             print(json.dumps({"clip-retrieval": kind, "levels": out["knn"][kind]}), flush=True)
         out["server_peak_rss_mb"] = round(peak[0], 1)
@@ -317,6 +317,7 @@ def main() -> int:
     p.add_argument("--concurrency", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
     p.add_argument("--page_requests", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=200, help="requests per kind before the timed ones")
     p.add_argument("--search_threads", type=int, default=2)
     p.add_argument("--root", default="/tmp/diffrep-serve-bench", help="kept and reused")
     p.add_argument("--log_dir", default="/tmp/diffrep-serve-bench-logs")

@@ -182,3 +182,42 @@ def test_kmeans_on_gpus_when_faiss_sees_them_else_cpu(tmp_path, monkeypatch):
     assert len(spread) == 1 and isinstance(spread[0], faiss.IndexFlatIP) and spread[0].d == 16
     assert spread[0].ntotal == 8  # k-means ran on it: it holds the 8 centroids
     assert work.training_device() == "gpu:2"
+
+
+def test_one_id_map_reader_serves_many_threads(tmp_path, monkeypatch):
+    """diffrep serve names hits from several request threads through one reader: with a
+    cache small enough to evict on almost every lookup, 8 threads get exactly the rows a
+    plain read gives."""
+    import threading
+
+    from diffrep.index import build as work
+    from diffrep.search.idmap import IdMapReader
+
+    monkeypatch.setattr(work, "IDMAP_ROW_GROUP", 16)
+    x = clustered_vectors(1200, 16, clusters=8, seed=5)
+    write_embeddings(str(tmp_path), MODEL, x, 100)
+    build(IndexConfig(root=str(tmp_path), model=MODEL, index_key="IVF4,Flat", rows_per_slice=100,
+                      eval_queries=10), LocalExecutor())
+    handle = open_index(str(tmp_path), MODEL)
+    keys = pa.concat_tables([pq.read_table(handle.layout.path(handle.layout.idmap_name(s.slice_id)))
+                             for s in handle.slices])["key"].to_pylist()
+    reader = IdMapReader(handle.layout, handle.slices, cache_bytes=2_000)
+    problems: list[str] = []
+
+    def work_thread(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(150):
+                ids = rng.integers(0, 1200, 7)
+                got = reader.lookup(ids, columns=["key"])["key"].to_pylist()
+                if got != [keys[i] for i in ids]:
+                    problems.append(f"wrong rows for {ids.tolist()}")
+        except Exception as exc:  # noqa: BLE001 - a race shows as any error; collected
+            problems.append(repr(exc))
+
+    threads = [threading.Thread(target=work_thread, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not problems, problems[:3]

@@ -6,11 +6,13 @@ its ids, and only the columns asked for; decoded groups are kept in a least-rece
 cache of at most IDMAP_CACHE_BYTES. Memory is therefore bounded by config, whatever the
 corpus or the slice size (LAION-2B's config has 10M-row slices: reading a whole slice to
 name one hit would be 2 GB). An index built before row groups existed has one group per
-slice and is read a slice at a time, as before.
+slice and is read a slice at a time, as before. Lookups are serialised by a lock: one
+reader may serve several threads (diffrep serve), and its cache and open files are shared.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -39,6 +41,7 @@ class IdMapReader:
         self._groups: OrderedDict[tuple, pa.Table] = OrderedDict()
         self.cached_bytes = 0
         self.groups_read = 0  # row groups decoded so far (a benchmark's and a test's counter)
+        self._lock = threading.Lock()
 
     def lookup(self, ids: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows of `ids` in the order given, with `columns` of the id map (all of
@@ -60,8 +63,9 @@ class IdMapReader:
         wanted = ids[order]
         parts = []
         which = np.searchsorted(self._starts, wanted, side="right") - 1
-        for si, lo, hi in _runs(which):
-            parts.append(self._slice_rows(si, wanted[lo:hi] - self.slices[si].id_start, names))
+        with self._lock:
+            for si, lo, hi in _runs(which):
+                parts.append(self._slice_rows(si, wanted[lo:hi] - self.slices[si].id_start, names))
         gathered = pa.concat_tables(parts)
         # gathered row j belongs at position order[j]; -1 ids take a null index (a null row)
         index = np.zeros(len(ids), np.int64)
@@ -127,10 +131,15 @@ class IdMapReader:
         self.cached_bytes = 0
 
     def __getstate__(self) -> dict:
-        """Pickled (sent to a Ray worker) without its open files and cache."""
+        """Pickled (sent to a Ray worker) without its open files, cache and lock."""
         state = self.__dict__.copy()
         state.update(_files=OrderedDict(), _groups=OrderedDict(), cached_bytes=0)
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def _runs(sorted_values: np.ndarray) -> list[tuple[int, int, int]]:
