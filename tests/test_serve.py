@@ -129,6 +129,16 @@ def test_search_by_upload_and_by_key_in_the_browser(server, served_root, browser
     assert page.locator("#results img").first.evaluate("i => i.complete && i.naturalWidth > 0")
     page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
 
+    # verified geometrically: the photo itself is, photos of other things are not
+    page.goto(f"{server}/search")
+    page.set_input_files("input[name=image]", str(query))
+    page.fill("input[name=k]", "5")
+    page.check("input[name=verify]")
+    page.click("button[type=submit]")
+    geometry = page.locator("#results td.geometry").all_inner_texts()
+    assert geometry[0].startswith("verified (") and "scale 1.00" in geometry[0], geometry
+    assert geometry[-1].startswith("not verified"), geometry
+
     page.goto(f"{server}/search")
     page.fill("input[name=key]", planted["source_key"])
     page.click("button[type=submit]")

@@ -109,6 +109,18 @@ class IndexSearch:
             raise NotFound(f"no image with key {key!r} in the index of {self.model}")
         return self.by_vector(self.handle.vectors(np.array([ids[key]]))[0], k)
 
+    def verify(self, image: Image.Image, matches: list[Match], limit: int = 10) -> list:
+        """Geometric verification (diffrep.search.geometry) of the first `limit` matches:
+        their training images read from the corpus, each checked against the query (its
+        matched region when there is one). A Verification per match; None where the
+        training image could not be read or the match was beyond `limit`."""
+        from diffrep.search.geometry import verify_pair
+
+        head = matches[:limit]
+        images = self.handle.corpus_images([m.id for m in head], [m.key for m in head])
+        return [verify_pair(image, images[m.key], query_box=m.box) if m.key in images else None
+                for m in head] + [None] * (len(matches) - len(head))
+
     def vectors(self, ids: list[int]) -> np.ndarray:
         return self.handle.vectors(np.asarray(ids, np.int64))
 

@@ -48,14 +48,17 @@ def home(request: Request) -> HTMLResponse:
 
 # -- search --------------------------------------------------------------------------------
 
-def _search_form(st: ServeState, index: str | None, key: str = "", k: int = 20, regions: bool = False) -> str:
+def _search_form(st: ServeState, index: str | None, key: str = "", k: int = 20, regions: bool = False,
+                 verify: bool = False) -> str:
     return (f"<form class='f' id='search' method='post' action='/search' enctype='multipart/form-data'>"
             f"<label>image <input type='file' name='image' accept='image/*'></label>"
             f"<label>or corpus key <input name='key' value='{esc(key)}' size='14'></label>"
             f"<label>index {select('index', list(st.searches), index)}</label>"
             f"<label>k <input name='k' type='number' min='1' max='200' value='{k}' size='4'></label>"
             f"<label><input type='checkbox' name='regions' value='1'{' checked' if regions else ''}> "
-            f"object-level (regions)</label><button type='submit'>search</button></form>")
+            f"object-level (regions)</label><label><input type='checkbox' name='verify' value='1'"
+            f"{' checked' if verify else ''}> verify geometrically (top 10)</label>"
+            f"<button type='submit'>search</button></form>")
 
 
 async def search(request: Request) -> HTMLResponse:
@@ -70,12 +73,15 @@ async def search(request: Request) -> HTMLResponse:
     index = str(form.get("index") or default)
     search_ = st.index(index)
     k, key = int_param(form.get("k"), "k", 20), str(form.get("key") or "").strip()
-    regions = form.get("regions") == "1"
+    regions, verify = form.get("regions") == "1", form.get("verify") == "1"
     upload = form.get("image")
     query_html = ""
+    checks: list = []
     if upload is not None and getattr(upload, "filename", ""):
         image = read_upload(await upload.read(), st.config)
         matches = await st.run(search_.by_image, image, k, regions)
+        if verify:
+            checks = await st.run(search_.verify, image, matches)
         buf = io.BytesIO()
         shown = image.copy()
         shown.thumbnail((240, 240))
@@ -90,13 +96,25 @@ async def search(request: Request) -> HTMLResponse:
     rows = "".join(
         f"<tr class='hit'><td>{i + 1}</td><td>{train_img(index, m.id, m.box)}</td><td>{fmt(m.similarity)}</td>"
         + (f"<td>{fmt(m.global_similarity)}</td>" if regions else "")
+        + (f"<td class='geometry'>{_geometry(checks[i])}</td>" if checks else "")
         + f"<td>{esc(m.key)}</td><td>{esc(m.caption)}</td><td>{esc(m.url)}</td></tr>"
         for i, m in enumerate(matches))
     score = "region score (box drawn)</th><th>whole-image similarity" if regions else "similarity"
-    body = (_search_form(st, index, key, k, regions) + query_html +
+    if checks:
+        score += "</th><th>geometry (inliers, scale)"
+    body = (_search_form(st, index, key, k, regions, verify) + query_html +
             f"<table id='results'><tr><th>#</th><th>training image</th><th>{score}</th>"
             f"<th>key</th><th>caption</th><th>url</th></tr>{rows}</table>")
     return HTMLResponse(layout(f"Top {len(matches)} in {index}", body))
+
+
+def _geometry(check) -> str:
+    """A verification's cell: verified or not, its inliers and the scale of the copy."""
+    if check is None:
+        return ""
+    mark = "verified" if check.verified else "not verified"
+    scale = f", scale {check.scale:.2f}" if check.scale else ""
+    return f"{mark} ({check.inliers} inliers{scale})"
 
 
 # -- scans ---------------------------------------------------------------------------------

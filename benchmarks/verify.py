@@ -1,0 +1,100 @@
+"""Geometric verification (diffrep.search.geometry) per pair (a benchmark, not a test):
+cost and outcome per feature method on real photos (scikit-image's), figures printed and
+written to JSON.
+
+Positives: each photo pasted into each other photo at 5%, 10%, 20% and 40% of the
+scene's area (rectangular pastes, JPEG 75), verified against the pasted photo. Nulls:
+every ordered pair of distinct photos, and pairs of flat drawings (shapes in flat colours
+on white: what a descriptor confuses on icons). Per method: share verified per area bin,
+false share on each null kind, the most inliers of any null, milliseconds per pair (p50).
+
+Run: python -m benchmarks.verify --out bench-results/verify.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+
+import numpy as np
+from PIL import Image, ImageDraw
+from skimage import data
+
+from benchmarks.common import write_results
+from diffrep.search.geometry import METHODS, verify_pair
+
+PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
+          "immunohistochemistry", "stereo_motorcycle"]
+AREAS = [0.05, 0.1, 0.2, 0.4]
+
+
+def photo(name: str, size=(480, 360)) -> Image.Image:
+    img = getattr(data, name)()
+    if isinstance(img, tuple):
+        img = img[0]
+    return Image.fromarray(img).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+
+
+def jpeg(img: Image.Image, quality: int = 75) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def drawing(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (256, 256), "white")
+    draw = ImageDraw.Draw(img)
+    for _ in range(4):
+        x0, y0 = rng.integers(0, 160, 2)
+        w, h = rng.integers(40, 96, 2)
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)([x0, y0, x0 + w, y0 + h], fill=colour)
+    return img
+
+
+def pasted(scene: Image.Image, source: Image.Image, area: float, rng) -> Image.Image:
+    w = round(np.sqrt(area * scene.width * scene.height * source.width / source.height))
+    h = round(w * source.height / source.width)
+    out = scene.copy()
+    out.paste(source.resize((w, h)), (int(rng.integers(0, scene.width - w)), int(rng.integers(0, scene.height - h))))
+    return jpeg(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    photos = {n: photo(n) for n in PHOTOS}
+    rng = np.random.default_rng(0)
+    positives = [(area, pasted(photos[b], photos[a], area, rng), photos[a])
+                 for a in PHOTOS for b in PHOTOS if a != b for area in AREAS]
+    unrelated = [(photos[a], photos[b]) for a in PHOTOS for b in PHOTOS if a != b]
+    drawings = [(drawing(s), drawing(s + 1000)) for s in range(40)]
+    results = {"pairs": {"positives": len(positives), "unrelated_photos": len(unrelated),
+                         "flat_drawings": len(drawings)}, "methods": {}}
+    for method in METHODS:
+        times, found = [], {a: [] for a in AREAS}
+        for area, query, training in positives:
+            t = time.perf_counter()
+            v = verify_pair(query, training, method=method)
+            times.append(time.perf_counter() - t)
+            found[area].append(v.verified)
+        nulls = {}
+        for kind, pairs in (("unrelated_photos", unrelated), ("flat_drawings", drawings)):
+            outcomes = [verify_pair(q, tr, method=method) for q, tr in pairs]
+            nulls[kind] = {"false_share": round(float(np.mean([o.verified for o in outcomes])), 4),
+                           "max_inliers": max(o.inliers for o in outcomes)}
+        results["methods"][method] = {
+            "found_by_area": {f"{int(a * 100)}%": round(float(np.mean(v)), 3) for a, v in found.items()},
+            "nulls": nulls, "ms_per_pair_p50": round(1000 * float(np.median(times)), 1),
+            "ms_per_pair_p90": round(1000 * float(np.percentile(times, 90)), 1)}
+        print(method, results["methods"][method], flush=True)
+    write_results(args.out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
