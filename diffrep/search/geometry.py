@@ -58,10 +58,14 @@ def _detector(method: str):
 
 def verify_pair(query: Image.Image, training: Image.Image, query_box=None, method: str = "sift",
                 min_inliers: int = 15, ratio: float = 0.75, max_side: int = 512,
-                reprojection_px: float = 4.0) -> Verification:
+                reprojection_px: float = 4.0, few_inliers: int = 6,
+                few_inlier_share: float = 0.6) -> Verification:
     """Verify that `training` (or part of it) appears in `query` (within `query_box`, a
     normalised box of the query, when given: a region match's). `verified` when RANSAC
-    keeps at least `min_inliers` matches under one similarity transform."""
+    keeps at least `min_inliers` matches under one similarity transform, or, for images
+    with little texture (a smooth photo yields a handful of features), at least
+    `few_inliers` that are `few_inlier_share` of all the matches (chance agreements are a
+    small share of their matches)."""
     import cv2
 
     qx0 = qy0 = 0.0
@@ -113,4 +117,5 @@ def verify_pair(query: Image.Image, training: Image.Image, query_box=None, metho
     pts = to_query(dst[inlier]) if n_in else None
     inlier_box = tuple(float(v) for v in (*pts.min(0), *pts.max(0))) if pts is not None else None
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))) * tf / qf
-    return Verification(n_in >= min_inliers, n_in, len(good), box, inlier_box, scale)
+    verified = n_in >= min_inliers or (n_in >= few_inliers and n_in >= few_inlier_share * len(good))
+    return Verification(verified, n_in, len(good), box, inlier_box, scale)
