@@ -85,6 +85,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.regions --out bench-results/regions.json $(if $(wildcard data/demo/out/indexes),--demo_root data/demo/out)
 	$(BIN)/python -m benchmarks.dcs --out bench-results/dcs.json
 	$(BIN)/diffrep copybench --config configs/demo.yaml --out_dir bench-results/copybench
+	$(BIN)/python -m benchmarks.verify --out bench-results/verify.json
 	$(BIN)/python -m benchmarks.serve --vectors $(SERVE_VECTORS) --out bench-results/serve.json $(if $(CLIP_RETRIEVAL_BIN),--clip_retrieval_python $(dir $(CLIP_RETRIEVAL_BIN))python)
 
 # dedup through the jobs against one faiss process (benchmarks/dedup_vs_faiss.py): ~15 min
