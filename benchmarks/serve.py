@@ -96,7 +96,8 @@ def build_root(root: Path, n: int, shard_rows: int, scan_rows: int, nlist: int) 
                 "source_sim": [None] * m, "match_ids": list(ids), "match_keys": [[f"k{j}" for j in r] for r in ids],
                 "match_urls": [[""] * 3] * m, "match_captions": [[""] * 3] * m, "match_sims": list(sims),
                 "region_id": [None] * m, "region_key": [None] * m, "region_sim": [None] * m,
-                "region_global_sim": [None] * m, "region_box": [None] * m})
+                "region_global_sim": [None] * m, "region_box": [None] * m,
+                "region_inliers": [None] * m, "region_verified": [None] * m})
             out = gens / label / f"{f:05d}.parquet"
             out.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table.cast(GENERATION_SCHEMA, safe=False), out)

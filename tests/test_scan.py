@@ -257,3 +257,37 @@ def test_prompt_file_keys_resolve_to_their_training_images(demo_index_root, tmp_
                    tmp_path / "p.parquet")
     t = with_source_ids(from_file(str(tmp_path / "p.parquet"), 10), handle)
     assert t["source_id"].to_pylist() == [0, None, 5]
+
+
+@pytest.mark.slow
+def test_region_matches_verified_geometrically(demo_index_root, ray_cluster, tmp_path):
+    """scan.region_verify: each region match above region_threshold - margin is checked with
+    local features and RANSAC; the pasted objects are verified (inliers recorded), a region
+    match that verification rejects does not count as replicated."""
+    from jobs import scan
+
+    root, corpus, _ = demo_index_root
+    folder = tmp_path / "generated"
+    truth = build_planted_generations(str(corpus), str(folder), copies=2, novel=3, seed=5, pasted=2)
+    assert scan.main(["--root", str(root), "--run", "verified", "--generated", str(folder),
+                      "--generated_name", "closed-model", "--baseline_size", "6",
+                      "--region_verify", "true", "--region_verify_margin", "0.5",
+                      "--shard_actor_cpus", "0.5"]) == 0
+    rows = {r["gen_id"].rsplit("/", 1)[1].rsplit(".", 1)[0]: r
+            for r in read_generations(root, "verified", "closed-model").to_pylist()}
+    kinds = {t["name"]: t["transform"] if t["planted"] else "novel" for t in truth.to_pylist()}
+    above = 0.5 - 0.5  # region_threshold - margin: every region match is verified
+    for name, r in rows.items():
+        assert (r["region_verified"] is not None) == (r["region_sim"] > above), (name, r)
+        if kinds[name] != "novel":  # pasted objects and edited copies: their source, verified
+            assert r["region_verified"] and r["region_inliers"] >= 6, (name, kinds[name], r)
+        else:
+            assert not r["region_verified"], (name, r)
+    summary = json.loads((root / "scans/verified/summary.json").read_text())
+    s = summary["checkpoints"]["closed-model"]
+    region_thr = ScanConfig().region_threshold
+    counted = sum((r["top1_sim"] > 0.5) or (r["region_sim"] > region_thr and r["region_verified"] is not False)
+                  for r in rows.values())
+    assert s["replicated"] == counted and s["replicated"] >= 4
+    assert s["region_rejected_by_geometry"] == sum(
+        r["region_sim"] > region_thr and r["region_verified"] is False for r in rows.values())

@@ -71,6 +71,14 @@ class ScanConfig(RegionSettings, RunSettings):
     region_threshold: float = field(default=0.5, metadata=helps(
         "replication threshold on the region score, calibrated on the baseline, copybench "
         "and novel images (docs/benchmarks.md, 'Region matching')"))
+    region_verify: bool = field(default=False, metadata=helps(
+        "geometric verification (diffrep.search.geometry: local features matched with "
+        "RANSAC) of each generation's best region match scoring above region_threshold - "
+        "region_verify_margin: its inliers are recorded, and a region match counts as a copy "
+        "only when verified (about 0.1 s per verified pair on one core)"))
+    region_verify_margin: float = field(default=0.1, metadata=helps(
+        "region scores this far below region_threshold are verified too (their inliers are "
+        "recorded; they stay below the threshold)"))
     region_baseline_shards: int = field(default=4, metadata=helps(
         "the region baseline samples its baseline_size images from this many random "
         "training shards (it reads their images)"))
@@ -108,6 +116,8 @@ def validate(cfg: ScanConfig) -> None:
     if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
         errors.append("scan.resolution must be a multiple of 8 (the VAE's downsampling) or "
                       "null (each checkpoint's own)")
+    if not 0 <= cfg.region_verify_margin <= 1:
+        errors.append("scan.region_verify_margin must be in [0, 1]")
     if not -1 <= cfg.threshold <= 1 or not -1 <= cfg.region_threshold <= 1:
         errors.append("scan.threshold and scan.region_threshold must be in [-1, 1] (cosine similarity)")
     if not 0 <= cfg.uninformative_baseline_share <= 1:

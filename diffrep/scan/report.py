@@ -202,7 +202,11 @@ def _region_pairs(name: str, t: pa.Table, handle: IndexHandle, thr: float, top_p
     pairs = []
     for r in top:
         g, m = gen_images.get(r["gen_id"]), train_images.get(r["region_key"])
-        flag = " REPLICATION" if r["region_sim"] > thr else ""
+        verified = r.get("region_verified")
+        flag = " REPLICATION" if r["region_sim"] > thr and verified is not False else ""
+        if verified is not None:
+            flag += (f"; geometry: {'verified' if verified else 'rejected'}, "
+                     f"{r.get('region_inliers')} inliers")
         box = ", ".join(f"{v:.2f}" for v in r["region_box"])
         pairs.append("<div class='pair'>"
                      + figure(thumbnail_data_uri(draw_box(g, r["region_box"])) if g else None,

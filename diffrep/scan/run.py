@@ -40,7 +40,9 @@ def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, 
     return gen, MatchSettings(model=cfg.model, weights=weights, k=cfg.k, candidates=cfg.candidates,
                               nprobe=cfg.nprobe,
                               region_scales=tuple(cfg.region_scales) if cfg.regions else (),
-                              region_rerank=cfg.region_rerank)
+                              region_rerank=cfg.region_rerank,
+                              verify_above=(cfg.region_threshold - cfg.region_verify_margin
+                                            if cfg.regions and cfg.region_verify else None))
 
 
 def per_checkpoint(cfg: ScanConfig, gen: GenerationSettings,

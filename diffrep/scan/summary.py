@@ -92,6 +92,11 @@ def summarise(generations: dict[str, pa.Table], baseline: pa.Table, threshold: f
             out["checkpoints"][label]["region"] = describe(region, region_threshold)
             out["checkpoints"][label]["region_baseline_comparison"] = (
                 "uninformative" if flags["region_baseline"] else "informative")
-            out["checkpoints"][label]["replicated"] = int(
-                ((top1 > threshold) | (region > region_threshold)).sum())
+            # a region match that geometric verification rejected is not a copy
+            rejected = np.array([v is False for v in table["region_verified"].to_pylist()], bool) \
+                if "region_verified" in table.column_names else np.zeros(len(table), bool)
+            region_hit = (region > region_threshold) & ~rejected
+            out["checkpoints"][label]["replicated"] = int(((top1 > threshold) | region_hit).sum())
+            out["checkpoints"][label]["region_rejected_by_geometry"] = int(
+                ((region > region_threshold) & rejected).sum())
     return out

@@ -40,6 +40,9 @@ GENERATION_SCHEMA = pa.schema([
     # region_box: 4 floats, or null without regions (a variable-length list: parquet
     # cannot read back nulls of a fixed-size list)
     ("region_global_sim", pa.float32()), ("region_box", pa.list_(pa.float32())),
+    # geometric verification of the region match (scan.region_verify; null when it did not
+    # run for this generation): RANSAC inliers, and whether they verify it
+    ("region_inliers", pa.int32()), ("region_verified", pa.bool_()),
 ])
 
 
@@ -69,6 +72,8 @@ class MatchSettings:
     region_scales: tuple[float, ...] = ()
     #: top candidates re-scored region to region with the training images' own regions
     region_rerank: int = 3
+    #: region matches scoring above this are verified geometrically; None: none are
+    verify_above: float | None = None
 
     def region_spec(self) -> RegionSpec | None:
         return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank) \
@@ -179,6 +184,8 @@ class ScanWorker:
         hits = self.searcher.search(vectors, k=k, rerank="exact", candidates=m.candidates)
         if regions is not None:
             self._match_regions(rows, vectors, regions)
+            if m.verify_above is not None:
+                self._verify_regions(rows, images, m.verify_above)
         meta = handle.lookup(hits.ids.ravel(), columns=["key", "url", "caption"]).to_pydict()
         with_source = [i for i, r in enumerate(rows) if r["source_id"] is not None]
         source_sims = {}
@@ -206,6 +213,23 @@ class ScanWorker:
                          region_sim=float(hits.sims[i, 0]),
                          region_global_sim=float(hits.global_sims[i, 0]),
                          region_box=hits.boxes[i, 0].tolist())
+
+
+    def _verify_regions(self, rows: list[dict], images: list, above: float) -> None:
+        """Geometric verification (diffrep.search.geometry) of the region matches scoring
+        above `above`: the generation's matched box against the training image."""
+        from diffrep.search.geometry import verify_pair
+
+        todo = [i for i, r in enumerate(rows) if r.get("region_sim") is not None and r["region_sim"] > above]
+        if not todo:
+            return
+        train = self.searcher.handle.corpus_images([rows[i]["region_id"] for i in todo],
+                                                   [rows[i]["region_key"] for i in todo])
+        for i in todo:
+            r = rows[i]
+            if r["region_key"] in train:  # an unreadable training image stays unverified (null)
+                v = verify_pair(images[i], train[r["region_key"]], query_box=r["region_box"])
+                r.update(region_inliers=v.inliers, region_verified=v.verified)
 
 
 def settings_dict(gen: GenerationSettings, match: MatchSettings) -> dict:
