@@ -186,17 +186,13 @@ def query_images(count: int = 16) -> list[bytes]:
     return out
 
 
-def serve_diffrep(root: Path, args) -> dict:
-    port = free_port()
-    log = Path(args.log_dir) / "diffrep-serve.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(Path(sys.executable).parent / "diffrep"), "serve", "--root", str(root), "--port", str(port),
-           "--search_threads", str(args.search_threads)]
+@contextlib.contextmanager
+def running_server(cmd: list[str], port: int, log: Path, **popen):
+    """Start a server process, wait until it answers; yields (base URL, start-up seconds,
+    peak RSS sampler: a one-item list in MB, sampled every 0.2 s). Terminated at exit."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    peak = [0.0]
-    stop = threading.Event()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, **popen)
+    base, peak, stop = f"http://127.0.0.1:{port}", [0.0], threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.2):
@@ -205,15 +201,33 @@ def serve_diffrep(root: Path, args) -> dict:
     try:
         t = time.perf_counter()
         wait_ready(f"{base}/indices-list", proc, log)
-        start_s = time.perf_counter() - t
+        start_s = round(time.perf_counter() - t, 1)
         threading.Thread(target=sample, daemon=True).start()
-        rng = np.random.default_rng(1)
-        calls = knn_calls(f"{base}/knn-service", MODEL, rng, query_images())
-        out = {"start_s": round(start_s, 1), "knn": {}}
-        for kind, call in calls.items():
-            load(call, 4, args.warmup)  # warm: the descriptor, the id map's cache, the page cache
-            out["knn"][kind] = [load(call, c, args.requests) for c in args.concurrency]
-            print(json.dumps({"diffrep": kind, "levels": out["knn"][kind]}), flush=True)
+        yield base, start_s, peak
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(60)
+
+
+def time_knn(base: str, index: str, args) -> dict:
+    """p50/p99 and requests/s of embedding and image queries at each concurrency."""
+    out = {}
+    for kind, call in knn_calls(f"{base}/knn-service", index, np.random.default_rng(1), query_images()).items():
+        load(call, 4, args.warmup)  # warm: the descriptor, the id map's cache, the page cache
+        out[kind] = [load(call, c, args.requests) for c in args.concurrency]
+        print(json.dumps({"server": base, "index": index, kind: out[kind]}), flush=True)
+    return out
+
+
+def serve_diffrep(root: Path, args) -> dict:
+    port = free_port()
+    log = Path(args.log_dir) / "diffrep-serve.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(Path(sys.executable).parent / "diffrep"), "serve", "--root", str(root), "--port", str(port),
+           "--search_threads", str(args.search_threads)]
+    with running_server(cmd, port, log) as (base, start_s, peak):
+        out = {"start_s": start_s, "knn": time_knn(base, MODEL, args)}
         deep = max(1, args.scan_rows // 50 - 1)
         pages = {"first page": "/scans/bench", f"page {deep} (row {deep * 50:,})": f"/scans/bench?page={deep}",
                  "filtered (prompt, seed, score)": "/scans/bench?prompt=prompt%2012&seed=1&min_score=0.5",
@@ -228,10 +242,6 @@ def serve_diffrep(root: Path, args) -> dict:
             print(json.dumps({"page": name, **out["scan_pages"][name]}), flush=True)
         out["server_peak_rss_mb"] = round(peak[0], 1)
         return out
-    finally:
-        stop.set()
-        proc.terminate()
-        proc.wait(60)
 
 
 def export_for_clip_retrieval(root: Path, folder: Path) -> None:
@@ -277,36 +287,14 @@ def serve_clip_retrieval(root: Path, args) -> dict:
     port = free_port()
     log = work / "back.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([args.clip_retrieval_python, "-m", "clip_retrieval.clip_back", "--port", str(port),
-                                 "--indices-paths", str(config), "--enable_mclip_option", "False",
-                                 "--provide_violence_detector", "False", "--provide_safety_model", "False",
-                                 "--provide_aesthetic_embeddings", "False"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=work)
-    base = f"http://127.0.0.1:{port}"
-    peak = [0.0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.2):
-            peak[0] = max(peak[0], rss_mb(proc.pid))
-
-    try:
-        t = time.perf_counter()
-        wait_ready(f"{base}/indices-list", proc, log)
-        out = {"start_s": round(time.perf_counter() - t, 1), "knn": {}}
-        threading.Thread(target=sample, daemon=True).start()
-        rng = np.random.default_rng(1)
-        for kind, call in knn_calls(f"{base}/knn-service", "bench", rng, query_images()).items():
-            load(call, 4, args.warmup)
-            out["knn"][kind] = [load(call, c, args.requests) for c in args.concurrency]
-            print(json.dumps({"clip-retrieval": kind, "levels": out["knn"][kind]}), flush=True)
+    cmd = [args.clip_retrieval_python, "-m", "clip_retrieval.clip_back", "--port", str(port),
+           "--indices-paths", str(config), "--enable_mclip_option", "False",
+           "--provide_violence_detector", "False", "--provide_safety_model", "False",
+           "--provide_aesthetic_embeddings", "False"]
+    with running_server(cmd, port, log, env=env, cwd=work) as (base, start_s, peak):
+        out = {"start_s": start_s, "knn": time_knn(base, "bench", args)}
         out["server_peak_rss_mb"] = round(peak[0], 1)
         return out
-    finally:
-        stop.set()
-        proc.terminate()
-        proc.wait(60)
 
 
 def main() -> int:

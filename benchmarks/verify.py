@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import argparse
 import io
+import subprocess
 import sys
 import time
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from skimage import data
 
 from benchmarks.common import write_results
 from diffrep.search.geometry import METHODS, verify_pair
+from diffrep.synthetic import flat_drawing
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
           "immunohistochemistry", "stereo_motorcycle"]
@@ -43,18 +45,6 @@ def jpeg(img: Image.Image, quality: int = 75) -> Image.Image:
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def drawing(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (256, 256), "white")
-    draw = ImageDraw.Draw(img)
-    for _ in range(4):
-        x0, y0 = rng.integers(0, 160, 2)
-        w, h = rng.integers(40, 96, 2)
-        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)([x0, y0, x0 + w, y0 + h], fill=colour)
-    return img
-
-
 def pasted(scene: Image.Image, source: Image.Image, area: float, rng) -> Image.Image:
     w = round(np.sqrt(area * scene.width * scene.height * source.width / source.height))
     h = round(w * source.height / source.width)
@@ -72,8 +62,9 @@ def main() -> int:
     positives = [(area, pasted(photos[b], photos[a], area, rng), photos[a])
                  for a in PHOTOS for b in PHOTOS if a != b for area in AREAS]
     unrelated = [(photos[a], photos[b]) for a in PHOTOS for b in PHOTOS if a != b]
-    drawings = [(drawing(s), drawing(s + 1000)) for s in range(40)]
-    results = {"pairs": {"positives": len(positives), "unrelated_photos": len(unrelated),
+    drawings = [(flat_drawing(s), flat_drawing(s + 1000)) for s in range(40)]
+    results = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                        text=True).stdout.strip(), "pairs": {"positives": len(positives), "unrelated_photos": len(unrelated),
                          "flat_drawings": len(drawings)}, "methods": {}}
     for method in METHODS:
         times, found = [], {a: [] for a in AREAS}

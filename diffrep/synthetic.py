@@ -41,3 +41,19 @@ def write_embeddings(root: str, model: str, vectors: np.ndarray, rows_per_shard:
         storage.write_json(out.stats(name), {"shard": name, "embedded": n})
         names.append(name)
     return names
+
+
+def flat_drawing(seed: int, side: int = 256):
+    """A flat graphic, icon-like: four filled rectangles or ellipses in flat colours on
+    white (few local features; what fools a global or region descriptor on icons)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (side, side), "white")
+    draw = ImageDraw.Draw(img)
+    for _ in range(4):
+        x0, y0 = rng.integers(0, side * 5 // 8, 2)
+        w, h = rng.integers(side // 6, side * 3 // 8, 2)
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)([x0, y0, x0 + w, y0 + h], fill=colour)
+    return img

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageEnhance
 from skimage import data
 
 from diffrep.search.geometry import verify_pair
+from diffrep.synthetic import flat_drawing
 
 
 def photo(name: str, size: tuple[int, int]) -> Image.Image:
@@ -29,19 +29,6 @@ def jpeg(img: Image.Image, quality: int = 75) -> Image.Image:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-
-
-def drawing(seed: int) -> Image.Image:
-    """A flat graphic: a few filled shapes in flat colours on white, like an icon."""
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (256, 256), "white")
-    draw = ImageDraw.Draw(img)
-    for _ in range(4):
-        x0, y0 = rng.integers(0, 160, 2)
-        w, h = rng.integers(40, 96, 2)
-        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)([x0, y0, x0 + w, y0 + h], fill=colour)
-    return img
 
 
 @pytest.mark.parametrize("method", ["sift", "orb"])
@@ -81,8 +68,8 @@ def test_unrelated_photos_and_flat_drawings_are_not_verified():
                 v = verify_pair(photo(a, (320, 320)), photo(b, (320, 320)))
                 assert not v.verified and v.inliers < 15, (a, b, v)
     for seed in range(6):
-        v = verify_pair(drawing(seed), drawing(seed + 100))
+        v = verify_pair(flat_drawing(seed), flat_drawing(seed + 100))
         assert not v.verified, (seed, v)
     # a flat graphic against itself, re-encoded: few features, still one geometry
-    same = verify_pair(jpeg(drawing(3)), drawing(3), min_inliers=4)
+    same = verify_pair(jpeg(flat_drawing(3)), flat_drawing(3), min_inliers=4)
     assert same.verified, same

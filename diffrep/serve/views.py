@@ -240,13 +240,15 @@ def rankings(request: Request) -> HTMLResponse:
     return HTMLResponse(layout("Caption rankings", f"<ul>{links}</ul>" if links else "<p>none</p>"))
 
 
-def precision_with_reviews(st: ServeState, run: str, n: int) -> tuple[list[int], list[float]]:
+def precision_with_reviews(st: ServeState, run: str, n: int) -> tuple[list[int], list[float]] | None:
     """Precision vs number found over the top `n` captions, a caption's label being its
     latest verdict where a reviewer gave one, else its ground-truth label; captions
-    with neither are left out (not tested)."""
+    with neither are left out (not tested). None when no verdict is on those captions."""
     page = st.tables.ranking(run, page=1, page_size=min(n, 500))
     items = [item_id("caption", run, r["caption_id"]) for r in page.rows]
     verdicts = st.reviews.latest(items)
+    if not verdicts:
+        return None
     found, precision, hits, tested = [], [], 0, 0
     for r, item in zip(page.rows, items, strict=True):
         if item in verdicts:
@@ -287,8 +289,7 @@ def ranking_run(request: Request) -> HTMLResponse:
     if dcs_curve:
         curves["ground truth"] = (dcs_curve["found"], dcs_curve["precision"])
     reviewed = precision_with_reviews(st, run, len(dcs_curve["found"]) if dcs_curve else 100)
-    if reviewed[0] and any(item.startswith(f"caption/{run}/") for item in
-                           (v["item"] for v in st.reviews.all_rows())):
+    if reviewed and reviewed[0]:
         curves["verdicts where given, else ground truth"] = reviewed
     chart = svg_lines(curves, "precision vs number found (DCS order)", "found", "precision",
                       y_max=1.0) if curves else ""
