@@ -27,12 +27,12 @@ def deploy(cfg: ServeConfig, log: logging.Logger) -> str:
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     ingress = serve.deployment(name="diffrep", num_replicas=cfg.replicas,
                                ray_actor_options={"num_cpus": cfg.replica_cpus})(serve.ingress(build)())
-    log.info("serve: Ray Serve application 'diffrep' (%d replica(s), %g CPU each) at http://%s:%d; "
-             "Ctrl-C stops it", cfg.replicas, cfg.replica_cpus, cfg.host, cfg.port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    serve.run(ingress.bind(), name="diffrep", route_prefix="/", blocking=False)
+    serve.run(ingress.bind(), name="diffrep", route_prefix="/", blocking=False)  # returns once running
+    log.info("serve: Ray Serve application 'diffrep' (%d replica(s), %g CPU each) running at "
+             "http://%s:%d; Ctrl-C stops it", cfg.replicas, cfg.replica_cpus, cfg.host, cfg.port)
     try:
         while not stop.wait(1.0):
             pass
