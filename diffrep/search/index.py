@@ -18,9 +18,9 @@ from diffrep.index.keys import resolve as resolve_keys
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, verify
 from diffrep.index.plan import SliceSpec
-from diffrep.index.vectors import load_npy
 from diffrep.report.images import fetch_corpus_images
 from diffrep.search.idmap import IdMapReader
+from diffrep.search.stored import StoredVectors
 
 log = logging.getLogger("diffrep")
 _warned_no_key_index = False
@@ -36,9 +36,11 @@ class IndexHandle:
     infos: dict
     slices: list[SliceSpec]
     idmap: IdMapReader = field(init=False, repr=False)
+    stored: StoredVectors = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.idmap = IdMapReader(self.layout, self.slices)
+        self.stored = StoredVectors(self.layout.root, self.manifest["model"], self.slices)
 
     @property
     def model(self) -> str:
@@ -65,30 +67,11 @@ class IndexHandle:
 
     def locate(self, ids: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """Global ids -> [(embedding shard, rows, positions in ids)]."""
-        ids = np.asarray(ids, np.int64)
-        if len(ids) and (ids.min() < 0 or ids.max() >= self.ntotal):
-            raise IndexError(f"ids out of range [0, {self.ntotal})")
-        starts = np.array([s.id_start for s in self.slices])
-        which = np.searchsorted(starts, ids, side="right") - 1
-        out = []
-        for si in np.unique(which):
-            s = self.slices[si]
-            sel = np.nonzero(which == si)[0]
-            offsets = ids[sel] - s.id_start
-            file_starts = np.cumsum((0,) + s.rows)
-            fi = np.searchsorted(file_starts, offsets, side="right") - 1
-            for f in np.unique(fi):
-                mask = fi == f
-                out.append((s.files[f], offsets[mask] - file_starts[f], sel[mask]))
-        return out
+        return self.stored.locate(ids)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored embeddings of `ids`, float32 (N, dim)."""
-        out = np.empty((len(ids), self.dim), np.float32)
-        emb = ModelOutput(self.layout.root, self.model)
-        for shard, rows, sel in self.locate(ids):
-            out[sel] = load_npy(emb.embeddings(shard))[rows]
-        return out
+        return self.stored.vectors(ids, self.dim)
 
     def tokens(self, ids: np.ndarray) -> np.ndarray:
         """Stored patch tokens of `ids` (N, T, d): the embed job's save_tokens output."""
@@ -99,7 +82,7 @@ class IndexHandle:
             if not storage.exists(url):
                 raise FileNotFoundError(f"{url} is missing: split-product re-rank needs the embed "
                                         f"job's tokens (embed.save_tokens: true, a token model)")
-            tokens = load_npy(url)
+            tokens = self.stored.array(url)
             if out is None:
                 out = np.empty((len(ids),) + tokens.shape[1:], np.float32)
             out[sel] = tokens[rows]

@@ -1,0 +1,94 @@
+"""Stored embeddings (and patch tokens) of an index looked up by global id: the exact
+re-rank's reads.
+
+Global ids map to (embedding file, row) through one sorted array of each file's first id
+(one entry per file: 20k at 2B with 100k-row files), so a lookup is one searchsorted and
+one sort, whatever the number of files. Local files are memory-mapped once and kept open
+in an LRU of `MAX_OPEN` maps (one file descriptor each): the re-rank of one dedup batch
+touches files all over the corpus, and a map opened per batch faults every page it reads
+in again; at 10M vectors (100 files) that doubled the re-rank's reads. Beyond MAX_OPEN
+files the LRU evicts and pages fault again (the page cache still holds them).
+Remote files are read whole per call and never cached (memory stays one file's).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from diffrep.embed.layout import ModelOutput
+from diffrep.index.plan import SliceSpec
+from diffrep.index.vectors import load_npy
+
+MAX_OPEN = 256
+
+
+class StoredVectors:
+    """Row lookups by global id over the embedding files of `slices` (in id order)."""
+
+    def __init__(self, root: str, model: str, slices: Sequence[SliceSpec]):
+        self.output = ModelOutput(root, model)
+        names, firsts = [], []
+        for s in sorted(slices, key=lambda s: s.id_start):
+            first = s.id_start
+            for name, rows in zip(s.files, s.rows, strict=True):
+                names.append(name)
+                firsts.append(first)
+                first += rows
+        self.files = names
+        self.first_id = np.asarray(firsts, np.int64)
+        self.ntotal = int(sum(s.count for s in slices))
+        self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def locate(self, ids: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Global ids -> [(embedding file, rows in it, positions in ids)], files in id order."""
+        ids = np.asarray(ids, np.int64)
+        if not len(ids):
+            return []
+        if ids.min() < 0 or ids.max() >= self.ntotal:
+            raise IndexError(f"ids out of range [0, {self.ntotal})")
+        which = np.searchsorted(self.first_id, ids, side="right") - 1
+        order = np.argsort(which, kind="stable")
+        sorted_which = which[order]
+        cuts = np.flatnonzero(np.diff(sorted_which)) + 1
+        out = []
+        for sel in np.split(order, cuts):
+            f = int(which[sel[0]])
+            out.append((self.files[f], ids[sel] - self.first_id[f], sel))
+        return out
+
+    def array(self, url: str) -> np.ndarray:
+        """The .npy at `url`: a cached memory map when local, else read whole."""
+        with self._lock:
+            if url in self._maps:
+                self._maps.move_to_end(url)
+                return self._maps[url]
+        arr = load_npy(url)
+        if isinstance(arr, np.memmap):
+            with self._lock:
+                self._maps[url] = arr
+                while len(self._maps) > MAX_OPEN:
+                    self._maps.popitem(last=False)
+        return arr
+
+    def vectors(self, ids: np.ndarray, dim: int) -> np.ndarray:
+        """Stored embeddings of `ids`, float32 (N, dim)."""
+        out = np.empty((len(ids), dim), np.float32)
+        for name, rows, sel in self.locate(ids):
+            out[sel] = self.array(self.output.embeddings(name))[rows]
+        return out
+
+    def __getstate__(self) -> dict:
+        """Pickled (sent to a Ray worker) without its maps and lock."""
+        state = self.__dict__.copy()
+        state["_maps"] = OrderedDict()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()

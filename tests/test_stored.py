@@ -1,0 +1,57 @@
+"""diffrep.search.stored: stored embeddings by global id, over many files and slices."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from diffrep import storage
+from diffrep.embed.layout import ModelOutput
+from diffrep.index.plan import SliceSpec
+from diffrep.search import stored
+from diffrep.search.stored import StoredVectors
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """7 embedding files of uneven sizes in 3 slices (the last slice first in the list)."""
+    rng = np.random.default_rng(0)
+    out = ModelOutput(str(tmp_path), "m")
+    sizes = [5, 1, 9, 3, 7, 2, 4]
+    names = [f"{i:05d}" for i in range(len(sizes))]
+    full = []
+    for name, rows in zip(names, sizes, strict=True):
+        x = rng.standard_normal((rows, 8)).astype(np.float16)
+        storage.write_npy(out.embeddings(name), x)
+        full.append(x.astype(np.float32))
+    slices = [SliceSpec(2, tuple(names[5:]), tuple(sizes[5:]), 25, 6),
+              SliceSpec(0, tuple(names[:3]), tuple(sizes[:3]), 0, 15),
+              SliceSpec(1, tuple(names[3:5]), tuple(sizes[3:5]), 15, 10)]
+    return str(tmp_path), slices, np.concatenate(full), names, sizes
+
+
+def test_vectors_by_global_id_equal_the_concatenated_files(corpus, monkeypatch):
+    root, slices, full, names, sizes = corpus
+    monkeypatch.setattr(stored, "MAX_OPEN", 2)  # fewer maps than files: the LRU evicts
+    sv = StoredVectors(root, "m", slices)
+    ids = np.random.default_rng(1).integers(0, len(full), 200)
+    np.testing.assert_array_equal(sv.vectors(ids, 8), full[ids])
+    assert len(sv._maps) == 2
+    first = np.cumsum([0] + sizes)
+    for name, rows, sel in sv.locate(ids):
+        f = names.index(name)
+        np.testing.assert_array_equal(ids[sel], first[f] + rows)
+        assert ((rows >= 0) & (rows < sizes[f])).all()
+    assert sum(len(sel) for _, _, sel in sv.locate(ids)) == len(ids)
+    again = pickle.loads(pickle.dumps(sv))  # sent to a worker: no maps, a working lock
+    assert not again._maps
+    np.testing.assert_array_equal(again.vectors(ids[:10], 8), full[ids[:10]])
+
+
+def test_out_of_range_ids_are_refused(corpus):
+    root, slices, full, _, _ = corpus
+    sv = StoredVectors(root, "m", slices)
+    assert sv.locate(np.zeros(0, np.int64)) == []
+    for bad in ([-1], [len(full)]):
+        with pytest.raises(IndexError, match="out of range"):
+            sv.vectors(np.array(bad), 8)
