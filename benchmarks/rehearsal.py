@@ -30,6 +30,7 @@ Run: python -m benchmarks.rehearsal --sizes 1000000,3000000,10000000 --out bench
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -170,12 +171,20 @@ def pair_quality(root: str) -> dict:
 
 
 def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: int) -> dict:
-    with tempfile.TemporaryDirectory(dir=args.work_dir) as root:
+    keep = os.path.join(args.keep, str(n)) if args.keep else None
+    with contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(dir=args.work_dir) as root:
+        if keep:
+            if os.path.exists(keep):
+                raise SystemExit(f"{keep} exists: remove it or choose another --keep")
+            os.makedirs(keep)
         t0 = time.perf_counter()
         truth = write_corpus(root, n, dim, args.shard_rows, clusters=args.clusters)
         write_s = time.perf_counter() - t0
         print(json.dumps({"n": n, "corpus_written_s": round(write_s, 1), **truth}), flush=True)
-        nlist = max(64, round(n / args.list_size))  # lists of list_size at every N (a power of two was up to 41% off)
+        # a power of two near N / list_size (lists 977 / 732 / 1,220 long at 1M / 3M / 10M),
+        # or N / list_size exactly (--exact_nlist: shorter lists cost recall at a fixed nprobe)
+        nlist = max(64, round(n / args.list_size)) if args.exact_nlist else \
+            2 ** max(6, round(math.log2(n / args.list_size)))
         shards = max(1, math.ceil(n / args.vectors_per_shard))
         common = ["--root", root, "--model", MODEL, "--ray_address", address]
         logs = os.path.join(args.log_dir, str(n))
@@ -313,12 +322,15 @@ def main() -> int:
     p.add_argument("--vectors_per_shard", type=int, default=1_000_000)
     p.add_argument("--clusters", type=int, default=1000, help="topic centres of the synthetic corpus")
     p.add_argument("--list_size", type=int, default=1000, help="vectors per IVF list")
+    p.add_argument("--exact_nlist", action="store_true", help="nlist = N / list_size, not a power of two")
     p.add_argument("--nprobe", type=int, default=4)
     p.add_argument("--max_captions", type=int, default=100_000)
     p.add_argument("--nodes", type=int, default=2, help="raylets of the local cluster")
     p.add_argument("--stages", default="build_index,search,dedup,dcs_caption_set",
                    help="after build_index: any of search, dedup (then dcs_caption_set)")
     p.add_argument("--work_dir", default=None)
+    p.add_argument("--keep", default=None, help="keep each N's corpus and outputs under KEEP/N "
+                   "(e.g. for benchmarks.query_cost) instead of a temporary directory")
     p.add_argument("--log_dir", default="bench-results/rehearsal-logs")
     p.add_argument("--table", action="store_true", help="print --out's results as markdown and stop")
     p.add_argument("--caption-set", help=argparse.SUPPRESS)
