@@ -99,6 +99,17 @@ def browser():
         b.close()
 
 
+def images_loaded(page, selector: str, timeout_ms: int = 60_000) -> int:
+    """Wait until every <img> under `selector` has loaded (thumbnails are made on first
+    request, slower on a loaded machine); returns their count. A broken image (complete,
+    no pixels) never passes: the wait times out and the test fails."""
+    page.wait_for_function(
+        "sel => { const im = [...document.querySelectorAll(sel + ' img')];"
+        " return im.length > 0 && im.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=selector, timeout=timeout_ms)
+    return page.locator(f"{selector} img").count()
+
+
 def corpus_photo(corpus: Path, key: str) -> bytes:
     from collections import Counter
 
@@ -126,7 +137,7 @@ def test_search_by_upload_and_by_key_in_the_browser(server, served_root, browser
     first = rows.nth(0).locator("td").all_inner_texts()
     # the photo itself is in the corpus: it comes first, with similarity ~1
     assert first[3] == planted["source_key"] and float(first[2]) > 0.99
-    assert page.locator("#results img").first.evaluate("i => i.complete && i.naturalWidth > 0")
+    assert images_loaded(page, "#results") > 0
     page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
 
     # verified geometrically: the photo itself is, photos of other things are not
@@ -158,9 +169,7 @@ def test_scan_filters_and_a_verdict_kept_after_reload(server, served_root, brows
     above = sorted((s for s in gens["top1_sim"].to_pylist() if s >= 0.5), reverse=True)
     shown = [float(t) for t in page.locator("#generations td.top1").all_inner_texts()]
     assert len(shown) == len(above) and np.allclose(shown, above, atol=1e-3) and "min_score=0.5" in page.url
-    images = page.locator("#generations img")
-    assert images.count() > 0 and all(images.nth(i).evaluate("i => i.complete && i.naturalWidth > 0")
-                                      for i in range(images.count()))
+    assert images_loaded(page, "#generations") > 0
     row = page.locator("#generations tr.gen").nth(0)
     row.locator("input[name=reviewer]").fill("ada")
     row.locator("select[name=verdict]").select_option("exact_copy")
