@@ -83,10 +83,22 @@ def sample_positions(total: int, count: int, seed: int, exclude: np.ndarray | No
 
 def locate(positions: np.ndarray, files: list[EmbeddingFile]) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Map global positions (over `files` in order) to (shard, rows, index into positions)."""
-    starts = np.cumsum([0] + [f.rows for f in files])
-    which = np.searchsorted(starts, positions, side="right") - 1
+    starts = np.cumsum([0] + [f.rows for f in files])[:-1]
+    return locate_in(np.asarray(positions, np.int64), starts, [f.shard for f in files])
+
+
+def locate_in(positions: np.ndarray, first: np.ndarray, names: list[str]
+              ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Positions (>= first[0]) -> [(names[f], rows in file f, index into positions)] for
+    files whose first positions are `first` (sorted), in file order: one searchsorted and
+    one sort, whatever the number of files."""
+    if not len(positions):
+        return []
+    which = np.searchsorted(first, positions, side="right") - 1
+    order = np.argsort(which, kind="stable")
+    cuts = np.flatnonzero(np.diff(which[order])) + 1
     out = []
-    for fi in np.unique(which):
-        sel = np.nonzero(which == fi)[0]
-        out.append((files[fi].shard, positions[sel] - starts[fi], sel))
+    for sel in np.split(order, cuts):
+        f = int(which[sel[0]])
+        out.append((names[f], positions[sel] - first[f], sel))
     return out

@@ -2,8 +2,8 @@
 re-rank's reads.
 
 Global ids map to (embedding file, row) through one sorted array of each file's first id
-(one entry per file: 20k at 2B with 100k-row files), so a lookup is one searchsorted and
-one sort, whatever the number of files. Local files are memory-mapped once and kept open
+(one entry per file: 20k at 2B with 100k-row files; diffrep.index.plan.locate_in, which
+the index build's position lookups use too). Local files are memory-mapped once and kept open
 in an LRU of `MAX_OPEN` maps (one file descriptor each): the re-rank of one dedup batch
 touches files all over the corpus, and a map opened per batch faults every page it reads
 in again; at 10M vectors (100 files) that doubled the re-rank's reads. Beyond MAX_OPEN
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from diffrep.embed.layout import ModelOutput
-from diffrep.index.plan import SliceSpec
+from diffrep.index.plan import SliceSpec, locate_in
 from diffrep.index.vectors import load_npy
 
 MAX_OPEN = 256
@@ -47,19 +47,9 @@ class StoredVectors:
     def locate(self, ids: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """Global ids -> [(embedding file, rows in it, positions in ids)], files in id order."""
         ids = np.asarray(ids, np.int64)
-        if not len(ids):
-            return []
-        if ids.min() < 0 or ids.max() >= self.ntotal:
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.ntotal):
             raise IndexError(f"ids out of range [0, {self.ntotal})")
-        which = np.searchsorted(self.first_id, ids, side="right") - 1
-        order = np.argsort(which, kind="stable")
-        sorted_which = which[order]
-        cuts = np.flatnonzero(np.diff(sorted_which)) + 1
-        out = []
-        for sel in np.split(order, cuts):
-            f = int(which[sel[0]])
-            out.append((self.files[f], ids[sel] - self.first_id[f], sel))
-        return out
+        return locate_in(ids, self.first_id, self.files)
 
     def array(self, url: str) -> np.ndarray:
         """The .npy at `url`: a cached memory map when local, else read whole."""
