@@ -10,7 +10,7 @@ replication threshold comes from data. On copybench's gallery (crops of real pho
     other crops of its own photo excluded (they are its duplicates);
   * copy sets: each query against the training images of photos it holds nothing of
     (neither its source's nor the mixed-in photo's);
-  * novel drawings (diffrep.scan.demo.novel_image) against every training image;
+  * novel drawings (diffrep.synthetic.drawn_scene) against every training image;
 - positive scores: each query against its source, per set (copybench's sets and
   pasted-object copies as the demo's planted folder makes them).
 
@@ -60,13 +60,13 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
     from diffrep.copybench.copysets import make_gallery, make_queries
     from diffrep.data.demo import load_source_photos
     from diffrep.models import create_embedder, default_weights
-    from diffrep.scan.demo import novel_image, paste_object
     from diffrep.search.regions import (
         region_pair_scores,
         region_scores,
         rerank_choice,
         rerank_pairs,
     )
+    from diffrep.synthetic import drawn_scene, paste_object
 
     spec = RegionSpec()
     embedder = create_embedder(model, weights=default_weights(model))
@@ -99,13 +99,13 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
         return scores if excluded is None else np.where(excluded, -1, scores)
 
     scorings = {"image": image, "rerank": with_rerank, "pairs_all": pairs_all}
-    drawings = embed_regions(embedder, [novel_image(seed * 1000 + 700 + i) for i in range(novel)],
+    drawings = embed_regions(embedder, [drawn_scene(seed * 1000 + 700 + i) for i in range(novel)],
                              spec).vectors
     rng = random.Random(seed)
     query_sets = {name: make_queries(gallery, name, seed) for name in SETS}
     query_regions = {name: embed_regions(embedder, [q.image for q in qs], spec).vectors
                      for name, qs in query_sets.items()}
-    pasted = [paste_object(g.image, novel_image(seed * 1000 + 500 + i, size=384), rng)[0]
+    pasted = [paste_object(g.image, drawn_scene(seed * 1000 + 500 + i, size=384), rng)[0]
               for i, g in enumerate(gallery)]
     query_regions["pasted_object"] = embed_regions(embedder, pasted, spec).vectors
     sources = {name: np.array([index[q.source_key] for q in qs]) for name, qs in query_sets.items()}

@@ -66,9 +66,9 @@ def bench_match(index_size: int, images: int, tmp: str) -> dict:
     from diffrep.executor import LocalExecutor
     from diffrep.index.builder import build
     from diffrep.index.config import IndexConfig
-    from diffrep.scan.demo import novel_image
     from diffrep.scan.units import ScanUnit
     from diffrep.scan.worker import GenerationSettings, MatchSettings, ScanWorker
+    from diffrep.synthetic import drawn_scene
 
     root = os.path.join(tmp, "root")
     x = clustered_vectors(index_size, 512, clusters=max(index_size // 100, 10), seed=0)
@@ -80,7 +80,7 @@ def bench_match(index_size: int, images: int, tmp: str) -> dict:
     folder = os.path.join(tmp, "generated")
     os.makedirs(folder)
     for i in range(images):
-        novel_image(i, size=512).save(os.path.join(folder, f"g{i:04d}.png"))
+        drawn_scene(i, size=512).save(os.path.join(folder, f"g{i:04d}.png"))
         with open(os.path.join(folder, f"g{i:04d}.txt"), "w") as f:
             f.write(f"prompt {i}")
     match = MatchSettings(model="sscd_onnx", weights=None, k=10, candidates=50)

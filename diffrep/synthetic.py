@@ -1,10 +1,14 @@
-"""Synthetic embedding corpora in the embed job's layout, for tests, benchmarks and the
-rehearsal: vectors clustered like real descriptors, written as embed-job shards."""
+"""Synthetic data for tests, benchmarks and the rehearsal: embedding corpora in the embed
+job's layout (vectors clustered like real descriptors), and drawn images that copy nothing
+(flat drawings, drawn scenes) or a known part of another image (paste_object)."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pyarrow as pa
+from PIL import Image, ImageDraw
 
 from diffrep import storage
 from diffrep.embed.layout import METADATA_SCHEMA, ModelOutput
@@ -46,8 +50,6 @@ def write_embeddings(root: str, model: str, vectors: np.ndarray, rows_per_shard:
 def flat_drawing(seed: int, side: int = 256):
     """A flat graphic, icon-like: four filled rectangles or ellipses in flat colours on
     white (few local features; what fools a global or region descriptor on icons)."""
-    from PIL import Image, ImageDraw
-
     rng = np.random.default_rng(seed)
     img = Image.new("RGB", (side, side), "white")
     draw = ImageDraw.Draw(img)
@@ -57,3 +59,43 @@ def flat_drawing(seed: int, side: int = 256):
         colour = tuple(int(c) for c in rng.integers(0, 255, 3))
         (draw.rectangle if rng.random() < 0.5 else draw.ellipse)([x0, y0, x0 + w, y0 + h], fill=colour)
     return img
+
+
+def drawn_scene(seed: int, size: int = 256):
+    """A procedurally drawn scene (gradient sky, ground, shapes) that resembles no photo."""
+    rng = np.random.default_rng(seed)
+    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = np.linspace(0, 1, size)[:, None, None]
+    arr = (top * (1 - t) + bottom * t).repeat(size, axis=1).astype(np.uint8)
+    img = Image.fromarray(arr)
+    draw = ImageDraw.Draw(img)
+    horizon = int(rng.integers(size // 3, 2 * size // 3))
+    draw.rectangle((0, horizon, size, size), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    for _ in range(int(rng.integers(3, 8))):
+        x, y = rng.integers(0, size, 2)
+        r = int(rng.integers(size // 16, size // 4))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((int(x) - r, int(y) - r, int(x) + r, int(y) + r),
+              fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return img
+
+
+def paste_object(source: Image.Image, scene: Image.Image, rng: random.Random
+                 ) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """Paste an elliptical part of `source` (half to two thirds of its sides, at random)
+    into `scene` at 45-60% of the scene's side; returns the image and the normalised box."""
+    fw, fh = rng.uniform(0.5, 0.67), rng.uniform(0.5, 0.67)
+    w, h = int(source.width * fw), int(source.height * fh)
+    x, y = rng.randint(0, source.width - w), rng.randint(0, source.height - h)
+    side = int(scene.width * rng.uniform(0.45, 0.6))
+    obj = source.crop((x, y, x + w, y + h)).resize((side, int(side * h / w)), Image.Resampling.BICUBIC)
+    obj_h = min(obj.height, scene.height)
+    obj = obj.crop((0, 0, side, obj_h))
+    mask = Image.new("L", obj.size, 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, obj.width - 1, obj.height - 1), fill=255)
+    px, py = rng.randint(0, scene.width - obj.width), rng.randint(0, scene.height - obj.height)
+    out = scene.copy()
+    out.paste(obj, (px, py), mask)
+    box = (px / scene.width, py / scene.height, (px + obj.width) / scene.width,
+           (py + obj.height) / scene.height)
+    return out, tuple(round(v, 4) for v in box)

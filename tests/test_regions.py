@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from diffrep.scan.config import ScanConfig
-from diffrep.scan.demo import novel_image, paste_object
 from diffrep.search.regions import (
     RegionSpec,
     crop_regions,
@@ -20,6 +19,7 @@ from diffrep.search.regions import (
     rerank_pairs,
     union_candidates,
 )
+from diffrep.synthetic import drawn_scene, paste_object
 
 REGION_THRESHOLD = ScanConfig().region_threshold
 
@@ -162,10 +162,10 @@ def test_pasted_training_photo_is_found_with_its_box_and_a_novel_drawing_is_not(
     rng = random.Random(3)
     pasted, boxes = [], []
     for i, key in enumerate(sources):
-        img, box = paste_object(photos[key], novel_image(100 + i, size=384), rng)
+        img, box = paste_object(photos[key], drawn_scene(100 + i, size=384), rng)
         pasted.append(img)
         boxes.append(box)
-    novel = [novel_image(200 + i) for i in range(4)]
+    novel = [drawn_scene(200 + i) for i in range(4)]
     spec = RegionSpec()
     regions = embed_regions(embedder, pasted + novel, spec)
     hits = searcher.search(regions.global_vectors, k=3, rerank="exact", candidates=20, regions=regions)

@@ -145,9 +145,11 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     assert scan.main(["--root", str(root), "--run", "planted", "--generated", str(folder),
                       "--generated_name", "closed-model", "--prompts_per_unit", "8",
-                      "--baseline_size", "6", "--shard_actor_cpus", "0.5"]) == 0
+                      "--baseline_size", "6", "--region_unrelated", "4",
+                      "--shard_actor_cpus", "0.5"]) == 0
     rows = {r["gen_id"].rsplit("/", 1)[1].rsplit(".", 1)[0]: r
             for r in read_generations(root, "planted", "closed-model").to_pylist()}
+    summary = json.loads((root / "scans/planted/summary.json").read_text())
     assert set(rows) == set(truth["name"].to_pylist())  # the broken file is skipped...
     stats = [json.loads(p.read_text()) for p in (root / "scans/planted/done/closed-model").iterdir()]
     assert sum(s["skipped"].get("not_an_image", 0) for s in stats) == 1  # ...and counted
@@ -156,7 +158,13 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     for d in pq.read_table(corpus / "duplicates.parquet").to_pylist():
         same_photo.setdefault(d["source_key"], {d["source_key"]}).add(d["key"])
     exact = 0
-    region_thr = ScanConfig().region_threshold
+    # the region threshold calibrated on this index's nulls: on photos the floor decides
+    calibration = summary["region_calibration"]
+    region_thr = summary["region_threshold"]
+    assert calibration["floor"] == ScanConfig().region_threshold
+    assert calibration["nulls"]["baseline"]["count"] == 6 and calibration["nulls"]["unrelated"]["count"] == 4
+    assert region_thr == max(calibration["floor"], max(
+        d["max"] for d in calibration["nulls"].values()) + calibration["margin"])
     pasted_sims = {}
     for t in truth.to_pylist():
         r = rows[t["name"]]
@@ -180,7 +188,6 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     # 91% of benchmarks/regions.py's pasted copies (issue 15 is open on this)
     found = sum(v > region_thr for v in pasted_sims.values())
     assert len(pasted_sims) == 6 and found >= 3, pasted_sims
-    summary = json.loads((root / "scans/planted/summary.json").read_text())
     # the 12 edited copies are above 0.5 globally; no pasted object and no drawing is
     assert summary["checkpoints"]["closed-model"]["top1"]["above_threshold"] == 12
     assert summary["checkpoints"]["closed-model"]["replicated"] == 12 + found
@@ -272,20 +279,20 @@ def test_region_matches_verified_geometrically(demo_index_root, ray_cluster, tmp
     assert scan.main(["--root", str(root), "--run", "verified", "--generated", str(folder),
                       "--generated_name", "closed-model", "--baseline_size", "6",
                       "--region_verify", "true", "--region_verify_margin", "0.5",
-                      "--shard_actor_cpus", "0.5"]) == 0
+                      "--region_unrelated", "4", "--shard_actor_cpus", "0.5"]) == 0
     rows = {r["gen_id"].rsplit("/", 1)[1].rsplit(".", 1)[0]: r
             for r in read_generations(root, "verified", "closed-model").to_pylist()}
     kinds = {t["name"]: t["transform"] if t["planted"] else "novel" for t in truth.to_pylist()}
-    above = 0.5 - 0.5  # region_threshold - margin: every region match is verified
+    summary = json.loads((root / "scans/verified/summary.json").read_text())
+    region_thr = summary["region_threshold"]  # calibrated: the threshold that decides
+    above = region_thr - 0.5  # minus the margin: every region match is verified
     for name, r in rows.items():
         assert (r["region_verified"] is not None) == (r["region_sim"] > above), (name, r)
         if kinds[name] != "novel":  # pasted objects and edited copies: their source, verified
             assert r["region_verified"] and r["region_inliers"] >= 6, (name, kinds[name], r)
         else:
             assert not r["region_verified"], (name, r)
-    summary = json.loads((root / "scans/verified/summary.json").read_text())
     s = summary["checkpoints"]["closed-model"]
-    region_thr = ScanConfig().region_threshold
     counted = sum((r["top1_sim"] > 0.5) or (r["region_sim"] > region_thr and r["region_verified"] is not False)
                   for r in rows.values())
     assert s["replicated"] == counted and s["replicated"] >= 4

@@ -1,10 +1,13 @@
 """The baseline of paper 1 (Fig. 4/9): for random training images, the top-1 similarity to
-the rest of the training set, self excluded. Computed once per index and cached."""
+the rest of the training set, self excluded; with object-level matching, the same
+region-scored and the region threshold's nulls (diffrep.search.calibration). Computed once
+per index and cached."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +16,14 @@ from diffrep import storage
 from diffrep.progress import Progress
 from diffrep.scan.layout import ScanLayout
 from diffrep.search import Searcher
-from diffrep.search.regions import RegionSpec, embed_regions
+from diffrep.search.calibration import (
+    RegionCalibration,
+    calibrate,
+    fixed,
+    region_nulls,
+    unrelated_images,
+)
+from diffrep.search.regions import RegionSpec
 
 log = logging.getLogger("diffrep")
 REGION_CHUNK = 32  # training images region-embedded and searched per step
@@ -77,22 +87,34 @@ def region_sample(handle, n: int, seed: int, max_shards: int) -> np.ndarray:
     return np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
 
 
-def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, spec: RegionSpec,
-                            n: int, seed: int, candidates: int, max_shards: int = 4,
-                            progress_interval_s: float = 10.0) -> pa.Table:
-    """The baseline region-scored the way generations are (diffrep.search.regions): for
-    random training images, the best region-to-image score against the rest of the
-    training set (self excluded), its neighbour and box. Table (id, key, neighbour_id,
-    similarity (global, same neighbour), region_similarity, box); cached per index,
-    size, seed and region scales, under <root>/scans/_baseline/ (ScanLayout.baseline), so
-    a second scan of the same index, whatever its run name, reads it back. Logs a progress
-    line with an ETA at most every `progress_interval_s` seconds while it computes."""
-
-    handle = searcher.handle
-    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales)
+def _region_tag(searcher: Searcher, spec: RegionSpec, duplicate_above: float) -> str:
+    """Every setting a region null depends on, for its cache name."""
+    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales) + f"-dup{duplicate_above:g}"
     if searcher.candidate_regions is not None:  # every setting of the re-rank's choice
         tag += f"-rerank{spec.rerank}d{spec.rerank_distinct:g}m{spec.rerank_max}"
-    url = layout.baseline(handle.model, index_hash(searcher), n, seed, tag)
+    return tag
+
+
+def _null_table(ids: np.ndarray, keys: list[str], nulls: dict) -> pa.Table:
+    return pa.table({"id": ids, "key": pa.array(keys, pa.string()), **{
+        k: (pa.array(v, pa.list_(pa.float32())) if k == "box" else v) for k, v in nulls.items()}})
+
+
+def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, spec: RegionSpec,
+                            n: int, seed: int, candidates: int, duplicate_above: float,
+                            max_shards: int = 4, progress_interval_s: float = 10.0) -> pa.Table:
+    """The baseline region-scored the way generations are (diffrep.search.calibration.
+    region_nulls): for random training images, the best region score against the rest of
+    the training set (self excluded; `region_similarity`, with its neighbour, global
+    `similarity` and box) and against the rest without its duplicates (global similarity
+    above `duplicate_above`; `null_region_similarity`, a null of the region threshold's
+    calibration). Cached per index, size, seed and region settings under
+    <root>/scans/_baseline/ (ScanLayout.baseline), so a second scan of the same index,
+    whatever its run name, reads it back. Logs a progress line with an ETA at most every
+    `progress_interval_s` seconds while it computes."""
+    handle = searcher.handle
+    url = layout.baseline(handle.model, index_hash(searcher), n, seed,
+                          _region_tag(searcher, spec, duplicate_above))
     if storage.exists(url):
         log.info("scan: region baseline from cache %s", url)
         return storage.read_table(url)
@@ -101,42 +123,70 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
     images = handle.corpus_images(ids, keys)
     have = [i for i, key in enumerate(keys) if key in images]
     ids, keys = ids[have], [keys[i] for i in have]
-    out = {"neighbour_id": np.full(len(ids), -1, np.int64),
-           "similarity": np.full(len(ids), np.nan, np.float32),
-           "region_similarity": np.full(len(ids), np.nan, np.float32),
-           "box": [None] * len(ids)}
-    chunk_size = REGION_CHUNK
-    progress = Progress("scan region baseline", -(-len(ids) // chunk_size), unit="chunks",
+    progress = Progress("scan region baseline", -(-len(ids) // REGION_CHUNK), unit="chunks",
                         item="training images")
     log.info("scan: region baseline of %d training images (once per index; cached for later "
              "scans at %s)", len(ids), url)
-    for start in range(0, len(ids), chunk_size):
-        chunk = ids[start:start + chunk_size]
-        regions = embed_regions(embedder, [images[k] for k in keys[start:start + chunk_size]], spec)
-        hits = searcher.search(regions.global_vectors, k=min(3, handle.ntotal), rerank="exact",
-                               candidates=candidates, regions=regions)
-        for i, qid in enumerate(chunk):
-            others = np.nonzero((hits.ids[i] != qid) & (hits.ids[i] >= 0))[0]
-            if len(others):
-                j, row = others[0], start + i
-                out["neighbour_id"][row] = hits.ids[i, j]
-                out["similarity"][row] = hits.global_sims[i, j]
-                out["region_similarity"][row] = hits.sims[i, j]
-                out["box"][row] = hits.boxes[i, j].tolist()
-        progress.update(len(chunk))
+
+    def step(done: int) -> None:
+        progress.update(done)
         progress.report(progress_interval_s)
+
+    nulls = region_nulls(searcher, embedder, spec, [images[k] for k in keys], ids,
+                         duplicate_above, candidates, REGION_CHUNK, step)
     progress.finish()
-    table = pa.table({"id": ids, "key": pa.array(keys, pa.string()), **{
-        k: (pa.array(v, pa.list_(pa.float32())) if k == "box" else v) for k, v in out.items()}})
+    table = _null_table(ids, keys, nulls)
     storage.write_parquet(url, table)
-    log.info("scan: region baseline of %d training images: median region score %.3f (cached at %s)",
-             len(ids), float(np.nanmedian(out["region_similarity"])) if len(ids) else float("nan"), url)
+    log.info("scan: region baseline of %d training images: median region score %.3f, without "
+             "their duplicates %.3f (cached at %s)", len(ids),
+             _nan(np.nanmedian, nulls["region_similarity"]),
+             _nan(np.nanmedian, nulls["null_region_similarity"]), url)
     return table
 
 
-def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> pa.Table | None:
-    """The scan's region baseline (ScanConfig cfg, MatchSettings match), None when
-    scan.regions is off. Embeds with the descriptor the generations get."""
+def load_or_compute_unrelated(layout: ScanLayout, searcher: Searcher, embedder, spec: RegionSpec,
+                              n: int, seed: int, candidates: int, duplicate_above: float) -> pa.Table:
+    """`n` images that copy nothing (diffrep.search.calibration.unrelated_images)
+    region-scored against the index; the second null of the calibration. Nothing is left
+    out: a drawing has no duplicate in any corpus, so even a hit above the global
+    threshold is a null (its `duplicate_hits` still counts those). Table as
+    load_or_compute_regions' (id -1, key naming the drawing), cached beside it."""
+    handle = searcher.handle
+    url = layout.baseline(handle.model, index_hash(searcher), n, seed,
+                          _region_tag(searcher, spec, duplicate_above) + "-unrelated")
+    if storage.exists(url):
+        return storage.read_table(url)
+    named = unrelated_images(n, seed)
+    nulls = region_nulls(searcher, embedder, spec, [img for _, img in named],
+                         np.full(len(named), -1, np.int64), duplicate_above, candidates,
+                         leave_out_duplicates=False)
+    table = _null_table(np.full(len(named), -1, np.int64), [name for name, _ in named], nulls)
+    storage.write_parquet(url, table)
+    log.info("scan: %d unrelated images against the index: highest region score %.3f (cached "
+             "at %s)", len(named), _nan(np.nanmax, nulls["null_region_similarity"]), url)
+    return table
+
+
+def _nan(reduce, x: np.ndarray) -> float:
+    """reduce(x) of a NaN-aware numpy reduction; NaN when x has no number."""
+    return float(reduce(x)) if len(x) and not np.isnan(x).all() else float("nan")
+
+
+@dataclass
+class RegionNulls:
+    """The scan's region baseline, its unrelated images and the threshold they give."""
+
+    baseline: pa.Table
+    unrelated: pa.Table | None
+    calibration: RegionCalibration
+
+
+def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> RegionNulls | None:
+    """The scan's region baseline and region threshold (ScanConfig cfg, MatchSettings
+    match), None when scan.regions is off. Embeds with the descriptor the generations get.
+    With scan.region_calibrate the threshold is max(scan.region_threshold, highest null +
+    scan.region_null_margin) over the baseline without duplicates and
+    scan.region_unrelated unrelated images (diffrep.search.calibration)."""
     spec = match.region_spec()
     if spec is None:
         return None
@@ -144,6 +194,17 @@ def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> pa.Ta
 
     embedder = create_embedder(match.model, weights=match.weights, device="cpu")
     searcher = match.searcher(searcher.handle, searcher.backend, embedder)
-    return load_or_compute_regions(layout, searcher, embedder, spec, cfg.baseline_size,
-                                   cfg.baseline_seed, cfg.candidates, cfg.region_baseline_shards,
-                                   cfg.progress_interval_s)
+    base = load_or_compute_regions(layout, searcher, embedder, spec, cfg.baseline_size,
+                                   cfg.baseline_seed, cfg.candidates, cfg.threshold,
+                                   cfg.region_baseline_shards, cfg.progress_interval_s)
+    if not cfg.region_calibrate:
+        return RegionNulls(base, None, fixed(cfg.region_threshold))
+    unrelated = (load_or_compute_unrelated(layout, searcher, embedder, spec, cfg.region_unrelated,
+                                           cfg.baseline_seed, cfg.candidates, cfg.threshold)
+                 if cfg.region_unrelated else None)
+    nulls = {"baseline": base["null_region_similarity"].to_numpy(zero_copy_only=False)}
+    if unrelated is not None:
+        nulls["unrelated"] = unrelated["null_region_similarity"].to_numpy(zero_copy_only=False)
+    calibration = calibrate(cfg.region_threshold, cfg.region_null_margin, nulls)
+    log.info("scan: %s", calibration.reason)
+    return RegionNulls(base, unrelated, calibration)

@@ -69,8 +69,19 @@ class ScanConfig(RegionSettings, RunSettings):
         "generations are smaller than this side, pixels: crops of a 32 px image carry no "
         "information and score every image as a copy"))
     region_threshold: float = field(default=0.5, metadata=helps(
-        "replication threshold on the region score, calibrated on the baseline, copybench "
-        "and novel images (docs/benchmarks.md, 'Region matching')"))
+        "the region score's replication threshold, and its floor with region_calibrate "
+        "(0.5: calibrated on photos, docs/benchmarks.md, 'Region matching')"))
+    region_calibrate: bool = field(default=True, metadata=helps(
+        "raise the region threshold above this index's own nulls: max(region_threshold, "
+        "highest null + region_null_margin), the nulls being the region baseline without "
+        "each image's duplicates and region_unrelated drawings that copy nothing "
+        "(diffrep.search.calibration; on icons and diagrams the fixed 0.5 flags unrelated "
+        "images). summary.json and the report say which threshold decided and why"))
+    region_null_margin: float = field(default=0.05, metadata=helps(
+        "with region_calibrate: how far above the highest null the threshold goes"))
+    region_unrelated: int = field(default=32, metadata=helps(
+        "with region_calibrate: unrelated images (flat drawings and drawn scenes, seeded by "
+        "baseline_seed) region-scored against the index as a second null; cached per index"))
     region_verify: bool = field(default=False, metadata=helps(
         "geometric verification (diffrep.search.geometry: local features matched with "
         "RANSAC) of each generation's best region match scoring above region_threshold - "
@@ -116,6 +127,10 @@ def validate(cfg: ScanConfig) -> None:
     if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
         errors.append("scan.resolution must be a multiple of 8 (the VAE's downsampling) or "
                       "null (each checkpoint's own)")
+    if not 0 <= cfg.region_null_margin <= 1:
+        errors.append("scan.region_null_margin must be in [0, 1]")
+    if cfg.region_unrelated < 0:
+        errors.append("scan.region_unrelated must be >= 0")
     if not 0 <= cfg.region_verify_margin <= 1:
         errors.append("scan.region_verify_margin must be in [0, 1]")
     if not -1 <= cfg.threshold <= 1 or not -1 <= cfg.region_threshold <= 1:

@@ -15,13 +15,13 @@ import random
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageEnhance
 
 from diffrep.data.images import decode_image, encode_png
 from diffrep.data.reader import iter_raw_samples
+from diffrep.synthetic import drawn_scene, paste_object
 
 
 def _downscale(img: Image.Image, rng: random.Random) -> Image.Image:
@@ -41,46 +41,6 @@ def _contrast(img: Image.Image, rng: random.Random) -> Image.Image:
 # closer to its source than to the corpus's planted duplicates of that source, but not
 # always (a colour-jittered duplicate can be nearer still): those are the same photo.
 PLANTED_EDITS = {"downscale": _downscale, "brighten": _brighten, "contrast": _contrast}
-
-
-def novel_image(seed: int, size: int = 256) -> Image.Image:
-    """A procedurally drawn scene (gradient sky, ground, shapes) that resembles no photo."""
-    rng = np.random.default_rng(seed)
-    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    t = np.linspace(0, 1, size)[:, None, None]
-    arr = (top * (1 - t) + bottom * t).repeat(size, axis=1).astype(np.uint8)
-    img = Image.fromarray(arr)
-    draw = ImageDraw.Draw(img)
-    horizon = int(rng.integers(size // 3, 2 * size // 3))
-    draw.rectangle((0, horizon, size, size), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    for _ in range(int(rng.integers(3, 8))):
-        x, y = rng.integers(0, size, 2)
-        r = int(rng.integers(size // 16, size // 4))
-        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-        shape((int(x) - r, int(y) - r, int(x) + r, int(y) + r),
-              fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    return img
-
-
-def paste_object(source: Image.Image, scene: Image.Image, rng: random.Random
-                 ) -> tuple[Image.Image, tuple[float, float, float, float]]:
-    """Paste an elliptical part of `source` (half to two thirds of its sides, at random)
-    into `scene` at 45-60% of the scene's side; returns the image and the normalised box."""
-    fw, fh = rng.uniform(0.5, 0.67), rng.uniform(0.5, 0.67)
-    w, h = int(source.width * fw), int(source.height * fh)
-    x, y = rng.randint(0, source.width - w), rng.randint(0, source.height - h)
-    side = int(scene.width * rng.uniform(0.45, 0.6))
-    obj = source.crop((x, y, x + w, y + h)).resize((side, int(side * h / w)), Image.Resampling.BICUBIC)
-    obj_h = min(obj.height, scene.height)
-    obj = obj.crop((0, 0, side, obj_h))
-    mask = Image.new("L", obj.size, 0)
-    ImageDraw.Draw(mask).ellipse((0, 0, obj.width - 1, obj.height - 1), fill=255)
-    px, py = rng.randint(0, scene.width - obj.width), rng.randint(0, scene.height - obj.height)
-    out = scene.copy()
-    out.paste(obj, (px, py), mask)
-    box = (px / scene.width, py / scene.height, (px + obj.width) / scene.width,
-           (py + obj.height) / scene.height)
-    return out, tuple(round(v, 4) for v in box)
 
 
 def build_planted_generations(corpus_dir: str, out_dir: str, copies: int = 12, novel: int = 8,
@@ -117,12 +77,12 @@ def build_planted_generations(corpus_dir: str, out_dir: str, copies: int = 12, n
               {"planted": True, "source_key": key, "transform": edit})
     for i, key in enumerate(rng.sample(sorted(images), min(pasted, len(images)))):
         img, caption = images[key]
-        scene = novel_image(seed * 1000 + 500 + i, size=384)
+        scene = drawn_scene(seed * 1000 + 500 + i, size=384)
         copy, box = paste_object(img, scene, rng)
         write(f"pasted_{i:03d}", copy, f"{caption}, in a drawn scene",
               {"planted": True, "source_key": key, "transform": "pasted_object", "box": list(box)})
     for i in range(novel):
-        write(f"novel_{i:03d}", novel_image(seed * 1000 + i), f"a drawing of shapes #{i}",
+        write(f"novel_{i:03d}", drawn_scene(seed * 1000 + i), f"a drawing of shapes #{i}",
               {"planted": False, "source_key": None, "transform": None})
     table = pa.table(truth, schema=pa.schema([("name", pa.string()), ("planted", pa.bool_()),
                                               ("source_key", pa.string()), ("transform", pa.string()),

@@ -180,9 +180,9 @@ def _region_section(summary: dict, labels: list[str]) -> list[str]:
            f"<p>Each generation is also cut into grid crops; its region score is the best "
            f"similarity of any crop (or the whole image) to a training image, and the box of that "
            f"crop is kept. Region scores are higher than global ones by construction, so they have "
-           f"their own threshold, {thr}, calibrated on the baseline (region-scored the same way), "
-           f"the copy-detector sets and novel images. Replicated: top-1 &gt; {summary['threshold']} "
-           f"or region score &gt; {thr}.</p>",
+           f"their own threshold. Replicated: top-1 &gt; {summary['threshold']} or region score "
+           f"&gt; {fmt(thr)}.</p>",
+           _calibration_block(summary.get("region_calibration")),
            table(["checkpoint", "generations", f"region score > {thr}", "median", "max",
                   "replicated", "vs baseline"], rows)]
     for name, s in summary["checkpoints"].items():
@@ -190,6 +190,20 @@ def _region_section(summary: dict, labels: list[str]) -> list[str]:
                                      "baseline: train regions -> train": base.get("histogram", [])},
                             f"Region score, {name} vs baseline", "region score (bin start)", "fraction"))
     return out
+
+
+def _calibration_block(calibration: dict | None) -> str:
+    """Which region threshold decided and why, with the nulls it came from (id
+    "region-threshold")."""
+    if not calibration:
+        return ""
+    rows = [[name, d.get("count", 0), fmt(d.get("max")), fmt(d.get("p99")),
+             d.get("above_floor", "")] for name, d in calibration["nulls"].items()]
+    nulls = table(["null (copies nothing)", "images", "max region score", "p99",
+                   f"above the floor {calibration['floor']:g}"], rows) if rows else ""
+    return (f"<div id='region-threshold'><p><b>Region threshold {fmt(calibration['threshold'])}"
+            f"</b> ({esc(calibration['decided_by'])}): {esc(calibration['reason'])}.</p>"
+            f"{nulls}</div>")
 
 
 def _region_pairs(name: str, t: pa.Table, handle: IndexHandle, thr: float, top_pairs: int) -> str:

@@ -40,9 +40,15 @@ def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, 
     return gen, MatchSettings(model=cfg.model, weights=weights, k=cfg.k, candidates=cfg.candidates,
                               nprobe=cfg.nprobe,
                               region_scales=tuple(cfg.region_scales) if cfg.regions else (),
-                              region_rerank=cfg.region_rerank,
-                              verify_above=(cfg.region_threshold - cfg.region_verify_margin
-                                            if cfg.regions and cfg.region_verify else None))
+                              region_rerank=cfg.region_rerank)
+
+
+def with_verification(cfg: ScanConfig, match: MatchSettings, region_threshold: float) -> MatchSettings:
+    """scan.region_verify: region matches above the threshold that decides (calibrated or
+    configured) less scan.region_verify_margin are verified geometrically."""
+    if not (cfg.region_verify and match.region_scales):
+        return match
+    return replace(match, verify_above=round(region_threshold - cfg.region_verify_margin, 4))
 
 
 def per_checkpoint(cfg: ScanConfig, gen: GenerationSettings,
@@ -120,13 +126,15 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     if regions.switched_off:
         log.warning("scan: %s", regions.reason)
         match = replace(match, region_scales=())
-    prompt_table = _plan(cfg, layout, handle, gen, match,
-                         {label: g.resolution for label, g in gens.items()})
     backend = RayShards.from_actors(shard_actors, handle) if shard_actors else LocalShards(handle)
     searcher = Searcher(handle, backend, cfg.nprobe)
     base = baseline.load_or_compute(layout, searcher, cfg.baseline_size, cfg.baseline_seed,
                                     cfg.candidates)
-    region_base = baseline.region_baseline(cfg, match, layout, searcher)
+    region_nulls = baseline.region_baseline(cfg, match, layout, searcher)
+    if region_nulls is not None:
+        match = with_verification(cfg, match, region_nulls.calibration.threshold)
+    prompt_table = _plan(cfg, layout, handle, gen, match,
+                         {label: g.resolution for label, g in gens.items()})
     labels = []
     if cfg.generated:
         label = output_label(cfg.generated_name)
@@ -146,7 +154,9 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     # only committed units' files are read (a stray file in the folder is not)
     tables = {label: pa.concat_tables([storage.read_table(layout.generations(label, u.unit))
                                        for u in units]) for label, units in labels}
-    summary = summarise(tables, base, cfg.threshold, cfg.model, region_base, cfg.region_threshold,
+    summary = summarise(tables, base, cfg.threshold, cfg.model,
+                        region_nulls.baseline if region_nulls else None,
+                        region_nulls.calibration if region_nulls else None,
                         cfg.uninformative_baseline_share)
     for warning in summary["warnings"]:
         log.warning("scan: %s", warning)

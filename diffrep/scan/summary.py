@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from diffrep.search.calibration import RegionCalibration
+
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 UNINFORMATIVE_SHARE = 0.5  # a baseline with more than this share above threshold cannot separate
 BIN_EDGES = np.round(np.linspace(0.0, 1.0, 21), 2)  # similarity bins of 0.05; below 0 -> first
@@ -53,12 +55,13 @@ def baseline_warning(name: str, stats: dict, threshold: float, limit: float) -> 
 
 def summarise(generations: dict[str, pa.Table], baseline: pa.Table, threshold: float,
               model: str, region_baseline: pa.Table | None = None,
-              region_threshold: float | None = None,
+              region_calibration: RegionCalibration | None = None,
               uninformative_share: float = UNINFORMATIVE_SHARE) -> dict:
     """`generations`: per checkpoint label, a table with top1_sim and source_sim (and
-    region_sim when object-level matching ran: then `region_baseline` and
-    `region_threshold` describe it, and `replicated` counts generations above either
-    threshold). `warnings` (listed first) names a baseline with more than
+    region_sim when object-level matching ran: then `region_baseline` describes it,
+    `region_calibration` gives the region threshold that decides and why
+    (`region_threshold`, `region_calibration` in the summary), and `replicated` counts
+    generations above either threshold). `warnings` (listed first) names a baseline with more than
     `uninformative_share` above its threshold; each checkpoint's `baseline_comparison`
     ("informative" or "uninformative", and `region_baseline_comparison`) says whether its
     comparison with that baseline means anything."""
@@ -68,7 +71,9 @@ def summarise(generations: dict[str, pa.Table], baseline: pa.Table, threshold: f
            "checkpoints": {}}
     flags = {"baseline": baseline_warning("baseline", out["baseline"], threshold, uninformative_share)}
     if region_baseline is not None:
+        region_threshold = region_calibration.threshold
         out["region_threshold"] = region_threshold
+        out["region_calibration"] = region_calibration.as_dict()
         out["region_baseline"] = describe(_floats(region_baseline["region_similarity"]),
                                           region_threshold)
         flags["region_baseline"] = baseline_warning("region baseline (region scores)",

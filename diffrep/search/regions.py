@@ -9,8 +9,9 @@ descriptor, and the box of that region is kept. The whole image is region 0, so 
 score is never below the global similarity.
 
 The index does not change: only queries get region descriptors. The extra cost is one
-descriptor call per region (`RegionSpec.count()` per query, 14 by default, instead of 1)
-and one search per region of `per_region` candidates.
+descriptor call per region (`RegionSpec.count()` per query, 14 by default, instead of 1;
+fewer when crops are blank, RegionSpec.min_std) and one search per region of `per_region`
+candidates.
 
 Boxes are normalised (x0, y0, x1, y1) in [0, 1] of the query image's width and height.
 """
@@ -42,6 +43,11 @@ class RegionSpec:
         of a training image is pasted on another photo, that photo's near-duplicates take
         the top of the ranking; the patch's source comes after them.
     rerank_max: candidates re-scored per query at most (the cost bound).
+    min_std: a crop whose grey levels (0-255) have a standard deviation below this is
+        blank (a white margin, a flat fill, clear sky) and gets no descriptor: a zero vector,
+        similarity 0 to everything. Blank crops of two unrelated images are the same image,
+        and on icons and diagrams they made every image a region copy of every other
+        (region-to-region score 1.0). Region 0, the whole image, is always embedded.
     """
 
     scales: tuple[float, ...] = (0.5, 0.75)
@@ -50,6 +56,7 @@ class RegionSpec:
     rerank: int = 3
     rerank_distinct: float = 0.6
     rerank_max: int = 10
+    min_std: float = 8.0
 
     def __post_init__(self) -> None:
         if not self.scales or not all(0 < s < 1 for s in self.scales):
@@ -58,6 +65,8 @@ class RegionSpec:
             raise ValueError(f"region overlap must be in [0, 1), not {self.overlap}")
         if self.per_region < 1:
             raise ValueError("per_region must be >= 1")
+        if self.min_std < 0:
+            raise ValueError(f"region min_std must be >= 0, not {self.min_std}")
         if self.rerank < 0 or self.rerank_max < self.rerank:
             raise ValueError(f"need 0 <= rerank <= rerank_max, not {self.rerank}, {self.rerank_max}")
 
@@ -102,15 +111,27 @@ class RegionQueries:
         return np.ascontiguousarray(self.vectors[:, 0])
 
 
+def informative(crops: Sequence[Image.Image], min_std: float) -> np.ndarray:
+    """(n,) bool: crops whose grey levels (0-255) vary by at least `min_std` (standard
+    deviation); the others are blank."""
+    return np.array([np.asarray(c.convert("L"), np.float32).std() >= min_std for c in crops], bool)
+
+
 def embed_regions(embedder, images: Sequence[Image.Image], spec: RegionSpec,
                   batch_size: int = 32) -> RegionQueries:
-    """Embed every region of every image with `embedder` (the index's descriptor)."""
+    """Embed every region of every image with `embedder` (the index's descriptor); blank
+    crops (RegionSpec.min_std) get zero vectors and cost no descriptor call."""
     boxes = spec.boxes()
     crops = [c for img in images for c in crop_regions(img.convert("RGB"), boxes)]
+    out = np.zeros((len(images), len(boxes), embedder.dim), np.float32)
     if not crops:
-        return RegionQueries(np.zeros((0, len(boxes), embedder.dim), np.float32), boxes, spec)
-    flat = embedder.embed_images(crops, batch_size=batch_size)
-    return RegionQueries(flat.reshape(len(images), len(boxes), -1), boxes, spec)
+        return RegionQueries(out, boxes, spec)
+    keep = informative(crops, spec.min_std)
+    keep[::len(boxes)] = True  # the whole image
+    flat = out.reshape(len(crops), -1)
+    flat[keep] = embedder.embed_images([c for c, k in zip(crops, keep, strict=True) if k],
+                                       batch_size=batch_size)
+    return RegionQueries(out, boxes, spec)
 
 
 def region_scores(region_vectors: np.ndarray, candidates: np.ndarray

@@ -336,7 +336,11 @@ class Searcher:
         _, g_ids = merge_topk(self.backend.search(q, n_cand, self.nprobe), n_cand)
         per = regions.spec.per_region
         flat = np.ascontiguousarray(regions.vectors.reshape(nq * nr, dim), np.float32)
-        _, r_ids = merge_topk(self.backend.search(flat, per, self.nprobe), per)
+        live = flat.any(axis=1)  # blank crops have zero vectors (RegionSpec.min_std): no search
+        r_ids = np.full((nq * nr, per), -1, np.int64)
+        if live.any():
+            _, found = merge_topk(self.backend.search(flat[live], per, self.nprobe), per)
+            r_ids[np.nonzero(live)[0], :found.shape[1]] = found
         ids = union_candidates(g_ids, r_ids.reshape(nq, nr * per))
         vecs = np.zeros(ids.shape + (dim,), np.float32)
         valid = ids >= 0
