@@ -183,7 +183,7 @@ def _region_section(summary: dict, labels: list[str]) -> list[str]:
            f"their own threshold. Replicated: top-1 &gt; {summary['threshold']} or region score "
            f"&gt; {fmt(thr)}.</p>",
            _calibration_block(summary.get("region_calibration")),
-           table(["checkpoint", "generations", f"region score > {thr}", "median", "max",
+           table(["checkpoint", "generations", f"region score > {fmt(thr)}", "median", "max",
                   "replicated", "vs baseline"], rows)]
     for name, s in summary["checkpoints"].items():
         out.append(svg_bars(labels, {f"{name}: generation regions -> train": s["region"].get("histogram", []),
