@@ -139,6 +139,37 @@ def test_training_regions_read_the_candidates_pixels_and_cache_them(sscd_searche
     assert 3 in regions._cache and regions.missing == 0
 
 
+def test_region_store_keeps_descriptors_for_later_runs_and_ignores_uncommitted_chunks(
+        sscd_searcher, tmp_path):
+    """The re-rank's training regions computed once are read back by a later run (a new
+    TrainingRegions: nothing in its memory), per embedding shard; a chunk whose rows file
+    never arrived (a worker killed mid-write) is not read."""
+    from diffrep.search.region_store import RegionStore
+    from diffrep.search.training_regions import TrainingRegions
+
+    searcher, embedder, _ = sscd_searcher
+    handle, spec = searcher.handle, RegionSpec()
+    assert RegionStore.for_handle(handle, spec).url.startswith(str(handle.layout.root))
+    assert RegionStore.for_handle(handle, RegionSpec(min_std=0)).url != \
+        RegionStore.for_handle(handle, spec).url  # another blank-crop rule: another store
+    ids = np.array([5, 1, handle.ntotal - 1], np.int64)  # both embedding shards
+    first = TrainingRegions(handle, embedder, spec, store=RegionStore(str(tmp_path / "store")))
+    computed = first(ids)
+    assert first.embedded == 3 and first.store.stored == 3
+    assert len({s for s, _, _ in handle.locate(ids)}) == 2
+    assert len(list((tmp_path / "store").glob("*/*.rows.npy"))) == 2  # one chunk per shard
+    later = TrainingRegions(handle, embedder, spec, store=RegionStore(str(tmp_path / "store")))
+    again = later(np.array([1, 5, 7], np.int64))
+    assert later.embedded == 1 and later.store.hits == 2  # only id 7 was new
+    np.testing.assert_allclose(again[:2], computed[[1, 0]], atol=2e-3)  # stored as float16
+    # a chunk without its rows file is not committed: its rows are computed again
+    shard = handle.locate(np.array([9]))[0][0]
+    np.save(tmp_path / "store" / shard / "uncommitted.npy", np.zeros((1, spec.count(), handle.dim), np.float16))
+    third = TrainingRegions(handle, embedder, spec, store=RegionStore(str(tmp_path / "store")))
+    third(np.array([9], np.int64))
+    assert third.embedded == 1 and third.store.hits == 0
+
+
 def test_pasted_training_photo_is_found_with_its_box_and_a_novel_drawing_is_not(sscd_searcher):
     from collections import Counter
 

@@ -74,6 +74,8 @@ class MatchSettings:
     region_rerank: int = 3
     #: region matches scoring above this are verified geometrically; None: none are
     verify_above: float | None = None
+    #: read and write the root's region store (diffrep.search.region_store)
+    region_store: bool = False
 
     def region_spec(self) -> RegionSpec | None:
         return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank) \
@@ -84,7 +86,8 @@ class MatchSettings:
         candidates' training images (diffrep.search.training_regions)."""
         spec = self.region_spec()
         return Searcher(handle, backend, self.nprobe,
-                        candidate_regions=TrainingRegions.for_spec(handle, embedder, spec))
+                        candidate_regions=TrainingRegions.for_spec(handle, embedder, spec,
+                                                                   self.region_store))
 
 
 class ScanWorker:

@@ -38,7 +38,8 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
         backend = LocalShards(handle)
     spec = queries.regions if isinstance(queries, ImageQueries) else None
     searcher = Searcher(handle, backend, nprobe=cfg.nprobe,
-                        candidate_regions=TrainingRegions.for_spec(handle, embedder, spec))
+                        candidate_regions=TrainingRegions.for_spec(handle, embedder, spec,
+                                                                   cfg.region_store))
     ctx.working()
     progress = Progress("search", queries.num_batches(cfg.batch_size), unit="batches", item="queries")
     out = cfg.out or storage.join(cfg.root, "search", handle.layout.base.rsplit("/", 1)[-1],

@@ -6,7 +6,9 @@ better than the whole image's descriptor.
 The index does not change: the candidates' pixels are read from the corpus tars the embed
 stats name (diffrep.report.images.fetch_corpus_images: one ranged read per image where the
 embed job recorded its byte range, else one pass over its tar) and their regions embedded with the index's descriptor, `RegionSpec.count()`
-descriptor calls per candidate. Memory: an LRU of `cache_size` images' descriptors
+descriptor calls per candidate. With a region store (opt-in: `region_store` of scan and
+search; diffrep.search.region_store) descriptors computed once are read back by every
+later call, scan and search. Memory: an LRU of `cache_size` images' descriptors
 ((R, dim) float32 each), bounded by config, not by the corpus.
 """
 
@@ -17,6 +19,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from diffrep.search.region_store import RegionStore
 from diffrep.search.regions import RegionSpec, embed_regions
 
 log = logging.getLogger("diffrep")
@@ -29,22 +32,41 @@ class TrainingRegions:
     re-ranking), and is counted in `missing`."""
 
     def __init__(self, handle, embedder, spec: RegionSpec, cache_size: int = 2048,
-                 batch_size: int = 32):
+                 batch_size: int = 32, store: RegionStore | None = None):
         self.handle, self.embedder, self.spec = handle, embedder, spec
-        self.cache_size, self.batch_size = cache_size, batch_size
+        self.cache_size, self.batch_size, self.store = cache_size, batch_size, store
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.missing = 0
+        self.missing = self.embedded = 0
 
     @classmethod
-    def for_spec(cls, handle, embedder, spec: RegionSpec | None) -> TrainingRegions | None:
+    def for_spec(cls, handle, embedder, spec: RegionSpec | None, store: bool = False
+                 ) -> TrainingRegions | None:
         """What a Searcher's candidate_regions should be for `spec`: None without regions
-        or with the re-rank off (spec.rerank 0)."""
-        return cls(handle, embedder, spec) if spec is not None and spec.rerank else None
+        or with the re-rank off (spec.rerank 0). store: read and write the index root's
+        region store (diffrep.search.region_store)."""
+        if spec is None or not spec.rerank:
+            return None
+        return cls(handle, embedder, spec,
+                   store=RegionStore.for_handle(handle, spec) if store else None)
+
+    def _from_store(self, todo: np.ndarray, fresh: dict[int, np.ndarray]) -> np.ndarray:
+        """Fill `fresh` with the stored ones among `todo`; returns the rest."""
+        for shard, rows, sel in self.handle.locate(todo):
+            got = self.store.get(shard, rows)
+            fresh.update((int(todo[j]), got[r]) for r, j in zip(rows.tolist(), sel.tolist(),
+                                                                 strict=True) if r in got)
+        return np.asarray([i for i in todo.tolist() if i not in fresh], np.int64)
+
+    def _to_store(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        for shard, rows, sel in self.handle.locate(ids):
+            self.store.put(shard, rows, vectors[sel])
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, np.int64)
         fresh: dict[int, np.ndarray] = {}  # this call's, whatever the cache evicts
         todo = np.unique(np.asarray([i for i in ids.tolist() if i not in self._cache], np.int64))
+        if len(todo) and self.store is not None:
+            todo = self._from_store(todo, fresh)
         if len(todo):
             keys = self.handle.lookup(todo, columns=["key"])["key"].to_pylist()
             images = self.handle.corpus_images(todo, keys)
@@ -53,6 +75,9 @@ class TrainingRegions:
                 vecs = embed_regions(self.embedder, [images[keys[j]] for j in have], self.spec,
                                      self.batch_size).vectors
                 fresh.update((int(todo[j]), v) for j, v in zip(have, vecs, strict=True))
+                self.embedded += len(have)
+                if self.store is not None:
+                    self._to_store(todo[have], vecs)
             lost = [j for j in range(len(todo)) if keys[j] not in images]
             if lost:
                 self.missing += len(lost)
