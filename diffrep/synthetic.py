@@ -99,3 +99,33 @@ def paste_object(source: Image.Image, scene: Image.Image, rng: random.Random
     box = (px / scene.width, py / scene.height, (px + obj.width) / scene.width,
            (py + obj.height) / scene.height)
     return out, tuple(round(v, 4) for v in box)
+
+
+def paste_region(source: Image.Image, scene: Image.Image, rng: random.Random, area: float,
+                 irregular: bool) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """Paste a part of `source` (a random crop of 50-80% of its sides) into `scene`, its
+    bounding box covering `area` of the scene (aspect 0.6-1.6), masked by an ellipse or,
+    `irregular`, by a random star-shaped blob (12 vertices at 45-100% of the half-sides);
+    returns the image and the normalised box."""
+    aspect = rng.uniform(0.6, 1.6)
+    bw = max(8, min(scene.width, round(scene.width * (area * aspect) ** 0.5)))
+    bh = max(8, min(scene.height, round(scene.height * (area / aspect) ** 0.5)))
+    f = rng.uniform(0.5, 0.8)
+    cw = min(source.width, round(source.width * f))
+    ch = min(source.height, max(1, round(cw * bh / bw)))
+    x, y = rng.randint(0, source.width - cw), rng.randint(0, source.height - ch)
+    obj = source.convert("RGB").crop((x, y, x + cw, y + ch)).resize((bw, bh), Image.Resampling.BICUBIC)
+    mask = Image.new("L", (bw, bh), 0)
+    if irregular:
+        angles = np.sort(np.array([rng.uniform(0, 2 * np.pi) for _ in range(12)]))
+        radii = np.array([rng.uniform(0.45, 1.0) for _ in range(12)])
+        points = [(bw / 2 + r * bw / 2 * np.cos(a), bh / 2 + r * bh / 2 * np.sin(a))
+                  for a, r in zip(angles, radii, strict=True)]
+        ImageDraw.Draw(mask).polygon(points, fill=255)
+    else:
+        ImageDraw.Draw(mask).ellipse((0, 0, bw - 1, bh - 1), fill=255)
+    px, py = rng.randint(0, scene.width - bw), rng.randint(0, scene.height - bh)
+    out = scene.convert("RGB").copy()
+    out.paste(obj, (px, py), mask)
+    box = (px / scene.width, py / scene.height, (px + bw) / scene.width, (py + bh) / scene.height)
+    return out, tuple(round(v, 4) for v in box)

@@ -14,6 +14,7 @@ from diffrep.scan.config import ScanConfig
 from diffrep.search.regions import (
     RegionSpec,
     crop_regions,
+    embed_regions,
     region_pair_scores,
     region_scores,
     rerank_pairs,
@@ -32,9 +33,10 @@ def iou(a, b) -> float:
 
 
 def test_grid_covers_the_image_at_every_scale():
-    spec = RegionSpec(scales=(0.5, 0.75), overlap=0.5)
+    spec = RegionSpec(scales=(0.5, 0.75), overlap=0.5, proposals="grid")
     boxes = spec.boxes()
     assert boxes[0].tolist() == [0, 0, 1, 1] and spec.count() == len(boxes) == 1 + 9 + 4
+    assert RegionSpec().count() == len(boxes) + RegionSpec().max_segments  # segment slots
     for s in spec.scales:
         grid = boxes[1:][np.isclose(boxes[1:, 2] - boxes[1:, 0], s)]
         assert np.isclose(grid[:, 3] - grid[:, 1], s).all()
@@ -215,3 +217,52 @@ def test_pasted_training_photo_is_found_with_its_box_and_a_novel_drawing_is_not(
                      searcher.handle.vectors(hits.ids.ravel()).reshape(*hits.ids.shape, -1))
     np.testing.assert_allclose(hits.global_sims, want, atol=1e-5)
     assert (hits.sims[:, 0] >= plain.sims[:, 0] - 1e-5).all()
+
+
+def test_segment_proposals_fit_an_object_and_are_bounded():
+    from PIL import ImageDraw
+
+    from diffrep.search.proposals import segment_boxes
+
+    img = Image.new("RGB", (300, 200), (250, 250, 250))
+    ImageDraw.Draw(img).ellipse((30, 40, 120, 160), fill=(200, 30, 30))  # an irregular-ish object
+    ImageDraw.Draw(img).rectangle((200, 20, 280, 60), fill=(20, 40, 200))  # small: 5% of the area
+    boxes = segment_boxes(img, max_boxes=8)
+    assert 1 <= len(boxes) <= 8 and (boxes >= 0).all() and (boxes <= 1).all()
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    assert ((areas >= 0.02) & (areas <= 0.6)).all()
+    for truth in ((30 / 300, 40 / 200, 121 / 300, 161 / 200), (200 / 300, 20 / 200, 281 / 300, 61 / 200)):
+        assert max(iou(b, truth) for b in boxes) > 0.6, (truth, boxes)
+    np.testing.assert_array_equal(boxes, segment_boxes(img, max_boxes=8))  # deterministic
+    assert len(segment_boxes(img, max_boxes=1)) == 1
+    assert len(segment_boxes(Image.new("RGB", (64, 64), "white"), max_boxes=8)) == 0  # nothing to fit
+
+
+def test_segment_regions_are_per_image_and_unfilled_slots_cost_nothing():
+    class Counting:
+        dim = 4
+
+        def __init__(self):
+            self.calls = 0
+
+        def embed_images(self, crops, batch_size=32):
+            self.calls += len(crops)
+            v = np.random.default_rng(len(crops)).standard_normal((len(crops), 4)).astype(np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    from PIL import ImageDraw
+
+    spec = RegionSpec(proposals="segments", max_segments=4)
+    busy = Image.new("RGB", (128, 128), (250, 250, 250))
+    ImageDraw.Draw(busy).rectangle((10, 10, 60, 60), fill=(200, 0, 0))
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8))
+    embedder = Counting()
+    out = embed_regions(embedder, [busy, noisy], spec)
+    grid = RegionSpec(proposals="grid").count()
+    assert out.vectors.shape == (2, grid + 4, 4) and out.boxes.shape == (2, grid + 4, 4)
+    np.testing.assert_array_equal(out.boxes[0, :grid], spec.boxes())  # the grid first
+    embedded = np.abs(out.vectors).sum(axis=2) > 0
+    assert embedder.calls == embedded.sum()  # blank crops and empty segment slots: no call
+    assert embedded[:, 0].all()  # the whole image always
+    with pytest.raises(ValueError, match="proposals"):
+        RegionSpec(proposals="selective_search")

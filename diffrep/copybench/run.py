@@ -18,7 +18,7 @@ from diffrep.data.demo import load_source_photos, tar_bytes
 from diffrep.models import check_model_name, create_embedder, default_weights
 from diffrep.report.html import esc, figure, page, table, thumbnail_data_uri
 from diffrep.search.config import RegionGrid
-from diffrep.search.regions import RegionSpec, embed_regions
+from diffrep.search.regions import embed_regions
 
 log = logging.getLogger("diffrep")
 
@@ -100,7 +100,7 @@ def run_copybench(cfg: CopyBenchConfig) -> dict:
             row = label if similarity == "inner_product" else f"{label}, split-product"
             rows[row] = {s: m.__dict__ for s, m in per_set.items()}
         if model in cfg.region_models:
-            spec = RegionSpec(tuple(cfg.region_scales), rerank=cfg.region_rerank)
+            spec = cfg.region_spec()
             t1 = time.monotonic()
             regions = {s: embed_regions(embedder, [q.image for q in qs], spec, cfg.batch_size).vectors
                        for s, qs in query_sets.items()}

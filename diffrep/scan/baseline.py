@@ -90,6 +90,8 @@ def region_sample(handle, n: int, seed: int, max_shards: int) -> np.ndarray:
 def _region_tag(searcher: Searcher, spec: RegionSpec, duplicate_above: float) -> str:
     """Every setting a region null depends on, for its cache name."""
     tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales) + f"-dup{duplicate_above:g}"
+    if spec.proposals != "grid":
+        tag += f"-{spec.proposals}{spec.max_segments}"
     if searcher.candidate_regions is not None:  # every setting of the re-rank's choice
         tag += f"-rerank{spec.rerank}d{spec.rerank_distinct:g}m{spec.rerank_max}"
     return tag

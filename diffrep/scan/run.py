@@ -40,7 +40,8 @@ def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, 
     return gen, MatchSettings(model=cfg.model, weights=weights, k=cfg.k, candidates=cfg.candidates,
                               nprobe=cfg.nprobe,
                               region_scales=tuple(cfg.region_scales) if cfg.regions else (),
-                              region_rerank=cfg.region_rerank, region_store=cfg.region_store)
+                              region_rerank=cfg.region_rerank, region_store=cfg.region_store,
+                              region_proposals=cfg.region_proposals)
 
 
 def with_verification(cfg: ScanConfig, match: MatchSettings, region_threshold: float) -> MatchSettings:

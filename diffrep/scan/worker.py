@@ -76,10 +76,12 @@ class MatchSettings:
     verify_above: float | None = None
     #: read and write the root's region store (diffrep.search.region_store)
     region_store: bool = False
+    #: RegionSpec.proposals: "segments" or "grid"
+    region_proposals: str = "segments"
 
     def region_spec(self) -> RegionSpec | None:
-        return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank) \
-            if self.region_scales else None
+        return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank,
+                          proposals=self.region_proposals) if self.region_scales else None
 
     def searcher(self, handle, backend, embedder) -> Searcher:
         """The searcher matches use: with region re-ranking, it reads and embeds the top

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from diffrep.config import ConfigError, helps
+from diffrep.search.regions import RegionSpec
 
 
 @dataclass(kw_only=True)
@@ -17,9 +18,20 @@ class RegionGrid:
         "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
     region_rerank: int = field(default=3, metadata=helps(
         "top candidates per image, and each region's own best candidate, re-scored region "
-        "to region: their images are read back and their grid crops embedded "
-        "(diffrep.search.training_regions; 14 descriptor calls per candidate); 0: region "
+        "to region: their images are read back and their region crops embedded "
+        "(diffrep.search.training_regions; 14 descriptor calls per candidate with the grid, "
+        "up to 22 with segments); 0: region "
         "to whole image only"))
+    region_proposals: Literal["grid", "segments"] = field(default="segments", metadata=helps(
+        "segments: square crops at region_scales and up to 8 boxes around the image's own "
+        "segments (diffrep.search.proposals), for small and irregular objects (pasted "
+        "copies found 0.58 against 0.41, at 1.5x the descriptor calls; docs/benchmarks.md, "
+        "'Region proposals'); grid: the square crops only"))
+
+    def region_spec(self) -> RegionSpec:
+        """The RegionSpec these settings describe."""
+        return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank,
+                          proposals=self.region_proposals)
 
 
 @dataclass(kw_only=True)
@@ -29,9 +41,9 @@ class RegionSettings(RegionGrid):
 
     regions: bool = field(default=True, metadata=helps(
         "object-level matching (paper 1, sec. 3; diffrep.search.regions): each image also "
-        "gets descriptors of grid crops at region_scales and a region score, the best "
+        "gets descriptors of crops (region_proposals) and a region score, the best "
         "similarity of any crop to a training image, with its box and the global similarity; "
-        "14x the descriptor calls per image. false: the global descriptor only"))
+        "14-22x the descriptor calls per image. false: the global descriptor only"))
     region_store: bool = field(default=False, metadata=helps(
         "keep the training images' region descriptors that the re-rank computes under "
         "<root>/region_store/, per embedding shard (diffrep.search.region_store), and read "

@@ -45,6 +45,8 @@ def store_tag(spec: RegionSpec, embedder_info: dict) -> str:
     """A short hash of everything a stored descriptor depends on."""
     key = {"boxes": spec.boxes().round(4).tolist(), "min_std": spec.min_std,
            "embedder": embedder_info}
+    if spec.proposals != "grid":
+        key["proposals"] = [spec.proposals, spec.max_segments]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

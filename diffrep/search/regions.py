@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 FULL_BOX = (0.0, 0.0, 1.0, 1.0)
+PROPOSALS = ("grid", "segments")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class RegionSpec:
         similarity 0 to everything. Blank crops of two unrelated images are the same image,
         and on icons and diagrams they made every image a region copy of every other
         (region-to-region score 1.0). Region 0, the whole image, is always embedded.
+    proposals: "segments" (the grid below and up to `max_segments` boxes around the
+        image's own segments, diffrep.search.proposals: for small, elongated and irregular
+        objects; found 0.58 of pasted copies against the grid's 0.41, docs/benchmarks.md)
+        or "grid" (the grid only, the same boxes for every image).
     """
 
     scales: tuple[float, ...] = (0.5, 0.75)
@@ -57,8 +62,14 @@ class RegionSpec:
     rerank_distinct: float = 0.6
     rerank_max: int = 10
     min_std: float = 8.0
+    proposals: str = "segments"
+    max_segments: int = 8
 
     def __post_init__(self) -> None:
+        if self.proposals not in PROPOSALS:
+            raise ValueError(f"region proposals must be one of {PROPOSALS}, not {self.proposals!r}")
+        if self.max_segments < 0:
+            raise ValueError("max_segments must be >= 0")
         if not self.scales or not all(0 < s < 1 for s in self.scales):
             raise ValueError(f"region scales must be in (0, 1), not {self.scales}")
         if not 0 <= self.overlap < 1:
@@ -81,8 +92,22 @@ class RegionSpec:
         return np.round(np.asarray(out, np.float32), 4)
 
     def count(self) -> int:
-        """Regions per query, the whole image included (descriptor calls per query)."""
-        return len(self.boxes())
+        """Regions per image, the whole image included (descriptor calls per image, at
+        most: blank crops and missing segment boxes cost none)."""
+        return len(self.boxes()) + (self.max_segments if self.proposals == "segments" else 0)
+
+    def image_boxes(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        """(count(), 4) boxes of this image and (count(),) bool: which are real (segment
+        slots the image does not fill hold the whole image's box and are not embedded)."""
+        grid = self.boxes()
+        if self.proposals == "grid":
+            return grid, np.ones(len(grid), bool)
+        from diffrep.search.proposals import segment_boxes
+
+        segments = segment_boxes(image, self.max_segments)
+        pad = np.tile(np.asarray(FULL_BOX, np.float32), (self.max_segments - len(segments), 1))
+        valid = np.r_[np.ones(len(grid) + len(segments), bool), np.zeros(len(pad), bool)]
+        return np.concatenate([grid, segments, pad]).astype(np.float32), valid
 
 
 def crop_regions(image: Image.Image, boxes: np.ndarray) -> list[Image.Image]:
@@ -98,8 +123,9 @@ def crop_regions(image: Image.Image, boxes: np.ndarray) -> list[Image.Image]:
 
 @dataclass
 class RegionQueries:
-    """Region descriptors of Q query images: vectors (Q, R, dim) float32, L2-normalised,
-    region 0 being the whole image (the query's global descriptor); boxes (R, 4)."""
+    """Region descriptors of Q query images: vectors (Q, R, dim) float32, L2-normalised
+    (zero: no descriptor), region 0 being the whole image (the query's global descriptor);
+    boxes (Q, R, 4), each image's own."""
 
     vectors: np.ndarray
     boxes: np.ndarray
@@ -121,16 +147,19 @@ def embed_regions(embedder, images: Sequence[Image.Image], spec: RegionSpec,
                   batch_size: int = 32) -> RegionQueries:
     """Embed every region of every image with `embedder` (the index's descriptor); blank
     crops (RegionSpec.min_std) get zero vectors and cost no descriptor call."""
-    boxes = spec.boxes()
-    crops = [c for img in images for c in crop_regions(img.convert("RGB"), boxes)]
-    out = np.zeros((len(images), len(boxes), embedder.dim), np.float32)
-    if not crops:
-        return RegionQueries(out, boxes, spec)
-    keep = informative(crops, spec.min_std)
-    keep[::len(boxes)] = True  # the whole image
-    flat = out.reshape(len(crops), -1)
-    flat[keep] = embedder.embed_images([c for c, k in zip(crops, keep, strict=True) if k],
-                                       batch_size=batch_size)
+    r = spec.count()
+    out = np.zeros((len(images), r, embedder.dim), np.float32)
+    boxes = np.zeros((len(images), r, 4), np.float32)
+    crops, keep = [], np.zeros(len(images) * r, bool)
+    for i, img in enumerate(images):
+        rgb = img.convert("RGB")
+        boxes[i], valid = spec.image_boxes(rgb)
+        for j, crop in enumerate(crop_regions(rgb, boxes[i])):
+            if valid[j] and (j == 0 or informative([crop], spec.min_std)[0]):  # 0: whole image
+                keep[i * r + j] = True
+                crops.append(crop)
+    if crops:
+        out.reshape(len(keep), -1)[keep] = embedder.embed_images(crops, batch_size=batch_size)
     return RegionQueries(out, boxes, spec)
 
 

@@ -355,7 +355,7 @@ class Searcher:
                          rerank_choice(ids, score, vecs, regions.spec))
         order = np.lexsort((ids, -glob, -score), axis=-1)[:, :k]
         take = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
-        boxes = regions.boxes[take(best)]
+        boxes = np.take_along_axis(regions.boxes, take(best)[..., None], 1)  # (Q, k, 4)
         ids_k = take(ids)
         if ids_k.shape[1] < k:  # fewer candidates than k: pad as "no result"
             pad = k - ids_k.shape[1]

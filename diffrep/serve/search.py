@@ -37,13 +37,12 @@ class IndexSearch:
     """One index of the root (`folder` under indexes/, of `model`)."""
 
     def __init__(self, root: str, folder: str, model: str, shard_actors: bool = False,
-                 shard_actor_cpus: float = 1.0, region_scales: tuple[float, ...] = (0.5, 0.75),
-                 region_rerank: int = 3):
+                 shard_actor_cpus: float = 1.0, spec: RegionSpec | None = None):
         self.folder, self.model = folder, model
         self.handle = open_index(root, model, verify_files="metadata" if shard_actors else True)
         self.backend = (RayShards(self.handle, num_cpus=shard_actor_cpus) if shard_actors
                         else LocalShards(self.handle))
-        self.spec = RegionSpec(tuple(region_scales), rerank=region_rerank)
+        self.spec = spec or RegionSpec()
         self._embedder = None
         self._lock = threading.Lock()  # one model load (searches and forward passes run concurrently)
 

@@ -1,0 +1,115 @@
+"""Region proposals, grid vs segments (issue 20, parts 1 and 5): figures printed and written
+to JSON; not a test.
+
+Gallery ("training set"): the demo's source photos (diffrep.data.demo.load_source_photos).
+Copies: a part of a gallery photo pasted into a drawn scene (diffrep.synthetic.paste_region)
+with its bounding box covering a drawn share of the scene, binned <10%, 10-20%, 20-40%,
+>40%, with a regular (ellipse) or irregular (random blob) mask. Nulls: drawn scenes and flat
+drawings with nothing pasted.
+
+Each proposal method embeds the queries' and the gallery's regions with the real SSCD and
+scores every query against every gallery image region to region (what the re-rank does to
+its top candidates; here every gallery image is re-scored, so the figures are the method's
+upper bound, independent of candidate retrieval). A copy is found when its best gallery
+image is its source and the score is above the threshold (0.5, the region floor); a null
+above it is a false accusation. Printed: share found per area bin and mask, the null
+maxima, descriptor calls per image and queries/s (region embedding of the query included;
+the gallery side is what the region store keeps).
+
+Run: python -m benchmarks.region_proposals --out benchmarks/results/region-proposals.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import numpy as np
+
+BINS = {"<10%": (0.04, 0.10), "10-20%": (0.10, 0.20), "20-40%": (0.20, 0.40), ">40%": (0.40, 0.60)}
+METHODS = ("grid", "segments")
+
+
+def make_queries(photos: dict, per_cell: int, nulls: int, seed: int) -> tuple[list, list[dict]]:
+    from diffrep.synthetic import drawn_scene, flat_drawing, paste_region
+
+    rng = random.Random(seed)
+    keys = sorted(photos)
+    images, truth = [], []
+    for bin_name, (lo, hi) in BINS.items():
+        for irregular in (False, True):
+            for _ in range(per_cell):
+                source = rng.choice(keys)
+                scene = drawn_scene(seed * 10_000 + len(images), size=384)
+                img, box = paste_region(photos[source], scene, rng, rng.uniform(lo, hi), irregular)
+                images.append(img)
+                truth.append({"kind": "copy", "bin": bin_name, "mask": "irregular" if irregular else "ellipse",
+                              "source": source, "box": box})
+    for i in range(nulls):
+        images.append(drawn_scene(seed * 10_000 + 5_000 + i, size=384) if i % 2 else flat_drawing(seed * 10_000 + i))
+        truth.append({"kind": "null"})
+    return images, truth
+
+
+def evaluate(method: str, embedder, photos: dict, images: list, truth: list[dict],
+             threshold: float) -> dict:
+    from diffrep.search.regions import RegionSpec, embed_regions, region_pair_scores
+
+    spec = RegionSpec(proposals=method)
+    keys = sorted(photos)
+    gallery = embed_regions(embedder, [photos[k] for k in keys], spec).vectors
+    t0 = time.perf_counter()
+    queries = embed_regions(embedder, images, spec)
+    embed_s = time.perf_counter() - t0
+    calls = int(np.abs(queries.vectors).sum(axis=2).astype(bool).sum())
+    scores, _ = region_pair_scores(queries.vectors, gallery)  # (Q, G)
+    best = scores.argmax(axis=1)
+    out: dict = {"regions_per_image": round(calls / len(images), 2),
+                 "queries_per_s_embedding": round(len(images) / embed_s, 2), "found": {}}
+    for bin_name in BINS:
+        for mask in ("ellipse", "irregular"):
+            rows = [i for i, t in enumerate(truth) if t.get("bin") == bin_name and t.get("mask") == mask]
+            found = [keys[best[i]] == truth[i]["source"] and scores[i, best[i]] > threshold for i in rows]
+            first = [keys[best[i]] == truth[i]["source"] for i in rows]
+            out["found"][f"{bin_name} {mask}"] = {"copies": len(rows), "found": round(float(np.mean(found)), 3),
+                                                  "source_first": round(float(np.mean(first)), 3)}
+    nulls = [i for i, t in enumerate(truth) if t["kind"] == "null"]
+    null_scores = scores[nulls].max(axis=1)
+    out["null_max"] = round(float(null_scores.max()), 4)
+    out["nulls_above_threshold"] = int((null_scores > threshold).sum())
+    copies = [i for i, t in enumerate(truth) if t["kind"] == "copy"]
+    out["found_all"] = round(float(np.mean([keys[best[i]] == truth[i]["source"] and scores[i, best[i]] > threshold
+                                            for i in copies])), 3)
+    return out
+
+
+def main() -> None:
+    from benchmarks.common import write_results
+    from diffrep.data.demo import load_source_photos
+    from diffrep.models import create_embedder, default_weights
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per_cell", type=int, default=8, help="copies per area bin and mask")
+    ap.add_argument("--nulls", type=int, default=32)
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="bench-results/region-proposals.json")
+    args = ap.parse_args()
+    photos = {k: v.convert("RGB") for k, v in load_source_photos().items()}
+    embedder = create_embedder("sscd_onnx", weights=default_weights("sscd_onnx"))
+    images, truth = make_queries(photos, args.per_cell, args.nulls, args.seed)
+    results = {"benchmark": "region_proposals", "args": vars(args), "gallery_photos": len(photos),
+               "copies": sum(t["kind"] == "copy" for t in truth), "nulls": args.nulls, "methods": {}}
+    for method in METHODS:
+        r = results["methods"][method] = evaluate(method, embedder, photos, images, truth, args.threshold)
+        print(f"{method}: {r['regions_per_image']} regions/image, {r['queries_per_s_embedding']} queries/s; "
+              f"found {r['found_all']} of copies; null max {r['null_max']} "
+              f"({r['nulls_above_threshold']} above {args.threshold})", flush=True)
+        for cell, f in r["found"].items():
+            print(f"    {cell:>18}: found {f['found']:.3f}, source first {f['source_first']:.3f}", flush=True)
+    write_results(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
