@@ -64,7 +64,8 @@ def test_region_baseline_shows_progress_and_a_second_scan_reads_it_back(testbed_
     monkeypatch.setattr(baseline, "REGION_CHUNK", 8)  # 16 images in 2 chunks
     with caplog.at_level(logging.INFO, logger="diffrep"):
         first = baseline.load_or_compute_regions(ScanLayout(str(root), "one"), searcher, embedder,
-                                                 spec, 16, 0, 4, progress_interval_s=0)
+                                                 spec, 16, 0, 4, duplicate_above=0.5,
+                                                 progress_interval_s=0)
     progress = [r.getMessage() for r in caplog.records
                 if r.getMessage().startswith("scan region baseline: chunks")]
     assert progress and "ETA" in progress[0] and "chunks 2/2" in progress[-1]
@@ -73,9 +74,9 @@ def test_region_baseline_shows_progress_and_a_second_scan_reads_it_back(testbed_
     def no_recompute(*args, **kwargs):
         raise AssertionError("the region baseline was computed again")
 
-    monkeypatch.setattr(baseline, "embed_regions", no_recompute)
+    monkeypatch.setattr(baseline, "region_nulls", no_recompute)
     again = baseline.load_or_compute_regions(ScanLayout(str(root), "two"), searcher, embedder,
-                                             spec, 16, 0, 4)  # another run, same index
+                                             spec, 16, 0, 4, duplicate_above=0.5)  # another run, same index
     assert again.equals(first)
 
 

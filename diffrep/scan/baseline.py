@@ -98,8 +98,10 @@ def _region_tag(searcher: Searcher, spec: RegionSpec, duplicate_above: float) ->
 
 
 def _null_table(ids: np.ndarray, keys: list[str], nulls: dict) -> pa.Table:
+    """region_nulls' arrays as a table; a missing score (NaN) is stored as null."""
     return pa.table({"id": ids, "key": pa.array(keys, pa.string()), **{
-        k: (pa.array(v, pa.list_(pa.float32())) if k == "box" else v) for k, v in nulls.items()}})
+        k: pa.array(v, pa.list_(pa.float32())) if k == "box" else pa.array(v, from_pandas=True)
+        for k, v in nulls.items()}})
 
 
 def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, spec: RegionSpec,
