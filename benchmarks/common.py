@@ -42,8 +42,21 @@ def _status_mb(field: str, pid: int | None = None) -> float:
     return 0.0
 
 
+def measured_commit() -> str:
+    """HEAD's commit, with "+uncommitted changes" when the working tree differs from it
+    (the figures then measured code that commit does not hold)."""
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return f"{head}+uncommitted changes" if dirty else head
+
+
 def write_results(path: str | None, results: dict) -> None:
-    """Print the results and, with a path, write them there as JSON (atomically)."""
+    """Print the results and, with a path, write them there as JSON (atomically), with
+    the commit they measured (`commit`, unless the benchmark set it)."""
+    results = {"commit": measured_commit(), **results}
     text = json.dumps(results, indent=2)
     print(text)
     if path:

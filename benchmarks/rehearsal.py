@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.common import WorkerRss, write_results
+from benchmarks.common import WorkerRss, measured_commit, write_results
 from diffrep import storage
 from diffrep.embed.layout import METADATA_SCHEMA, ModelOutput
 
@@ -297,8 +297,7 @@ def run_sizes(args: argparse.Namespace, measure: Callable[[int, str, int], dict]
     for _ in range(args.nodes - 1):
         cluster.add_node(num_cpus=per_node)
     cluster.wait_for_nodes()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    results = {"machine": {"cpus": cores, "raylets": args.nodes}, "commit": commit, "settings": vars(args),
+    results = {"machine": {"cpus": cores, "raylets": args.nodes}, "commit": measured_commit(), "settings": vars(args),
                "sizes": []}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     try:
