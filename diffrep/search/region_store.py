@@ -16,6 +16,10 @@ its rows file last, each atomically: a chunk without its rows file is not read, 
 killed mid-write leaves nothing half-read, and concurrent workers never write the same
 file. A row stored twice (two workers computing it at once) is read once.
 
+A reader lists a shard's chunks when it first asks for it, and again for rows it lacks
+at most every RESCAN_S seconds (not once per call: a miss is the common case on first
+use, and a listing is a round trip on an object store).
+
 Memory: the rows of the shards touched (8 bytes per stored row) and an LRU of open chunk
 maps; vectors are memory-mapped where the root is local, read whole otherwise. Size:
 R x dim x 2 bytes per stored image (14 x 512 x 2 = 14.3 KB for SSCD): 14.3 TB per billion
@@ -28,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import uuid
 from collections import OrderedDict
 
@@ -39,6 +44,7 @@ from diffrep.search.regions import RegionSpec
 
 ROWS_SUFFIX = ".rows.npy"
 MAX_OPEN = 64  # chunk maps kept open
+RESCAN_S = 30.0  # a shard's chunks are listed again at most this often (its misses are new)
 
 
 def store_tag(spec: RegionSpec, embedder_info: dict) -> str:
@@ -58,6 +64,7 @@ class RegionStore:
         self.url = url
         self._rows: dict[str, dict[int, tuple[str, int]]] = {}  # shard -> row -> (chunk, i)
         self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._listed: dict[str, float] = {}  # shard -> when its chunks were last listed
         self.hits = self.stored = 0
 
     @classmethod
@@ -69,6 +76,7 @@ class RegionStore:
     def _scan(self, shard: str) -> dict[int, tuple[str, int]]:
         """(Re)list a shard's committed chunks."""
         fs, path = storage.filesystem(storage.join(self.url, shard))
+        self._listed[shard] = time.monotonic()
         known = self._rows.setdefault(shard, {})
         seen = {chunk for chunk, _ in known.values()}
         for rows_path in sorted(fs.glob(f"{path}/*{ROWS_SUFFIX}")):
@@ -99,7 +107,8 @@ class RegionStore:
     def get(self, shard: str, rows: np.ndarray) -> dict[int, np.ndarray]:
         """The stored descriptors among `rows` of embedding shard `shard`, float32."""
         known = self._rows.get(shard)
-        if known is None or any(int(r) not in known for r in rows):
+        stale = time.monotonic() - self._listed.get(shard, -RESCAN_S) >= RESCAN_S
+        if known is None or (stale and any(int(r) not in known for r in rows)):
             known = self._scan(shard)  # other workers may have stored them since
         out = {}
         for row in rows.tolist():
@@ -116,7 +125,7 @@ class RegionStore:
         base = storage.join(self.url, shard, name)
         storage.write_npy(base + ".npy", np.asarray(vectors, np.float16))
         storage.write_npy(base + ROWS_SUFFIX, np.asarray(rows, np.int64))  # the commit
-        fs, path = storage.filesystem(base + ".npy")
+        _, path = storage.filesystem(base + ".npy")
         known = self._rows.setdefault(shard, {})
         for i, row in enumerate(np.asarray(rows).tolist()):
             known.setdefault(int(row), (path, i))
