@@ -68,6 +68,7 @@ def bench_match(index_size: int, images: int, tmp: str) -> dict:
     from diffrep.index.config import IndexConfig
     from diffrep.scan.units import ScanUnit
     from diffrep.scan.worker import GenerationSettings, MatchSettings, ScanWorker
+    from diffrep.search.regions import RegionSpec
     from diffrep.synthetic import drawn_scene
 
     root = os.path.join(tmp, "root")
@@ -86,8 +87,8 @@ def bench_match(index_size: int, images: int, tmp: str) -> dict:
     match = MatchSettings(model="sscd_onnx", weights=None, k=10, candidates=50)
     # the synthetic index has no corpus images to re-rank with: regions to whole training
     # images only here (benchmarks/regions.py --demo_root measures the re-rank)
-    regions = MatchSettings(model="sscd_onnx", weights=None, k=10, candidates=50, region_scales=(0.5, 0.75),
-                            region_rerank=0)
+    regions = MatchSettings(model="sscd_onnx", weights=None, k=10, candidates=50,
+                            regions=RegionSpec(rerank=0))
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".png"))
     rates = {}
     for name, settings in (("global", match), ("regions", regions)):

@@ -191,7 +191,7 @@ def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> Regio
     With scan.region_calibrate the threshold is max(scan.region_threshold, highest null +
     scan.region_null_margin) over the baseline without duplicates and
     scan.region_unrelated unrelated images (diffrep.search.calibration)."""
-    spec = match.region_spec()
+    spec = match.regions
     if spec is None:
         return None
     from diffrep.models import create_embedder

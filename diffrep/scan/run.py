@@ -39,15 +39,14 @@ def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, 
                              pipeline_dtype=cfg.pipeline_dtype)
     return gen, MatchSettings(model=cfg.model, weights=weights, k=cfg.k, candidates=cfg.candidates,
                               nprobe=cfg.nprobe,
-                              region_scales=tuple(cfg.region_scales) if cfg.regions else (),
-                              region_rerank=cfg.region_rerank, region_store=cfg.region_store,
-                              region_proposals=cfg.region_proposals)
+                              regions=cfg.region_spec() if cfg.regions else None,
+                              region_store=cfg.region_store)
 
 
 def with_verification(cfg: ScanConfig, match: MatchSettings, region_threshold: float) -> MatchSettings:
     """scan.region_verify: region matches above the threshold that decides (calibrated or
     configured) less scan.region_verify_margin are verified geometrically."""
-    if not (cfg.region_verify and match.region_scales):
+    if not (cfg.region_verify and match.regions):
         return match
     return replace(match, verify_above=round(region_threshold - cfg.region_verify_margin, 4))
 
@@ -126,7 +125,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
                              cfg.region_scales, cfg.region_min_side)
     if regions.switched_off:
         log.warning("scan: %s", regions.reason)
-        match = replace(match, region_scales=())
+        match = replace(match, regions=None)
     backend = RayShards.from_actors(shard_actors, handle) if shard_actors else LocalShards(handle)
     searcher = Searcher(handle, backend, cfg.nprobe)
     base = baseline.load_or_compute(layout, searcher, cfg.baseline_size, cfg.baseline_seed,

@@ -68,25 +68,17 @@ class MatchSettings:
     k: int = 5
     candidates: int = 50
     nprobe: int | None = None
-    #: region scales (RegionSpec.scales) of object-level matching; empty: global only
-    region_scales: tuple[float, ...] = ()
-    #: top candidates re-scored region to region with the training images' own regions
-    region_rerank: int = 3
+    #: object-level matching's regions (RegionGrid.region_spec()); None: global only
+    regions: RegionSpec | None = None
     #: region matches scoring above this are verified geometrically; None: none are
     verify_above: float | None = None
     #: read and write the root's region store (diffrep.search.region_store)
     region_store: bool = False
-    #: RegionSpec.proposals: "segments" or "grid"
-    region_proposals: str = "segments"
-
-    def region_spec(self) -> RegionSpec | None:
-        return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank,
-                          proposals=self.region_proposals) if self.region_scales else None
 
     def searcher(self, handle, backend, embedder) -> Searcher:
         """The searcher matches use: with region re-ranking, it reads and embeds the top
         candidates' training images (diffrep.search.training_regions)."""
-        spec = self.region_spec()
+        spec = self.regions
         return Searcher(handle, backend, self.nprobe,
                         candidate_regions=TrainingRegions.for_spec(handle, embedder, spec,
                                                                    self.region_store))
@@ -182,7 +174,7 @@ class ScanWorker:
         if not rows:
             return
         m, handle = self.match, self.searcher.handle
-        spec = m.region_spec()
+        spec = m.regions
         regions = embed_regions(self.embedder, images, spec) if spec else None
         vectors = regions.global_vectors if regions else self.embedder.embed_images(images)
         k = min(m.k, handle.ntotal)
