@@ -136,7 +136,12 @@ def test_tiny_pipelines_scanned_end_to_end_and_resumed(demo_index_root, ray_clus
 
 
 @pytest.mark.slow
-def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster, tmp_path):
+def test_planted_copies_are_found_with_their_source_and_verified(demo_index_root, ray_cluster,
+                                                                  tmp_path):
+    """Edited copies found globally, pasted objects by a region with their source and box;
+    with scan.region_verify and a margin of 0.5 every region match is also checked with
+    local features and RANSAC: copies are verified (inliers recorded), drawings are not,
+    and a region match that verification rejects does not count as replicated."""
     from jobs import scan
 
     root, corpus, _ = demo_index_root
@@ -146,6 +151,7 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     assert scan.main(["--root", str(root), "--run", "planted", "--generated", str(folder),
                       "--generated_name", "closed-model", "--prompts_per_unit", "8",
                       "--baseline_size", "6", "--region_unrelated", "4",
+                      "--region_verify", "true", "--region_verify_margin", "0.5",
                       "--shard_actor_cpus", "0.5"]) == 0
     rows = {r["gen_id"].rsplit("/", 1)[1].rsplit(".", 1)[0]: r
             for r in read_generations(root, "planted", "closed-model").to_pylist()}
@@ -188,9 +194,33 @@ def test_planted_copies_are_found_with_their_source(demo_index_root, ray_cluster
     # 91% of benchmarks/regions.py's pasted copies (issue 15 is open on this)
     found = sum(v > region_thr for v in pasted_sims.values())
     assert len(pasted_sims) == 6 and found >= 3, pasted_sims
-    # the 12 edited copies are above 0.5 globally; no pasted object and no drawing is
-    assert summary["checkpoints"]["closed-model"]["top1"]["above_threshold"] == 12
-    assert summary["checkpoints"]["closed-model"]["replicated"] == 12 + found
+    # verification: every region match is checked (margin 0.5). No drawing is verified.
+    # Measured at this commit: 10 of the 12 edited copies are verified (the two downscaled
+    # ones keep 3 and 5 inliers: too few features at their size) and 4 of the 6 pasted
+    # objects (two found above the threshold are rejected with 3 and 4 inliers: the cost of
+    # verification is recall on small pastes; docs/benchmarks.md, verify.json)
+    above = region_thr - 0.5
+    verified = {"copy": 0, "pasted": 0}
+    for t in truth.to_pylist():
+        r = rows[t["name"]]
+        assert (r["region_verified"] is not None) == (r["region_sim"] > above), r
+        if not t["planted"]:
+            assert not r["region_verified"], (t, r)
+        elif r["region_verified"]:
+            assert r["region_inliers"] >= 6, r
+            verified["pasted" if t["transform"] == "pasted_object" else "copy"] += 1
+    assert verified["copy"] >= 10 and verified["pasted"] >= 3, verified
+    s = summary["checkpoints"]["closed-model"]
+    rejected = sum(r["region_sim"] > region_thr and r["region_verified"] is False for r in rows.values())
+    assert s["region_rejected_by_geometry"] == rejected
+    # the 12 edited copies are above 0.5 globally; no pasted object and no drawing is; a
+    # region match counts unless verification rejected it
+    assert s["top1"]["above_threshold"] == 12
+    counted = sum((r["top1_sim"] > 0.5) or (r["region_sim"] > region_thr and r["region_verified"] is not False)
+                  for r in rows.values())
+    assert s["replicated"] == counted >= 12 + 3
+    pasted_rejected = sum(pasted_sims[n] > region_thr and rows[n]["region_verified"] is False for n in pasted_sims)
+    assert counted == 12 + found - pasted_rejected
     assert summary["region_baseline"]["count"] == 6  # baseline_size
     assert summary["checkpoints"]["closed-model"]["skipped"] == {"not_an_image": 1}
 
@@ -264,37 +294,3 @@ def test_prompt_file_keys_resolve_to_their_training_images(demo_index_root, tmp_
                    tmp_path / "p.parquet")
     t = with_source_ids(from_file(str(tmp_path / "p.parquet"), 10), handle)
     assert t["source_id"].to_pylist() == [0, None, 5]
-
-
-@pytest.mark.slow
-def test_region_matches_verified_geometrically(demo_index_root, ray_cluster, tmp_path):
-    """scan.region_verify: each region match above region_threshold - margin is checked with
-    local features and RANSAC; the pasted objects are verified (inliers recorded), a region
-    match that verification rejects does not count as replicated."""
-    from jobs import scan
-
-    root, corpus, _ = demo_index_root
-    folder = tmp_path / "generated"
-    truth = build_planted_generations(str(corpus), str(folder), copies=2, novel=3, seed=5, pasted=2)
-    assert scan.main(["--root", str(root), "--run", "verified", "--generated", str(folder),
-                      "--generated_name", "closed-model", "--baseline_size", "6",
-                      "--region_verify", "true", "--region_verify_margin", "0.5",
-                      "--region_unrelated", "4", "--shard_actor_cpus", "0.5"]) == 0
-    rows = {r["gen_id"].rsplit("/", 1)[1].rsplit(".", 1)[0]: r
-            for r in read_generations(root, "verified", "closed-model").to_pylist()}
-    kinds = {t["name"]: t["transform"] if t["planted"] else "novel" for t in truth.to_pylist()}
-    summary = json.loads((root / "scans/verified/summary.json").read_text())
-    region_thr = summary["region_threshold"]  # calibrated: the threshold that decides
-    above = region_thr - 0.5  # minus the margin: every region match is verified
-    for name, r in rows.items():
-        assert (r["region_verified"] is not None) == (r["region_sim"] > above), (name, r)
-        if kinds[name] != "novel":  # pasted objects and edited copies: their source, verified
-            assert r["region_verified"] and r["region_inliers"] >= 6, (name, kinds[name], r)
-        else:
-            assert not r["region_verified"], (name, r)
-    s = summary["checkpoints"]["closed-model"]
-    counted = sum((r["top1_sim"] > 0.5) or (r["region_sim"] > region_thr and r["region_verified"] is not False)
-                  for r in rows.values())
-    assert s["replicated"] == counted and s["replicated"] >= 4
-    assert s["region_rejected_by_geometry"] == sum(
-        r["region_sim"] > region_thr and r["region_verified"] is False for r in rows.values())
