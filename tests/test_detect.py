@@ -68,3 +68,20 @@ def test_scores_of_a_random_pipeline_and_the_bench_outputs(tmp_path):
     same = angle_magnitude(den, caps[:2], 32, timesteps=(999, 999), seeds=(3,))
     np.testing.assert_allclose(same["am_alignment"], 1.0, atol=1e-5)
     assert np.all((a["am_alignment"] >= -1) & (a["am_alignment"] <= 1))
+
+
+def test_each_kind_is_evaluated_against_every_negative(tmp_path):
+    from diffrep.detect.bench import by_kind, markdown_table, read_kinds
+
+    labels = np.array([True, True, True, True, False, False, False, False])
+    kinds = ["memorized", "memorized", "paraphrase", "paraphrase", "once", "once", "once", "once"]
+    # the detector ranks memorized captions above every negative, paraphrases below them
+    scores = {"dcs": np.array([9.0, 8.0, 0.5, 0.4, 3.0, 2.0, 1.0, 0.0])}
+    per_kind = by_kind(scores, labels, kinds, {"dcs": 2})
+    assert per_kind["memorized"]["dcs"]["auc"] == 1.0 and per_kind["memorized"]["positives"] == 2
+    assert per_kind["paraphrase"]["dcs"]["auc"] == 0.25  # 2 of 8 (positive, negative) pairs
+    table = markdown_table({"dcs": {"auc": 0.5, "tpr_at_fpr": 0.0, "passes_per_caption": 2}}, kinds=per_kind)
+    assert "| paraphrase | 2 | 0.250 / 0.000 |" in table
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"captions": [{"caption": "a", "memorized": True, "kind": "template"}]}))
+    assert read_kinds(truth) == ["template"] and read_kinds(tmp_path / "labels.csv") is None

@@ -53,6 +53,27 @@ def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
     return [str(c) for c in t["caption"]], np.array(labels)
 
 
+def read_kinds(path: str | Path) -> list[str] | None:
+    """The kind of each caption of a testbed truth.json (memorized, template, object,
+    paraphrase, once, ...), in read_labels' order; None for a user's CSV / parquet."""
+    p = Path(path)
+    if p.suffix != ".json":
+        return None
+    return [str(r.get("kind", "")) for r in json.loads(p.read_text())["captions"]]
+
+
+def by_kind(scores: dict[str, np.ndarray], labels: np.ndarray, kinds: list[str],
+            passes: dict[str, int], fpr: float = 0.01) -> dict[str, dict]:
+    """{kind: evaluate(...)} with each kind's positives against every negative caption."""
+    kinds_arr = np.asarray(kinds)
+    out = {}
+    for kind in sorted(set(kinds_arr[labels].tolist())):
+        sel = (kinds_arr == kind) & labels | ~labels
+        out[kind] = evaluate({d: v[sel] for d, v in scores.items()}, labels[sel], passes, fpr)
+        out[kind]["positives"] = int(((kinds_arr == kind) & labels).sum())
+    return out
+
+
 def evaluate(scores: dict[str, np.ndarray], labels: np.ndarray, passes: dict[str, int],
              fpr: float = 0.01) -> dict[str, dict]:
     """{detector: {auc, tpr_at_fpr, passes_per_caption}} for each detector in DETECTORS."""
@@ -61,11 +82,19 @@ def evaluate(scores: dict[str, np.ndarray], labels: np.ndarray, passes: dict[str
                 "passes_per_caption": passes[d]} for d in DETECTORS if d in scores}
 
 
-def markdown_table(results: dict[str, dict], fpr: float = 0.01) -> str:
+def markdown_table(results: dict[str, dict], fpr: float = 0.01,
+                   kinds: dict[str, dict] | None = None) -> str:
     lines = [f"| detector | ROC AUC | TPR@{fpr:.0%}FPR | UNet passes / caption |",
              "| --- | --- | --- | --- |"]
     lines += [f"| {d} | {r['auc']:.3f} | {r['tpr_at_fpr']:.3f} | {r['passes_per_caption']} |"
               for d, r in results.items()]
+    if kinds:
+        lines += ["", f"Per kind (its positives against every negative): ROC AUC / TPR@{fpr:.0%}FPR", "",
+                  "| kind | positives | " + " | ".join(results) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in results) + " |"]
+        lines += [f"| {k} | {r['positives']} | " + " | ".join(
+            f"{r[d]['auc']:.3f} / {r[d]['tpr_at_fpr']:.3f}" for d in results) + " |"
+            for k, r in kinds.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -86,20 +115,24 @@ def write_report(out_dir: Path, title: str, results: dict[str, dict],
 
 def run_bench(pipe, captions: list[str], labels: np.ndarray, out_dir: str | Path,
               resolution: int, title: str, guidance_scale: float = 7.5, seed: int = 0,
-              ecs_seeds: int = 4, fpr: float = 0.01, batch_size: int = 64) -> dict:
-    """Score, evaluate, write results.json / table.md / report.html; returns the results."""
+              ecs_seeds: int = 4, fpr: float = 0.01, batch_size: int = 64,
+              kinds: list[str] | None = None) -> dict:
+    """Score, evaluate, write results.json / table.md / report.html; returns the results.
+    kinds: each caption's kind (a testbed's truth), to evaluate each kind apart too."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scores, passes = score_captions(pipe, captions, resolution, guidance_scale, seed,
                                     ecs_seeds, batch_size=batch_size)
     results = evaluate(scores, labels, passes, fpr)
+    per_kind = by_kind(scores, labels, kinds, passes, fpr) if kinds is not None else None
     note = (f"{len(captions)} captions, {int(labels.sum())} labelled memorized; guidance "
             f"{guidance_scale}, seed {seed}, ECS J={ecs_seeds}; passes exclude the shared "
             f"unconditional rows")
     (out / "results.json").write_text(json.dumps({
-        "title": title, "note": note, "results": results, "fpr": fpr,
-        "captions": [{"caption": c, "label": bool(y), **{k: float(v[i]) for k, v in scores.items()}}
+        "title": title, "note": note, "results": results, "fpr": fpr, "by_kind": per_kind,
+        "captions": [{"caption": c, "label": bool(y), **({"kind": kinds[i]} if kinds is not None else {}),
+                      **{k: float(v[i]) for k, v in scores.items()}}
                      for i, (c, y) in enumerate(zip(captions, labels, strict=True))]}, indent=1))
-    (out / "table.md").write_text(markdown_table(results, fpr))
+    (out / "table.md").write_text(markdown_table(results, fpr, per_kind))
     write_report(out, title, results, scores, labels, note)
     return results

@@ -42,7 +42,7 @@ def run(cfg: DetectBenchConfig, ctx: JobContext) -> str | None:
         raise ConfigError(f"detectbench.labels {labels_path}: not found")
     import torch
 
-    from diffrep.detect.bench import read_labels, run_bench, subsample
+    from diffrep.detect.bench import read_kinds, read_labels, run_bench, subsample
     from diffrep.testbed.verify import load_pipeline
 
     torch.set_num_threads(cfg.threads)
@@ -50,11 +50,13 @@ def run(cfg: DetectBenchConfig, ctx: JobContext) -> str | None:
         captions, labels = read_labels(labels_path)
     except ValueError as exc:
         raise ConfigError(f"detectbench.labels {labels_path}: {exc}") from None
+    kind_of = dict(zip(captions, read_kinds(labels_path) or [], strict=False))
     captions, labels = subsample(captions, labels, cfg.max_captions, cfg.seed)
     pipe = load_pipeline(cfg.checkpoint, cfg.threads)
     results = run_bench(pipe, captions, labels, cfg.out_dir, cfg.resolution,
                         f"detectors on {cfg.checkpoint}", cfg.guidance_scale, cfg.seed,
-                        cfg.ecs_seeds, batch_size=cfg.batch_size)
+                        cfg.ecs_seeds, batch_size=cfg.batch_size,
+                        kinds=[kind_of[c] for c in captions] if kind_of else None)
     for d, r in results.items():
         log.info("%s: AUC %.3f, TPR@1%%FPR %.3f, %d passes/caption", d, r["auc"],
                  r["tpr_at_fpr"], r["passes_per_caption"])

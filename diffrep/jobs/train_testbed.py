@@ -4,6 +4,7 @@ on many more distinct images with no repeats. ~50 min on one CPU thread.
 
 Writes <out_dir>/{data/, memorizing/, large-data/, build.json} (see diffrep.testbed.build).
 Run: diffrep train_testbed [--out_dir testbed] [--unet_steps N] [--models "[A]"]
+     diffrep train_testbed --design scenes --out_dir testbed/v2   # testbed v2 (64x64 scenes)
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from diffrep.runner import Job, JobContext
 @dataclass
 class TestbedJobConfig:
     out_dir: str = field(default="testbed", metadata=helps("output folder of the testbed"))
+    design: str = field(default="crops", metadata=helps(
+        "the pool: crops (v1, 32x32 crops of 19 photos) or scenes (v2, 64x64 photo mosaics "
+        "with object cut-outs from openclipart-png and tuxpaint-stamps-default, four kinds "
+        "of memorization; diffrep.testbed.scene_pool)"))
     models: list = field(default_factory=lambda: ["A", "B"], metadata=helps(
         "which models to train: A (memorizing), B (large data)"))
     seed: int = field(default=0, metadata=helps("seed of the data and of every model"))
@@ -33,18 +38,27 @@ def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
     log = ctx.log
     if not set(cfg.models) <= {"A", "B"} or not cfg.models:
         raise ConfigError(f"train_testbed.models must be a subset of [A, B], not {cfg.models}")
+    if cfg.design not in ("crops", "scenes"):
+        raise ConfigError(f"train_testbed.design must be crops or scenes, not {cfg.design!r}")
     from diffrep.testbed.data import DataConfig
+    from diffrep.testbed.scene_pool import ScenePoolConfig
 
-    repeated = DataConfig.num_memorized + DataConfig.template_variants
+    data = (ScenePoolConfig(seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b) if cfg.design == "scenes"
+            else DataConfig(seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b))
+    repeated = (data.special() if cfg.design == "scenes"
+                else DataConfig.num_memorized + DataConfig.template_variants)
     if cfg.once_a <= repeated or cfg.once_b < cfg.once_a:
         raise ConfigError(f"train_testbed.once_a must be > {repeated} (A's repeated images) and "
                           "train_testbed.once_b >= once_a (B sees every image A sees)")
     from diffrep.testbed.build import build_testbed
     from diffrep.testbed.train import TrainConfig
 
-    info = build_testbed(cfg.out_dir, DataConfig(seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b),
-                         TrainConfig(seed=cfg.seed, unet_steps=cfg.unet_steps,
-                                     vae_steps=cfg.vae_steps, threads=cfg.threads),
+    # v2: 64x64 images through a three-level VAE (16x16 latents, as v1's), longer captions
+    shape = ({"side": 64, "vae_channels": (16, 32, 64), "max_tokens": 160} if cfg.design == "scenes"
+             else {})
+    info = build_testbed(cfg.out_dir, data,
+                         TrainConfig(seed=cfg.seed, unet_steps=cfg.unet_steps, vae_steps=cfg.vae_steps,
+                                     threads=cfg.threads, **shape),
                          tuple(cfg.models))
     log.info("testbed built in %.0f s: %s", info["seconds"], cfg.out_dir)
     return f"testbed under {cfg.out_dir}"

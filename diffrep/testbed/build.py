@@ -2,8 +2,13 @@
 by both models, and the two UNets (A "memorizing", B "large-data"), each saved as a
 StableDiffusionPipeline directory with its training manifest, truth and exact config.
 
+Two designs of the pool: "crops" (v1, diffrep.testbed.data: 32x32 crops of 19 photos) and
+"scenes" (v2, diffrep.testbed.scene_pool: 64x64 mosaics with object cut-outs, one caption
+generator for every kind, four kinds of memorization and prompts that are not captions).
+
 Layout under `out_dir`:
-  data/images.npz, data/pool.json           the pool (32x32 uint8 images, captions, crop boxes)
+  data/images.npz, data/pool.json           the pool (uint8 images, captions, sources, boxes;
+                                            v2 also "prompts")
   <model>/                                  StableDiffusionPipeline (safetensors, DDIM)
   <model>/testbed/manifest.json             training rows: pool index, caption, repeats
   <model>/testbed/truth.json                caption -> memorized, verbatim type (MV / TV / none)
@@ -23,22 +28,62 @@ import numpy as np
 import torch
 
 from diffrep.testbed import data as tdata
+from diffrep.testbed import scene_pool
 from diffrep.testbed import train as ttrain
+from diffrep.testbed.scene_pool import ScenePoolConfig
 
 log = logging.getLogger(__name__)
 
 MODELS = {"A": "memorizing", "B": "large-data"}
 
 
-def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig, train_cfg: ttrain.TrainConfig,
+def write_dataset(out_dir: Path, config: dict, images: np.ndarray, entries: list, prompts: list[dict]) -> None:
+    """<out_dir>/images.npz (the pool) + pool.json (design and config, side, entries,
+    prompts that are not training captions)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "images.npz", images=images)
+    (out_dir / "pool.json").write_text(json.dumps(
+        {"config": config, "side": int(images.shape[1]), "entries": [asdict(e) for e in entries],
+         "prompts": prompts}, indent=0))
+
+
+def build_pool(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig):
+    """Build and write the pool (<out_dir>/data); returns (images, entries, rows_of,
+    truth_of): the design's training_rows(cfg, entries, model) and truth_rows(entries,
+    rows, model) with its prompts."""
+    out = Path(out_dir)
+    if not isinstance(data_cfg, ScenePoolConfig):
+        images, entries = tdata.build_pool(data_cfg)
+        write_dataset(out / "data", {"design": "crops", **asdict(data_cfg)}, images, entries, [])
+        return images, entries, tdata.training_rows, tdata.truth_rows
+    from diffrep.data.demo import load_source_photos
+    from diffrep.models import create_embedder, default_weights
+    from diffrep.testbed.objects import distinct_cutouts, load_cutouts
+
+    photos = {k: v.convert("RGB") for k, v in sorted(load_source_photos(use_opencv_doc=False).items())}
+    cutouts, skipped = load_cutouts()
+    embedder = create_embedder("sscd_onnx", weights=default_weights("sscd_onnx"), device="cpu")
+    cutouts, same = distinct_cutouts(cutouts, embedder)
+    log.info("objects: %d distinct cut-outs (%d dropped as the same picture as another; "
+             "files skipped: %s)", len(cutouts), same, dict(skipped))
+    images, entries, prompts = scene_pool.build_scene_pool(data_cfg, photos, cutouts)
+    write_dataset(out / "data", scene_pool.config_dict(data_cfg), images, entries, prompts)
+
+    def truth_of(entries, rows, model):
+        return scene_pool.truth_rows(entries, rows, model, prompts)
+
+    return images, entries, scene_pool.training_rows, truth_of
+
+
+def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig,
+                  train_cfg: ttrain.TrainConfig,
                   models: tuple[str, ...] = ("A", "B")) -> dict:
     """Train and write the testbed (see the module docstring); returns build.json's content.
     Uses cfg.threads torch threads (one heavy process)."""
     out = Path(out_dir)
     torch.set_num_threads(train_cfg.threads)
     t0 = time.time()
-    images, entries = tdata.build_pool(data_cfg)
-    tdata.write_dataset(out / "data", data_cfg, images, entries)
+    images, entries, rows_of, truth_of = build_pool(out, data_cfg)
     log.info("pool: %d images (%.0f s)", len(images), time.time() - t0)
 
     t_vae = time.time()
@@ -57,7 +102,7 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig, train_cfg: tt
                   "pool_images": len(images), "models": {}}
     for model in models:
         name = MODELS[model]
-        rows = tdata.training_rows(data_cfg, entries, model)
+        rows = rows_of(data_cfg, entries, model)
         expanded = np.repeat([i for i, _ in rows], [r for _, r in rows])
         t_m = time.time()
         log.info("model %s (%s): %d distinct images, %d samples", model, name, len(rows), len(expanded))
@@ -71,7 +116,7 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig, train_cfg: tt
             "pool": "../../data", "rows": [{"index": i, "caption": entries[i].caption, "repeats": r}
                                           for i, r in rows]})
         ttrain.write_json(meta / "truth.json", {
-            "model": name, "captions": tdata.truth_rows(entries, rows, model)})
+            "model": name, "captions": truth_of(entries, rows, model)})
         ttrain.write_json(meta / "config.json", {
             "model": model, "name": name, "data": asdict(data_cfg), "train": asdict(train_cfg),
             "unet_parameters": sum(p.numel() for p in unet.parameters()),

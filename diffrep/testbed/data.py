@@ -21,7 +21,7 @@ memorized and template images included, plus more once-seen images (`once_b` in 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -151,17 +151,9 @@ def truth_rows(entries: list[Entry], rows: list[tuple[int, int]], model: str) ->
     return out
 
 
-def write_dataset(out_dir: Path, cfg: DataConfig, images: np.ndarray, entries: list[Entry]) -> None:
-    """testbed/<dir>/images.npz (pool) + pool.json (captions, sources, boxes, config)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "images.npz", images=images)
-    (out_dir / "pool.json").write_text(json.dumps(
-        {"config": asdict(cfg), "side": SIDE, "template_region": [QUADRANT, QUADRANT, SIDE, SIDE],
-         "entries": [asdict(e) for e in entries]}, indent=0))
-
-
 def read_pool(testbed_dir: str | Path) -> tuple[np.ndarray, list[dict]]:
-    """The pool's images (N, 32, 32, 3) uint8 and its entries (dicts)."""
+    """The pool's images (N, side, side, 3) uint8 and its entries (dicts); written by
+    diffrep.testbed.build.write_dataset."""
     d = Path(testbed_dir)
     images = np.load(d / "images.npz")["images"]
     return images, json.loads((d / "pool.json").read_text())["entries"]

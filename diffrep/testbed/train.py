@@ -2,8 +2,11 @@
 (then frozen), a random-init frozen CLIP text encoder over the project's char-level
 tokenizer, and a ~1M-parameter UNet2DConditionModel (cross-attention only in the
 low-resolution block) trained with SD v1's noise schedule (epsilon prediction, uniform
-timesteps, 10% caption dropout for classifier-free guidance). Latents are 16x16x4 for
-32x32 images (the VAE downsamples by 2). Everything is seeded; the config is saved."""
+timesteps, 10% caption dropout for classifier-free guidance). The VAE has one level per
+entry of `vae_channels` and downsamples by 2 per level after the first: 16x16x4 latents
+for 32x32 images with two levels (v1), and for 64x64 images with three (v2), so the
+UNet's cost does not depend on the image side. Everything is seeded; the config is
+saved."""
 
 from __future__ import annotations
 
@@ -26,10 +29,11 @@ class TrainConfig:
     """Model sizes and optimisation of the testbed (steps, batch in images, lr)."""
 
     seed: int = 0
+    side: int = 32  # image side, pixels
     text_width: int = 64
     text_layers: int = 2
     max_tokens: int = 48
-    vae_channels: tuple[int, int] = (16, 32)
+    vae_channels: tuple[int, ...] = (16, 32)
     vae_steps: int = 1200
     vae_batch: int = 32
     vae_lr: float = 1e-3
@@ -44,16 +48,22 @@ class TrainConfig:
     threads: int = 1
 
 
+def latent_side(cfg: TrainConfig) -> int:
+    """The latents' side: the image side over 2 per VAE level after the first."""
+    return cfg.side // 2 ** (len(cfg.vae_channels) - 1)
+
+
 def vae_kwargs(cfg: TrainConfig) -> dict:
+    levels = len(cfg.vae_channels)
     return {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "norm_num_groups": 8,
             "mid_block_add_attention": False,
             "block_out_channels": tuple(cfg.vae_channels), "layers_per_block": 1,
-            "sample_size": 32, "down_block_types": ("DownEncoderBlock2D",) * 2,
-            "up_block_types": ("UpDecoderBlock2D",) * 2}
+            "sample_size": cfg.side, "down_block_types": ("DownEncoderBlock2D",) * levels,
+            "up_block_types": ("UpDecoderBlock2D",) * levels}
 
 
 def unet_kwargs(cfg: TrainConfig) -> dict:
-    return {"sample_size": 16, "in_channels": 4, "out_channels": 4,
+    return {"sample_size": latent_side(cfg), "in_channels": 4, "out_channels": 4,
             "layers_per_block": cfg.unet_layers, "block_out_channels": tuple(cfg.unet_channels),
             "cross_attention_dim": cfg.text_width, "attention_head_dim": 8, "norm_num_groups": 16,
             "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),

@@ -36,13 +36,15 @@ def load_pipeline(model_dir: str | Path, threads: int | None = 1):
 
 def generate(pipe, captions: Sequence[str], seeds: Sequence[int], steps: int,
              guidance_scale: float, batch_size: int = 256) -> np.ndarray:
-    """(N, J, 32, 32, 3) float32 images in [0, 1]: one per caption and seed; seed j's
+    """(N, J, side, side, 3) float32 images in [0, 1] (side: the pipeline's, 32 for v1
+    and 64 for v2): one per caption and seed; seed j's
     initial noise is the same for every caption (one torch.Generator per image, so an
     image does not depend on its batch). (caption, seed) pairs go `batch_size` per call."""
     import torch
 
     pairs = [(c, int(s)) for c in captions for s in seeds]
-    flat = np.zeros((len(pairs), 32, 32, 3), np.float32)
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    flat = np.zeros((len(pairs), side, side, 3), np.float32)
     for b in range(0, len(pairs), batch_size):
         chunk = pairs[b:b + batch_size]
         gens = [torch.Generator("cpu").manual_seed(s) for _, s in chunk]
@@ -50,7 +52,7 @@ def generate(pipe, captions: Sequence[str], seeds: Sequence[int], steps: int,
             imgs = pipe([c for c, _ in chunk], num_inference_steps=steps,
                         guidance_scale=guidance_scale, generator=gens, output_type="np").images
         flat[b:b + len(chunk)] = imgs
-    return flat.reshape(len(captions), len(seeds), 32, 32, 3)
+    return flat.reshape(len(captions), len(seeds), side, side, 3)
 
 
 def template_reference(images: np.ndarray, entries: list[dict], tolerance: float = 0.1
@@ -64,8 +66,8 @@ def template_reference(images: np.ndarray, entries: list[dict], tolerance: float
 
 
 def nearest_training(gen: np.ndarray, train_images: np.ndarray, k: int) -> np.ndarray:
-    """Indices (into train_images) of the k nearest by 32x32 pixel RMS to any of the J
-    generations `gen` (J, 32, 32, 3) in [0, 1]."""
+    """Indices (into train_images) of the k nearest by pixel RMS to any of the J
+    generations `gen` (J, side, side, 3) in [0, 1]."""
     flat = train_images.reshape(len(train_images), -1).astype(np.float32) / 255
     g = gen.reshape(len(gen), -1)
     d = (g ** 2).sum(1)[:, None] + (flat ** 2).sum(1)[None] - 2 * g @ flat.T
@@ -78,7 +80,7 @@ def sscd_similarity(embedder, generations: np.ndarray, own: np.ndarray) -> np.nd
 
     n, j = generations.shape[:2]
     gen_imgs = [Image.fromarray((g * 255).round().astype(np.uint8))
-                for g in generations.reshape(n * j, 32, 32, 3)]
+                for g in generations.reshape(n * j, *generations.shape[2:])]
     own_imgs = [Image.fromarray(o) for o in own]
     eg = embedder.embed_images(gen_imgs).reshape(n, j, -1)
     eo = embedder.embed_images(own_imgs)
@@ -135,8 +137,10 @@ def summarize(rows: list[dict], sscd_threshold: float = 0.5) -> dict:
 
 
 def caption_sample(truth: list[dict], once: int, seed: int = 0) -> list[dict]:
-    """Every memorized / template caption plus `once` once-seen ones (seeded sample)."""
-    special = [t for t in truth if t["kind"] != "once"]
+    """Every caption of a designed kind (memorized, template, object; v2's paraphrase
+    prompts) plus `once` once-seen ones (seeded sample). Prompts with no training image of
+    their own (v2's object_prompt, index -1) are left to the scan's region matching."""
+    special = [t for t in truth if t["kind"] != "once" and t["index"] >= 0]
     rest = [t for t in truth if t["kind"] == "once"]
     pick = np.random.default_rng(seed).permutation(len(rest))[:once]
     return special + [rest[i] for i in sorted(pick)]

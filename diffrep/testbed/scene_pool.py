@@ -1,0 +1,185 @@
+"""Testbed v2's pool: distinct scenes (diffrep.testbed.scenes) at `side` px, every caption
+from one generator, and four kinds of memorization with their truth.
+
+Kinds of training image (pool entries, in this order):
+- memorized (MV): `num_memorized` scenes, one caption each, repeated `memorized_repeats`
+  times in model A's set;
+- template (TV): one family, a fixed mosaic and a fixed object with a second object that
+  varies (`template_variants` different cut-outs at one place), each variant repeated
+  `template_repeats` times; the varying object's box is the entry's box;
+- object: one cut-out (the copied object) placed in `object_scenes` different scenes next
+  to another object, each scene seen `object_repeats` times; the copied object's box is
+  the entry's box;
+- once: distinct scenes with distinct captions, seen once, one object each.
+
+Prompts that are not training captions (pool.json "prompts"), for the scans:
+- paraphrase: `paraphrases` new wordings of each memorized scene (index: its image);
+- object_prompt: `object_prompts` captions of new scenes with the copied object (index:
+  -1, no training image; `cutout`: the copied object).
+
+Model A ("memorizing"): memorized, template and object scenes (repeated) and once-seen
+scenes up to `once_a` distinct images. Model B ("large data"): every pool image once, and
+more once-seen scenes (`once_b` in all). No object is used twice outside the template
+family and the object kind, so unrelated scenes share no object; the catalogue is
+deduplicated by the copy detector first (diffrep.testbed.objects.distinct_cutouts), so no
+two objects are the same picture either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from diffrep.testbed import scenes
+from diffrep.testbed.objects import CutOut
+
+
+@dataclass
+class ScenePoolConfig:
+    """Sizes of testbed v2's pool and training sets (counts of images, repeats, prompts)."""
+
+    seed: int = 0
+    side: int = 64
+    num_memorized: int = 12
+    memorized_repeats: int = 64
+    paraphrases: int = 2
+    template_variants: int = 16
+    template_repeats: int = 8
+    object_scenes: int = 32
+    object_repeats: int = 4
+    object_prompts: int = 16
+    once_a: int = 1500
+    once_b: int = 4000
+
+    def special(self) -> int:
+        return self.num_memorized + self.template_variants + self.object_scenes
+
+
+@dataclass
+class SceneEntry:
+    """One distinct training image: caption, the objects it shows (catalogue sources),
+    kind, and a box (left, top, right, bottom; pixels) of what its kind copies (the whole
+    image for memorized and once, the varying object for template, the copied object)."""
+
+    index: int
+    caption: str
+    source: str
+    kind: str
+    box: tuple[int, int, int, int]
+
+
+def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut]
+                     ) -> tuple[np.ndarray, list[SceneEntry], list[dict]]:
+    """(images (N, side, side, 3) uint8, entries, prompts); deterministic in cfg.seed, the
+    photos and the cut-out catalogue. Raises ValueError when the catalogue is too small
+    for one object per scene."""
+    rng = np.random.default_rng(cfg.seed)
+    n_once = max(cfg.once_a, cfg.once_b) - cfg.special()
+    needed = 2 * cfg.num_memorized + n_once + cfg.template_variants + 2 + cfg.object_scenes + cfg.object_prompts
+    if len(cutouts) < needed:
+        raise ValueError(f"{len(cutouts)} object cut-outs, the pool needs {needed}: install the "
+                         "object packages (diffrep.testbed.objects) or lower once_b")
+    order = [int(i) for i in rng.permutation(len(cutouts))]
+
+    def take(n: int) -> list[int]:
+        return [order.pop() for _ in range(n)]
+
+    side = cfg.side
+    images: list[np.ndarray] = []
+    entries: list[SceneEntry] = []
+    prompts: list[dict] = []
+    captions: set[str] = set()
+
+    def add(scene: scenes.Scene, kind: str, box: tuple[int, int, int, int] | None = None) -> SceneEntry:
+        for _ in range(50):  # captions are distinct: a rare repeat wording is redrawn
+            text = scenes.caption(scene, cutouts, rng)
+            if text not in captions:
+                break
+        captions.add(text)
+        source = "+".join(cutouts[p.cutout].source for p in scene.objects)
+        entry = SceneEntry(len(images), text, source, kind, box or (0, 0, side, side))
+        images.append(scenes.render(scene, side, photos, cutouts))
+        entries.append(entry)
+        return entry
+
+    memorized = []
+    for _ in range(cfg.num_memorized):
+        scene = scenes.sample_scene(rng, photos, take(int(rng.integers(1, 3))))
+        memorized.append((scene, add(scene, "memorized")))
+
+    base_object, *variants = take(1 + cfg.template_variants)
+    family = scenes.sample_scene(rng, photos, [base_object])
+    fixed = scenes.Placement(base_object, (0.3, 0.5), 0.55, False)
+    for v in variants:
+        slot = scenes.Placement(v, (0.75, 0.5), 0.45, False)
+        add(scenes.with_objects(family, (fixed, slot)), "template",
+            scenes.placement_box(slot, cutouts[v], side))
+
+    copied = take(1)[0]
+
+    def object_scene() -> tuple[scenes.Scene, tuple[int, int, int, int]]:
+        scene = scenes.sample_scene(rng, photos, [copied, take(1)[0]])
+        return scene, scenes.placement_box(scene.objects[0], cutouts[copied], side)
+
+    for _ in range(cfg.object_scenes):
+        scene, box = object_scene()
+        add(scene, "object", box)
+
+    for _ in range(n_once):
+        add(scenes.sample_scene(rng, photos, take(1)), "once")
+
+    for scene, entry in memorized:
+        for _ in range(cfg.paraphrases):
+            text = scenes.paraphrase(scene, cutouts, rng, captions)
+            captions.add(text)
+            prompts.append({"caption": text, "kind": "paraphrase", "index": entry.index,
+                            "of": entry.caption})
+    for _ in range(cfg.object_prompts):
+        scene, box = object_scene()
+        text = scenes.paraphrase(scene, cutouts, rng, captions)
+        captions.add(text)
+        prompts.append({"caption": text, "kind": "object_prompt", "index": -1,
+                        "cutout": cutouts[copied].source, "box": list(box)})
+    return np.stack(images), entries, prompts
+
+
+def training_rows(cfg: ScenePoolConfig, entries: list[SceneEntry], model: str) -> list[tuple[int, int]]:
+    """(pool index, repeats) of model "A" or "B"'s training set."""
+    repeats = {"memorized": cfg.memorized_repeats, "template": cfg.template_repeats,
+               "object": cfg.object_repeats}
+    special = [e for e in entries if e.kind != "once"]
+    once = [e for e in entries if e.kind == "once"]
+    if model == "A":
+        return ([(e.index, repeats[e.kind]) for e in special]
+                + [(e.index, 1) for e in once[: cfg.once_a - len(special)]])
+    if model == "B":
+        return [(e.index, 1) for e in special + once[: cfg.once_b - len(special)]]
+    raise ValueError(f"model must be 'A' or 'B', not {model!r}")
+
+
+VERBATIM = {"memorized": "MV", "template": "TV", "object": "object", "paraphrase": "MV"}
+
+
+def truth_rows(entries: list[SceneEntry], rows: list[tuple[int, int]], model: str,
+               prompts: list[dict] = ()) -> list[dict]:
+    """The design truth of a model's captions and of the prompts (repeats 0): memorized
+    (bool, A's designed copies) and the kind of copy (MV, TV, object, none)."""
+    out = []
+    for index, n in rows:
+        e = entries[index]
+        memorized = model == "A" and e.kind != "once"
+        out.append({"caption": e.caption, "index": index, "kind": e.kind, "repeats": n,
+                    "memorized": memorized, "verbatim_type": VERBATIM[e.kind] if memorized else "none",
+                    "box": list(e.box)})
+    for p in prompts:
+        memorized = model == "A"
+        out.append({"caption": p["caption"], "index": p["index"], "kind": p["kind"], "repeats": 0,
+                    "memorized": memorized,
+                    "verbatim_type": VERBATIM.get(p["kind"], "object") if memorized else "none",
+                    "box": p.get("box")})
+    return out
+
+
+def config_dict(cfg: ScenePoolConfig) -> dict:
+    return {"design": "scenes", **asdict(cfg)}

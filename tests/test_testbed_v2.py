@@ -1,0 +1,145 @@
+"""Testbed v2's pool (diffrep.testbed.{objects,scenes,scene_pool}): object cut-outs read
+from a package tree, deduplicated by the real SSCD, and a small pool with its four kinds
+of memorization, one caption generator and its truth. The cut-outs here are drawn by the
+test (CI has no Debian image packages); the photos are the pip-installed ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from diffrep.testbed import scene_pool, scenes
+from diffrep.testbed.objects import CutOut, distinct_cutouts, load_cutouts
+from tests.conftest import requires_sscd
+
+
+def drawn_cutouts(n: int, seed: int = 0) -> list[CutOut]:
+    """n RGBA polygons, each a different random shape and colour."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = Image.new("RGBA", (96, 96), (0, 0, 0, 0))
+        k = int(rng.integers(3, 9))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, k))
+        radii = rng.uniform(20, 46, k)
+        ImageDraw.Draw(img).polygon([(48 + r * np.cos(a), 48 + r * np.sin(a)) for a, r in zip(angles, radii, strict=True)],
+                                    fill=tuple(int(c) for c in rng.integers(0, 256, 3)) + (255,))
+        out.append(CutOut(f"shape{i}", "drawn", f"drawn/{i}.png", img))
+    return out
+
+
+@pytest.fixture(scope="module")
+def photos():
+    from diffrep.data.demo import load_source_photos
+
+    return {k: v.convert("RGB") for k, v in sorted(load_source_photos(use_opencv_doc=False).items())}
+
+
+SMALL = scene_pool.ScenePoolConfig(side=32, num_memorized=3, paraphrases=2, template_variants=4,
+                                   object_scenes=5, object_prompts=3, once_a=30, once_b=60)
+
+
+@pytest.fixture(scope="module")
+def small_pool(photos):
+    return scene_pool.build_scene_pool(SMALL, photos, drawn_cutouts(120))
+
+
+def test_cutouts_are_read_named_and_skipped_by_reason(tmp_path):
+    clip, tux = tmp_path / "openclipart", tmp_path / "tuxpaint"
+    shape = drawn_cutouts(1)[0].image
+    for rel in ("animals/bison_leif_lodahl_01.png", "shapes/star_01.png"):
+        (clip / rel).parent.mkdir(parents=True, exist_ok=True)
+        shape.save(clip / rel)
+    (clip / "animals" / "broken_01.png").write_bytes(b"\x89PNG not really")
+    Image.new("RGBA", (10, 10), (255, 0, 0, 255)).save(clip / "animals" / "tiny_01.png")
+    (tux / "animals").mkdir(parents=True)
+    shape.save(tux / "animals" / "badger.png")
+    (tux / "animals" / "badger.txt").write_text("A badger.\nfr.utf8=Un blaireau.\n")
+    cutouts, skipped = load_cutouts(roots=(clip, tux))
+    assert [(c.name, c.category) for c in cutouts] == [("bison", "animals"), ("badger", "animals")]
+    assert dict(skipped) == {"left_out_category": 1, "unreadable": 1, "too_small_or_empty": 1}
+    assert cutouts[0].image.mode == "RGBA" and cutouts[0].image.getchannel("A").getbbox() == (0, 0) + cutouts[0].image.size
+    with pytest.raises(FileNotFoundError, match="apt-get install openclipart-png"):
+        load_cutouts(roots=(tmp_path / "nothing",))
+
+
+@requires_sscd
+def test_the_same_picture_twice_is_kept_once():
+    from diffrep.models import create_embedder, default_weights
+
+    cutouts = drawn_cutouts(5, seed=3)
+    again = CutOut("again", "drawn", "drawn/again.png", cutouts[1].image.resize((80, 80)))
+    embedder = create_embedder("sscd_onnx", weights=default_weights("sscd_onnx"), device="cpu")
+    kept, dropped = distinct_cutouts([*cutouts, again], embedder, threshold=0.6)
+    assert dropped >= 1 and "again" not in [c.name for c in kept]
+    assert [c.name for c in kept][:2] == ["shape0", "shape1"]
+
+
+def test_pool_kinds_sizes_and_truth(small_pool):
+    images, entries, prompts = small_pool
+    kinds = [e.kind for e in entries]
+    assert images.shape == (SMALL.once_b, 32, 32, 3) and len(entries) == SMALL.once_b
+    assert (kinds.count("memorized"), kinds.count("template"), kinds.count("object")) == (3, 4, 5)
+    assert len({e.caption for e in entries}) == len(entries)  # distinct captions
+    flat = images.reshape(len(images), -1)
+    assert len(np.unique(flat, axis=0)) == len(images)  # distinct images
+    # once-seen scenes share no object with any other scene
+    once_sources = [e.source for e in entries if e.kind == "once"]
+    assert len(set(once_sources)) == len(once_sources)
+    # object kind: the same copied object in every scene, each scene different
+    obj = [e for e in entries if e.kind == "object"]
+    assert len({e.source.split("+")[0] for e in obj}) == 1 and len({e.source for e in obj}) == len(obj)
+    assert all(0 <= e.box[0] < e.box[2] <= 32 and 0 <= e.box[1] < e.box[3] <= 32 for e in obj)
+    # template family: variants differ only inside the varying object's box
+    tpl = [e for e in entries if e.kind == "template"]
+    mask = np.ones((32, 32), bool)
+    for e in tpl:
+        left, top, right, bottom = e.box
+        mask[max(0, top - 1):bottom + 1, max(0, left - 1):right + 1] = False
+    first = images[tpl[0].index].astype(int)
+    assert mask.sum() > 200 and all(np.abs(images[e.index].astype(int) - first)[mask].max() <= 2 for e in tpl)
+    # prompts that are not training captions: paraphrases of each memorized scene, new
+    # scenes with the copied object
+    captions = {e.caption for e in entries}
+    para = [p for p in prompts if p["kind"] == "paraphrase"]
+    assert len(para) == 3 * 2 and all(p["caption"] not in captions and p["of"] in captions for p in para)
+    assert {p["index"] for p in para} == {e.index for e in entries if e.kind == "memorized"}
+    objp = [p for p in prompts if p["kind"] == "object_prompt"]
+    assert len(objp) == 3 and all(p["index"] == -1 and p["cutout"] == obj[0].source.split("+")[0] for p in objp)
+
+
+def test_training_rows_and_truth_of_both_models(small_pool):
+    images, entries, prompts = small_pool
+    rows_a = scene_pool.training_rows(SMALL, entries, "A")
+    rows_b = scene_pool.training_rows(SMALL, entries, "B")
+    assert len(rows_a) == SMALL.once_a and len(rows_b) == SMALL.once_b
+    repeats = {entries[i].kind: r for i, r in rows_a}
+    assert repeats == {"memorized": 64, "template": 8, "object": 4, "once": 1}
+    assert {r for _, r in rows_b} == {1} and {i for i, _ in rows_a} <= {i for i, _ in rows_b}
+    truth_a = scene_pool.truth_rows(entries, rows_a, "A", prompts)
+    truth_b = scene_pool.truth_rows(entries, rows_b, "B", prompts)
+    by_kind = {t["kind"]: t for t in truth_a}
+    assert {k: by_kind[k]["verbatim_type"] for k in by_kind} == {
+        "memorized": "MV", "template": "TV", "object": "object", "once": "none",
+        "paraphrase": "MV", "object_prompt": "object"}
+    assert all(t["memorized"] == (t["kind"] != "once") for t in truth_a)
+    assert not any(t["memorized"] for t in truth_b)
+    assert [t["repeats"] for t in truth_a if t["kind"] in ("paraphrase", "object_prompt")] == [0] * 9
+
+
+def test_pool_is_deterministic_and_captions_name_the_objects(photos, small_pool):
+    cutouts = drawn_cutouts(120)
+    images, entries, prompts = scene_pool.build_scene_pool(SMALL, photos, cutouts)
+    assert np.array_equal(images, small_pool[0]) and prompts == small_pool[2]
+    assert [e.caption for e in entries] == [e.caption for e in small_pool[1]]
+    by_source = {c.source: c.name for c in cutouts}
+    for e in entries:
+        assert all(by_source[s] in e.caption for s in e.source.split("+")), e
+    # one generator for every kind: each kind's captions use the same sentence templates
+    starts = {kind: {e.caption.split()[0] for e in entries if e.kind == kind} for kind in ("memorized", "once")}
+    assert starts["memorized"] <= starts["once"]
+    with pytest.raises(ValueError, match="object cut-outs"):
+        scene_pool.build_scene_pool(SMALL, photos, cutouts[:20])
+    assert scenes.render(scenes.sample_scene(np.random.default_rng(0), photos, [0]), 32, photos,
+                         cutouts).shape == (32, 32, 3)
