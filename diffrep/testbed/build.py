@@ -58,16 +58,18 @@ def build_pool(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig
         return images, entries, tdata.training_rows, tdata.truth_rows
     from diffrep.data.demo import load_source_photos
     from diffrep.models import create_embedder, default_weights
-    from diffrep.testbed.objects import distinct_cutouts, load_cutouts
+    from diffrep.testbed.objects import load_cutouts
 
     photos = {k: v.convert("RGB") for k, v in sorted(load_source_photos(use_opencv_doc=False).items())}
     cutouts, skipped = load_cutouts()
+    log.info("objects: %d cut-outs (files skipped: %s)", len(cutouts), dict(skipped))
     embedder = create_embedder("sscd_onnx", weights=default_weights("sscd_onnx"), device="cpu")
-    cutouts, same = distinct_cutouts(cutouts, embedder)
-    log.info("objects: %d distinct cut-outs (%d dropped as the same picture as another; "
-             "files skipped: %s)", len(cutouts), same, dict(skipped))
-    images, entries, prompts = scene_pool.build_scene_pool(data_cfg, photos, cutouts)
-    write_dataset(out / "data", scene_pool.config_dict(data_cfg), images, entries, prompts)
+    images, entries, prompts, redrawn = scene_pool.build_scene_pool(data_cfg, photos, cutouts, embedder)
+    log.info("pool: %d once-seen candidates redrawn (SSCD above %.2f to a scene already in the pool)",
+             redrawn, data_cfg.max_similarity)
+    write_dataset(out / "data", {**scene_pool.config_dict(data_cfg), "redrawn": redrawn,
+                                 "objects": len(cutouts), "objects_skipped": dict(skipped)},
+                  images, entries, prompts)
 
     def truth_of(entries, rows, model):
         return scene_pool.truth_rows(entries, rows, model, prompts)

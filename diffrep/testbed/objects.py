@@ -26,7 +26,7 @@ from PIL import Image
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 TUXPAINT = Path("/usr/share/tuxpaint/stamps")
-LEFT_OUT = ("shapes", "buttons", "flags", "alphabet", "unsorted", "signs_and_symbols")
+LEFT_OUT = ("shapes", "buttons", "flags", "alphabet")
 INSTALL_HINT = "apt-get install openclipart-png tuxpaint-stamps-default"
 
 
@@ -92,29 +92,3 @@ def load_cutouts(max_side: int = 128, roots: tuple[Path, ...] = (OPENCLIPART, TU
                               f"{root.name}/{rel}", img.crop(bbox)))
     return out, skipped
 
-
-def on_grey(cutout: CutOut, side: int = 64) -> Image.Image:
-    """The cut-out alone, fitted into a mid-grey side x side square (how it is compared)."""
-    canvas = Image.new("RGB", (side, side), (128, 128, 128))
-    img = cutout.image.copy()
-    img.thumbnail((side, side), Image.Resampling.LANCZOS)
-    canvas.paste(img, ((side - img.size[0]) // 2, (side - img.size[1]) // 2), img)
-    return canvas
-
-
-def distinct_cutouts(cutouts: list[CutOut], embedder, threshold: float = 0.4,
-                     batch_size: int = 64) -> tuple[list[CutOut], int]:
-    """Cut-outs that are distinct pictures to the copy detector: each is embedded alone on
-    grey (`embedder`: a diffrep Embedder, SSCD in the testbed) and kept only when its
-    cosine similarity to every cut-out kept before it is at most `threshold` (greedy, in
-    catalogue order). Returns (kept, dropped count). Memory: one (N, dim) float32 matrix
-    of the catalogue (N ~ 7,000)."""
-    import numpy as np
-
-    vectors = np.concatenate([embedder.embed_images([on_grey(c) for c in cutouts[i:i + batch_size]])
-                              for i in range(0, len(cutouts), batch_size)])
-    kept: list[int] = []
-    for i, v in enumerate(vectors):
-        if not kept or float((vectors[kept] @ v).max()) <= threshold:
-            kept.append(i)
-    return [cutouts[i] for i in kept], len(cutouts) - len(kept)

@@ -10,7 +10,11 @@ Kinds of training image (pool entries, in this order):
 - object: one cut-out (the copied object) placed in `object_scenes` different scenes next
   to another object, each scene seen `object_repeats` times; the copied object's box is
   the entry's box;
-- once: distinct scenes with distinct captions, seen once, one object each.
+- once: distinct scenes with distinct captions, seen once, one object each. With an
+  embedder (the build uses SSCD), a candidate scene whose descriptor is more than
+  `max_similarity` cosine-similar to any scene already in the pool is redrawn with the
+  next object: the pool's null is held below the scan's 0.5 by construction, and the
+  number redrawn is reported.
 
 Prompts that are not training captions (pool.json "prompts"), for the scans:
 - paraphrase: `paraphrases` new wordings of each memorized scene (index: its image);
@@ -20,9 +24,7 @@ Prompts that are not training captions (pool.json "prompts"), for the scans:
 Model A ("memorizing"): memorized, template and object scenes (repeated) and once-seen
 scenes up to `once_a` distinct images. Model B ("large data"): every pool image once, and
 more once-seen scenes (`once_b` in all). No object is used twice outside the template
-family and the object kind, so unrelated scenes share no object; the catalogue is
-deduplicated by the copy detector first (diffrep.testbed.objects.distinct_cutouts), so no
-two objects are the same picture either.
+family and the object kind, so unrelated scenes share no object.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ScenePoolConfig:
     object_prompts: int = 16
     once_a: int = 1500
     once_b: int = 4000
+    max_similarity: float = 0.45  # with an embedder: a once-seen scene's cap on similarity
 
     def special(self) -> int:
         return self.num_memorized + self.template_variants + self.object_scenes
@@ -69,11 +72,12 @@ class SceneEntry:
     box: tuple[int, int, int, int]
 
 
-def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut]
-                     ) -> tuple[np.ndarray, list[SceneEntry], list[dict]]:
-    """(images (N, side, side, 3) uint8, entries, prompts); deterministic in cfg.seed, the
-    photos and the cut-out catalogue. Raises ValueError when the catalogue is too small
-    for one object per scene."""
+def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], embedder=None,
+                     batch_size: int = 64) -> tuple[np.ndarray, list[SceneEntry], list[dict], int]:
+    """(images (N, side, side, 3) uint8, entries, prompts, once-seen candidates redrawn);
+    deterministic in cfg.seed, the photos, the cut-out catalogue and the embedder. Raises
+    ValueError when the catalogue runs out (one object per scene, redrawn ones included).
+    Memory: the pool's descriptors, (N, dim) float32 (8 MB at 4,000 x 512)."""
     rng = np.random.default_rng(cfg.seed)
     n_once = max(cfg.once_a, cfg.once_b) - cfg.special()
     needed = 2 * cfg.num_memorized + n_once + cfg.template_variants + 2 + cfg.object_scenes + cfg.object_prompts
@@ -91,7 +95,8 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut]
     prompts: list[dict] = []
     captions: set[str] = set()
 
-    def add(scene: scenes.Scene, kind: str, box: tuple[int, int, int, int] | None = None) -> SceneEntry:
+    def add(scene: scenes.Scene, kind: str, box: tuple[int, int, int, int] | None = None,
+            image: np.ndarray | None = None) -> SceneEntry:
         for _ in range(50):  # captions are distinct: a rare repeat wording is redrawn
             text = scenes.caption(scene, cutouts, rng)
             if text not in captions:
@@ -99,7 +104,7 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut]
         captions.add(text)
         source = "+".join(cutouts[p.cutout].source for p in scene.objects)
         entry = SceneEntry(len(images), text, source, kind, box or (0, 0, side, side))
-        images.append(scenes.render(scene, side, photos, cutouts))
+        images.append(scenes.render(scene, side, photos, cutouts) if image is None else image)
         entries.append(entry)
         return entry
 
@@ -126,8 +131,23 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut]
         scene, box = object_scene()
         add(scene, "object", box)
 
-    for _ in range(n_once):
-        add(scenes.sample_scene(rng, photos, take(1)), "once")
+    redrawn = 0
+    pool_vectors = _embed(embedder, images) if embedder is not None else None
+    while sum(e.kind == "once" for e in entries) < n_once:
+        want = n_once - sum(e.kind == "once" for e in entries)
+        if len(order) < min(want, batch_size):
+            raise ValueError(f"object catalogue exhausted: {want} once-seen scenes still to draw, "
+                             f"{redrawn} redrawn above max_similarity {cfg.max_similarity}")
+        batch = [scenes.sample_scene(rng, photos, take(1)) for _ in range(min(want, batch_size))]
+        rendered = [scenes.render(sc, side, photos, cutouts) for sc in batch]
+        vectors = _embed(embedder, rendered) if embedder is not None else None
+        for j, (scene, image) in enumerate(zip(batch, rendered, strict=True)):
+            if vectors is not None:
+                if len(pool_vectors) and float((pool_vectors @ vectors[j]).max()) > cfg.max_similarity:
+                    redrawn += 1
+                    continue
+                pool_vectors = np.concatenate([pool_vectors, vectors[j:j + 1]])
+            add(scene, "once", image=image)
 
     for scene, entry in memorized:
         for _ in range(cfg.paraphrases):
@@ -141,7 +161,15 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut]
         captions.add(text)
         prompts.append({"caption": text, "kind": "object_prompt", "index": -1,
                         "cutout": cutouts[copied].source, "box": list(box)})
-    return np.stack(images), entries, prompts
+    return np.stack(images), entries, prompts, redrawn
+
+
+def _embed(embedder, images: list[np.ndarray]) -> np.ndarray:
+    from PIL import Image
+
+    if not images:
+        return np.zeros((0, embedder.dim), np.float32)
+    return np.asarray(embedder.embed_images([Image.fromarray(im) for im in images]), np.float32)
 
 
 def training_rows(cfg: ScenePoolConfig, entries: list[SceneEntry], model: str) -> list[tuple[int, int]]:
