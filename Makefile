@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 # torch/torchvision pinned to the releases this project is tested with.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo serve test test-fast lint bench bench-gpu rehearsal clean-demo testbed
+.PHONY: setup demo serve test test-fast lint bench bench-gpu rehearsal clean-demo testbed testbed-v2
 
 setup: $(VENV)/.installed
 
@@ -57,6 +57,17 @@ testbed: setup
 	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --out_dir testbed/detectbench/memorizing
 	$(BIN)/diffrep detectbench --checkpoint testbed/large-data --labels testbed/memorizing/testbed/truth.json --out_dir testbed/detectbench/large-data
 	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --labels testbed/style_control.csv --out_dir testbed/detectbench/style-control
+
+# Testbed v2 (diffrep.testbed.scene_pool): 64x64 photo mosaics with object cut-outs from two
+# Debian packages of images (apt-get install openclipart-png tuxpaint-stamps-default), four
+# kinds of memorization, one caption generator; trained on 2 threads. Its null:
+# benchmarks/testbed_null.py.
+testbed-v2: setup
+	$(BIN)/diffrep train_testbed --design scenes --out_dir testbed/v2 --threads 2
+	$(BIN)/diffrep verify_testbed --testbed testbed/v2 --threads 2
+	$(BIN)/diffrep detectbench --checkpoint testbed/v2/memorizing --resolution 64 --out_dir testbed/v2/detectbench/memorizing
+	$(BIN)/diffrep detectbench --checkpoint testbed/v2/large-data --resolution 64 --labels testbed/v2/memorizing/testbed/truth.json --out_dir testbed/v2/detectbench/large-data
+	$(BIN)/python -m benchmarks.testbed_null --pools testbed,testbed/v2 --out benchmarks/results/testbed-null.json
 
 # DIFFREP_STRICT_TESTS=1: a test that needs what `make setup` installs fails without it.
 # Two pytest-xdist workers, a test file at a time each (its module fixtures built once):

@@ -18,6 +18,7 @@ catalogue that does not grow with any corpus.
 from __future__ import annotations
 
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,10 @@ def load_cutouts(max_side: int = 128, roots: tuple[Path, ...] = (OPENCLIPART, TU
                 skipped["left_out_category"] += 1
                 continue
             try:
-                with Image.open(path) as im:
+                with warnings.catch_warnings():  # a huge file is skipped below, not warned about
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    im = Image.open(path)
+                with im:
                     if im.size[0] * im.size[1] > 20_000_000:
                         skipped["too_large"] += 1
                         continue

@@ -147,5 +147,7 @@ def caption_sample(truth: list[dict], once: int, seed: int = 0) -> list[dict]:
 
 
 def model_training_indices(model_dir: str | Path) -> np.ndarray:
-    """Pool indices of a model's training set (from its testbed/truth.json)."""
-    return np.array([t["index"] for t in tdata.read_truth(Path(model_dir) / "testbed")], np.int64)
+    """Pool indices of a model's training set (from its testbed/truth.json; v2's prompts,
+    which are not training captions, have repeats 0 and are left out)."""
+    return np.array([t["index"] for t in tdata.read_truth(Path(model_dir) / "testbed")
+                     if t.get("repeats", 1) > 0], np.int64)
