@@ -29,12 +29,15 @@ family and the object kind, so unrelated scenes share no object.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from diffrep.testbed import scenes
 from diffrep.testbed.objects import CutOut
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,6 +151,9 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], 
                     continue
                 pool_vectors = np.concatenate([pool_vectors, vectors[j:j + 1]])
             add(scene, "once", image=image)
+        done = sum(e.kind == "once" for e in entries)
+        if done // (10 * batch_size) != (done - len(batch)) // (10 * batch_size) or done == n_once:
+            log.info("pool: %d/%d once-seen scenes, %d candidates redrawn", done, n_once, redrawn)
 
     for scene, entry in memorized:
         for _ in range(cfg.paraphrases):
