@@ -149,3 +149,35 @@ def test_pool_is_deterministic_and_captions_name_the_objects(photos, small_pool)
         scene_pool.build_scene_pool(SMALL, photos, cutouts[:20])
     assert scenes.render(scenes.sample_scene(np.random.default_rng(0), photos, [0]), 32, photos,
                          cutouts).shape == (32, 32, 3)
+
+
+def test_corpus_holds_training_images_and_prompts_name_their_images(small_pool, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from diffrep.testbed.build import write_dataset
+    from diffrep.testbed.corpus import write_testbed_corpus
+
+    images, entries, prompts, _ = small_pool
+    write_dataset(tmp_path / "tb" / "data", scene_pool.config_dict(SMALL), images, entries, prompts)
+    rows = scene_pool.training_rows(SMALL, entries, "A")
+    (tmp_path / "tb" / "A" / "testbed").mkdir(parents=True)
+    (tmp_path / "tb" / "A" / "testbed" / "truth.json").write_text(json.dumps(
+        {"captions": scene_pool.truth_rows(entries, rows, "A", prompts)}))
+    manifest = write_testbed_corpus(tmp_path / "tb", tmp_path / "tb" / "A", str(tmp_path / "corpus"),
+                                    num_shards=2, once_prompts=5)
+    meta = pq.read_table(tmp_path / "corpus" / "metadata.parquet").to_pylist()
+    assert manifest["num_samples"] == len(meta) == SMALL.once_a  # training images only, once each
+    key_of_caption = {m["caption"]: m["key"] for m in meta}
+    table = pq.read_table(tmp_path / "corpus" / "prompts.parquet").to_pylist()
+    kinds = [t["kind"] for t in table]
+    assert (kinds.count("paraphrase"), kinds.count("object_prompt"), kinds.count("once")) == (6, 3, 5)
+    for t in table:
+        if t["kind"] == "paraphrase":  # the key of the memorized image it rewords
+            original = next(p["of"] for p in prompts if p["caption"] == t["prompt"])
+            assert t["key"] == key_of_caption[original]
+        elif t["kind"] == "object_prompt":
+            assert t["key"] is None
+        else:
+            assert t["key"] == key_of_caption[t["prompt"]]

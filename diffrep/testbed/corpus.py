@@ -45,11 +45,14 @@ def write_testbed_corpus(testbed_dir: str | Path, memorizing_dir: str | Path, ou
     `once_images`, every memorized and template image but only that many once-seen ones
     (drawn with `seed`): a smaller corpus with every copy's source in it. The prompts are
     every memorized and template caption plus `once_prompts` once-seen captions drawn
-    with `seed`, each with its image's key.
+    with `seed`, each with its image's key; with testbed v2, also its prompts that are not
+    training captions (paraphrases, with the key of the image they reword; object prompts,
+    with no key: they have no training image of their own).
     """
     images, entries = tdata.read_pool(Path(testbed_dir) / "data")
     truth = tdata.read_truth(Path(memorizing_dir) / "testbed")
-    rows = sorted(truth, key=lambda t: t["index"])
+    extra = [t for t in truth if t.get("repeats", 1) == 0]  # v2's prompts
+    rows = sorted((t for t in truth if t.get("repeats", 1) > 0), key=lambda t: t["index"])
     once_rows = [t for t in rows if t["kind"] == "once"]
     if once_images is not None and once_images < len(once_rows):
         draw = np.random.default_rng(seed).choice(len(once_rows), once_images, replace=False)
@@ -84,14 +87,15 @@ def write_testbed_corpus(testbed_dir: str | Path, memorizing_dir: str | Path, ou
     special = [t for t in rows if t["kind"] != "once"]
     once = [t for t in rows if t["kind"] == "once"]
     pick = np.random.default_rng(seed).choice(len(once), min(once_prompts, len(once)), replace=False)
-    prompts = special + [once[int(i)] for i in sorted(pick)]
+    prompts = special + extra + [once[int(i)] for i in sorted(pick)]
     storage.write_parquet(storage.join(out_dir, "prompts.parquet"), pa.table({
         "prompt": [t["caption"] for t in prompts],
-        "key": [keys[t["index"]] for t in prompts],
+        "key": pa.array([keys.get(t["index"]) for t in prompts], pa.string()),
         "kind": [t["kind"] for t in prompts],
     }))
     manifest = {"testbed": str(testbed_dir), "memorizing": str(memorizing_dir),
                 "num_shards": num_shards, "shards": shard_urls, "num_samples": len(rows),
-                "num_prompts": len(prompts), "num_memorized_prompts": len(special), "seed": seed}
+                "num_prompts": len(prompts), "num_memorized_prompts": len(special) + len(extra),
+                "seed": seed}
     storage.write_json(storage.join(out_dir, "manifest.json"), manifest)
     return manifest
