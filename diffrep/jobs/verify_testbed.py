@@ -62,15 +62,20 @@ def run(cfg: VerifyConfig, ctx: JobContext) -> str | None:
         result["summary"][name] = verify.summarize(rows)
         log.info("%s: %s", name, json.dumps(result["summary"][name]))
     (root / "verify.json").write_text(json.dumps(result, indent=1))
-    lines = ["| model | captions | n | SSCD > 0.5 | median SSCD | median RMS to own | MV | RV | TV | none |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    def fmt(v, spec: str) -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    objects = any(s.get("object_above") is not None for summ in result["summary"].values()
+                  for s in summ.values())
+    extra = (" object region > 0.5 | median object sim. |", " --- | --- |") if objects else ("", "")
+    lines = ["| model | captions | n | SSCD > 0.5 | median SSCD | median RMS to own | MV | RV | TV | none |" + extra[0],
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + extra[1]]
     for name, summ in result["summary"].items():
         for kind, s in summ.items():
-            share = "n/a" if s["sscd_above"] is None else f"{s['sscd_above']:.2f}"
-            med = "n/a" if s["sscd_median"] is None else f"{s['sscd_median']:.3f}"
             labs = " | ".join(str(s["labels"][k]) for k in ("MV", "RV", "TV", "none"))
-            lines.append(f"| {name} | {kind} (A's design) | {s['captions']} | {share} | {med} | "
-                         f"{s['rms_own_median']:.3f} | {labs} |")
+            obj = f" {fmt(s['object_above'], '.2f')} | {fmt(s['object_median'], '.3f')} |" if objects else ""
+            lines.append(f"| {name} | {kind} (A's design) | {s['captions']} | {fmt(s['sscd_above'], '.2f')} | "
+                         f"{fmt(s['sscd_median'], '.3f')} | {fmt(s['rms_own_median'], '.3f')} | {labs} |{obj}")
     (root / "verify.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return f"{root}/verify.json, {root}/verify.md"

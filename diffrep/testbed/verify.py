@@ -87,6 +87,28 @@ def sscd_similarity(embedder, generations: np.ndarray, own: np.ndarray) -> np.nd
     return np.einsum("njd,nd->nj", eg, eo)
 
 
+def object_references(embedder, images: np.ndarray, entries: list[dict]) -> np.ndarray | None:
+    """SSCD descriptors (K, dim) of the copied object as it appears in the object kind's
+    training scenes (each scene cropped to the object's box); None without that kind."""
+    from PIL import Image
+
+    crops = [Image.fromarray(images[e["index"]]).crop(tuple(e["box"])) for e in entries if e["kind"] == "object"]
+    return embedder.embed_images(crops) if crops else None
+
+
+def object_similarity(embedder, generations: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """(N, J): the best cosine similarity between any region of a generation (the default
+    regions: grid and segment proposals) and any reference crop of the copied object."""
+    from PIL import Image
+
+    from diffrep.search.regions import RegionSpec, embed_regions
+
+    n, j = generations.shape[:2]
+    imgs = [Image.fromarray((g * 255).round().astype(np.uint8)) for g in generations.reshape(n * j, *generations.shape[2:])]
+    regions = embed_regions(embedder, imgs, RegionSpec()).vectors  # (n*j, R, dim), blank crops 0
+    return (regions @ references.T).max(axis=(1, 2)).reshape(n, j)
+
+
 def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray,
                  entries: list[dict], train_indices: np.ndarray, seeds: Sequence[int],
                  steps: int, guidance_scale: float, embedder=None, delta: float = 0.12,
@@ -94,13 +116,21 @@ def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray
     """One row per caption (dicts of testbed truth rows, with pool `index`): min RMS to its
     own image over the J generations, SSCD similarity (max over J; None without an
     embedder or for kinds not in `sscd_kinds` when given), and the verbatim label against
-    `train_indices` (the model's training set)."""
+    `train_indices` (the model's training set). A caption with no image of its own (v2's
+    object prompts, index -1) gets None for those. With an embedder and a pool with the
+    object kind (v2), `object_sim`: the best region-to-object similarity over the J
+    generations (object_similarity), for every caption."""
     pipe = load_pipeline(model_dir)
     gens = generate(pipe, [c["caption"] for c in captions], seeds, steps, guidance_scale)
-    own = images[[c["index"] for c in captions]]
+    own = images[[max(c["index"], 0) for c in captions]]
     sims: list[float | None] = [None] * len(captions)
+    objects: list[float | None] = [None] * len(captions)
     if embedder is not None:
-        sel = [i for i, c in enumerate(captions) if sscd_kinds is None or c["kind"] in sscd_kinds]
+        refs = object_references(embedder, images, entries)
+        if refs is not None:
+            objects = [float(v) for v in object_similarity(embedder, gens, refs).max(1)]
+        sel = [i for i, c in enumerate(captions) if (sscd_kinds is None or c["kind"] in sscd_kinds)
+               and c["index"] >= 0]
         if sel:
             for i, v in zip(sel, sscd_similarity(embedder, gens[sel], own[sel]).max(1), strict=True):
                 sims[i] = float(v)
@@ -108,6 +138,10 @@ def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray
     train_images = images[train_indices]
     rows = []
     for i, c in enumerate(captions):
+        if c["index"] < 0:
+            rows.append({**c, "label": None, "rms_own": None, "rms_neighbour": None,
+                         "rms_template": None, "sscd_own": None, "object_sim": objects[i]})
+            continue
         units = [verbatim.to_unit(g) for g in gens[i]]
         nn = nearest_training(gens[i], train_images, 5)
         neighbours = [verbatim.to_unit(train_images[n].astype(np.float32) / 255) for n in nn
@@ -116,7 +150,7 @@ def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray
                            neighbours, [template] if template is not None else [], delta, delta)
         rows.append({**c, "label": v.label, "rms_own": v.matching_distance,
                      "rms_neighbour": v.retrieval_distance, "rms_template": v.template_distance,
-                     "sscd_own": sims[i]})
+                     "sscd_own": sims[i], "object_sim": objects[i]})
     return rows
 
 
@@ -126,21 +160,24 @@ def summarize(rows: list[dict], sscd_threshold: float = 0.5) -> dict:
     for kind in sorted({r["kind"] for r in rows}):
         sel = [r for r in rows if r["kind"] == kind]
         sims = [r["sscd_own"] for r in sel if r["sscd_own"] is not None]
+        rms = [r["rms_own"] for r in sel if r["rms_own"] is not None]
+        objects = [r["object_sim"] for r in sel if r.get("object_sim") is not None]
         out[kind] = {
             "captions": len(sel),
             "sscd_above": (float(np.mean([s > sscd_threshold for s in sims])) if sims else None),
             "sscd_median": float(np.median(sims)) if sims else None,
-            "rms_own_median": float(np.median([r["rms_own"] for r in sel])),
+            "rms_own_median": float(np.median(rms)) if rms else None,
+            "object_above": float(np.mean([o > sscd_threshold for o in objects])) if objects else None,
+            "object_median": float(np.median(objects)) if objects else None,
             "labels": {lab: sum(r["label"] == lab for r in sel) for lab in verbatim.LABELS},
         }
     return out
 
 
 def caption_sample(truth: list[dict], once: int, seed: int = 0) -> list[dict]:
-    """Every caption of a designed kind (memorized, template, object; v2's paraphrase
-    prompts) plus `once` once-seen ones (seeded sample). Prompts with no training image of
-    their own (v2's object_prompt, index -1) are left to the scan's region matching."""
-    special = [t for t in truth if t["kind"] != "once" and t["index"] >= 0]
+    """Every caption of a designed kind (memorized, template, object; v2's paraphrase and
+    object prompts) plus `once` once-seen ones (seeded sample)."""
+    special = [t for t in truth if t["kind"] != "once"]
     rest = [t for t in truth if t["kind"] == "once"]
     pick = np.random.default_rng(seed).permutation(len(rest))[:once]
     return special + [rest[i] for i in sorted(pick)]
