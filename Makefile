@@ -64,10 +64,10 @@ testbed: setup
 # benchmarks/testbed_null.py.
 testbed-v2: setup
 	$(BIN)/diffrep train_testbed --design scenes --out_dir testbed/v2 --threads 2
-	$(BIN)/diffrep verify_testbed --testbed testbed/v2 --threads 2
-	$(BIN)/diffrep detectbench --checkpoint testbed/v2/memorizing --resolution 64 --out_dir testbed/v2/detectbench/memorizing
-	$(BIN)/diffrep detectbench --checkpoint testbed/v2/large-data --resolution 64 --labels testbed/v2/memorizing/testbed/truth.json --out_dir testbed/v2/detectbench/large-data
 	$(BIN)/python -m benchmarks.testbed_null --pools testbed,testbed/v2 --out benchmarks/results/testbed-null.json
+	$(BIN)/diffrep verify_testbed --testbed testbed/v2 --seeds 2 --once 24 --threads 2
+	$(BIN)/diffrep detectbench --checkpoint testbed/v2/memorizing --resolution 64 --max_captions 300 --threads 2 --out_dir testbed/v2/detectbench/memorizing
+	$(BIN)/diffrep detectbench --checkpoint testbed/v2/large-data --resolution 64 --max_captions 300 --threads 2 --labels testbed/v2/memorizing/testbed/truth.json --out_dir testbed/v2/detectbench/large-data
 
 # DIFFREP_STRICT_TESTS=1: a test that needs what `make setup` installs fails without it.
 # Two pytest-xdist workers, a test file at a time each (its module fixtures built once):
