@@ -135,7 +135,10 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], 
         add(scene, "object", box)
 
     redrawn = 0
-    pool_vectors = _embed(embedder, images) if embedder is not None else None
+    if embedder is not None:  # descriptors of the pool so far, filled in place
+        pool_vectors = np.zeros((len(images) + n_once, embedder.dim), np.float32)
+        pool_vectors[:len(images)] = _embed(embedder, images)
+        filled = len(images)
     while sum(e.kind == "once" for e in entries) < n_once:
         want = n_once - sum(e.kind == "once" for e in entries)
         if len(order) < min(want, batch_size):
@@ -146,10 +149,11 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], 
         vectors = _embed(embedder, rendered) if embedder is not None else None
         for j, (scene, image) in enumerate(zip(batch, rendered, strict=True)):
             if vectors is not None:
-                if len(pool_vectors) and float((pool_vectors @ vectors[j]).max()) > cfg.max_similarity:
+                if filled and float((pool_vectors[:filled] @ vectors[j]).max()) > cfg.max_similarity:
                     redrawn += 1
                     continue
-                pool_vectors = np.concatenate([pool_vectors, vectors[j:j + 1]])
+                pool_vectors[filled] = vectors[j]
+                filled += 1
             add(scene, "once", image=image)
         done = sum(e.kind == "once" for e in entries)
         if done // (10 * batch_size) != (done - len(batch)) // (10 * batch_size) or done == n_once:
