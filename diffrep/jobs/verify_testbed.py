@@ -33,8 +33,9 @@ class VerifyConfig:
 def run(cfg: VerifyConfig, ctx: JobContext) -> str | None:
     log = ctx.log
     root = Path(cfg.testbed)
-    if not (root / "build.json").exists():
-        raise ConfigError(f"{root}/build.json not found: run jobs.train_testbed first")
+    if not (root / "memorizing" / "testbed" / "truth.json").exists():
+        raise ConfigError(f"{root}/memorizing/testbed/truth.json not found: run jobs.train_testbed "
+                          "first (a model still training is skipped, so A can be verified while B trains)")
     import torch
 
     from diffrep.testbed import data as tdata
@@ -52,8 +53,8 @@ def run(cfg: VerifyConfig, ctx: JobContext) -> str | None:
     result: dict = {"config": asdict(cfg), "summary": {}, "rows": {}}
     for name in ("memorizing", "large-data"):
         mdir = root / name
-        if not mdir.exists():
-            log.warning("%s: not built, skipped", mdir)
+        if not (mdir / "testbed" / "config.json").exists():  # written last for each model
+            log.warning("%s: not built (or still training), skipped", mdir)
             continue
         rows = verify.verify_model(mdir, captions, images, entries,
                                    verify.model_training_indices(mdir), list(range(cfg.seeds)),
