@@ -203,3 +203,31 @@ def test_object_similarity_finds_the_copied_object_in_its_scenes(photos):
     # flat drawn polygons are weak for SSCD at 64 px: measured 0.494 for the copied object
     # against at most 0.475 for the once-seen scenes; it is ranked first, not above 0.5
     assert sims[0] > sims[1:].max(), sims
+
+
+def test_a_testbed_build_resumes_without_training_a_built_model_again(tmp_path):
+    """build_testbed with model A only, then with A and B: A's files are not written again,
+    B is trained with the VAE A was trained with, and build.json records A as resumed; a
+    different data config in the same folder is refused."""
+    import torch
+
+    from diffrep.testbed import data as tdata
+    from diffrep.testbed.build import build_testbed
+    from diffrep.testbed.train import TrainConfig
+
+    threads = torch.get_num_threads()  # build_testbed sets them; the next test gets them back
+    data = tdata.DataConfig(num_memorized=2, memorized_repeats=4, template_variants=2, template_repeats=2,
+                            once_a=12, once_b=20)
+    train = TrainConfig(vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, warmup_steps=1)
+    build_testbed(tmp_path, data, train, models=("A",))
+    a_unet = tmp_path / "memorizing" / "unet" / "diffusion_pytorch_model.safetensors"
+    a_bytes, a_mtime = a_unet.read_bytes(), a_unet.stat().st_mtime_ns
+    info = build_testbed(tmp_path, data, train, models=("A", "B"))
+    assert a_unet.stat().st_mtime_ns == a_mtime and a_unet.read_bytes() == a_bytes
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "large-data" / vae).read_bytes() == (tmp_path / "memorizing" / vae).read_bytes()
+    assert info["models"]["memorizing"]["resumed"] and "resumed" not in info["models"]["large-data"]
+    assert info["models"]["large-data"]["distinct"] == 20
+    with pytest.raises(ValueError, match="once_b"):
+        build_testbed(tmp_path, tdata.DataConfig(once_a=12, once_b=24), train, models=("A", "B"))
+    torch.set_num_threads(threads)

@@ -77,19 +77,57 @@ def build_pool(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig
     return images, entries, scene_pool.training_rows, truth_of
 
 
+def _config_of(data_cfg: tdata.DataConfig | ScenePoolConfig) -> dict:
+    if isinstance(data_cfg, ScenePoolConfig):
+        return scene_pool.config_dict(data_cfg)
+    return {"design": "crops", **asdict(data_cfg)}
+
+
+def read_built_pool(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig):
+    """The pool already written under <out_dir>/data, as build_pool returns it; raises
+    ValueError when it was built with another config."""
+    pool = json.loads((Path(out_dir) / "data" / "pool.json").read_text())
+    wanted = _config_of(data_cfg)
+    differ = sorted(k for k in wanted if pool["config"].get(k) != wanted[k])
+    if differ:
+        raise ValueError(f"{out_dir} holds a testbed built with other {', '.join(differ)}: "
+                         "use another out_dir or delete it")
+    images = np.load(Path(out_dir) / "data" / "images.npz")["images"]
+    if isinstance(data_cfg, ScenePoolConfig):
+        entries = [scene_pool.SceneEntry(**{**e, "box": tuple(e["box"])}) for e in pool["entries"]]
+        prompts = pool.get("prompts", [])
+
+        def truth_of(entries, rows, model):
+            return scene_pool.truth_rows(entries, rows, model, prompts)
+
+        return images, entries, scene_pool.training_rows, truth_of
+    entries = [tdata.Entry(**{**e, "box": tuple(e["box"])}) for e in pool["entries"]]
+    return images, entries, tdata.training_rows, tdata.truth_rows
+
+
 def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig,
                   train_cfg: ttrain.TrainConfig,
                   models: tuple[str, ...] = ("A", "B")) -> dict:
     """Train and write the testbed (see the module docstring); returns build.json's content.
-    Uses cfg.threads torch threads (one heavy process)."""
+    Uses cfg.threads torch threads (one heavy process). Resumes: a model whose
+    testbed/config.json exists (written last) is not trained again, and then the pool and
+    the VAE it was trained with are read back instead of built."""
     out = Path(out_dir)
     torch.set_num_threads(train_cfg.threads)
     t0 = time.time()
-    images, entries, rows_of, truth_of = build_pool(out, data_cfg)
-    log.info("pool: %d images (%.0f s)", len(images), time.time() - t0)
-
+    done = [m for m in models if (out / MODELS[m] / "testbed" / "config.json").exists()]
     t_vae = time.time()
-    vae = ttrain.train_vae(images, train_cfg)
+    if done:
+        from diffusers import AutoencoderKL
+
+        images, entries, rows_of, truth_of = read_built_pool(out, data_cfg)
+        vae = AutoencoderKL.from_pretrained(out / MODELS[done[0]] / "vae").eval().requires_grad_(False)
+        log.info("resuming: model(s) %s already built; their pool and VAE are read back", ", ".join(done))
+    else:
+        images, entries, rows_of, truth_of = build_pool(out, data_cfg)
+        log.info("pool: %d images (%.0f s)", len(images), time.time() - t0)
+        t_vae = time.time()
+        vae = ttrain.train_vae(images, train_cfg)
     rms = ttrain.vae_rms(vae, images)
     log.info("vae: reconstruction RMS %.4f (%.0f s)", rms, time.time() - t_vae)
     tok_dir = out / "data" / "text"
@@ -106,6 +144,13 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
         name = MODELS[model]
         rows = rows_of(data_cfg, entries, model)
         expanded = np.repeat([i for i, _ in rows], [r for _, r in rows])
+        if model in done:
+            config = json.loads((out / name / "testbed" / "config.json").read_text())
+            history = config["loss_history"]
+            info["models"][name] = {"seconds": config["train_seconds"], "distinct": len(rows),
+                                    "samples": len(expanded), "resumed": True,
+                                    "final_loss": history[-1][1] if history else None}
+            continue
         t_m = time.time()
         log.info("model %s (%s): %d distinct images, %d samples", model, name, len(rows), len(expanded))
         unet, history = ttrain.train_unet(latents, embeds, uncond, expanded, train_cfg)
