@@ -82,6 +82,12 @@ def test_each_kind_is_evaluated_against_every_negative(tmp_path):
     assert per_kind["paraphrase"]["dcs"]["auc"] == 0.25  # 2 of 8 (positive, negative) pairs
     table = markdown_table({"dcs": {"auc": 0.5, "tpr_at_fpr": 0.0, "passes_per_caption": 2}}, kinds=per_kind)
     assert "| paraphrase | 2 | 0.250 / 0.000 |" in table
+    from diffrep.detect.bench import write_report
+
+    write_report(tmp_path, "t", {"dcs": {"auc": 0.5, "tpr_at_fpr": 0.0, "passes_per_caption": 2}},
+                 scores, labels, "note", per_kind)
+    page = (tmp_path / "report.html").read_text()
+    assert "kind (against every negative)" in page and "<td>paraphrase</td>" in page
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps({"captions": [{"caption": "a", "memorized": True, "kind": "template"}]}))
     assert read_kinds(truth) == ["template"] and read_kinds(tmp_path / "labels.csv") is None

@@ -99,7 +99,8 @@ def markdown_table(results: dict[str, dict], fpr: float = 0.01,
 
 
 def write_report(out_dir: Path, title: str, results: dict[str, dict],
-                 scores: dict[str, np.ndarray], labels: np.ndarray, note: str) -> None:
+                 scores: dict[str, np.ndarray], labels: np.ndarray, note: str,
+                 per_kind: dict[str, dict] | None = None) -> None:
     curves = {}
     for d in results:
         f, t = metrics.roc_curve(scores[d], labels)
@@ -108,6 +109,11 @@ def write_report(out_dir: Path, title: str, results: dict[str, dict],
             for d, r in results.items()]
     body = (f"<p class='note'>{html.esc(note)}</p>"
             + html.table(["detector", "ROC AUC", "TPR@1%FPR", "UNet passes / caption"], rows)
+            + (html.table(["kind (against every negative)", "positives",
+                           *[f"{d}: AUC / TPR" for d in results]],
+                          [(k, r["positives"], *[f"{html.fmt(r[d]['auc'])} / {html.fmt(r[d]['tpr_at_fpr'])}"
+                                                 for d in results]) for k, r in per_kind.items()])
+               if per_kind else "")
             + html.svg_lines(curves, "ROC curves", "false-positive rate", "true-positive rate",
                              y_max=1.0))
     (out_dir / "report.html").write_text(html.page(title, body))
@@ -134,5 +140,5 @@ def run_bench(pipe, captions: list[str], labels: np.ndarray, out_dir: str | Path
                       **{k: float(v[i]) for k, v in scores.items()}}
                      for i, (c, y) in enumerate(zip(captions, labels, strict=True))]}, indent=1))
     (out / "table.md").write_text(markdown_table(results, fpr, per_kind))
-    write_report(out, title, results, scores, labels, note)
+    write_report(out, title, results, scores, labels, note, per_kind)
     return results
