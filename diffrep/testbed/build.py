@@ -18,6 +18,7 @@ Layout under `out_dir`:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffrep import storage
 from diffrep.testbed import data as tdata
 from diffrep.testbed import scene_pool
 from diffrep.testbed import train as ttrain
@@ -39,12 +41,13 @@ MODELS = {"A": "memorizing", "B": "large-data"}
 
 def write_dataset(out_dir: Path, config: dict, images: np.ndarray, entries: list, prompts: list[dict]) -> None:
     """<out_dir>/images.npz (the pool) + pool.json (design and config, side, entries,
-    prompts that are not training captions)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "images.npz", images=images)
-    (out_dir / "pool.json").write_text(json.dumps(
-        {"config": config, "side": int(images.shape[1]), "entries": [asdict(e) for e in entries],
-         "prompts": prompts}, indent=0))
+    prompts that are not training captions), each written atomically (diffrep.storage)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images)
+    storage.write_bytes(str(out_dir / "images.npz"), buffer.getvalue())
+    storage.write_json(str(out_dir / "pool.json"), {
+        "config": config, "side": int(images.shape[1]), "entries": [asdict(e) for e in entries],
+        "prompts": prompts})
 
 
 def build_pool(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig):

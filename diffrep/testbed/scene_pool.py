@@ -75,6 +75,12 @@ class SceneEntry:
     box: tuple[int, int, int, int]
 
 
+def _embed_arrays(embedder, images: list[np.ndarray]) -> np.ndarray:
+    from PIL import Image
+
+    return embedder.embed_images([Image.fromarray(im) for im in images])
+
+
 def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], embedder=None,
                      batch_size: int = 64) -> tuple[np.ndarray, list[SceneEntry], list[dict], int]:
     """(images (N, side, side, 3) uint8, entries, prompts, once-seen candidates redrawn);
@@ -137,7 +143,7 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], 
     redrawn = 0
     if embedder is not None:  # descriptors of the pool so far, filled in place
         pool_vectors = np.zeros((len(images) + n_once, embedder.dim), np.float32)
-        pool_vectors[:len(images)] = _embed(embedder, images)
+        pool_vectors[:len(images)] = _embed_arrays(embedder, images)
         filled = len(images)
     while sum(e.kind == "once" for e in entries) < n_once:
         want = n_once - sum(e.kind == "once" for e in entries)
@@ -146,7 +152,7 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], 
                              f"{redrawn} redrawn above max_similarity {cfg.max_similarity}")
         batch = [scenes.sample_scene(rng, photos, take(1)) for _ in range(min(want, batch_size))]
         rendered = [scenes.render(sc, side, photos, cutouts) for sc in batch]
-        vectors = _embed(embedder, rendered) if embedder is not None else None
+        vectors = _embed_arrays(embedder, rendered) if embedder is not None else None
         for j, (scene, image) in enumerate(zip(batch, rendered, strict=True)):
             if vectors is not None:
                 if filled and float((pool_vectors[:filled] @ vectors[j]).max()) > cfg.max_similarity:
@@ -172,14 +178,6 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], 
         prompts.append({"caption": text, "kind": "object_prompt", "index": -1,
                         "cutout": cutouts[copied].source, "box": list(box)})
     return np.stack(images), entries, prompts, redrawn
-
-
-def _embed(embedder, images: list[np.ndarray]) -> np.ndarray:
-    from PIL import Image
-
-    if not images:
-        return np.zeros((0, embedder.dim), np.float32)
-    return np.asarray(embedder.embed_images([Image.fromarray(im) for im in images]), np.float32)
 
 
 def training_rows(cfg: ScenePoolConfig, entries: list[SceneEntry], model: str) -> list[tuple[int, int]]:
