@@ -38,28 +38,17 @@ def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
     log = ctx.log
     if not set(cfg.models) <= {"A", "B"} or not cfg.models:
         raise ConfigError(f"train_testbed.models must be a subset of [A, B], not {cfg.models}")
-    if cfg.design not in ("crops", "scenes"):
-        raise ConfigError(f"train_testbed.design must be crops or scenes, not {cfg.design!r}")
-    from diffrep.testbed.data import DataConfig
-    from diffrep.testbed.scene_pool import ScenePoolConfig
+    from diffrep.testbed.build import DESIGNS, build_testbed, design_configs
 
-    data = (ScenePoolConfig(seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b) if cfg.design == "scenes"
-            else DataConfig(seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b))
-    repeated = (data.special() if cfg.design == "scenes"
-                else DataConfig.num_memorized + DataConfig.template_variants)
+    if cfg.design not in DESIGNS:
+        raise ConfigError(f"train_testbed.design must be one of {', '.join(DESIGNS)}, not {cfg.design!r}")
+    data, train = design_configs(cfg.design, seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b,
+                                 unet_steps=cfg.unet_steps, vae_steps=cfg.vae_steps, threads=cfg.threads)
+    repeated = data.special()
     if cfg.once_a <= repeated or cfg.once_b < cfg.once_a:
         raise ConfigError(f"train_testbed.once_a must be > {repeated} (A's repeated images) and "
                           "train_testbed.once_b >= once_a (B sees every image A sees)")
-    from diffrep.testbed.build import build_testbed
-    from diffrep.testbed.train import TrainConfig
-
-    # v2: 64x64 images through a three-level VAE (16x16 latents, as v1's), longer captions
-    shape = ({"side": 64, "vae_channels": (16, 32, 64), "max_tokens": 160} if cfg.design == "scenes"
-             else {})
-    info = build_testbed(cfg.out_dir, data,
-                         TrainConfig(seed=cfg.seed, unet_steps=cfg.unet_steps, vae_steps=cfg.vae_steps,
-                                     threads=cfg.threads, **shape),
-                         tuple(cfg.models))
+    info = build_testbed(cfg.out_dir, data, train, tuple(cfg.models))
     log.info("testbed built in %.0f s: %s", info["seconds"], cfg.out_dir)
     return f"testbed under {cfg.out_dir}"
 

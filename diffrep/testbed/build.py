@@ -80,6 +80,22 @@ def build_pool(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig
     return images, entries, scene_pool.training_rows, truth_of
 
 
+DESIGNS = ("crops", "scenes")
+
+
+def design_configs(design: str, seed: int = 0, once_a: int = 1500, once_b: int = 4000,
+                   **train: int) -> tuple[tdata.DataConfig | ScenePoolConfig, ttrain.TrainConfig]:
+    """The data and training configs of a pool design; `train`: TrainConfig fields (steps,
+    threads). "scenes" (v2) trains at 64 px through a three-level VAE, so its latents are
+    16x16 as v1's, with 160 character tokens for its longer captions."""
+    if design == "scenes":
+        return (ScenePoolConfig(seed=seed, once_a=once_a, once_b=once_b),
+                ttrain.TrainConfig(seed=seed, side=64, vae_channels=(16, 32, 64), max_tokens=160, **train))
+    if design == "crops":
+        return tdata.DataConfig(seed=seed, once_a=once_a, once_b=once_b), ttrain.TrainConfig(seed=seed, **train)
+    raise ValueError(f"unknown testbed design {design!r}: one of {', '.join(DESIGNS)}")
+
+
 def _config_of(data_cfg: tdata.DataConfig | ScenePoolConfig) -> dict:
     if isinstance(data_cfg, ScenePoolConfig):
         return scene_pool.config_dict(data_cfg)

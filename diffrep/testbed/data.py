@@ -45,6 +45,10 @@ class DataConfig:
     min_crop: int = 48  # smallest crop side cut from a photo before resizing, pixels
     min_std: float = 0.12  # crops flatter than this (pixel std in [0, 1]) are redrawn
 
+    def special(self) -> int:
+        """Distinct images A repeats (memorized and template)."""
+        return self.num_memorized + self.template_variants
+
 
 @dataclass
 class Entry:
