@@ -166,7 +166,7 @@ def test_folder_to_corpus_to_search_from_outside_the_repository(ray_cluster, tmp
          "--models", "[sscd_onnx]", *address),
         ("build_index", "--root", "out", "--model", "sscd_onnx", *address),
         ("search", "--root", "out", "--model", "sscd_onnx", "--images", "edited",
-         "--out", "hits.parquet", "--k", "3"),
+         "--out", "hits.parquet", "--k", "3", "--regions", "false"),  # regions: test_index
     ]
     for step in steps:
         proc = diffrep(*step, cwd=tmp_path)
