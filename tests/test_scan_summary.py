@@ -62,3 +62,29 @@ def test_a_separating_baseline_gives_no_warning():
     summary = summarise({"m": generations([0.9, 0.3])}, baseline([0.2] * 24 + [0.8]), 0.5, "sscd")
     assert summary["warnings"] == [] and summary["baseline"]["uninformative"] is False
     assert summary["checkpoints"]["m"]["baseline_comparison"] == "informative"
+
+
+def test_a_region_match_rejected_by_geometry_is_not_counted_as_replicated():
+    """A generation above the region threshold counts as replicated unless geometric
+    verification rejected its match (region_verified False); unverified (None) and verified
+    (True) region matches count, and so does a global match whatever its region says."""
+    from diffrep.search.calibration import RegionCalibration
+
+    rows = [(0.9, 0.9, False),   # global copy: counted although its region was rejected
+            (0.3, 0.8, False),   # region only, rejected: not counted
+            (0.3, 0.8, None),    # region only, not verified: counted
+            (0.3, 0.8, True),    # region only, verified: counted
+            (0.3, 0.4, None)]    # neither
+    table = pa.Table.from_pylist(
+        [{"gen_id": f"m/{i}/0", "checkpoint": "m", "prompt": f"p{i}", "top1_sim": top1,
+          "source_sim": top1, "top1_id": None, "region_sim": region, "region_verified": verified}
+         for i, (top1, region, verified) in enumerate(rows)],
+        schema=GENERATION_SCHEMA)
+    calibration = RegionCalibration(threshold=0.6, floor=0.5, margin=0.05, nulls={},
+                                    decided_by="floor", reason="test")
+    region_baseline = pa.table({"id": np.arange(4), "region_similarity": np.float32([0.2] * 4)})
+    summary = summarise({"m": table}, baseline([0.2] * 4), 0.5, "sscd", region_baseline, calibration)
+    checkpoint = summary["checkpoints"]["m"]
+    assert checkpoint["region"]["above_threshold"] == 4
+    assert checkpoint["region_rejected_by_geometry"] == 2
+    assert checkpoint["replicated"] == 3
