@@ -5,6 +5,8 @@ test (CI has no Debian image packages); the photos are the pip-installed ones.""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -227,6 +229,9 @@ def test_a_testbed_build_resumes_without_training_a_built_model_again(tmp_path):
     vae = "vae/diffusion_pytorch_model.safetensors"
     assert (tmp_path / "large-data" / vae).read_bytes() == (tmp_path / "memorizing" / vae).read_bytes()
     assert info["models"]["memorizing"]["resumed"] and "resumed" not in info["models"]["large-data"]
+    # the VAE was read back, not trained: build.json says from where, and no training time
+    assert info["vae_read_back_from"] == "memorizing" and "vae_seconds" not in info
+    assert json.loads((tmp_path / "build.json").read_text()) == info
     assert info["models"]["large-data"]["distinct"] == 20
     with pytest.raises(ValueError, match="once_b"):
         build_testbed(tmp_path, tdata.DataConfig(once_a=12, once_b=24), train, models=("A", "B"))

@@ -157,8 +157,11 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
         x = ttrain.to_tensor(images)
         latents = torch.cat([vae.encode(x[i:i + 256]).latent_dist.mean
                              for i in range(0, len(x), 256)]) * vae.config.scaling_factor
-    info: dict = {"vae_reconstruction_rms": rms, "vae_seconds": time.time() - t_vae,
-                  "pool_images": len(images), "models": {}}
+    info: dict = {"vae_reconstruction_rms": rms, "pool_images": len(images), "models": {}}
+    if done:  # the training time of a VAE read back is in no file: say where it came from
+        info["vae_read_back_from"] = MODELS[done[0]]
+    else:
+        info["vae_seconds"] = time.time() - t_vae
     for model in models:
         name = MODELS[model]
         rows = rows_of(data_cfg, entries, model)
@@ -191,5 +194,5 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
                                 "final_loss": history[-1][1] if history else None}
         log.info("model %s written to %s (%.0f s)", name, mdir, seconds)
     info["seconds"] = time.time() - t0
-    (out / "build.json").write_text(json.dumps(info, indent=1))
+    ttrain.write_json(out / "build.json", info)
     return info

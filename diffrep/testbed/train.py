@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffrep import storage
 from diffrep.diffusion.tiny import SD_V1_SCHEDULE, write_clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,9 @@ def save_pipeline(out_dir: Path, vae, tok, te, unet) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1))
+    """Write `obj` as indented JSON, atomically (diffrep.storage): a model's config.json is
+    its completion marker."""
+    storage.write_bytes(str(path), json.dumps(obj, indent=1).encode())
 
 
 def config_dict(cfg: TrainConfig) -> dict:
