@@ -43,14 +43,19 @@ def test_build_testbed_corpus(tmp_path):
     assert prompts.num_rows == manifest["num_prompts"] == 28 + 3
 
 
-def test_train_then_verify_testbed_two_steps(tmp_path):
-    """The testbed's training and verification entry points on a two-step model A."""
+def test_train_then_verify_testbed_two_steps(tmp_path, capsys):
+    """The testbed's training and verification entry points on a two-step model A; the
+    verification shows its progress (what it generates, batches done with rate and ETA)."""
     out = tmp_path / "testbed"
     assert cli.main(["train_testbed", "--out_dir", str(out), "--models", "[A]",
                      "--unet_steps", "2", "--vae_steps", "2", "--once_a", "100", "--once_b", "200"]) == 0
     assert (out / "memorizing" / "model_index.json").exists() and not (out / "large-data").exists()
+    capsys.readouterr()
     assert cli.main(["verify_testbed", "--testbed", str(out), "--seeds", "1", "--steps", "2",
                      "--once", "2", "--sscd", "false"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "INFO verify_testbed: " in ln]
+    assert any("30 captions x 1 seeds, 2 steps" in ln for ln in lines), lines
+    assert any("generating: batches 1/1" in ln and "ETA" in ln for ln in lines), lines
     verified = json.loads((out / "verify.json").read_text())
     assert set(verified["summary"]) == {"memorizing"}
     assert (out / "verify.md").read_text().startswith("| model | captions |")

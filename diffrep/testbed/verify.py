@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffrep.progress import Progress
 from diffrep.rank import verbatim
 from diffrep.testbed import data as tdata
 
@@ -35,7 +36,7 @@ def load_pipeline(model_dir: str | Path, threads: int | None = 1):
 
 
 def generate(pipe, captions: Sequence[str], seeds: Sequence[int], steps: int,
-             guidance_scale: float, batch_size: int = 256) -> np.ndarray:
+             guidance_scale: float, batch_size: int = 64) -> np.ndarray:
     """(N, J, side, side, 3) float32 images in [0, 1] (side: the pipeline's, 32 for v1
     and 64 for v2): one per caption and seed; seed j's
     initial noise is the same for every caption (one torch.Generator per image, so an
@@ -45,6 +46,7 @@ def generate(pipe, captions: Sequence[str], seeds: Sequence[int], steps: int,
     pairs = [(c, int(s)) for c in captions for s in seeds]
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     flat = np.zeros((len(pairs), side, side, 3), np.float32)
+    progress = Progress("verify_testbed: generating", -(-len(pairs) // batch_size), unit="batches")
     for b in range(0, len(pairs), batch_size):
         chunk = pairs[b:b + batch_size]
         gens = [torch.Generator("cpu").manual_seed(s) for _, s in chunk]
@@ -52,6 +54,8 @@ def generate(pipe, captions: Sequence[str], seeds: Sequence[int], steps: int,
             imgs = pipe([c for c, _ in chunk], num_inference_steps=steps,
                         guidance_scale=guidance_scale, generator=gens, output_type="np").images
         flat[b:b + len(chunk)] = imgs
+        progress.update(len(chunk))
+        progress.report()
     return flat.reshape(len(captions), len(seeds), side, side, 3)
 
 
@@ -121,11 +125,15 @@ def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray
     object kind (v2), `object_sim`: the best region-to-object similarity over the J
     generations (object_similarity), for every caption."""
     pipe = load_pipeline(model_dir)
+    log.info("verify_testbed: %s: %d captions x %d seeds, %d steps", model_dir, len(captions),
+             len(seeds), steps)
     gens = generate(pipe, [c["caption"] for c in captions], seeds, steps, guidance_scale)
     own = images[[max(c["index"], 0) for c in captions]]
     sims: list[float | None] = [None] * len(captions)
     objects: list[float | None] = [None] * len(captions)
     if embedder is not None:
+        log.info("verify_testbed: SSCD of %d generations against their own images%s", gens.shape[0] * gens.shape[1],
+                 " and the copied objects" if any(e["kind"] == "object" for e in entries) else "")
         refs = object_references(embedder, images, entries)
         if refs is not None:
             objects = [float(v) for v in object_similarity(embedder, gens, refs).max(1)]
