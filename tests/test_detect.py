@@ -91,3 +91,22 @@ def test_each_kind_is_evaluated_against_every_negative(tmp_path):
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps({"captions": [{"caption": "a", "memorized": True, "kind": "template"}]}))
     assert read_kinds(truth) == ["template"] and read_kinds(tmp_path / "labels.csv") is None
+
+
+def test_roc_legend_sits_in_the_bottom_right_corner_where_no_good_curve_runs():
+    import re
+
+    from diffrep.report.html import svg_lines
+
+    curves = {"a": ([0, 0.1, 1], [0, 0.9, 1]), "b": ([0, 0.5, 1], [0, 0.5, 1])}
+    height, top, bottom = 300, 28, 40
+
+    def legend_rows(svg: str) -> list[float]:
+        return [float(y) for y in re.findall(r"<rect x='[\d.]+' y='([\d.]+)' width='10'", svg)]
+
+    low = legend_rows(svg_lines(curves, "ROC", "fpr", "tpr", y_max=1.0, legend="bottom"))
+    high = legend_rows(svg_lines(curves, "ROC", "fpr", "tpr", y_max=1.0))
+    middle = top + (height - top - bottom) / 2
+    assert len(low) == len(high) == 2
+    assert all(y > middle for y in low) and all(y < middle for y in high)
+    assert low == sorted(low) and low[-1] + 10 <= height - bottom  # in order, above the axis

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffrep import storage
 from diffrep.detect import metrics
 from diffrep.detect.scores import DETECTORS, score_captions
 from diffrep.report import html
@@ -115,8 +116,8 @@ def write_report(out_dir: Path, title: str, results: dict[str, dict],
                                                  for d in results]) for k, r in per_kind.items()])
                if per_kind else "")
             + html.svg_lines(curves, "ROC curves", "false-positive rate", "true-positive rate",
-                             y_max=1.0))
-    (out_dir / "report.html").write_text(html.page(title, body))
+                             y_max=1.0, legend="bottom"))
+    storage.write_bytes(str(out_dir / "report.html"), html.page(title, body).encode())
 
 
 def run_bench(pipe, captions: list[str], labels: np.ndarray, out_dir: str | Path,
@@ -134,11 +135,11 @@ def run_bench(pipe, captions: list[str], labels: np.ndarray, out_dir: str | Path
     note = (f"{len(captions)} captions, {int(labels.sum())} labelled memorized; guidance "
             f"{guidance_scale}, seed {seed}, ECS J={ecs_seeds}; passes exclude the shared "
             f"unconditional rows")
-    (out / "results.json").write_text(json.dumps({
+    storage.write_bytes(str(out / "results.json"), json.dumps({
         "title": title, "note": note, "results": results, "fpr": fpr, "by_kind": per_kind,
         "captions": [{"caption": c, "label": bool(y), **({"kind": kinds[i]} if kinds is not None else {}),
                       **{k: float(v[i]) for k, v in scores.items()}}
-                     for i, (c, y) in enumerate(zip(captions, labels, strict=True))]}, indent=1))
-    (out / "table.md").write_text(markdown_table(results, fpr, per_kind))
+                     for i, (c, y) in enumerate(zip(captions, labels, strict=True))]}, indent=1).encode())
+    storage.write_bytes(str(out / "table.md"), markdown_table(results, fpr, per_kind).encode())
     write_report(out, title, results, scores, labels, note, per_kind)
     return results

@@ -132,8 +132,9 @@ def svg_bars(labels: Sequence[str], series: dict[str, Sequence[float]], title: s
 
 def svg_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str,
               x_label: str, y_label: str, y_max: float | None = None, width: int = 640,
-              height: int = 300) -> str:
-    """Line chart as inline SVG: one polyline per series of (x values, y values)."""
+              height: int = 300, legend: str = "top") -> str:
+    """Line chart as inline SVG: one polyline per series of (x values, y values). legend:
+    "top" or "bottom" right corner (ROC curves: "bottom", where no good curve runs)."""
     colours = ["#3b6ea8", "#d0792b", "#4a9a5b", "#a83b5b", "#7a5ba8"]
     left, bottom, top, right = 56, 40, 28, 12
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -157,7 +158,7 @@ def svg_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], title:
         colour = colours[si % len(colours)]
         parts.append(f"<polyline points='{pts}' fill='none' stroke='{colour}' stroke-width='2'>"
                      f"<title>{esc(name)}</title></polyline>")
-        y = top + 4 + 14 * si
+        y = top + 4 + 14 * si if legend == "top" else top + plot_h - 18 - 14 * (len(series) - 1 - si)
         x0 = legend_x(list(series), left + plot_w)
         parts.append(f"<rect x='{x0}' y='{y}' width='10' height='10' fill='{colour}'/>"
                      f"<text x='{x0 + 15}' y='{y + 9}' font-size='11'>{esc(name)}</text>")
