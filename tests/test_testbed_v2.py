@@ -232,7 +232,29 @@ def test_a_testbed_build_resumes_without_training_a_built_model_again(tmp_path):
     # the VAE was read back, not trained: build.json says from where, and no training time
     assert info["vae_read_back_from"] == "memorizing" and "vae_seconds" not in info
     assert json.loads((tmp_path / "build.json").read_text()) == info
+    # everything built: a third run trains and writes nothing
+    build_json = tmp_path / "build.json"
+    mtime = build_json.stat().st_mtime_ns
+    assert build_testbed(tmp_path, data, train, models=("A", "B")) == info
+    assert build_json.stat().st_mtime_ns == mtime and a_unet.stat().st_mtime_ns == a_mtime
     assert info["models"]["large-data"]["distinct"] == 20
     with pytest.raises(ValueError, match="once_b"):
         build_testbed(tmp_path, tdata.DataConfig(once_a=12, once_b=24), train, models=("A", "B"))
     torch.set_num_threads(threads)
+
+
+def test_the_committed_v1_pool_reads_back_with_the_v1_config():
+    """testbed/data/pool.json predates the design key: it is v1's ("crops"), so `make
+    testbed` on the committed testbed resumes instead of refusing it."""
+    from pathlib import Path
+
+    from diffrep.testbed import data as tdata
+    from diffrep.testbed.build import read_built_pool
+    from diffrep.testbed.scene_pool import ScenePoolConfig
+
+    testbed = Path(__file__).resolve().parents[1] / "testbed"
+    images, entries, _, _ = read_built_pool(testbed, tdata.DataConfig())
+    assert len(images) == len(entries) == 4000
+    with pytest.raises(ValueError, match="design"):
+        read_built_pool(testbed, ScenePoolConfig())
+

@@ -49,7 +49,7 @@ def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
         raise ConfigError(f"train_testbed.once_a must be > {repeated} (A's repeated images) and "
                           "train_testbed.once_b >= once_a (B sees every image A sees)")
     info = build_testbed(cfg.out_dir, data, train, tuple(cfg.models))
-    log.info("testbed built in %.0f s: %s", info["seconds"], cfg.out_dir)
+    log.info("testbed under %s (its build took %.0f s, build.json)", cfg.out_dir, info["seconds"])
     return f"testbed under {cfg.out_dir}"
 
 

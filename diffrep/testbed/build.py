@@ -45,9 +45,9 @@ def write_dataset(out_dir: Path, config: dict, images: np.ndarray, entries: list
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=images)
     storage.write_bytes(str(out_dir / "images.npz"), buffer.getvalue())
-    storage.write_json(str(out_dir / "pool.json"), {
-        "config": config, "side": int(images.shape[1]), "entries": [asdict(e) for e in entries],
-        "prompts": prompts})
+    pool = {"config": config, "side": int(images.shape[1]), "entries": [asdict(e) for e in entries],
+            "prompts": prompts}  # indent 0, keys in this order: the committed pools' bytes
+    storage.write_bytes(str(out_dir / "pool.json"), json.dumps(pool, indent=0).encode())
 
 
 def build_pool(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig):
@@ -107,7 +107,8 @@ def read_built_pool(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolC
     ValueError when it was built with another config."""
     pool = json.loads((Path(out_dir) / "data" / "pool.json").read_text())
     wanted = _config_of(data_cfg)
-    differ = sorted(k for k in wanted if pool["config"].get(k) != wanted[k])
+    built = {"design": "crops", **pool["config"]}  # v1's pool predates the design key
+    differ = sorted(k for k in wanted if built.get(k) != wanted[k])
     if differ:
         raise ValueError(f"{out_dir} holds a testbed built with other {', '.join(differ)}: "
                          "use another out_dir or delete it")
@@ -130,11 +131,17 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
     """Train and write the testbed (see the module docstring); returns build.json's content.
     Uses cfg.threads torch threads (one heavy process). Resumes: a model whose
     testbed/config.json exists (written last) is not trained again, and then the pool and
-    the VAE it was trained with are read back instead of built."""
+    the VAE it was trained with are read back instead of built; when every model asked for
+    is built, nothing is written and the existing build.json is returned."""
     out = Path(out_dir)
     torch.set_num_threads(train_cfg.threads)
     t0 = time.time()
     done = [m for m in models if (out / MODELS[m] / "testbed" / "config.json").exists()]
+    if len(done) == len(models) and (out / "build.json").exists():
+        read_built_pool(out, data_cfg)  # the same design and config, or a clear error
+        log.info("every model asked for is built under %s: nothing to do (delete a model's "
+                 "folder to train it again)", out)
+        return json.loads((out / "build.json").read_text())
     t_vae = time.time()
     if done:
         from diffusers import AutoencoderKL
