@@ -20,7 +20,7 @@ import pytest
 
 from diffrep.data.images import SkipSample
 from diffrep.data.reader import iter_raw_samples, parse_sample
-from tests.conftest import requires_sscd
+from tests.conftest import DEMO_MODEL, requires_sscd
 from tests.helpers import kill_and_resume
 
 
@@ -91,10 +91,10 @@ def test_embed_survives_a_worker_node_dying(nodes, demo_corpus, tmp_path):
     cluster, workers = nodes
     shards = replicate_shards(demo_corpus[0], tmp_path / "shards", 8)
     root = tmp_path / "root"
-    stats = root / "embeddings" / "sscd_onnx" / "stats"
+    stats = root / "embeddings" / DEMO_MODEL / "stats"
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.embed", "--input", str(shards / "{00000..00007}.tar"),
-         "--root", str(root), "--models", "[sscd_onnx]", "--workers", "2", "--cpus_per_worker", "1",
+         "--root", str(root), "--models", f"[{DEMO_MODEL}]", "--workers", "2", "--cpus_per_worker", "1",
          "--batch_size", "4", "--ray_address", cluster.address, "--progress_interval_s", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done_at_kill = []
@@ -114,12 +114,12 @@ def test_embed_survives_a_worker_node_dying(nodes, demo_corpus, tmp_path):
         for raw in iter_raw_samples(str(shards / f"{name}.tar"), counts):
             with contextlib.suppress(SkipSample):
                 expected.append(parse_sample(raw, counts).row)
-        meta = pq.read_table(root / "embeddings/sscd_onnx/metadata" / f"{name}.parquet")
+        meta = pq.read_table(root / "embeddings" / DEMO_MODEL / "metadata" / f"{name}.parquet")
         rows = meta["row"].to_pylist()
         assert sorted(rows) == sorted(expected) and len(set(rows)) == len(rows)  # once each
         import numpy as np
 
-        assert len(np.load(root / "embeddings/sscd_onnx/img_emb" / f"{name}.npy")) == len(rows)
+        assert len(np.load(root / "embeddings" / DEMO_MODEL / "img_emb" / f"{name}.npy")) == len(rows)
         assert (stats / f"{name}.json").exists()
 
 
@@ -135,7 +135,7 @@ def test_dcs_survives_a_worker_node_dying(nodes, demo_index_root, tmp_path):
     scores = run / "scores"
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.dcs", "--root", str(root), "--run", "chaos", "--checkpoint",
-         str(ckpt), "--resolution", "32", "--batch_size", "2", "--captions_per_shard", "3",
+         str(ckpt), "--model", DEMO_MODEL, "--resolution", "32", "--batch_size", "2", "--captions_per_shard", "3",
          "--num_buckets", "1", "--workers", "2", "--cpus_per_worker", "1", "--top_n", "2",
          "--ecs_seeds", "1", "--gt_seeds", "1", "--gt_steps", "2", "--overwrite", "true",
          "--ray_address", cluster.address, "--progress_interval_s", "1"],
@@ -170,7 +170,7 @@ def _embed_with_peak_rss(cluster, shards: Path, root: Path) -> int:
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.embed", "--input", str(shards / "{00000..00003}.tar"),
-         "--root", str(root), "--models", "[sscd_onnx]", "--workers", "1", "--cpus_per_worker", "1",
+         "--root", str(root), "--models", f"[{DEMO_MODEL}]", "--workers", "1", "--cpus_per_worker", "1",
          "--batch_size", "8", "--ray_address", cluster.address],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
@@ -182,7 +182,7 @@ def _embed_with_peak_rss(cluster, shards: Path, root: Path) -> int:
             peak = max(peak, max(p.memory_info().rss for p in tree))
         time.sleep(0.2)
     finish(proc)
-    meta = pa.concat_tables([pq.read_table(p) for p in sorted((root / "embeddings/sscd_onnx/metadata").glob("*.parquet"))])
+    meta = pa.concat_tables([pq.read_table(p) for p in sorted((root / "embeddings" / DEMO_MODEL / "metadata").glob("*.parquet"))])
     assert sorted(Counter(meta["shard"].to_pylist())) == [f"{i:05d}" for i in range(4)]
     assert len(set(zip(meta["shard"].to_pylist(), meta["row"].to_pylist(), strict=True))) == len(meta)
     return peak
@@ -232,7 +232,7 @@ def test_scan_driver_killed_and_resubmitted(demo_index_root, ray_cluster, tmp_pa
     root, _, _ = demo_index_root
     ckpt = tmp_path / "tiny"
     build_tiny_pipeline(ckpt, seed=0, resolution=32)
-    args = [sys.executable, "-m", "jobs.scan", "--root", str(root), "--run", "killed",
+    args = [sys.executable, "-m", "jobs.scan", "--root", str(root), "--run", "killed", "--model", DEMO_MODEL,
             "--checkpoints", f"[{ckpt}]", "--num_prompts", "12", "--seeds_per_prompt", "2",
             "--steps", "2", "--resolution", "32", "--batch_size", "4", "--prompts_per_unit", "2",
             "--baseline_size", "10", "--shard_actors", "never", "--ray_address", ray_cluster.address,

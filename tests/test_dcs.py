@@ -19,6 +19,7 @@ from diffrep.diffusion.tiny import build_tiny_pipeline
 from diffrep.rank.captions import build_caption_shards
 from diffrep.rank.verbatim import judge, precision_vs_found, stable_mask, to_unit
 from diffrep.storage import TMP_MARKER
+from tests.conftest import DEMO_MODEL
 from tests.helpers import kill_and_resume, need_chromium, photo, render_report
 
 CAPTIONS = ["a photo of a cat", "an astronaut riding a horse", "the starry night", "", "x y z",
@@ -169,7 +170,7 @@ def test_dcs_job_killed_and_resubmitted_loses_and_doubles_nothing(demo_index_roo
     ckpt = tmp_path / "tiny"
     build_tiny_pipeline(ckpt, seed=0, resolution=32)
     args = [sys.executable, "-m", "jobs.dcs", "--root", str(root), "--run", "killed",
-            "--checkpoint", str(ckpt), "--resolution", "32", "--batch_size", "2",
+            "--checkpoint", str(ckpt), "--model", DEMO_MODEL, "--resolution", "32", "--batch_size", "2",
             "--captions_per_shard", "3", "--num_buckets", "1", "--top_n", "4", "--ecs_seeds", "2",
             "--gt_seeds", "1", "--gt_steps", "2", "--ray_address", ray_cluster.address,
             "--progress_interval_s", "1"]

@@ -1,5 +1,5 @@
 """Dedup: planted duplicate groups in synthetic vectors (groups must not depend on how the
-work is sliced or sharded), and the demo corpus with the real SSCD, through the job, with
+work is sliced or sharded), and the demo corpus with the distilled SSCD (real weights), through the job, with
 its report rendered in headless Chromium."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from diffrep.index.builder import build
 from diffrep.index.config import IndexConfig
 from diffrep.search import Searcher, open_index
 from diffrep.synthetic import clustered_vectors, write_embeddings
+from tests.conftest import DEMO_MODEL
 from tests.helpers import need_chromium, render_report
 
-MODEL = "sscd_onnx"
+MODEL = DEMO_MODEL
 
 
 def planted(n: int = 3000, dim: int = 64, seed: int = 0):

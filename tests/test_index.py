@@ -18,9 +18,10 @@ from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, file_digest
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
 from diffrep.synthetic import clustered_vectors, write_embeddings
+from tests.conftest import DEMO_MODEL
 from tests.helpers import chromium, photo, render_report
 
-MODEL = "sscd_onnx"
+MODEL = DEMO_MODEL
 DIM = 128
 
 
@@ -343,7 +344,7 @@ def test_search_job_images_and_embeddings(demo_sscd_root, tmp_path, caplog):
     assert search.main(["--root", root, "--model", MODEL, "--queries", str(tmp_path / "q.npy"),
                         "--query_model", "clip:ViT-B-32"]) == 2
     assert search.main(["--root", root, "--model", MODEL, "--queries", str(tmp_path)]) == 2
-    assert "queries must be embedded with sscd_onnx" in caplog.text
+    assert f"queries must be embedded with {MODEL}" in caplog.text
 
 
 def test_nprobe_choice_smallest_reaching_target_else_the_knee(caplog):

@@ -1,5 +1,5 @@
 """Object-level matching (diffrep.search.regions): the region grid, the score's definition,
-and on the demo index with the real SSCD, a training photo pasted into a drawn scene found
+and on the demo index with the distilled SSCD (real weights), a training photo pasted into a drawn scene found
 with its box while a novel drawing is not."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from diffrep.search.regions import (
     union_candidates,
 )
 from diffrep.synthetic import drawn_scene, paste_object
+from tests.conftest import DEMO_MODEL
 
 REGION_THRESHOLD = ScanConfig().region_threshold
 
@@ -123,8 +124,8 @@ def sscd_searcher(demo_index_root):
     from diffrep.search.training_regions import TrainingRegions
 
     root, corpus, _ = demo_index_root
-    handle = open_index(str(root), "sscd_onnx")
-    embedder = create_embedder("sscd_onnx")
+    handle = open_index(str(root), DEMO_MODEL)
+    embedder = create_embedder(DEMO_MODEL)
     return Searcher(handle, candidate_regions=TrainingRegions(handle, embedder, RegionSpec())), \
         embedder, corpus
 

@@ -1,4 +1,4 @@
-"""`diffrep serve` on real job outputs: the demo corpus embedded (real SSCD) and indexed,
+"""`diffrep serve` on real job outputs: the demo corpus embedded (the distilled SSCD, real weights) and indexed,
 deduplicated, scanned (a folder of planted copies) and ranked (DCS of a tiny pipeline),
 served by the `diffrep serve` command in its own process. Pages are driven in headless
 Chromium (Playwright on Debian's chromium); the clip-retrieval protocol is driven with
@@ -22,7 +22,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import requires_sscd
+from tests.conftest import DEMO_MODEL, requires_sscd
 from tests.helpers import job_env, need_chromium
 
 pytestmark = [pytest.mark.slow, requires_sscd]
@@ -49,7 +49,7 @@ def served_root(demo_index_root, ray_cluster, tmp_path_factory):
     root = base / "root"
     shutil.copytree(src, root, ignore=shutil.ignore_patterns("scans", "rankings", "dedup", "search"))
     truth = build_planted_generations(str(corpus), str(base / "generated"), copies=4, novel=2, seed=3)
-    address = ["--ray_address", ray_cluster.address]
+    address = ["--ray_address", ray_cluster.address, "--model", DEMO_MODEL]
     assert dedup.main(["--root", str(root), "--threshold", "0.9", *address]) == 0
     assert scan.main(["--root", str(root), "--run", "planted", "--generated", str(base / "generated"),
                       "--generated_name", "closed-model", "--regions", "false", "--baseline_size", "6",
@@ -187,9 +187,9 @@ def test_scan_filters_and_a_verdict_kept_after_reload(server, served_root, brows
 
 def test_a_duplicate_group_and_a_ranking(server, served_root, browser):
     root = served_root[0]
-    stats = pq.read_table(next((root / "dedup/sscd_onnx/group_stats").glob("*.parquet")))
+    stats = pq.read_table(next((root / "dedup" / DEMO_MODEL / "group_stats").glob("*.parquet")))
     page = browser.new_page()
-    page.goto(f"{server}/dedup/sscd_onnx")
+    page.goto(f"{server}/dedup/{DEMO_MODEL}")
     sizes = [int(t) for t in page.locator("#groups tr.group td:nth-child(2)").all_inner_texts()]
     assert sizes == sorted(stats["size"].to_pylist(), reverse=True)[:len(sizes)] and sizes
     page.locator("#groups tr.group a").first.click()
@@ -239,8 +239,8 @@ def test_clip_retrieval_client_against_diffrep(server, served_root, tmp_path):
     planted = [t for t in truth.to_pylist() if t["planted"]][0]
     query = tmp_path / "query.jpg"
     query.write_bytes(corpus_photo(corpus, planted["source_key"]))
-    assert requests.get(f"{server}/indices-list").json() == ["sscd_onnx"]
-    client = ClipClient(url=f"{server}/knn-service", indice_name="sscd_onnx", num_images=5,
+    assert requests.get(f"{server}/indices-list").json() == [DEMO_MODEL]
+    client = ClipClient(url=f"{server}/knn-service", indice_name=DEMO_MODEL, num_images=5,
                         deduplicate=False, use_safety_model=False, use_violence_detector=False)
     results = client.query(image=str(query))
     assert len(results) == 5 and results[0]["caption"] and results[0]["similarity"] > 0.99
@@ -250,14 +250,14 @@ def test_clip_retrieval_client_against_diffrep(server, served_root, tmp_path):
     # an embedding query gives the same neighbours
     from diffrep.search import open_index
 
-    vec = open_index(str(root), "sscd_onnx").vectors(np.array([results[0]["id"]]))[0]
+    vec = open_index(str(root), DEMO_MODEL).vectors(np.array([results[0]["id"]]))[0]
     by_vec = client.query(embedding_input=vec.tolist())
     assert by_vec[0]["id"] == results[0]["id"]
     # deduplicate drops results within 0.94 of a better one: never more, here fewer or equal
-    deduped = ClipClient(url=f"{server}/knn-service", indice_name="sscd_onnx", num_images=5,
+    deduped = ClipClient(url=f"{server}/knn-service", indice_name=DEMO_MODEL, num_images=5,
                          deduplicate=True).query(image=str(query))
     assert len(deduped) <= len(results) and deduped[0]["id"] == results[0]["id"]
-    meta = requests.post(f"{server}/metadata", json={"ids": [results[0]["id"]], "indice_name": "sscd_onnx"}).json()
+    meta = requests.post(f"{server}/metadata", json={"ids": [results[0]["id"]], "indice_name": DEMO_MODEL}).json()
     assert meta == [{"id": results[0]["id"], "metadata": {"key": meta[0]["metadata"]["key"],
                                                           "url": results[0]["url"],
                                                           "caption": results[0]["caption"]}}]
@@ -270,13 +270,13 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, served_root):
     cases = [
         ("post", "/knn-service", {"data": b"{not json"}, 400),
         ("post", "/knn-service", {"json": {"indice_name": "nope", "image": "AAAA"}}, 404),
-        ("post", "/knn-service", {"json": {"indice_name": "sscd_onnx", "text": "a cat"}}, 400),
-        ("post", "/knn-service", {"json": {"indice_name": "sscd_onnx", "image": "not base64!"}}, 400),
-        ("post", "/knn-service", {"json": {"indice_name": "sscd_onnx",
+        ("post", "/knn-service", {"json": {"indice_name": DEMO_MODEL, "text": "a cat"}}, 400),
+        ("post", "/knn-service", {"json": {"indice_name": DEMO_MODEL, "image": "not base64!"}}, 400),
+        ("post", "/knn-service", {"json": {"indice_name": DEMO_MODEL,
                                            "image": base64.b64encode(b"plain text").decode()}}, 400),
-        ("post", "/knn-service", {"json": {"indice_name": "sscd_onnx",
+        ("post", "/knn-service", {"json": {"indice_name": DEMO_MODEL,
                                            "image": base64.b64encode(png.getvalue()).decode()}}, 400),
-        ("post", "/knn-service", {"json": {"indice_name": "sscd_onnx", "embedding_input": [1, 2]}}, 400),
+        ("post", "/knn-service", {"json": {"indice_name": DEMO_MODEL, "embedding_input": [1, 2]}}, 400),
         ("post", "/knn-service", {"data": b"x" * (16 * 2**20)}, 413),
         ("post", "/search", {"files": {"image": ("big.jpg", b"\xff" * (11 * 2**20))}}, 413),
         ("post", "/search", {"data": {"key": "no-such-key"}}, 404),
@@ -286,8 +286,8 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, served_root):
         ("get", "/scans/../../etc", {}, 404),
         ("get", "/thumb/member?tar=/etc/passwd&member=x", {}, 403),
         ("get", "/thumb/member?tar=../../../../etc/passwd&member=x", {}, 403),
-        ("get", "/thumb/train/sscd_onnx/999999", {}, 404),
-        ("get", "/thumb/train/sscd_onnx/0?box=0,0,2,1", {}, 400),
+        ("get", f"/thumb/train/{DEMO_MODEL}/999999", {}, 404),
+        ("get", f"/thumb/train/{DEMO_MODEL}/0?box=0,0,2,1", {}, 400),
         ("post", "/review", {"data": {"item": "scan/x", "verdict": "maybe", "reviewer": "ada"}}, 400),
         ("post", "/review", {"data": {"item": "scan/x", "verdict": "exact_copy", "reviewer": ""}}, 400),
         ("post", "/review", {"data": {"item": "scan/x", "verdict": "exact_copy", "reviewer": "eve"},
@@ -296,7 +296,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, served_root):
     for method, path, kwargs, status in cases:
         r = getattr(requests, method)(f"{server}{path}", timeout=60, **kwargs)
         assert r.status_code == status, (path, r.status_code, r.text[:300])
-    assert requests.get(f"{server}/indices-list", timeout=10).json() == ["sscd_onnx"]
+    assert requests.get(f"{server}/indices-list", timeout=10).json() == [DEMO_MODEL]
     assert not (root / "reviews" / "verdicts.parquet").exists() or all(
         r["item"] != "scan/x" for r in pq.read_table(root / "reviews" / "verdicts.parquet").to_pylist())
 
@@ -313,7 +313,7 @@ def test_token_required_when_bound_beyond_loopback(served_root, tmp_path):
 
     client = TestClient(create_app(ServeConfig(root=str(root), token=TOKEN)))
     assert client.get("/indices-list").status_code == 401
-    assert client.get("/indices-list", headers={"Authorization": f"Bearer {TOKEN}"}).json() == ["sscd_onnx"]
+    assert client.get("/indices-list", headers={"Authorization": f"Bearer {TOKEN}"}).json() == [DEMO_MODEL]
     assert client.get("/indices-list", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
     first = client.get(f"/scans?token={TOKEN}&x=1", follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"] == "/scans?x=1"
@@ -344,7 +344,7 @@ def test_the_same_app_as_a_ray_serve_application(served_root, ray_cluster, tmp_p
                     break
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
-        assert r.json() == ["sscd_onnx"]
+        assert r.json() == [DEMO_MODEL]
         page = requests.get(f"http://127.0.0.1:{port}/scans/planted", timeout=30)
         assert page.status_code == 200 and "id='generations'" in page.text
     finally:
