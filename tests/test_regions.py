@@ -173,6 +173,32 @@ def test_region_store_keeps_descriptors_for_later_runs_and_ignores_uncommitted_c
     assert third.embedded == 1 and third.store.hits == 0
 
 
+def test_region_baseline_embeds_each_training_image_once(sscd_searcher, monkeypatch):
+    """A baseline query is a training image and its own top candidate: region_nulls hands
+    its descriptors to the re-rank's cache, so its pixels are read and embedded once (they
+    were twice: 1 of the up to rerank_max candidates re-scored per baseline image), and the
+    cached descriptors are the ones the re-rank would have computed."""
+    from diffrep.search import Searcher
+    from diffrep.search.calibration import region_nulls
+    from diffrep.search.training_regions import TrainingRegions
+
+    _, embedder, _ = sscd_searcher
+    handle, spec = sscd_searcher[0].handle, RegionSpec()
+    ids = np.array([0, 5], np.int64)
+    keys = handle.lookup(ids, columns=["key"])["key"].to_pylist()
+    images = handle.corpus_images(ids, keys)
+    regions = TrainingRegions(handle, embedder, spec)
+    read: list[int] = []
+    corpus_images = handle.corpus_images
+    monkeypatch.setattr(handle, "corpus_images",
+                        lambda i, k: read.extend(i.tolist()) or corpus_images(i, k))
+    nulls = region_nulls(Searcher(handle, candidate_regions=regions), embedder, spec,
+                         [images[k] for k in keys], ids, duplicate_above=0.95, candidates=20)
+    assert read and not set(read) & set(ids.tolist())  # candidates read, never the queries
+    assert (nulls["neighbour_id"] >= 0).all() and not set(nulls["neighbour_id"]) & set(ids.tolist())
+    np.testing.assert_allclose(regions(ids), TrainingRegions(handle, embedder, spec)(ids), atol=1e-4)
+
+
 def test_pasted_training_photo_is_found_with_its_box_and_a_novel_drawing_is_not(sscd_searcher):
     from collections import Counter
 

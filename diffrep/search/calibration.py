@@ -118,7 +118,9 @@ def region_nulls(searcher, embedder, spec: RegionSpec, images: Sequence[Image.Im
     NaN / -1 when all NULL_NEIGHBOURS hits are), `duplicate_hits` (int: hits above
     duplicate_above). leave_out_duplicates=False: images that copy nothing by construction,
     whose best hit is a null whatever its global similarity. `on_chunk` is called with each
-    chunk's size."""
+    chunk's size. Training images' own region descriptors go to the searcher's
+    candidate_regions cache (TrainingRegions.remember), so that each is embedded once, not
+    again as its own top candidate."""
     handle = searcher.handle
     n = len(images)
     out = {"neighbour_id": np.full(n, -1, np.int64), "similarity": np.full(n, np.nan, np.float32),
@@ -129,6 +131,10 @@ def region_nulls(searcher, embedder, spec: RegionSpec, images: Sequence[Image.Im
     k = min(NULL_NEIGHBOURS, handle.ntotal)
     for start in range(0, n, chunk):
         regions = embed_regions(embedder, images[start:start + chunk], spec)
+        remember = getattr(searcher.candidate_regions, "remember", None)
+        own = self_ids[start:start + len(regions.vectors)] >= 0
+        if remember is not None and own.any():  # each is its own top candidate: embed it once
+            remember(self_ids[start:start + len(regions.vectors)][own], regions.vectors[own])
         hits = searcher.search(regions.global_vectors, k=k, rerank="exact",
                                candidates=max(candidates, k), regions=regions)
         for i in range(len(regions.vectors)):

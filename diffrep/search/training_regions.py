@@ -61,6 +61,16 @@ class TrainingRegions:
         for shard, rows, sel in self.handle.locate(ids):
             self.store.put(shard, rows, vectors[sel])
 
+    def remember(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Cache descriptors (n, R, dim) that a caller computed from these training images'
+        own pixels (the region baseline's queries are training images, and each is its
+        own top candidate): they are not read and embedded a second time."""
+        for i, v in zip(np.asarray(ids, np.int64).tolist(), vectors, strict=True):
+            self._cache[i] = np.asarray(v, np.float32)
+            self._cache.move_to_end(i)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, np.int64)
         fresh: dict[int, np.ndarray] = {}  # this call's, whatever the cache evicts
