@@ -37,9 +37,9 @@ def testbed_root(ray_cluster, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("redteam")
     corpus, root = base / "corpus", base / "out"
-    # every memorized and template image, 400 of the 1,472 once-seen ones: the embedding
+    # every memorized and template image, 200 of the 1,472 once-seen ones: the embedding
     # of all 1,500 took 40 s of the suite, and no assertion needs the rest
-    write_testbed_corpus(TESTBED, A, str(corpus), num_shards=2, once_prompts=20, once_images=400)
+    write_testbed_corpus(TESTBED, A, str(corpus), num_shards=2, once_prompts=20, once_images=200)
     rc = embed.main(["--input", str(corpus / "shards" / "{00000..00001}.tar"), "--root", str(root),
                      "--models", "[sscd_onnx]", "--batch_size", "32",
                      "--ray_address", ray_cluster.address])
