@@ -11,7 +11,7 @@ from diffrep.config import ConfigError, RunSettings, helps
 from diffrep.data.images import DEFAULT_MAX_PIXELS
 from diffrep.data.shards import check_shards, expand_shards
 from diffrep.models import check_model_name, default_weights
-from diffrep.models.sscd import PACKAGED_ONNX, packaged_onnx_file
+from diffrep.models.sscd_onnx import PACKAGED_ONNX, packaged_onnx_file
 from diffrep.models.weights import WeightsError, parse_weights, resolve_file
 
 

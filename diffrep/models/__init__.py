@@ -11,11 +11,8 @@ Names:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
-
-import torch
 
 from diffrep.models.base import Embedder
 from diffrep.models.weights import WeightsError, WeightsSpec, parse_weights
@@ -34,7 +31,7 @@ def _sscd_torch(weights: WeightsSpec, device: str, options: dict) -> Embedder:
 
 def _onnx(name: str) -> Callable[..., Embedder]:
     def build(weights: WeightsSpec, device: str, options: dict) -> Embedder:
-        from diffrep.models.sscd import SSCDOnnx
+        from diffrep.models.sscd_onnx import SSCDOnnx
 
         return SSCDOnnx(weights, name, device, **options)
 
@@ -103,8 +100,10 @@ def create_embedder(name: str, weights: Any = None, device: str = "auto", **opti
     family, _, arch = name.partition(":")
     build = {"clip": lambda: _clip(arch), "timm": lambda: _timm(arch, name)}.get(
         family, lambda: _REGISTRY[name])()
-    seeded = torch.random.fork_rng(devices=[]) if spec.kind == "random" else contextlib.nullcontext()
-    with seeded:
-        if spec.kind == "random":
-            torch.manual_seed(RANDOM_INIT_SEED)
+    if spec.kind != "random":
+        return build(spec, device, options)
+    import torch  # here, not at import: jobs that only read indexes never load torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
         return build(spec, device, options)

@@ -21,9 +21,10 @@ import shutil
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 CACHE_DIR = Path(os.environ.get("DIFFREP_CACHE", Path.home() / ".cache" / "diffrep" / "weights"))
 
@@ -149,6 +150,8 @@ def load_state_dict(path: Path, fmt: str) -> dict[str, torch.Tensor]:
 
         state = load_file(str(path), device="cpu")
     elif fmt == "torch":
+        import torch
+
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError and friends
