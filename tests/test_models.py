@@ -153,6 +153,18 @@ def test_index_jobs_and_onnx_embedding_never_load_torch():
 
 
 @requires_sscd
+def test_onnx_sscd_asked_for_cuda_without_a_cuda_provider_says_so_and_runs_on_cpu(caplog):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with caplog.at_level("WARNING", logger="diffrep"):
+        emb = create_embedder("sscd_distilled_onnx", device="cuda")
+    assert emb.device == "cpu" and "no CUDA provider" in caplog.text
+    assert create_embedder("sscd_distilled_onnx", device="auto").device == "cpu"
+
+
+@requires_sscd
 def test_sscd_short288_mode_batches_by_shape():
     emb = create_embedder("sscd_onnx", device="cpu", resize="short288")
     imgs = [photo(1, (400, 300)), photo(2, (300, 400)), photo(3, (400, 300))]

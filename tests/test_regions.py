@@ -182,8 +182,8 @@ def test_region_baseline_embeds_each_training_image_once(sscd_searcher, monkeypa
     from diffrep.search.calibration import region_nulls
     from diffrep.search.training_regions import TrainingRegions
 
-    _, embedder, _ = sscd_searcher
-    handle, spec = sscd_searcher[0].handle, RegionSpec()
+    searcher, embedder, _ = sscd_searcher
+    handle, spec = searcher.handle, RegionSpec()
     ids = np.array([0, 5], np.int64)
     keys = handle.lookup(ids, columns=["key"])["key"].to_pylist()
     images = handle.corpus_images(ids, keys)

@@ -13,11 +13,15 @@ the ONNX exports).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from PIL import Image
 
 from diffrep.models.base import Embedder, l2_normalize, resize_short_side, to_uint8_hwc
 from diffrep.models.weights import WeightsError, WeightsSpec, resolve_file
+
+log = logging.getLogger("diffrep")
 
 RESIZE_MODES = ("square320", "short288")
 
@@ -48,12 +52,14 @@ class SSCDOnnx(Embedder):
             path = packaged_onnx_file(name)
         else:
             path = resolve_file(weights, name)
-        providers = ["CPUExecutionProvider"]
-        if (device == "auto" or device.startswith("cuda")) \
-                and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")  # "auto": the GPU when ORT has one
-        self.device = ("cuda" if device == "auto" else device) \
-            if providers[0] != "CPUExecutionProvider" else "cpu"
+        # The GPU when onnxruntime has one ("auto" or "cuda[:N]"); its providers decide, not
+        # torch, which this module never imports.
+        gpu = device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers()
+        if device.startswith("cuda") and not gpu:
+            log.warning("%s: device %s asked for, but this onnxruntime has no CUDA provider "
+                        "(install onnxruntime-gpu): running on the CPU", name, device)
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
+        self.device = ("cuda" if device == "auto" else device) if gpu else "cpu"
         options = ort.SessionOptions()
         # Idle ORT threads spin by default, stealing cores from decode threads and from
         # other models in the same pass.

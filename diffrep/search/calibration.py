@@ -129,12 +129,12 @@ def region_nulls(searcher, embedder, spec: RegionSpec, images: Sequence[Image.Im
            "null_region_similarity": np.full(n, np.nan, np.float32),
            "duplicate_hits": np.zeros(n, np.int32)}
     k = min(NULL_NEIGHBOURS, handle.ntotal)
+    remember = getattr(searcher.candidate_regions, "remember", None)  # TrainingRegions has it
     for start in range(0, n, chunk):
         regions = embed_regions(embedder, images[start:start + chunk], spec)
-        remember = getattr(searcher.candidate_regions, "remember", None)
-        own = self_ids[start:start + len(regions.vectors)] >= 0
+        own = self_ids[start:start + chunk] >= 0
         if remember is not None and own.any():  # each is its own top candidate: embed it once
-            remember(self_ids[start:start + len(regions.vectors)][own], regions.vectors[own])
+            remember(self_ids[start:start + chunk][own], regions.vectors[own])
         hits = searcher.search(regions.global_vectors, k=k, rerank="exact",
                                candidates=max(candidates, k), regions=regions)
         for i in range(len(regions.vectors)):
