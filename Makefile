@@ -87,6 +87,7 @@ lint: setup
 SERVE_VECTORS ?= 1000000
 bench: setup
 	$(BIN)/python -m benchmarks.embed --out bench-results/embed.json
+	$(BIN)/python -m benchmarks.process_cost --out bench-results/process-cost.json
 	$(BIN)/python -m benchmarks.index --out bench-results/index.json $(if $(AUTOFAISS),--autofaiss)
 	$(BIN)/python -m benchmarks.dedup --out bench-results/dedup.json
 	$(BIN)/python -m benchmarks.dedup_vs_faiss --sizes $(DEDUP_VS_FAISS_SIZES) --out bench-results/dedup-vs-faiss.json
