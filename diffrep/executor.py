@@ -39,6 +39,10 @@ def run_and_release(fn: Callable, *args, **kwargs) -> Any:
 class LocalExecutor:
     """Runs items one after another in this process."""
 
+    def workers(self) -> int:
+        """Items that run at once."""
+        return 1
+
     def map(self, fn: Callable, items: Sequence[tuple], shared: dict[str, Any] | None = None,
             progress: Progress | None = None, count: Callable[[Any], int] | None = None) -> list:
         results = []
@@ -65,6 +69,12 @@ class RayExecutor:
                  stall_warning_s: float = STALL_WARNING_S):
         self.num_cpus, self.max_attempts = num_cpus, max_attempts
         self.progress_interval_s, self.stall_warning_s = progress_interval_s, stall_warning_s
+
+    def workers(self) -> int:
+        """Tasks the whole cluster runs at once (its CPUs over `num_cpus`), at least 1."""
+        import ray
+
+        return max(1, int(ray.cluster_resources().get("CPU", 0) // self.num_cpus))
 
     def map(self, fn: Callable, items: Sequence[tuple], shared: dict[str, Any] | None = None,
             progress: Progress | None = None, count: Callable[[Any], int] | None = None) -> list:

@@ -4,6 +4,8 @@ its report rendered in headless Chromium."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -49,9 +51,10 @@ def partition(groups_table) -> set[frozenset]:
     return {frozenset(v) for v in by.values()}
 
 
-def star_components(a: np.ndarray, b: np.ndarray, parts: int, span: int) -> dict[int, int]:
-    """Run the star steps as the job does, with edges routed to `parts` id ranges of
-    `span` ids; returns node -> group id."""
+def star_components(a: np.ndarray, b: np.ndarray, parts: int, span: int, first: str = "local_stars") -> dict[int, int]:
+    """Run the star steps as the job does (`first` over each partition's edges, then
+    small- and large-star rounds), with edges routed to `parts` id ranges of `span` ids;
+    returns node -> group id."""
     from diffrep.dedup import components
 
     def route(a, b):
@@ -59,7 +62,7 @@ def star_components(a: np.ndarray, b: np.ndarray, parts: int, span: int) -> dict
         return [(u[u // span == p], v[u // span == p]) for p in range(parts)]
 
     inbound = route(a, b)
-    outs = [components.large_star(u, v) for u, v in inbound]
+    outs = [getattr(components, first)(u, v) for u, v in inbound]
     history = [sum(o[2] for o in outs)]
     step = 0
     while not (len(history) >= 2 and history[-1] == 0 and history[-2] == 0):
@@ -76,8 +79,9 @@ def star_components(a: np.ndarray, b: np.ndarray, parts: int, span: int) -> dict
     return out
 
 
+@pytest.mark.parametrize("first", ["local_stars", "large_star"])
 @pytest.mark.parametrize("seed,parts", [(0, 1), (1, 3), (2, 7)])
-def test_star_contraction_equals_connected_components(seed, parts):
+def test_star_contraction_equals_connected_components(seed, parts, first):
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -87,13 +91,29 @@ def test_star_contraction_equals_connected_components(seed, parts):
     # a long chain and a large star: the shapes that need the most rounds
     chain = rng.permutation(n)[:80]
     a, b = np.concatenate([a, chain[:-1], np.full(60, 599)]), np.concatenate([b, chain[1:], rng.integers(0, n, 60)])
-    got = star_components(a, b, parts, -(-n // parts))
+    got = star_components(a, b, parts, -(-n // parts), first)
     _, labels = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
     touched = np.unique(np.concatenate([a[a != b], b[a != b]]))
     assert set(got) == set(touched.tolist())
     for node in touched:  # same components, and the group id is the component's smallest id
         members = np.flatnonzero(labels == labels[node])
         assert got[int(node)] == int(members.min())
+
+
+def test_local_stars_move_one_edge_per_node_not_every_pair():
+    """A group of m images holds m(m-1)/2 pairs; the rounds get m-1 edges from it (each
+    member attached to the smallest id), and a partition's nodes outside its id range
+    (hits of its queries) are contracted with them."""
+    from diffrep.dedup import components
+
+    m = 50
+    clique = np.array([(i, j) for i in range(100, 100 + m) for j in range(100, 100 + m) if i != j])
+    u = np.concatenate([clique[:, 0], [7, 9000]])
+    v = np.concatenate([clique[:, 1], [9000, 120]])   # 7 - 9000 - 120 joins 7 to the clique
+    a, b, emitted = components.local_stars(u, v)
+    assert emitted == len(a) == m + 1
+    assert set(b.tolist()) == {7} and sorted(a.tolist()) == [*range(100, 100 + m), 9000]
+    assert components.local_stars(np.zeros(0, np.int64), np.zeros(0, np.int64))[2] == 0
 
 
 @pytest.mark.parametrize("rows_per_slice,shards,partition_ids", [(3000, 1, 10_000), (250, 3, 700), (500, 2, 128)])
@@ -221,7 +241,7 @@ def test_group_stats_vectorised_equals_a_plain_count():
     assert stats[3]["example_urls"] == ["u3", "u5", "u9"] and stats[3]["size"] == 3
 
 
-class KilledAfter:
+class KilledAfter(LocalExecutor):
     """A LocalExecutor that dies (as a killed driver would) after `calls` task calls."""
 
     def __init__(self, calls: int):
@@ -234,6 +254,45 @@ class KilledAfter:
             self.left -= 1
             return fn(*args, **kwargs)
         return LocalExecutor().map(once, items, shared=shared)
+
+
+def test_partitions_give_every_worker_one_and_a_resume_keeps_them(tmp_path):
+    """The end stage splits finer than partition_ids when that leaves workers idle (a 1M
+    index on 2 CPUs ran its end stage as one task); a run resumed on another cluster keeps
+    the partitioning its finished tasks used. The shard actors are released once the
+    search is over, before the end stage."""
+    from diffrep.dedup.run import partition_span
+
+    assert partition_span(1_000_000, 10_000_000, workers=2) == 500_000
+    assert partition_span(10_000_000, 1_000_000, workers=2) == 1_000_000
+    assert partition_span(5, 10, workers=16) == 1
+
+    class WideKilled(KilledAfter):
+        def workers(self) -> int:
+            return 4
+
+    x, truth = planted()
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x, 250)
+    build(IndexConfig(root=root, model=MODEL, rows_per_slice=1000, eval_queries=50), LocalExecutor())
+    handle = open_index(root, MODEL)
+    base = tmp_path / "dedup" / MODEL
+    released = []
+
+    def release() -> None:
+        released.append(sorted(p.parent.name for p in (base / "work").glob("*/part_*.json")))
+
+    cfg = DedupConfig(root=root, model=MODEL, threshold=0.95)
+    with pytest.raises(KeyboardInterrupt):
+        run_dedup(cfg, handle, WideKilled(len(handle.slices) + 1), None, release_actors=release)
+    assert released == [[]]  # after the search, before any end-stage task
+    summary = run_dedup(cfg, handle, LocalExecutor(), None)
+    span = -(-len(x) // 4)
+    plan = json.loads((base / "plan.json").read_text())
+    assert plan["partition_ids"] == span and plan["max_partition_ids"] == cfg.partition_ids
+    assert summary["partitions"] == 4 and len(list((base / "components").glob("*.parquet"))) == 4
+    assert summary["duplicated_images"] == int((truth >= 0).sum())
+    assert summary["groups"] == len(set(truth[truth >= 0].tolist()))
 
 
 @pytest.mark.parametrize("killed_after", [2, 9, 15])

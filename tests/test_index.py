@@ -79,6 +79,20 @@ def test_recall_against_exact_search_at_budget(corpus, pq_index):
     assert recall_at(with_rerank.ids, truth) >= 0.985  # measured 0.993
 
 
+def test_recall_sweep_stops_after_the_round_that_reaches_the_target(pq_index):
+    """Larger nprobes than the first reaching the target are not searched (they were most
+    of a 1M build's sweep), and the choice is that first one."""
+    from diffrep.index.sweep import SWEEP_ROUND, nprobe_candidates
+
+    _, cfg, infos = pq_index
+    swept = [s["nprobe"] for s in infos["nprobe_sweep"]]
+    candidates = nprobe_candidates(infos["index_key"], cfg.max_nprobe)
+    reached = next(i for i, s in enumerate(infos["nprobe_sweep"])
+                   if s["recall_at_10"] >= cfg.target_recall_at_10)
+    assert swept == candidates[:(reached // SWEEP_ROUND + 1) * SWEEP_ROUND]
+    assert len(swept) < len(candidates) and infos["nprobe"] == swept[reached]
+
+
 def test_exact_rerank_returns_true_similarities(corpus, pq_index):
     x, queries = corpus
     root, _, _ = pq_index
@@ -348,7 +362,7 @@ def test_search_job_images_and_embeddings(demo_sscd_root, tmp_path, caplog):
 
 
 def test_nprobe_choice_smallest_reaching_target_else_the_knee(caplog):
-    from diffrep.index.builder import choose_nprobe
+    from diffrep.index.sweep import choose_nprobe
 
     sweep = [{"nprobe": p, "recall_at_10": r} for p, r in
              [(1, 0.60), (2, 0.80), (4, 0.905), (8, 0.95), (16, 0.96)]]

@@ -3,7 +3,8 @@
   adjacency (per id partition)  the partition's edges from every query slice, each pair
                                 once (the larger similarity when both sides found it);
                                 duplicate counts; half-pairs routed to id_b's partition;
-                                the first large-star step of the components
+                                the partition's own components as stars
+                                (components.local_stars), the rounds' first edges
   pairs (per id partition)      half-pairs + id_b's key -> pairs/part_P.parquet
   cc (per id partition, rounds) star contraction steps (diffrep.dedup.components)
   labels (per id partition)     group id of each node -> components/part_P.parquet; member
@@ -100,7 +101,7 @@ def adjacency_step(root: str, model: str, partition: int, slice_ids: list[int],
         {"id_a": src[mine], "id_b": dst[mine], "similarity": sim[mine], "key_a": key_a},
         schema=HALF_PAIR_SCHEMA), partition_of(dst[mine], partition_ids))
     del key_a, sim
-    a, b, changes = components.large_star(src, dst)
+    a, b, changes = components.local_stars(src, dst)
     _route_edges(layout.step_output("cc0", partition), a, b, partition_ids)
     return _finish(layout, "adjacency", partition, {
         "partition": partition, "nodes": int(len(nodes)), "pairs_in": int(mine.sum()),
@@ -111,10 +112,15 @@ def pairs_step(root: str, model: str, partition: int, num_parts: int) -> dict:
     layout = DedupLayout(root, model)
     handle = open_index(root, model, verify_files=False)
     half = read_inbound([layout.step_output("halfpairs", p) for p in range(num_parts)], partition,
-                        HALF_PAIR_SCHEMA).sort_by([("id_a", "ascending"), ("id_b", "ascending")])
-    id_b = half["id_b"].to_numpy()
-    ends, where = np.unique(id_b, return_inverse=True)
-    key_b = pc.take(id_metadata(handle, ends, ["key"])["key"], pa.array(where))
+                        HALF_PAIR_SCHEMA)
+    # each adjacency partition wrote its half-pairs sorted, and partitions are id ranges
+    # read in order: sorted already, unless written otherwise
+    id_a, id_b = half["id_a"].to_numpy(), half["id_b"].to_numpy()
+    if not bool(((id_a[1:] > id_a[:-1]) | ((id_a[1:] == id_a[:-1]) & (id_b[1:] > id_b[:-1]))).all()):
+        half = half.sort_by([("id_a", "ascending"), ("id_b", "ascending")])
+        id_b = half["id_b"].to_numpy()
+    ends = np.sort(pc.unique(pa.array(id_b)).to_numpy())  # hash-based: 3x np.unique's sort
+    key_b = pc.take(id_metadata(handle, ends, ["key"])["key"], pc.index_in(pa.array(id_b), value_set=pa.array(ends)))
     storage.write_parquet(layout.part("pairs", partition), pa.table(
         {"key_a": half["key_a"], "key_b": key_b, "similarity": half["similarity"],
          "id_a": half["id_a"], "id_b": half["id_b"]}, schema=PAIR_SCHEMA))

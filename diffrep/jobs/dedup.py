@@ -32,7 +32,8 @@ def run(cfg: DedupConfig, ctx: JobContext) -> str:
                            progress_interval_s=cfg.progress_interval_s,
                            stall_warning_s=cfg.stall_warning_s)
     ctx.working()
-    summary = run_dedup(cfg, handle, executor, shards.actors if shards else None)
+    summary = run_dedup(cfg, handle, executor, shards.actors if shards else None,
+                        release_actors=shards.close if shards else None)
     return _result_line(summary)
 
 
