@@ -20,8 +20,9 @@ class DedupConfig(RunSettings):
         "their list almost always, so a small nprobe often suffices at 0.95"))
     query_batch: int = field(default=1024, metadata=helps("queries per range-search call"))
     partition_ids: int = field(default=10_000_000, metadata=helps(
-        "ids per partition of the job's end (pairs, components, groups): each task holds "
-        "one partition's edges, metadata and groups, so this bounds a task's memory"))
+        "most ids per partition of the job's end (pairs, components, groups): each task "
+        "holds one partition's edges, metadata and groups, so this bounds a task's memory; "
+        "smaller partitions are used when the cluster has more CPUs than partitions"))
     max_component_steps: int = field(default=64, metadata=helps(
         "star-contraction steps before the components are declared not converging"))
     keep_work: bool = field(default=False, metadata=helps(
