@@ -218,13 +218,13 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
                            "steps_s": summary["seconds"]})
         if "dcs_caption_set" not in args.stages:
             return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards,
-                    "dedup_partitions": math.ceil(n / args.partition_ids), "truth": truth,
+                    "dedup_partitions": summary["partitions"], "truth": truth,
                     "corpus_written_s": round(write_s, 1), "stages": stages}
         stages.append(run_stage("dcs_caption_set", [
             "-m", "benchmarks.rehearsal", "--caption-set", root, "--max-captions", str(args.max_captions)],
             n, cores, os.path.join(root, "rankings"), logs))
         return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards,
-                "dedup_partitions": math.ceil(n / args.partition_ids), "truth": truth,
+                "dedup_partitions": summary["partitions"], "truth": truth,
                 "corpus_written_s": round(write_s, 1), "stages": stages}
 
 
