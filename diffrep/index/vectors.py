@@ -80,7 +80,7 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int
                batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k of `queries` against `vectors` (labelled by `ids`), by
     faiss's brute-force knn per block of `batch` rows (BLAS and a heap per query: 8x
-    numpy's product and argpartition at 500 queries x 500k x 64-d).
+    numpy's product and argpartition at 500 queries x 500k x 64-d, one ad hoc timing).
 
     Returns (sims, ids), each (Q, k), best first; missing entries are -inf / -1.
     """
