@@ -187,6 +187,11 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
             2 ** max(6, round(math.log2(n / args.list_size)))
         shards = max(1, math.ceil(n / args.vectors_per_shard))
         common = ["--root", root, "--model", MODEL, "--ray_address", address]
+        # --actors caps the shard actors (0: one per shard); they share half a CPU
+        per_actor = math.ceil(shards / args.actors) if args.actors else 1
+        actors = math.ceil(shards / per_actor)
+        actor_args = ["--shard_actors", "always", "--shards_per_actor", str(per_actor),
+                      "--shard_actor_cpus", str(round(0.5 / actors, 3))]
         logs = os.path.join(args.log_dir, str(n))
         os.makedirs(logs, exist_ok=True)
         stages = [run_stage("build_index", [
@@ -198,18 +203,16 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
         if "search" in args.stages:  # every corpus image against the index, as the demo does
             stages.append(run_stage("search", [
                 "-m", "jobs.search", *common, "--queries", root, "--k", "2", "--nprobe", str(args.nprobe),
-                "--batch_size", "8192", "--shard_actors", "always",
-                "--shard_actor_cpus", str(round(0.5 / shards, 3)),
+                "--batch_size", "8192", *actor_args,
                 "--out", os.path.join(root, "search", "results.parquet")],
                 n, cores, os.path.join(root, "search"), logs))
         if "dedup" not in args.stages:
-            return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards, "truth": truth,
+            return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards, "shard_actors": actors, "truth": truth,
                     "corpus_written_s": round(write_s, 1), "stages": stages}
         stages.append(run_stage("dedup", [
             "-m", "jobs.dedup", *common, "--threshold", "0.95", "--nprobe", str(args.nprobe),
             "--query_batch", "4096", "--partition_ids", str(args.partition_ids),
-            "--shard_actors", "always", "--shard_actor_cpus", str(round(0.5 / shards, 3)),
-            "--report_groups", "4", "--report_members", "4"],
+            *actor_args, "--report_groups", "4", "--report_members", "4"],
             n, cores, os.path.join(root, "dedup"), logs))
         stages[-1].update(pair_quality(root))
         summary = storage.read_json(os.path.join(root, "dedup", MODEL, "summary.json"))
@@ -217,13 +220,13 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
                            "groups_found": summary["groups"], "component_steps": summary["component_steps"],
                            "steps_s": summary["seconds"]})
         if "dcs_caption_set" not in args.stages:
-            return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards,
+            return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards, "shard_actors": actors,
                     "dedup_partitions": summary["partitions"], "truth": truth,
                     "corpus_written_s": round(write_s, 1), "stages": stages}
         stages.append(run_stage("dcs_caption_set", [
             "-m", "benchmarks.rehearsal", "--caption-set", root, "--max-captions", str(args.max_captions)],
             n, cores, os.path.join(root, "rankings"), logs))
-        return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards,
+        return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards, "shard_actors": actors,
                 "dedup_partitions": summary["partitions"], "truth": truth,
                 "corpus_written_s": round(write_s, 1), "stages": stages}
 
@@ -324,6 +327,8 @@ def main() -> int:
     p.add_argument("--exact_nlist", action="store_true", help="nlist = N / list_size, not a power of two")
     p.add_argument("--nprobe", type=int, default=4)
     p.add_argument("--max_captions", type=int, default=100_000)
+    p.add_argument("--actors", type=int, default=0,
+                   help="most shard actors (each then holds ceil(shards / actors) shards); 0: one per shard")
     p.add_argument("--nodes", type=int, default=2, help="raylets of the local cluster")
     p.add_argument("--stages", default="build_index,search,dedup,dcs_caption_set",
                    help="after build_index: any of search, dedup (then dcs_caption_set)")

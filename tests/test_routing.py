@@ -141,6 +141,47 @@ def test_ray_shard_actors_route_like_the_local_backend(pq_index, ray_cluster):
         backend.close()
 
 
+def test_shard_groups_are_consecutive_runs_covering_every_shard():
+    from diffrep.search.ray_shards import actor_count, shard_groups
+
+    assert shard_groups(10, actor_count(10, 5)) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert shard_groups(7, actor_count(7, 3)) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert shard_groups(2, 5) == [[0], [1]] and actor_count(3, 1) == 3
+    for n, g in [(1, 1), (5, 2), (64, 3), (9, 9)]:
+        groups = shard_groups(n, actor_count(n, g))
+        assert [s for run in groups for s in run] == list(range(n))
+        assert max(map(len, groups)) <= g
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("shards_per_actor", [2, 3])
+def test_actors_holding_several_shards_route_and_fan_out_like_the_local_backend(pq_index, ray_cluster,
+                                                                                shards_per_actor):
+    """Fewer actors than shards: the same top-k and range hits as one process holding every
+    shard, routed (one call per actor per batch) and fanned out (every shard's results)."""
+    root, x = pq_index
+    handle = open_index(root, MODEL)
+    shards = len(handle.shard_files())
+    q = x[::40]
+    local = Searcher(handle, LocalShards(handle, route=False), nprobe=4)
+    want, want_range = local.search(q, 5), local.range_search(q, 0.9, margin=0.1)
+    for route in (True, False):
+        backend = RayShards(handle, num_cpus=0.25, shards_per_actor=shards_per_actor, route=route)
+        try:
+            assert len(backend.actors) == -(-shards // shards_per_actor) < shards
+            assert backend.num_shards() == shards
+            searcher = Searcher(handle, backend, nprobe=4)
+            hits, found = searcher.search(q, 5), searcher.range_search(q, 0.9, margin=0.1)
+            np.testing.assert_array_equal(hits.ids, want.ids)
+            np.testing.assert_allclose(hits.sims, want.sims, rtol=1e-5)
+            np.testing.assert_array_equal(found.query, want_range.query)
+            np.testing.assert_array_equal(found.ids, want_range.ids)
+            tasks = RayShards.from_actors(backend.actors, handle, route=route)  # as a task rebuilds it
+            np.testing.assert_array_equal(Searcher(handle, tasks, nprobe=4).search(q, 5).ids, want.ids)
+        finally:
+            backend.close()
+
+
 def test_incremental_add_routes_new_vectors_to_their_lists_owners(tmp_path):
     x = clustered_vectors(6000, DIM, clusters=30, seed=4)
     root = str(tmp_path)
@@ -227,7 +268,7 @@ def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster):
     truth = {(int(a), int(b)) for a, b in zip(qs, ids, strict=True) if a < b}
     assert len(truth) > 2000
 
-    backend = RayShards(handle, num_cpus=0.25)
+    backend = RayShards(handle, num_cpus=0.25, shards_per_actor=2)  # 2 actors: [0, 1], [2]
     try:
         run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95, margin=0.2, nprobe=16,
                               partition_ids=5000), handle, RayExecutor(num_cpus=0.5), backend.actors)

@@ -24,10 +24,10 @@ def run(cfg: DedupConfig, ctx: JobContext) -> str:
     use_actors = wants_shard_actors(cfg.shard_actors, handle)
     # the shard actors and one slice task (1 CPU) beside them must fit the cluster
     cfg = fit_config(cfg, "dedup", [
-        shard_actor_ask("dedup", handle, use_actors, cfg.shard_actor_cpus),
+        shard_actor_ask("dedup", handle, use_actors, cfg.shard_actor_cpus, cfg.shards_per_actor),
         Ask("slice tasks", 1, 1.0)])
     shards = start_shard_actors(handle, use_actors, cfg.shard_actor_cpus,
-                                cfg.shard_actor_threads, ctx.release)
+                                cfg.shard_actor_threads, ctx.release, cfg.shards_per_actor)
     executor = RayExecutor(num_cpus=1, max_attempts=cfg.max_attempts,
                            progress_interval_s=cfg.progress_interval_s,
                            stall_warning_s=cfg.stall_warning_s)

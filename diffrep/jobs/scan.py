@@ -31,10 +31,11 @@ def run(cfg: ScanConfig, ctx: JobContext) -> str:
     use_actors = wants_shard_actors(cfg.shard_actors, handle)
     # shard actors and generation workers are held together: they must fit the cluster
     cfg = fit_config(cfg, "scan", [
-        shard_actor_ask("scan", handle, use_actors, cfg.shard_actor_cpus),
+        shard_actor_ask("scan", handle, use_actors, cfg.shard_actor_cpus, cfg.shards_per_actor),
         Ask("generation workers", cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker,
             "scan.cpus_per_worker", "scan.gpus_per_worker", "scan.workers", count_fit=True)])
-    shards = start_shard_actors(handle, use_actors, cfg.shard_actor_cpus, 1, ctx.release)
+    shards = start_shard_actors(handle, use_actors, cfg.shard_actor_cpus, 1, ctx.release,
+                                cfg.shards_per_actor)
     ctx.working()
     run_scan(cfg, checkpoints, handle, shards.actors if shards else None)
     return f"summary and report under {cfg.root}/scans/{cfg.run}/"

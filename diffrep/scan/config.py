@@ -105,6 +105,10 @@ class ScanConfig(RegionSettings, RunSettings):
     shard_actor_cpus: float = field(default=1.0, metadata=helps(
         "CPUs reserved per shard actor, fractions allowed; lowered (WARNING) to a share that "
         "leaves room for the generation workers"))
+    shards_per_actor: int = field(default=1, metadata=helps(
+        "index shards per shard actor (consecutive shards, one call per actor per batch): "
+        "raise it where the cluster has fewer CPUs than the index has shards, so that "
+        "fewer actors get whole CPUs instead of many sharing them"))
     report_pairs: int = field(default=12, metadata=helps(
         "highest-similarity generation/match pairs shown per checkpoint in the report"))
 
@@ -121,7 +125,7 @@ def validate(cfg: ScanConfig) -> None:
     if cfg.prompts != "training" and not cfg.prompts.endswith((".txt", ".parquet")):
         errors.append(f"scan.prompts must be 'training', a .txt or a .parquet file, not {cfg.prompts!r}")
     for key in ("num_prompts", "seeds_per_prompt", "steps", "batch_size", "prompts_per_unit",
-                "workers", "k", "baseline_size", "report_pairs", "max_attempts"):
+                "workers", "k", "baseline_size", "report_pairs", "max_attempts", "shards_per_actor"):
         if getattr(cfg, key) < 1:
             errors.append(f"scan.{key} must be >= 1")
     if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):

@@ -1,11 +1,11 @@
 """Search over a sharded index: verified loading, fan-out top-k, exact re-rank, range search."""
 
 from diffrep.search.index import IndexHandle, open_index
+from diffrep.search.ray_shards import RayShards
 from diffrep.search.searcher import (
     Hits,
     LocalShards,
     RangeHits,
-    RayShards,
     Searcher,
     wants_shard_actors,
 )

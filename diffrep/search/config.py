@@ -80,6 +80,10 @@ class SearchConfig(RegionSettings):
     shard_actor_cpus: float = field(default=1.0, metadata=helps(
         "CPUs reserved per shard actor, fractions allowed; lowered (WARNING) to a share of "
         "the cluster's CPUs when the shard actors would not fit"))
+    shards_per_actor: int = field(default=1, metadata=helps(
+        "index shards per shard actor (consecutive shards, one call per actor per batch): "
+        "raise it where the cluster has fewer CPUs than the index has shards, so that "
+        "fewer actors get whole CPUs instead of many sharing them"))
     out: str | None = field(default=None, metadata=helps(
         "results parquet; null: <root>/search/<model>/results.parquet"))
     report: bool = field(default=True, metadata=helps(
@@ -100,7 +104,8 @@ def validate(cfg: SearchConfig) -> None:
     errors = []
     if (cfg.queries is None) == (cfg.images is None):
         errors.append("set exactly one of search.queries (embeddings) and search.images")
-    for key in ("k", "candidates", "batch_size", "name_rows", "report_queries", "report_matches"):
+    for key in ("k", "candidates", "batch_size", "name_rows", "report_queries", "report_matches",
+                "shards_per_actor"):
         if getattr(cfg, key) < 1:
             errors.append(f"search.{key} must be >= 1")
     if cfg.region_rerank < 0:

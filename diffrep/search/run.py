@@ -32,8 +32,9 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
     if use_actors:
         ctx.ray(cfg.ray_address)
         cfg = fit_config(cfg, "search", [
-            shard_actor_ask("search", handle, True, cfg.shard_actor_cpus)])
-        backend = ctx.release(RayShards(handle, num_cpus=cfg.shard_actor_cpus, threads=1))
+            shard_actor_ask("search", handle, True, cfg.shard_actor_cpus, cfg.shards_per_actor)])
+        backend = ctx.release(RayShards(handle, num_cpus=cfg.shard_actor_cpus, threads=1,
+                                              shards_per_actor=cfg.shards_per_actor))
     else:
         backend = LocalShards(handle)
     spec = queries.regions if isinstance(queries, ImageQueries) else None

@@ -1,10 +1,11 @@
 """Top-k and range search over every shard of an index, merged into one ranking.
 
 Shards are searched by a backend: `LocalShards` (memory-mapped in this process, for small
-indexes and tests) or `RayShards` (one actor per shard, each verifying and memory-mapping
-its own file). Either routes each query batch only to the shards that own the IVF lists
-it probes (diffrep.search.lists: one coarse assignment per batch). Candidates can be re-ranked exactly from the stored embeddings (inner
-product) or patch tokens (split-product), so reported similarities are true ones.
+indexes and tests) or `RayShards` (diffrep.search.ray_shards: Ray actors, each verifying
+and memory-mapping its own shards). Either routes each query batch only to the shards that
+own the IVF lists it probes (diffrep.search.lists: one coarse assignment per batch).
+Candidates can be re-ranked exactly from the stored embeddings (inner product) or patch
+tokens (split-product), so reported similarities are true ones.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class RangeHits:
 
 class ShardSearcher:
     """One shard file, verified against the manifest and memory-mapped. Used in-process,
-    and as the Ray actor class of RayShards. `search` / `range_search` run the shard's own
+    and inside the Ray actors of RayShards (ShardGroup). `search` / `range_search` run the shard's own
     coarse quantizer (the fan-out of indexes built before list partitioning); the `_lists`
     methods scan only the lists a ListRouter assigned (diffrep.search.lists)."""
 
@@ -190,55 +191,6 @@ def wants_shard_actors(mode: str, handle: IndexHandle) -> bool:
     """The jobs' `shard_actors` setting: "always", "never", or "auto" (actors when the
     index has more than one shard)."""
     return mode == "always" or (mode == "auto" and len(handle.shard_files()) > 1)
-
-
-class RayShards(_Shards):
-    """One Ray actor per shard; each batch goes to the actors owning its probed lists
-    (every actor for an index built before list partitioning, or with route=False)."""
-
-    def __init__(self, handle: IndexHandle, num_cpus: float = 1, threads: int = 1, route: bool = True):
-        import ray
-
-        actor = ray.remote(ShardSearcher).options(num_cpus=num_cpus, max_restarts=3,
-                                                  max_task_retries=3)
-        self.ray = ray
-        self.actors = [actor.remote(handle.shard_url(n), handle.manifest["key"], handle.manifest,
-                                    handle.layout.base, n, threads, defer=True)
-                       for n in handle.shard_files()]
-        self.router = ListRouter.of(handle) if route else None
-        try:  # each actor verifies its shard's sha256 now: a tampered file stops the job here
-            ray.get([a.open.remote() for a in self.actors])
-        except BaseException:
-            self.close()
-            raise
-
-    @classmethod
-    def from_actors(cls, actors: list, handle: IndexHandle | None = None, route: bool = True) -> RayShards:
-        """A backend over shard actors created elsewhere (handles passed to Ray tasks);
-        with the index's `handle`, routed by list."""
-        import ray
-
-        self = cls.__new__(cls)
-        self.ray, self.actors = ray, list(actors)
-        self.router = ListRouter.of(handle) if handle is not None and route else None
-        return self
-
-    def close(self) -> None:
-        """Kill the shard actors (their CPUs go back to the cluster)."""
-        for a in self.actors:
-            self.ray.kill(a)
-        self.actors = []
-
-    def num_shards(self) -> int:
-        return len(self.actors)
-
-    def _fan_out(self, method, q, *args):
-        ref = self.ray.put(q)
-        return self.ray.get([getattr(a, method).remote(ref, *args) for a in self.actors])
-
-    def _each(self, jobs, method, arg):
-        return self.ray.get([getattr(self.actors[j.shard], method).remote(j.queries, arg, j.lists, j.coarse)
-                             for j in jobs])
 
 
 class Searcher:
