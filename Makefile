@@ -58,16 +58,20 @@ testbed: setup
 	$(BIN)/diffrep detectbench --checkpoint testbed/large-data --labels testbed/memorizing/testbed/truth.json --out_dir testbed/detectbench/large-data
 	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --labels testbed/style_control.csv --out_dir testbed/detectbench/style-control
 
-# Testbed v2 (diffrep.testbed.scene_pool): 64x64 photo mosaics with object cut-outs from two
-# Debian packages of images (apt-get install openclipart-png tuxpaint-stamps-default), four
-# kinds of memorization, one caption generator; trained on 2 threads. Its null:
-# benchmarks/testbed_null.py.
+# Testbed v2 (diffrep.testbed.scene_pool): 64x64 photo mosaics with one object cut-out each
+# from two Debian packages of images, four kinds of memorization, one caption generator. The
+# pool is committed and read back; to rebuild it, delete testbed/v2/data and
+# `apt-get install openclipart-png tuxpaint-stamps-default`. Delete testbed/v2/{memorizing,
+# large-data} to retrain: ~65 min on 2 CPU threads, ~6 min with TESTBED_DEVICE=cuda on one
+# H200 (same data order; weights differ by float rounding). Its null: benchmarks/testbed_null.py.
+TESTBED_DEVICE ?= cpu
 testbed-v2: setup
-	$(BIN)/diffrep train_testbed --design scenes --out_dir testbed/v2 --threads 2
+	$(BIN)/diffrep train_testbed --design scenes --out_dir testbed/v2 --threads 2 --device $(TESTBED_DEVICE)
 	$(BIN)/python -m benchmarks.testbed_null --pools testbed,testbed/v2 --out benchmarks/results/testbed-null.json
 	$(BIN)/diffrep verify_testbed --testbed testbed/v2 --seeds 2 --once 24 --threads 2
 	$(BIN)/diffrep detectbench --checkpoint testbed/v2/memorizing --resolution 64 --max_captions 300 --threads 2 --out_dir testbed/v2/detectbench/memorizing
 	$(BIN)/diffrep detectbench --checkpoint testbed/v2/large-data --resolution 64 --max_captions 300 --threads 2 --labels testbed/v2/memorizing/testbed/truth.json --out_dir testbed/v2/detectbench/large-data
+	$(BIN)/python -m benchmarks.caption_structure --pools testbed/v2 --results testbed/v2/detectbench/large-data/results.json,testbed/v2/detectbench/memorizing/results.json --out benchmarks/results/caption-structure.json
 
 # DIFFREP_STRICT_TESTS=1: a test that needs what `make setup` installs fails without it.
 # Two pytest-xdist workers, a test file at a time each (its module fixtures built once):

@@ -5,7 +5,12 @@ detector's correlation with word count among the negatives, and the detectors' m
 for negatives and positives. Issue 21's goal is that wording (and structure) carry no
 label: on the large-data model every detector within AUC 0.40-0.60.
 
+With --pools, the same word-count figure straight from testbed pools (pool.json: model A's
+designed captions and prompts against its once-seen captions), before any model is
+trained.
+
 Run: python -m benchmarks.caption_structure --results testbed/v2/detectbench/large-data/results.json,testbed/v2/detectbench/memorizing/results.json --out bench-results/caption-structure.json
+     python -m benchmarks.caption_structure --pools testbed/v2 --out bench-results/caption-structure.json
 """
 
 from __future__ import annotations
@@ -42,14 +47,34 @@ def caption_structure(results_json: str, min_words: int) -> dict:
     return out
 
 
+def pool_words(pool_dir: str) -> dict:
+    """Word counts of a pool's captions by kind, and the ROC AUC of word count alone for
+    the designed kinds (memorized, template, object and the prompts) against once-seen."""
+    pool = json.loads((Path(pool_dir) / "data" / "pool.json").read_text())
+    rows = [(e["kind"], e["caption"]) for e in pool["entries"]]
+    rows += [(p["kind"], p["caption"]) for p in pool.get("prompts", [])]
+    words = np.array([len(c.split()) for _, c in rows], float)
+    designed = np.array([k != "once" for k, _ in rows])
+    by_kind = {}
+    for kind in sorted({k for k, _ in rows}):
+        w = words[[k == kind for k, _ in rows]]
+        by_kind[kind] = {"captions": len(w), "min": int(w.min()), "median": float(np.median(w)),
+                         "max": int(w.max())}
+    return {"words_auc": round(roc_auc(words, designed), 4), "by_kind": by_kind}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", required=True, help="comma-separated detectbench results.json files")
+    ap.add_argument("--results", default="", help="comma-separated detectbench results.json files")
+    ap.add_argument("--pools", default="", help="comma-separated testbed folders (their data/pool.json)")
     ap.add_argument("--min_words", type=int, default=19)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    write_results(args.out, {path: caption_structure(path, args.min_words)
-                             for path in args.results.split(",")})
+    if not args.results and not args.pools:
+        ap.error("give --results, --pools or both")
+    out = {path: caption_structure(path, args.min_words) for path in args.results.split(",") if path}
+    out.update({f"{path} (pool)": pool_words(path) for path in args.pools.split(",") if path})
+    write_results(args.out, out)
     return 0
 
 

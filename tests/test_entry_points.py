@@ -61,6 +61,18 @@ def test_train_then_verify_testbed_two_steps(tmp_path, capsys):
     assert (out / "verify.md").read_text().startswith("| model | captions |")
 
 
+def test_train_testbed_refuses_a_device_torch_cannot_train_on(tmp_path, capsys):
+    """cuda on a machine where torch sees no GPU (CI, this project's CPU machines), or a
+    device that is not cpu or cuda: exit 2 naming the key, before any pool or model."""
+    import torch
+
+    for device in (["tpu"] if torch.cuda.is_available() else ["tpu", "cuda"]):
+        assert cli.main(["train_testbed", "--out_dir", str(tmp_path / "tb"), "--device", device]) == 2
+        captured = capsys.readouterr()
+        assert "train_testbed.device" in captured.out + captured.err
+    assert not (tmp_path / "tb").exists()
+
+
 def test_detectbench_on_the_committed_testbed(tmp_path):
     out = tmp_path / "detectbench"
     assert cli.main(["detectbench", "--checkpoint", str(TESTBED / "memorizing"), "--max_captions", "40",

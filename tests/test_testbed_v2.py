@@ -16,8 +16,10 @@ from diffrep.testbed.objects import CutOut, load_cutouts
 from tests.conftest import requires_sscd
 
 
-def drawn_cutouts(n: int, seed: int = 0) -> list[CutOut]:
-    """n RGBA polygons, each a different random shape and colour."""
+def drawn_cutouts(n: int, seed: int = 0, textured: bool = False) -> list[CutOut]:
+    """n RGBA polygons, each a different random shape and colour; `textured`: each filled
+    with its own random colour blotches instead (objects with detail, as the packages'
+    clip art and photos have, which flat polygons lack)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -25,8 +27,15 @@ def drawn_cutouts(n: int, seed: int = 0) -> list[CutOut]:
         k = int(rng.integers(3, 9))
         angles = np.sort(rng.uniform(0, 2 * np.pi, k))
         radii = rng.uniform(20, 46, k)
-        ImageDraw.Draw(img).polygon([(48 + r * np.cos(a), 48 + r * np.sin(a)) for a, r in zip(angles, radii, strict=True)],
-                                    fill=tuple(int(c) for c in rng.integers(0, 256, 3)) + (255,))
+        outline = [(48 + r * np.cos(a), 48 + r * np.sin(a)) for a, r in zip(angles, radii, strict=True)]
+        if textured:
+            mask = Image.new("L", (96, 96), 0)
+            ImageDraw.Draw(mask).polygon(outline, fill=255)
+            blotches = Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize(
+                (96, 96), Image.Resampling.BICUBIC).convert("RGBA")
+            img.paste(blotches, (0, 0), mask)
+        else:
+            ImageDraw.Draw(img).polygon(outline, fill=tuple(int(c) for c in rng.integers(0, 256, 3)) + (255,))
         out.append(CutOut(f"shape{i}", "drawn", f"drawn/{i}.png", img))
     return out
 
@@ -78,7 +87,7 @@ def test_with_an_embedder_no_once_seen_scene_is_a_copy_of_another(photos):
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -1)
     once = [e.index for e in entries if e.kind == "once"]
-    assert len(once) == cfg.once_b - cfg.special()
+    assert len(once) == max(cfg.once_a - cfg.special(), cfg.once_b - cfg.num_memorized)
     assert sims[once].max() <= cfg.max_similarity + 1e-4
     # the drawn objects on 32 px mosaics are alike to SSCD: some candidates were redrawn
     assert redrawn >= 1
@@ -87,8 +96,11 @@ def test_with_an_embedder_no_once_seen_scene_is_a_copy_of_another(photos):
 def test_pool_kinds_sizes_and_truth(small_pool):
     images, entries, prompts, _ = small_pool
     kinds = [e.kind for e in entries]
-    assert images.shape == (SMALL.once_b, 32, 32, 3) and len(entries) == SMALL.once_b
+    n = SMALL.special() + max(SMALL.once_a - SMALL.special(), SMALL.once_b - SMALL.num_memorized)
+    assert images.shape == (n, 32, 32, 3) and len(entries) == n
     assert (kinds.count("memorized"), kinds.count("template"), kinds.count("object")) == (3, 4, 5)
+    # one object in every scene of every kind: a caption's structure carries no kind
+    assert all("+" not in e.source for e in entries)
     assert len({e.caption for e in entries}) == len(entries)  # distinct captions
     flat = images.reshape(len(images), -1)
     assert len(np.unique(flat, axis=0)) == len(images)  # distinct images
@@ -97,7 +109,7 @@ def test_pool_kinds_sizes_and_truth(small_pool):
     assert len(set(once_sources)) == len(once_sources)
     # object kind: the same copied object in every scene, each scene different
     obj = [e for e in entries if e.kind == "object"]
-    assert len({e.source.split("+")[0] for e in obj}) == 1 and len({e.source for e in obj}) == len(obj)
+    assert len({e.source for e in obj}) == 1 and len({e.caption for e in obj}) == len(obj)
     assert all(0 <= e.box[0] < e.box[2] <= 32 and 0 <= e.box[1] < e.box[3] <= 32 for e in obj)
     # template family: variants differ only inside the varying object's box
     tpl = [e for e in entries if e.kind == "template"]
@@ -124,7 +136,10 @@ def test_training_rows_and_truth_of_both_models(small_pool):
     assert len(rows_a) == SMALL.once_a and len(rows_b) == SMALL.once_b
     repeats = {entries[i].kind: r for i, r in rows_a}
     assert repeats == {"memorized": 64, "template": 8, "object": 4, "once": 1}
-    assert {r for _, r in rows_b} == {1} and {i for i, _ in rows_a} <= {i for i, _ in rows_b}
+    # B: the memorized scenes once, A's once-seen scenes and more; not the families
+    assert {r for _, r in rows_b} == {1}
+    assert {entries[i].kind for i, _ in rows_b} == {"memorized", "once"}
+    assert {i for i, _ in rows_a if entries[i].kind in ("memorized", "once")} <= {i for i, _ in rows_b}
     truth_a = scene_pool.truth_rows(entries, rows_a, "A", prompts)
     truth_b = scene_pool.truth_rows(entries, rows_b, "B", prompts)
     by_kind = {t["kind"]: t for t in truth_a}
@@ -190,8 +205,8 @@ def test_object_similarity_finds_the_copied_object_in_its_scenes(photos):
     from diffrep.models import create_embedder, default_weights
     from diffrep.testbed.verify import object_references, object_similarity
 
-    cfg = scene_pool.ScenePoolConfig(**{**SMALL.__dict__, "side": 64, "once_a": 40, "once_b": 40})
-    images, entries, _, _ = scene_pool.build_scene_pool(cfg, photos, drawn_cutouts(120))
+    cfg = scene_pool.ScenePoolConfig(**{**SMALL.__dict__, "side": 128, "once_a": 40, "once_b": 40})  # 64 px: too few pixels for the region grid (0.44 against 0.45)
+    images, entries, _, _ = scene_pool.build_scene_pool(cfg, photos, drawn_cutouts(120, textured=True))
     embedder = create_embedder("sscd_onnx", weights=default_weights("sscd_onnx"), device="cpu")
     rows = [{"index": e.index, "kind": e.kind, "box": list(e.box)} for e in entries]
     obj = [e.index for e in entries if e.kind == "object"]
@@ -202,8 +217,7 @@ def test_object_similarity_finds_the_copied_object_in_its_scenes(photos):
     gens = images[[obj[-1], *once]].astype(np.float32)[:, None] / 255
     sims = object_similarity(embedder, gens, refs)[:, 0]
     assert refs.shape[0] == len(obj) - 1
-    # flat drawn polygons are weak for SSCD at 64 px: measured 0.494 for the copied object
-    # against at most 0.475 for the once-seen scenes; it is ranked first, not above 0.5
+    print("object similarity: copied", sims[0], "once-seen", sims[1:])
     assert sims[0] > sims[1:].max(), sims
 
 
@@ -240,6 +254,35 @@ def test_a_testbed_build_resumes_without_training_a_built_model_again(tmp_path):
     assert info["models"]["large-data"]["distinct"] == 20
     with pytest.raises(ValueError, match="once_b"):
         build_testbed(tmp_path, tdata.DataConfig(once_a=12, once_b=24), train, models=("A", "B"))
+    torch.set_num_threads(threads)
+
+
+def test_a_testbed_build_reads_back_a_pool_built_before(tmp_path):
+    """A pool already under <out_dir>/data (built where the image packages and SSCD are)
+    is read back, not rebuilt, and the VAE and model are trained on it (a GPU machine
+    trains what a CPU machine built); a pool built with another config is refused."""
+    import torch
+
+    from diffrep.testbed import data as tdata
+    from diffrep.testbed.build import build_pool, build_testbed
+    from diffrep.testbed.train import TrainConfig
+
+    threads = torch.get_num_threads()
+    data = tdata.DataConfig(num_memorized=2, memorized_repeats=4, template_variants=2, template_repeats=2,
+                            once_a=12, once_b=20)
+    build_pool(tmp_path, data)
+    npz = tmp_path / "data" / "images.npz"
+    pool_bytes, mtime = npz.read_bytes(), npz.stat().st_mtime_ns
+    train = TrainConfig(vae_steps=2, vae_batch=4, unet_steps=2, unet_batch=4, warmup_steps=1)
+    info = build_testbed(tmp_path, data, train, models=("A",))
+    assert npz.stat().st_mtime_ns == mtime and npz.read_bytes() == pool_bytes
+    assert "vae_seconds" in info and info["models"]["memorizing"]["distinct"] == 12
+    other = tmp_path / "other"
+    build_pool(other, data)
+    with pytest.raises(ValueError, match="once_b"):
+        build_testbed(other, tdata.DataConfig(num_memorized=2, memorized_repeats=4, template_variants=2,
+                                              template_repeats=2, once_a=12, once_b=24), train, models=("A",))
+    assert not (other / "memorizing").exists()
     torch.set_num_threads(threads)
 
 

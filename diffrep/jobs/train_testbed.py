@@ -28,6 +28,9 @@ class TestbedJobConfig:
     unet_steps: int = field(default=3500, metadata=helps("UNet optimisation steps per model"))
     vae_steps: int = field(default=1200, metadata=helps("VAE optimisation steps"))
     threads: int = field(default=1, metadata=helps("torch CPU threads"))
+    device: str = field(default="cpu", metadata=helps(
+        "where the VAE and UNets train: cpu or cuda[:N] (random draws stay on the CPU, so a "
+        "GPU run follows the same data order; its weights differ by float rounding)"))
     once_a: int = field(default=1500, metadata=helps(
         "distinct images in model A's training set, its repeated ones included"))
     once_b: int = field(default=4000, metadata=helps(
@@ -42,12 +45,19 @@ def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
 
     if cfg.design not in DESIGNS:
         raise ConfigError(f"train_testbed.design must be one of {', '.join(DESIGNS)}, not {cfg.design!r}")
+    if cfg.device != "cpu":
+        import torch
+
+        if not cfg.device.startswith("cuda") or not torch.cuda.is_available():
+            raise ConfigError(f"train_testbed.device is {cfg.device!r}: cpu, or cuda[:N] where "
+                              "torch sees a GPU")
     data, train = design_configs(cfg.design, seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b,
-                                 unet_steps=cfg.unet_steps, vae_steps=cfg.vae_steps, threads=cfg.threads)
+                                 unet_steps=cfg.unet_steps, vae_steps=cfg.vae_steps,
+                                 threads=cfg.threads, device=cfg.device)
     repeated = data.special()
     if cfg.once_a <= repeated or cfg.once_b < cfg.once_a:
         raise ConfigError(f"train_testbed.once_a must be > {repeated} (A's repeated images) and "
-                          "train_testbed.once_b >= once_a (B sees every image A sees)")
+                          "train_testbed.once_b >= once_a (B sees A's once-seen images and more)")
     info = build_testbed(cfg.out_dir, data, train, tuple(cfg.models))
     log.info("testbed under %s (its build took %.0f s, build.json)", cfg.out_dir, info["seconds"])
     return f"testbed under {cfg.out_dir}"

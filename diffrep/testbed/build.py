@@ -84,7 +84,7 @@ DESIGNS = ("crops", "scenes")
 
 
 def design_configs(design: str, seed: int = 0, once_a: int = 1500, once_b: int = 4000,
-                   **train: int) -> tuple[tdata.DataConfig | ScenePoolConfig, ttrain.TrainConfig]:
+                   **train: int | str) -> tuple[tdata.DataConfig | ScenePoolConfig, ttrain.TrainConfig]:
     """The data and training configs of a pool design; `train`: TrainConfig fields (steps,
     threads). "scenes" (v2) trains at 64 px through a three-level VAE, so its latents are
     16x16 as v1's, with 160 character tokens for its longer captions."""
@@ -132,7 +132,10 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
     Uses cfg.threads torch threads (one heavy process). Resumes: a model whose
     testbed/config.json exists (written last) is not trained again, and then the pool and
     the VAE it was trained with are read back instead of built; when every model asked for
-    is built, nothing is written and the existing build.json is returned."""
+    is built, nothing is written and the existing build.json is returned. A pool already
+    under <out_dir>/data (the same design and config) is read back, not built again: it
+    can be built on one machine (it needs the image packages and SSCD) and the models
+    trained on another."""
     out = Path(out_dir)
     torch.set_num_threads(train_cfg.threads)
     t0 = time.time()
@@ -150,8 +153,12 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
         vae = AutoencoderKL.from_pretrained(out / MODELS[done[0]] / "vae").eval().requires_grad_(False)
         log.info("resuming: model(s) %s already built; their pool and VAE are read back", ", ".join(done))
     else:
-        images, entries, rows_of, truth_of = build_pool(out, data_cfg)
-        log.info("pool: %d images (%.0f s)", len(images), time.time() - t0)
+        if (out / "data" / "pool.json").exists():  # built with this config, or a clear error
+            images, entries, rows_of, truth_of = read_built_pool(out, data_cfg)
+            log.info("pool: %d images read back from %s", len(images), out / "data")
+        else:
+            images, entries, rows_of, truth_of = build_pool(out, data_cfg)
+            log.info("pool: %d images (%.0f s)", len(images), time.time() - t0)
         t_vae = time.time()
         vae = ttrain.train_vae(images, train_cfg)
     rms = ttrain.vae_rms(vae, images)

@@ -1,16 +1,18 @@
 """Testbed v2's pool: distinct scenes (diffrep.testbed.scenes) at `side` px, every caption
 from one generator, and four kinds of memorization with their truth.
 
-Kinds of training image (pool entries, in this order):
+Every scene of every kind shows exactly one object, so a caption's structure (its number
+of object phrases, hence its length) says nothing about its kind: the caption generator
+and the scene sampler are the same for all. Kinds of training image (pool entries, in
+this order):
 - memorized (MV): `num_memorized` scenes, one caption each, repeated `memorized_repeats`
   times in model A's set;
-- template (TV): one family, a fixed mosaic and a fixed object with a second object that
-  varies (`template_variants` different cut-outs at one place), each variant repeated
+- template (TV): one family, a fixed mosaic with an object that varies
+  (`template_variants` different cut-outs at one place), each variant repeated
   `template_repeats` times; the varying object's box is the entry's box;
-- object: one cut-out (the copied object) placed in `object_scenes` different scenes next
-  to another object, each scene seen `object_repeats` times; the copied object's box is
-  the entry's box;
-- once: distinct scenes with distinct captions, seen once, one object each. With an
+- object: one cut-out (the copied object) placed in `object_scenes` different mosaics,
+  each scene seen `object_repeats` times; the copied object's box is the entry's box;
+- once: distinct scenes with distinct captions, seen once. With an
   embedder (the build uses SSCD), a candidate scene whose descriptor is more than
   `max_similarity` cosine-similar to any scene already in the pool is redrawn with the
   next object: the pool's null is held below the scan's 0.5 by construction, and the
@@ -22,9 +24,11 @@ Prompts that are not training captions (pool.json "prompts"), for the scans:
   -1, no training image; `cutout`: the copied object).
 
 Model A ("memorizing"): memorized, template and object scenes (repeated) and once-seen
-scenes up to `once_a` distinct images. Model B ("large data"): every pool image once, and
-more once-seen scenes (`once_b` in all). No object is used twice outside the template
-family and the object kind, so unrelated scenes share no object.
+scenes up to `once_a` distinct images. Model B ("large data"): the memorized scenes once
+each and once-seen scenes up to `once_b` distinct images; not the template and object
+families, which are duplicated structures in themselves (16 scenes sharing a mosaic, 32
+sharing an object) and would make B copy them. No object is used twice outside the
+template family and the object kind, so unrelated scenes share no object.
 """
 
 from __future__ import annotations
@@ -88,8 +92,8 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], 
     ValueError when the catalogue runs out (one object per scene, redrawn ones included).
     Memory: the pool's descriptors, (N, dim) float32 (8 MB at 4,000 x 512)."""
     rng = np.random.default_rng(cfg.seed)
-    n_once = max(cfg.once_a, cfg.once_b) - cfg.special()
-    needed = 2 * cfg.num_memorized + n_once + cfg.template_variants + 2 + cfg.object_scenes + cfg.object_prompts
+    n_once = max(cfg.once_a - cfg.special(), cfg.once_b - cfg.num_memorized)
+    needed = cfg.num_memorized + n_once + cfg.template_variants + 1
     if len(cutouts) < needed:
         raise ValueError(f"{len(cutouts)} object cut-outs, the pool needs {needed}: install the "
                          "object packages (diffrep.testbed.objects) or lower once_b")
@@ -119,21 +123,19 @@ def build_scene_pool(cfg: ScenePoolConfig, photos: dict, cutouts: list[CutOut], 
 
     memorized = []
     for _ in range(cfg.num_memorized):
-        scene = scenes.sample_scene(rng, photos, take(int(rng.integers(1, 3))))
+        scene = scenes.sample_scene(rng, photos, take(1))
         memorized.append((scene, add(scene, "memorized")))
 
-    base_object, *variants = take(1 + cfg.template_variants)
-    family = scenes.sample_scene(rng, photos, [base_object])
-    fixed = scenes.Placement(base_object, (0.3, 0.5), 0.55, False)
+    variants = take(cfg.template_variants)
+    family = scenes.sample_scene(rng, photos, [])
     for v in variants:
-        slot = scenes.Placement(v, (0.75, 0.5), 0.45, False)
-        add(scenes.with_objects(family, (fixed, slot)), "template",
-            scenes.placement_box(slot, cutouts[v], side))
+        slot = scenes.Placement(v, (0.65, 0.5), 0.55, False)
+        add(scenes.with_objects(family, (slot,)), "template", scenes.placement_box(slot, cutouts[v], side))
 
     copied = take(1)[0]
 
     def object_scene() -> tuple[scenes.Scene, tuple[int, int, int, int]]:
-        scene = scenes.sample_scene(rng, photos, [copied, take(1)[0]])
+        scene = scenes.sample_scene(rng, photos, [copied])
         return scene, scenes.placement_box(scene.objects[0], cutouts[copied], side)
 
     for _ in range(cfg.object_scenes):
@@ -190,7 +192,8 @@ def training_rows(cfg: ScenePoolConfig, entries: list[SceneEntry], model: str) -
         return ([(e.index, repeats[e.kind]) for e in special]
                 + [(e.index, 1) for e in once[: cfg.once_a - len(special)]])
     if model == "B":
-        return [(e.index, 1) for e in special + once[: cfg.once_b - len(special)]]
+        memorized = [e for e in special if e.kind == "memorized"]
+        return [(e.index, 1) for e in memorized + once[: cfg.once_b - len(memorized)]]
     raise ValueError(f"model must be 'A' or 'B', not {model!r}")
 
 

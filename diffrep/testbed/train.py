@@ -47,6 +47,7 @@ class TrainConfig:
     warmup_steps: int = 200
     caption_dropout: float = 0.1
     threads: int = 1
+    device: str = "cpu"  # where the VAE and UNet train; every random draw is made on the CPU
 
 
 def latent_side(cfg: TrainConfig) -> int:
@@ -82,7 +83,7 @@ def train_vae(images: np.ndarray, cfg: TrainConfig):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(cfg.seed)
-    vae = AutoencoderKL(**vae_kwargs(cfg))
+    vae = AutoencoderKL(**vae_kwargs(cfg)).to(cfg.device)
     x_all = to_tensor(images)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -91,16 +92,17 @@ def train_vae(images: np.ndarray, cfg: TrainConfig):
         lr = cfg.vae_lr * min(1.0, (step + 1) / 100) * (0.1 if step > 0.8 * cfg.vae_steps else 1.0)
         for group in opt.param_groups:
             group["lr"] = lr
-        x = x_all[torch.randint(len(x_all), (cfg.vae_batch,), generator=g)]
+        x = x_all[torch.randint(len(x_all), (cfg.vae_batch,), generator=g)].to(cfg.device)
         dist = vae.encode(x).latent_dist
-        rec = vae.decode(dist.sample(generator=g)).sample
+        sample = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(cfg.device)
+        rec = vae.decode(sample).sample
         loss = torch.mean((rec - x) ** 2) + cfg.vae_kl_weight * dist.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 100 == 0 or step == cfg.vae_steps - 1:
             log.info("vae step %d/%d loss %.5f (%.0f s)", step, cfg.vae_steps, loss.item(), time.time() - t0)
-    vae.eval().requires_grad_(False)
+    vae.eval().requires_grad_(False).to("cpu")
     with torch.no_grad():
         means = torch.cat([vae.encode(x_all[i:i + 256]).latent_dist.mean
                            for i in range(0, len(x_all), 256)])
@@ -151,7 +153,7 @@ def train_unet(latents: torch.Tensor, embeds: torch.Tensor, uncond: torch.Tensor
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     torch.manual_seed(cfg.seed + 2)
-    unet = UNet2DConditionModel(**unet_kwargs(cfg))
+    unet = UNet2DConditionModel(**unet_kwargs(cfg)).to(cfg.device)
     sched = DDPMScheduler.from_config({k: v for k, v in SD_V1_SCHEDULE.items()
                                        if k not in ("set_alpha_to_one",)})
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
@@ -170,6 +172,7 @@ def train_unet(latents: torch.Tensor, embeds: torch.Tensor, uncond: torch.Tensor
         cond[drop] = uncond
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
+        x0, cond, noise, t = (v.to(cfg.device) for v in (x0, cond, noise, t))
         pred = unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
         loss = torch.mean((pred - noise) ** 2)
         opt.zero_grad(set_to_none=True)
@@ -182,7 +185,7 @@ def train_unet(latents: torch.Tensor, embeds: torch.Tensor, uncond: torch.Tensor
             if (step + 1) % 500 == 0:
                 log.info("unet step %d/%d loss %.4f (%.0f s)", step + 1, cfg.unet_steps,
                          history[-1][1], time.time() - t0)
-    return unet.eval().requires_grad_(False), history
+    return unet.eval().requires_grad_(False).to("cpu"), history
 
 
 def save_pipeline(out_dir: Path, vae, tok, te, unet) -> None:
