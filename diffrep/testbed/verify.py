@@ -100,17 +100,26 @@ def object_references(embedder, images: np.ndarray, entries: list[dict]) -> np.n
     return embedder.embed_images(crops) if crops else None
 
 
-def object_similarity(embedder, generations: np.ndarray, references: np.ndarray) -> np.ndarray:
+def object_similarity(embedder, generations: np.ndarray, references: np.ndarray,
+                      batch_size: int = 32) -> np.ndarray:
     """(N, J): the best cosine similarity between any region of a generation (the default
-    regions: grid and segment proposals) and any reference crop of the copied object."""
+    regions: grid and segment proposals) and any reference crop of the copied object.
+    Generations are embedded `batch_size` at a time, with progress."""
     from PIL import Image
 
     from diffrep.search.regions import RegionSpec, embed_regions
 
     n, j = generations.shape[:2]
-    imgs = [Image.fromarray((g * 255).round().astype(np.uint8)) for g in generations.reshape(n * j, *generations.shape[2:])]
-    regions = embed_regions(embedder, imgs, RegionSpec()).vectors  # (n*j, R, dim), blank crops 0
-    return (regions @ references.T).max(axis=(1, 2)).reshape(n, j)
+    flat = generations.reshape(n * j, *generations.shape[2:])
+    best = np.zeros(n * j, np.float32)
+    progress = Progress("verify_testbed: object regions", -(-len(flat) // batch_size), unit="batches")
+    for b in range(0, len(flat), batch_size):
+        imgs = [Image.fromarray((g * 255).round().astype(np.uint8)) for g in flat[b:b + batch_size]]
+        regions = embed_regions(embedder, imgs, RegionSpec()).vectors  # (b, R, dim), blank crops 0
+        best[b:b + len(imgs)] = (regions @ references.T).max(axis=(1, 2))
+        progress.update(len(imgs))
+        progress.report()
+    return best.reshape(n, j)
 
 
 def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray,
