@@ -2,9 +2,9 @@
 of training image, so that a caption's wording says nothing about its kind.
 
 A scene is a background mosaic (a 3x3 grid cut at random lines, each tile a crop of one
-of the pip-installed photos, rotated by a multiple of 90 degrees) with one or two object
-cut-outs (diffrep.testbed.objects) placed on it, maybe mirrored. Scenes are drawn at 2x
-and box-filtered down to `side` pixels. Captions name the objects, where they are, how
+of the pip-installed photos, rotated by a multiple of 90 degrees) with object cut-outs
+(diffrep.testbed.objects; the pool puts one in every scene) placed on it, maybe mirrored.
+Scenes are drawn at 2x and box-filtered down to `side` pixels. Captions name the objects, where they are, how
 big, and what the mosaic is made of; every attribute and the sentence have several
 wordings, drawn from the caller's generator, so a second draw of one scene is a
 paraphrase of it.
