@@ -153,6 +153,33 @@ def test_shard_groups_are_consecutive_runs_covering_every_shard():
         assert max(map(len, groups)) <= g
 
 
+def test_auto_shards_per_actor_leaves_no_more_actors_than_cpus(tmp_path, caplog):
+    """shards_per_actor 0 (auto): ceil(shards / the cluster's whole CPUs); a number given
+    is kept; without shard actors it is 1; auto is logged with its reason; < 0 refused."""
+    from types import SimpleNamespace
+
+    from diffrep.resources import Cluster, Node
+    from diffrep.search.actors import resolve_shards_per_actor, shards_per_actor_for
+    from diffrep.search.ray_shards import actor_count
+
+    laptop, cluster = Cluster((Node(2.0),)), Cluster(tuple(Node(16.0) for _ in range(8)))
+    assert shards_per_actor_for(0, 10, laptop) == 5 and actor_count(10, 5) == 2
+    assert shards_per_actor_for(0, 3, laptop) == 2 and actor_count(3, 2) == 2
+    assert shards_per_actor_for(0, 64, cluster) == 1  # LAION-2B's 64 shards on 8 x 16 CPUs
+    assert shards_per_actor_for(0, 1, Cluster((Node(0.5),))) == 1
+    assert shards_per_actor_for(3, 10, cluster) == 3
+    handle = SimpleNamespace(shard_files=lambda: [f"s{i}" for i in range(10)])
+    cfg = DedupConfig(root=str(tmp_path), shards_per_actor=0)
+    with caplog.at_level("INFO", logger="diffrep"):
+        assert resolve_shards_per_actor(cfg, "dedup", handle, True, laptop).shards_per_actor == 5
+    assert "dedup.shards_per_actor auto: 5 (10 index shards, 2 actors for 2 CPUs)" in caplog.text
+    assert resolve_shards_per_actor(cfg, "dedup", handle, False, laptop).shards_per_actor == 1
+    with pytest.raises(ConfigError, match="dedup.shards_per_actor must be >= 0"):
+        from diffrep.dedup.config import validate
+
+        validate(DedupConfig(root=str(tmp_path), shards_per_actor=-1))
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("shards_per_actor", [2, 3])
 def test_actors_holding_several_shards_route_and_fan_out_like_the_local_backend(pq_index, ray_cluster,

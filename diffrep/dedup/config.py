@@ -31,9 +31,10 @@ class DedupConfig(RunSettings):
         "one Ray actor per index shard: auto when the index has more than one shard"))
     shard_actor_cpus: float = field(default=1.0, metadata=helps("CPUs reserved per shard actor"))
     shards_per_actor: int = field(default=1, metadata=helps(
-        "index shards per shard actor (consecutive shards, one call per actor per batch): "
-        "raise it where the cluster has fewer CPUs than the index has shards, so that "
-        "fewer actors get whole CPUs instead of many sharing them"))
+        "index shards per shard actor (consecutive shards, one call per actor per batch); "
+        "0: auto, ceil(shards / the cluster's CPUs), so that where the cluster has fewer "
+        "CPUs than the index has shards, fewer actors get whole CPUs instead of many "
+        "sharing them"))
     shard_actor_threads: int = field(default=1, metadata=helps(
         "faiss threads per shard actor; more than its CPUs where cores would otherwise idle "
         "(few shards on few nodes: the slice tasks wait while their shard actor searches)"))
@@ -47,10 +48,11 @@ def validate(cfg: DedupConfig) -> None:
         errors.append("dedup.threshold must be in [-1, 1] (cosine similarity)")
     if not 0 <= cfg.margin <= 1:
         errors.append("dedup.margin must be in [0, 1]")
-    for key in ("query_batch", "report_groups", "report_members", "max_attempts", "shard_actor_threads",
-                "shards_per_actor"):
+    for key in ("query_batch", "report_groups", "report_members", "max_attempts", "shard_actor_threads"):
         if getattr(cfg, key) < 1:
             errors.append(f"dedup.{key} must be >= 1")
+    if cfg.shards_per_actor < 0:
+        errors.append("dedup.shards_per_actor must be >= 0 (0: auto)")
     for key in ("partition_ids", "max_component_steps"):
         if getattr(cfg, key) < 1:
             errors.append(f"dedup.{key} must be >= 1")

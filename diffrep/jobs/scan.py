@@ -16,7 +16,7 @@ from diffrep.runner import Job, JobContext
 from diffrep.scan.config import ScanConfig, validate
 from diffrep.scan.run import run_scan
 from diffrep.search import open_index, wants_shard_actors
-from diffrep.search.actors import shard_actor_ask, start_shard_actors
+from diffrep.search.actors import resolve_shards_per_actor, shard_actor_ask, start_shard_actors
 
 
 def run(cfg: ScanConfig, ctx: JobContext) -> str:
@@ -29,6 +29,7 @@ def run(cfg: ScanConfig, ctx: JobContext) -> str:
     handle = open_index(cfg.root, cfg.model, verify_files="metadata")
     ctx.ray(cfg.ray_address)
     use_actors = wants_shard_actors(cfg.shard_actors, handle)
+    cfg = resolve_shards_per_actor(cfg, "scan", handle, use_actors)
     # shard actors and generation workers are held together: they must fit the cluster
     cfg = fit_config(cfg, "scan", [
         shard_actor_ask("scan", handle, use_actors, cfg.shard_actor_cpus, cfg.shards_per_actor),

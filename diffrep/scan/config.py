@@ -106,9 +106,10 @@ class ScanConfig(RegionSettings, RunSettings):
         "CPUs reserved per shard actor, fractions allowed; lowered (WARNING) to a share that "
         "leaves room for the generation workers"))
     shards_per_actor: int = field(default=1, metadata=helps(
-        "index shards per shard actor (consecutive shards, one call per actor per batch): "
-        "raise it where the cluster has fewer CPUs than the index has shards, so that "
-        "fewer actors get whole CPUs instead of many sharing them"))
+        "index shards per shard actor (consecutive shards, one call per actor per batch); "
+        "0: auto, ceil(shards / the cluster's CPUs), so that where the cluster has fewer "
+        "CPUs than the index has shards, fewer actors get whole CPUs instead of many "
+        "sharing them"))
     report_pairs: int = field(default=12, metadata=helps(
         "highest-similarity generation/match pairs shown per checkpoint in the report"))
 
@@ -125,9 +126,11 @@ def validate(cfg: ScanConfig) -> None:
     if cfg.prompts != "training" and not cfg.prompts.endswith((".txt", ".parquet")):
         errors.append(f"scan.prompts must be 'training', a .txt or a .parquet file, not {cfg.prompts!r}")
     for key in ("num_prompts", "seeds_per_prompt", "steps", "batch_size", "prompts_per_unit",
-                "workers", "k", "baseline_size", "report_pairs", "max_attempts", "shards_per_actor"):
+                "workers", "k", "baseline_size", "report_pairs", "max_attempts"):
         if getattr(cfg, key) < 1:
             errors.append(f"scan.{key} must be >= 1")
+    if cfg.shards_per_actor < 0:
+        errors.append("scan.shards_per_actor must be >= 0 (0: auto)")
     if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
         errors.append("scan.resolution must be a multiple of 8 (the VAE's downsampling) or "
                       "null (each checkpoint's own)")

@@ -4,11 +4,43 @@ verifying the shards in the driver."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 from collections.abc import Callable
+from typing import TypeVar
 
-from diffrep.resources import Ask
+from diffrep.resources import Ask, Cluster, read_cluster
 from diffrep.search.index import IndexHandle
 from diffrep.search.ray_shards import RayShards, actor_count
+
+log = logging.getLogger("diffrep")
+C = TypeVar("C")
+
+
+def shards_per_actor_for(requested: int, num_shards: int, cluster: Cluster) -> int:
+    """Index shards per shard actor: `requested` when >= 1; 0 ("auto"): the fewest per
+    actor that leave no more actors than the cluster has whole CPUs, ceil(shards / CPUs),
+    so that each actor can have a CPU of its own (one shard per actor where there is a CPU
+    per shard; 5 per actor for 10 shards on 2 CPUs)."""
+    if requested >= 1:
+        return requested
+    return max(1, math.ceil(num_shards / max(1, int(cluster.cpus))))
+
+
+def resolve_shards_per_actor(cfg: C, section: str, handle: IndexHandle, use_actors: bool,
+                             cluster: Cluster | None = None) -> C:
+    """`cfg` with `shards_per_actor` decided (shards_per_actor_for against the connected
+    cluster, read now unless given); an auto choice is logged with its reason."""
+    requested = cfg.shards_per_actor
+    if requested >= 1 or not use_actors:
+        return dataclasses.replace(cfg, shards_per_actor=max(1, requested))
+    cluster = cluster or read_cluster()
+    shards = len(handle.shard_files())
+    chosen = shards_per_actor_for(requested, shards, cluster)
+    log.info("%s.shards_per_actor auto: %d (%d index shards, %d actors for %g CPUs)", section, chosen,
+             shards, actor_count(shards, chosen), cluster.cpus)
+    return dataclasses.replace(cfg, shards_per_actor=chosen)
 
 
 def shard_actor_ask(section: str, handle: IndexHandle, use_actors: bool, cpus: float,

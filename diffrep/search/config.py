@@ -81,9 +81,10 @@ class SearchConfig(RegionSettings):
         "CPUs reserved per shard actor, fractions allowed; lowered (WARNING) to a share of "
         "the cluster's CPUs when the shard actors would not fit"))
     shards_per_actor: int = field(default=1, metadata=helps(
-        "index shards per shard actor (consecutive shards, one call per actor per batch): "
-        "raise it where the cluster has fewer CPUs than the index has shards, so that "
-        "fewer actors get whole CPUs instead of many sharing them"))
+        "index shards per shard actor (consecutive shards, one call per actor per batch); "
+        "0: auto, ceil(shards / the cluster's CPUs), so that where the cluster has fewer "
+        "CPUs than the index has shards, fewer actors get whole CPUs instead of many "
+        "sharing them"))
     out: str | None = field(default=None, metadata=helps(
         "results parquet; null: <root>/search/<model>/results.parquet"))
     report: bool = field(default=True, metadata=helps(
@@ -104,10 +105,11 @@ def validate(cfg: SearchConfig) -> None:
     errors = []
     if (cfg.queries is None) == (cfg.images is None):
         errors.append("set exactly one of search.queries (embeddings) and search.images")
-    for key in ("k", "candidates", "batch_size", "name_rows", "report_queries", "report_matches",
-                "shards_per_actor"):
+    for key in ("k", "candidates", "batch_size", "name_rows", "report_queries", "report_matches"):
         if getattr(cfg, key) < 1:
             errors.append(f"search.{key} must be >= 1")
+    if cfg.shards_per_actor < 0:
+        errors.append("search.shards_per_actor must be >= 0 (0: auto)")
     if cfg.region_rerank < 0:
         errors.append("search.region_rerank must be >= 0")
     if cfg.regions and not all(0 < s < 1 for s in cfg.region_scales):

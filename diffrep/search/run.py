@@ -11,7 +11,7 @@ from diffrep.progress import Progress
 from diffrep.resources import fit_config
 from diffrep.runner import JobContext
 from diffrep.search import LocalShards, RayShards, Searcher, open_index, wants_shard_actors
-from diffrep.search.actors import shard_actor_ask
+from diffrep.search.actors import resolve_shards_per_actor, shard_actor_ask
 from diffrep.search.config import SearchConfig, validate
 from diffrep.search.queries import ImageQueries, image_embedder, load_queries
 from diffrep.search.report import TopQueries, report_url, write_search_report
@@ -31,6 +31,7 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
     queries = load_queries(cfg, handle, embedder)
     if use_actors:
         ctx.ray(cfg.ray_address)
+        cfg = resolve_shards_per_actor(cfg, "search", handle, use_actors)
         cfg = fit_config(cfg, "search", [
             shard_actor_ask("search", handle, True, cfg.shard_actor_cpus, cfg.shards_per_actor)])
         backend = ctx.release(RayShards(handle, num_cpus=cfg.shard_actor_cpus, threads=1,
