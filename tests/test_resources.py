@@ -298,6 +298,46 @@ def test_executor_explains_tasks_that_cannot_start(ray_cluster, warnings_of_diff
     assert "each unit needs CPU 1" in message and "free now" in message
 
 
+def nap(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def wait_on_another_task(i: int, log_dir: str) -> int:
+    """A task that blocks in ray.get (as a dedup slice task waits on the shard actors),
+    writing when it ran."""
+    import time
+
+    import ray
+
+    start = time.time()
+    ray.get(ray.remote(num_cpus=0)(nap).remote(0.5))
+    (Path(log_dir) / f"{i}.txt").write_text(f"{start} {time.time()}")
+    return i
+
+
+def most_at_once(log_dir: Path) -> int:
+    spans = [tuple(map(float, f.read_text().split())) for f in log_dir.glob("*.txt")]
+    return max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+
+
+@pytest.mark.ray
+def test_executor_runs_no_more_tasks_than_cpus_when_tasks_block(ray_cluster, tmp_path):
+    """Ray gives back the CPUs of a task blocked in ray.get and starts more tasks in its
+    place: the executor submits at most workers() tasks (2 CPUs / 1) at a time, or
+    max_in_flight, and keeps the results in order."""
+    from diffrep.executor import RayExecutor
+
+    for limit, expected in ((None, 2), (1, 1)):
+        log_dir = tmp_path / f"limit-{limit}"
+        log_dir.mkdir()
+        executor = RayExecutor(num_cpus=1, max_in_flight=limit)
+        assert executor.workers() == 2
+        assert executor.map(wait_on_another_task, [(i, str(log_dir)) for i in range(8)]) == list(range(8))
+        assert len(list(log_dir.glob("*.txt"))) == 8 and most_at_once(log_dir) == expected
+
+
 @pytest.mark.ray
 def test_actor_pool_explains_actors_waiting_for_a_node(ray_cluster, warnings_of_diffrep):
     import ray
