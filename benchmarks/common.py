@@ -98,7 +98,10 @@ def task_type(title: str) -> str:
 
 class WorkerRss:
     """Peak RSS and RssAnon of the driver and of Ray worker processes (names starting
-    'ray::'), sampled in a thread."""
+    'ray::'), sampled in a thread; also, over the samples, the peak of the RssAnon summed
+    over all of them (file-backed pages, e.g. a memory-mapped index shared by processes,
+    are left out of the sum so they are not counted once per process) and, per task type,
+    the most processes of that type running at once."""
 
     def __init__(self, interval_s: float = 0.2):
         import psutil
@@ -109,29 +112,39 @@ class WorkerRss:
         self.driver_peak = self.driver_peak_anon = 0
         self.peak_anon: dict[int, int] = {}
         self.by_task: dict[str, dict[str, int]] = {}  # task type -> peak rss / anon / file
+        self.total_anon_peak = 0
+        self.at_once: dict[str, int] = {}  # task type -> most processes at once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            total_anon, running = 0, {}
             for p in self.psutil.process_iter(["name", "memory_info", "cmdline"]):
                 try:
                     name = p.info["name"] or ""
                     cmd = " ".join(p.info["cmdline"] or [])
                     if p.pid == self.driver_pid:
                         self.driver_peak = max(self.driver_peak, p.info["memory_info"].rss)
-                        self.driver_peak_anon = max(self.driver_peak_anon, rss_anon(p.pid))
+                        anon = rss_anon(p.pid)
+                        self.driver_peak_anon = max(self.driver_peak_anon, anon)
+                        total_anon += anon
                     elif name.startswith("ray::") or "default_worker.py" in cmd:
                         rss = p.info["memory_info"].rss
                         anon, file = rss_parts(p.pid)
                         self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
                         self.peak_anon[p.pid] = max(self.peak_anon.get(p.pid, 0), anon)
+                        total_anon += anon
                         if name.startswith("ray::") and "IDLE" not in name:
+                            running[task_type(name)] = running.get(task_type(name), 0) + 1
                             peak = self.by_task.setdefault(task_type(name), {"rss": 0, "anon": 0, "file": 0})
                             peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)
                             peak["file"] = max(peak["file"], file)
                 except (self.psutil.Error, AttributeError):
                     continue
+            self.total_anon_peak = max(self.total_anon_peak, total_anon)
+            for kind, n in running.items():
+                self.at_once[kind] = max(self.at_once.get(kind, 0), n)
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> WorkerRss:

@@ -145,6 +145,8 @@ def run_stage(name: str, argv: list[str], n: int, cores: int, out_dir: str, log_
            "ray_workers_seen": len(workers.peak),
            "peak_by_task_mb": {t: {k: round(v / 2**20, 1) for k, v in p.items()}
                                for t, p in sorted(workers.by_task.items())},
+           "total_peak_rss_anon_mb": round(workers.total_anon_peak / 2**20, 1),
+           "most_at_once_by_task": dict(sorted(workers.at_once.items())),
            "bytes_written": bytes_under(out_dir) - before}
     with open(log_path) as f:  # the job's own count of shard calls and quantizer searches
         routing = re.findall(r"routing (\{.*\})", f.read())
