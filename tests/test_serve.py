@@ -174,7 +174,8 @@ def test_scan_filters_and_a_verdict_kept_after_reload(server, served_root, brows
     row.locator("input[name=reviewer]").fill("ada")
     row.locator("select[name=verdict]").select_option("exact_copy")
     row.locator("input[name=note]").fill("same photo, recoloured")
-    row.locator("form.v button").click()
+    with page.expect_navigation():  # the form posts and is redirected back: reload after
+        row.locator("form.v button").click()
     page.reload()
     verdict = page.locator("#generations tr.gen").nth(0).locator(".verdict")
     assert verdict.inner_text().startswith("exact copy") and "ada: same photo, recoloured" in verdict.inner_text()
@@ -207,7 +208,8 @@ def test_a_duplicate_group_and_a_ranking(server, served_root, browser):
     row = page.locator("#ranking tr.caption").nth(0)  # a reviewer overrules the first label
     row.locator("input[name=reviewer]").fill("grace")
     row.locator("select[name=verdict]").select_option("not_a_copy")
-    row.locator("form.v button").click()
+    with page.expect_navigation():
+        row.locator("form.v button").click()
     assert page.url.endswith("/rankings/tiny-dcs")  # back where the verdict was given
     assert page.locator("#ranking tr.caption").nth(0).locator(".verdict").inner_text().startswith("not a copy")
     assert "verdicts where given, else ground truth" in page.locator("svg").inner_html()
