@@ -6,7 +6,8 @@
 # the MV/RV/TV labels; SSCD runs where the weights package is installed). Runs beside
 # each other on one GPU. Each model folder comes back as a tar under $OUT. The longer
 # variants stop after TRAIN_LIMIT_S (330 s) so that the whole run fits a 10-minute call
-# (on one H200 with three trainings at once: ~30 ms per step; 7,000 steps in 330 s).
+# (one H200, three trainings at once: the VAE ~110 s, then ~30 ms per UNet step, so ~7,000
+# steps in 330 s).
 # Usage (repository root, diffusers importable): bash benchmarks/testbed_gpu.sh OUT STEPS...
 set -u
 out=${1:?OUT folder}; shift
