@@ -174,14 +174,24 @@ def test_dedup_with_default_shard_actor_cpus_finishes_on_two_cpus(ray_cluster, t
 
 @pytest.mark.ray
 def test_search_with_more_shards_than_cpus_finishes(ray_cluster, tmp_path):
+    """3 shards on 2 CPUs: by default (shards_per_actor auto) 2 actors of 1 CPU; with one
+    actor per shard asked for, the actors are made lighter to fit. Same results."""
     build_index(tmp_path, shards=3)
-    out = tmp_path / "results.parquet"
-    proc = run_job("search", "--root", str(tmp_path), "--model", MODEL, "--queries",
-                   str(tmp_path), "--k", "3", "--shard_actors", "always", "--out", str(out),
-                   "--ray_address", ray_cluster.address)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "search.shard_actor_cpus lowered from 1 to 0.66" in proc.stdout
-    assert pq.read_table(out).num_rows == 3000 * 3
+    rows = {}
+    for per_actor in ("0", "1"):
+        out = tmp_path / f"results-{per_actor}.parquet"
+        proc = run_job("search", "--root", str(tmp_path), "--model", MODEL, "--queries",
+                       str(tmp_path), "--k", "3", "--shard_actors", "always", "--out", str(out),
+                       "--shards_per_actor", per_actor, "--ray_address", ray_cluster.address)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        if per_actor == "0":
+            assert "search.shards_per_actor auto: 2 (3 index shards, 2 actors for 2 CPUs)" in proc.stdout
+            assert "lowered" not in proc.stdout
+        else:
+            assert "search.shard_actor_cpus lowered from 1 to 0.66" in proc.stdout
+        rows[per_actor] = pq.read_table(out).sort_by([("query_key", "ascending"), ("rank", "ascending")])
+        assert rows[per_actor].num_rows == 3000 * 3
+    assert rows["0"].column("id").equals(rows["1"].column("id"))
 
 
 @pytest.mark.ray

@@ -105,7 +105,7 @@ class ScanConfig(RegionSettings, RunSettings):
     shard_actor_cpus: float = field(default=1.0, metadata=helps(
         "CPUs reserved per shard actor, fractions allowed; lowered (WARNING) to a share that "
         "leaves room for the generation workers"))
-    shards_per_actor: int = field(default=1, metadata=helps(
+    shards_per_actor: int = field(default=0, metadata=helps(
         "index shards per shard actor (consecutive shards, one call per actor per batch); "
         "0: auto, ceil(shards / the cluster's CPUs), so that where the cluster has fewer "
         "CPUs than the index has shards, fewer actors get whole CPUs instead of many "
