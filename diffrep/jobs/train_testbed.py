@@ -27,6 +27,10 @@ class TestbedJobConfig:
     seed: int = field(default=0, metadata=helps("seed of the data and of every model"))
     unet_steps: int = field(default=3500, metadata=helps("UNet optimisation steps per model"))
     vae_steps: int = field(default=1200, metadata=helps("VAE optimisation steps"))
+    vae_channels: list = field(default_factory=list, metadata=helps(
+        "the VAE's channels per level, one level per entry (each level after the first "
+        "halves the side); empty: the design's (crops [16, 32], scenes [16, 32, 64])"))
+    latent_channels: int = field(default=4, metadata=helps("channels of the VAE's latents"))
     threads: int = field(default=1, metadata=helps("torch CPU threads"))
     device: str = field(default="cpu", metadata=helps(
         "where the VAE and UNets train: cpu or cuda[:N] (random draws stay on the CPU, so a "
@@ -53,7 +57,9 @@ def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
                               "torch sees a GPU")
     data, train = design_configs(cfg.design, seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b,
                                  unet_steps=cfg.unet_steps, vae_steps=cfg.vae_steps,
-                                 threads=cfg.threads, device=cfg.device)
+                                 threads=cfg.threads, device=cfg.device,
+                                 latent_channels=cfg.latent_channels,
+                                 **({"vae_channels": tuple(cfg.vae_channels)} if cfg.vae_channels else {}))
     repeated = data.special()
     if cfg.once_a <= repeated or cfg.once_b < cfg.once_a:
         raise ConfigError(f"train_testbed.once_a must be > {repeated} (A's repeated images) and "

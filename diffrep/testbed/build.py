@@ -89,8 +89,9 @@ def design_configs(design: str, seed: int = 0, once_a: int = 1500, once_b: int =
     threads). "scenes" (v2) trains at 64 px through a three-level VAE, so its latents are
     16x16 as v1's, with 160 character tokens for its longer captions."""
     if design == "scenes":
+        train = {"vae_channels": (16, 32, 64), **train}
         return (ScenePoolConfig(seed=seed, once_a=once_a, once_b=once_b),
-                ttrain.TrainConfig(seed=seed, side=64, vae_channels=(16, 32, 64), max_tokens=160, **train))
+                ttrain.TrainConfig(seed=seed, side=64, max_tokens=160, **train))
     if design == "crops":
         return tdata.DataConfig(seed=seed, once_a=once_a, once_b=once_b), ttrain.TrainConfig(seed=seed, **train)
     raise ValueError(f"unknown testbed design {design!r}: one of {', '.join(DESIGNS)}")

@@ -35,6 +35,7 @@ class TrainConfig:
     text_layers: int = 2
     max_tokens: int = 48
     vae_channels: tuple[int, ...] = (16, 32)
+    latent_channels: int = 4
     vae_steps: int = 1200
     vae_batch: int = 32
     vae_lr: float = 1e-3
@@ -57,7 +58,7 @@ def latent_side(cfg: TrainConfig) -> int:
 
 def vae_kwargs(cfg: TrainConfig) -> dict:
     levels = len(cfg.vae_channels)
-    return {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "norm_num_groups": 8,
+    return {"in_channels": 3, "out_channels": 3, "latent_channels": cfg.latent_channels, "norm_num_groups": 8,
             "mid_block_add_attention": False,
             "block_out_channels": tuple(cfg.vae_channels), "layers_per_block": 1,
             "sample_size": cfg.side, "down_block_types": ("DownEncoderBlock2D",) * levels,
@@ -65,7 +66,8 @@ def vae_kwargs(cfg: TrainConfig) -> dict:
 
 
 def unet_kwargs(cfg: TrainConfig) -> dict:
-    return {"sample_size": latent_side(cfg), "in_channels": 4, "out_channels": 4,
+    return {"sample_size": latent_side(cfg), "in_channels": cfg.latent_channels,
+            "out_channels": cfg.latent_channels,
             "layers_per_block": cfg.unet_layers, "block_out_channels": tuple(cfg.unet_channels),
             "cross_attention_dim": cfg.text_width, "attention_head_dim": 8, "norm_num_groups": 16,
             "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
