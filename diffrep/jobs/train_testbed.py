@@ -31,6 +31,9 @@ class TestbedJobConfig:
         "the VAE's channels per level, one level per entry (each level after the first "
         "halves the side); empty: the design's (crops [16, 32], scenes [16, 32, 64])"))
     latent_channels: int = field(default=4, metadata=helps("channels of the VAE's latents"))
+    vae_from: str = field(default="", metadata=helps(
+        "a model folder whose VAE is used instead of training one (same vae_channels and "
+        "latent_channels); empty: train the VAE"))
     threads: int = field(default=1, metadata=helps("torch CPU threads"))
     device: str = field(default="cpu", metadata=helps(
         "where the VAE and UNets train: cpu or cuda[:N] (random draws stay on the CPU, so a "
@@ -64,7 +67,10 @@ def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
     if cfg.once_a <= repeated or cfg.once_b < cfg.once_a:
         raise ConfigError(f"train_testbed.once_a must be > {repeated} (A's repeated images) and "
                           "train_testbed.once_b >= once_a (B sees A's once-seen images and more)")
-    info = build_testbed(cfg.out_dir, data, train, tuple(cfg.models))
+    try:
+        info = build_testbed(cfg.out_dir, data, train, tuple(cfg.models), vae_from=cfg.vae_from or None)
+    except ValueError as e:
+        raise ConfigError(f"train_testbed: {e}") from e
     log.info("testbed under %s (its build took %.0f s, build.json)", cfg.out_dir, info["seconds"])
     return f"testbed under {cfg.out_dir}"
 

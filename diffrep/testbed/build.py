@@ -126,9 +126,25 @@ def read_built_pool(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolC
     return images, entries, tdata.training_rows, tdata.truth_rows
 
 
+def load_vae(folder: str | Path, train_cfg: ttrain.TrainConfig):
+    """The AutoencoderKL under `folder` (a model folder or its vae/), frozen; ValueError when
+    its levels or latent channels differ from train_cfg's."""
+    from diffusers import AutoencoderKL
+
+    path = Path(folder) / "vae" if (Path(folder) / "vae").is_dir() else Path(folder)
+    vae = AutoencoderKL.from_pretrained(path).eval().requires_grad_(False)
+    got = (tuple(vae.config.block_out_channels), vae.config.latent_channels)
+    want = (tuple(train_cfg.vae_channels), train_cfg.latent_channels)
+    if got != want:
+        raise ValueError(f"the VAE under {path} has channels {list(got[0])} and {got[1]} latent "
+                         f"channels; this training asks for {list(want[0])} and {want[1]}")
+    log.info("VAE read from %s (not trained)", path)
+    return vae
+
+
 def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolConfig,
                   train_cfg: ttrain.TrainConfig,
-                  models: tuple[str, ...] = ("A", "B")) -> dict:
+                  models: tuple[str, ...] = ("A", "B"), vae_from: str | Path | None = None) -> dict:
     """Train and write the testbed (see the module docstring); returns build.json's content.
     Uses cfg.threads torch threads (one heavy process). Resumes: a model whose
     testbed/config.json exists (written last) is not trained again, and then the pool and
@@ -136,7 +152,8 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
     is built, nothing is written and the existing build.json is returned. A pool already
     under <out_dir>/data (the same design and config) is read back, not built again: it
     can be built on one machine (it needs the image packages and SSCD) and the models
-    trained on another."""
+    trained on another. `vae_from`: a model folder (or its vae/ folder) whose VAE is used
+    instead of training one (its latent channels and levels must match train_cfg's)."""
     out = Path(out_dir)
     torch.set_num_threads(train_cfg.threads)
     t0 = time.time()
@@ -146,6 +163,7 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
         log.info("every model asked for is built under %s: nothing to do (delete a model's "
                  "folder to train it again)", out)
         return json.loads((out / "build.json").read_text())
+    given_vae = load_vae(vae_from, train_cfg) if vae_from is not None and not done else None
     t_vae = time.time()
     if done:
         from diffusers import AutoencoderKL
@@ -161,7 +179,7 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
             images, entries, rows_of, truth_of = build_pool(out, data_cfg)
             log.info("pool: %d images (%.0f s)", len(images), time.time() - t0)
         t_vae = time.time()
-        vae = ttrain.train_vae(images, train_cfg)
+        vae = ttrain.train_vae(images, train_cfg) if given_vae is None else given_vae
     rms = ttrain.vae_rms(vae, images)
     log.info("vae: reconstruction RMS %.4f (%.0f s)", rms, time.time() - t_vae)
     tok_dir = out / "data" / "text"
@@ -175,6 +193,8 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
     info: dict = {"vae_reconstruction_rms": rms, "pool_images": len(images), "models": {}}
     if done:  # the training time of a VAE read back is in no file: say where it came from
         info["vae_read_back_from"] = MODELS[done[0]]
+    elif vae_from is not None:
+        info["vae_from"] = str(vae_from)
     else:
         info["vae_seconds"] = time.time() - t_vae
     for model in models:
