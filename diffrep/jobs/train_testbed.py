@@ -26,11 +26,13 @@ class TestbedJobConfig:
         "which models to train: A (memorizing), B (large data)"))
     seed: int = field(default=0, metadata=helps("seed of the data and of every model"))
     unet_steps: int = field(default=3500, metadata=helps("UNet optimisation steps per model"))
-    vae_steps: int = field(default=1200, metadata=helps("VAE optimisation steps"))
+    vae_steps: int = field(default=0, metadata=helps(
+        "VAE optimisation steps; 0: the design's (crops 1200, scenes 2400)"))
     vae_channels: list = field(default_factory=list, metadata=helps(
         "the VAE's channels per level, one level per entry (each level after the first "
-        "halves the side); empty: the design's (crops [16, 32], scenes [16, 32, 64])"))
-    latent_channels: int = field(default=4, metadata=helps("channels of the VAE's latents"))
+        "halves the side); empty: the design's (crops [16, 32], scenes [32, 64, 128])"))
+    latent_channels: int = field(default=0, metadata=helps(
+        "channels of the VAE's latents; 0: the design's (crops 4, scenes 8)"))
     vae_from: str = field(default="", metadata=helps(
         "a model folder whose VAE is used instead of training one (same vae_channels and "
         "latent_channels); empty: train the VAE"))
@@ -42,6 +44,13 @@ class TestbedJobConfig:
         "distinct images in model A's training set, its repeated ones included"))
     once_b: int = field(default=4000, metadata=helps(
         "distinct images in model B's training set (A's among them), each seen once"))
+
+
+def vae_settings(cfg: TestbedJobConfig) -> dict:
+    """The VAE's TrainConfig fields the user set (the design's defaults fill the others)."""
+    given = {"vae_steps": cfg.vae_steps, "latent_channels": cfg.latent_channels,
+             "vae_channels": tuple(cfg.vae_channels)}
+    return {k: v for k, v in given.items() if v}
 
 
 def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
@@ -59,10 +68,8 @@ def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
             raise ConfigError(f"train_testbed.device is {cfg.device!r}: cpu, or cuda[:N] where "
                               "torch sees a GPU")
     data, train = design_configs(cfg.design, seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b,
-                                 unet_steps=cfg.unet_steps, vae_steps=cfg.vae_steps,
-                                 threads=cfg.threads, device=cfg.device,
-                                 latent_channels=cfg.latent_channels,
-                                 **({"vae_channels": tuple(cfg.vae_channels)} if cfg.vae_channels else {}))
+                                 unet_steps=cfg.unet_steps, threads=cfg.threads, device=cfg.device,
+                                 **vae_settings(cfg))
     repeated = data.special()
     if cfg.once_a <= repeated or cfg.once_b < cfg.once_a:
         raise ConfigError(f"train_testbed.once_a must be > {repeated} (A's repeated images) and "
