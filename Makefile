@@ -62,8 +62,10 @@ testbed: setup
 # from two Debian packages of images, four kinds of memorization, one caption generator. The
 # pool is committed and read back; to rebuild it, delete testbed/v2/data and
 # `apt-get install openclipart-png tuxpaint-stamps-default`. Delete testbed/v2/{memorizing,
-# large-data} to retrain: ~65 min on 2 CPU threads, ~6 min with TESTBED_DEVICE=cuda on one
-# H200 (same data order; weights differ by float rounding). Its null: benchmarks/testbed_null.py.
+# large-data} to retrain: ~2 h 10 min on 2 CPU threads (the VAE ~80 min, each UNet ~25 min),
+# ~6 min with TESTBED_DEVICE=cuda on one H200 (same data order; weights differ by float
+# rounding). Its null: benchmarks/testbed_null.py; its VAE's SSCD ceiling and A's copies:
+# benchmarks/testbed_vae_ceiling.py.
 TESTBED_DEVICE ?= cpu
 testbed-v2: setup
 	$(BIN)/diffrep train_testbed --design scenes --out_dir testbed/v2 --threads 2 --device $(TESTBED_DEVICE)
@@ -72,6 +74,7 @@ testbed-v2: setup
 	$(BIN)/diffrep detectbench --checkpoint testbed/v2/memorizing --resolution 64 --max_captions 300 --threads 2 --out_dir testbed/v2/detectbench/memorizing
 	$(BIN)/diffrep detectbench --checkpoint testbed/v2/large-data --resolution 64 --max_captions 300 --threads 2 --labels testbed/v2/memorizing/testbed/truth.json --out_dir testbed/v2/detectbench/large-data
 	$(BIN)/python -m benchmarks.caption_structure --pools testbed/v2 --results testbed/v2/detectbench/large-data/results.json,testbed/v2/detectbench/memorizing/results.json --out benchmarks/results/caption-structure.json
+	$(BIN)/python -m benchmarks.testbed_vae_ceiling --testbeds testbed/v2 --out benchmarks/results/testbed-vae-ceiling.json
 
 # DIFFREP_STRICT_TESTS=1: a test that needs what `make setup` installs fails without it.
 # Two pytest-xdist workers, a test file at a time each (its module fixtures built once):
