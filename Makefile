@@ -74,7 +74,7 @@ testbed-v2: setup
 	$(BIN)/diffrep detectbench --checkpoint testbed/v2/memorizing --resolution 64 --max_captions 300 --threads 2 --out_dir testbed/v2/detectbench/memorizing
 	$(BIN)/diffrep detectbench --checkpoint testbed/v2/large-data --resolution 64 --max_captions 300 --threads 2 --labels testbed/v2/memorizing/testbed/truth.json --out_dir testbed/v2/detectbench/large-data
 	$(BIN)/python -m benchmarks.caption_structure --pools testbed/v2 --results testbed/v2/detectbench/large-data/results.json,testbed/v2/detectbench/memorizing/results.json --out benchmarks/results/caption-structure.json
-	$(BIN)/python -m benchmarks.testbed_vae_ceiling --testbeds testbed/v2 --out benchmarks/results/testbed-vae-ceiling.json
+	$(BIN)/python -m benchmarks.testbed_vae_ceiling --testbeds testbed/v2 --out testbed/v2/vae-ceiling.json
 
 # DIFFREP_STRICT_TESTS=1: a test that needs what `make setup` installs fails without it.
 # Two pytest-xdist workers, a test file at a time each (its module fixtures built once):
