@@ -125,14 +125,14 @@ def object_similarity(embedder, generations: np.ndarray, references: np.ndarray,
 def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray,
                  entries: list[dict], train_indices: np.ndarray, seeds: Sequence[int],
                  steps: int, guidance_scale: float, embedder=None, delta: float = 0.12,
-                 sscd_kinds: Sequence[str] | None = None) -> list[dict]:
+                 sscd_kinds: Sequence[str] | None = None, object_regions: bool = True) -> list[dict]:
     """One row per caption (dicts of testbed truth rows, with pool `index`): min RMS to its
     own image over the J generations, SSCD similarity (max over J; None without an
     embedder or for kinds not in `sscd_kinds` when given), and the verbatim label against
     `train_indices` (the model's training set). A caption with no image of its own (v2's
     object prompts, index -1) gets None for those. With an embedder and a pool with the
-    object kind (v2), `object_sim`: the best region-to-object similarity over the J
-    generations (object_similarity), for every caption."""
+    object kind (v2) and `object_regions`, `object_sim`: the best region-to-object
+    similarity over the J generations (object_similarity), for every caption."""
     pipe = load_pipeline(model_dir)
     log.info("verify_testbed: %s: %d captions x %d seeds, %d steps", model_dir, len(captions),
              len(seeds), steps)
@@ -143,7 +143,7 @@ def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray
     if embedder is not None:
         log.info("verify_testbed: SSCD of %d generations against their own images%s", gens.shape[0] * gens.shape[1],
                  " and the copied objects" if any(e["kind"] == "object" for e in entries) else "")
-        refs = object_references(embedder, images, entries)
+        refs = object_references(embedder, images, entries) if object_regions else None
         if refs is not None:
             objects = [float(v) for v in object_similarity(embedder, gens, refs).max(1)]
         sel = [i for i, c in enumerate(captions) if (sscd_kinds is None or c["kind"] in sscd_kinds)
