@@ -36,17 +36,18 @@ demo: setup
 	$(BIN)/diffrep search --config configs/demo.yaml --queries null --images data/demo/corpus/generated --out data/demo/out/search/planted.parquet
 	$(BIN)/diffrep dedup --config configs/demo.yaml
 	$(BIN)/diffrep scan --config configs/demo-scan-planted.yaml
-	# The memorization testbed's training set as a second corpus: scan A vs B, DCS on A.
-	$(BIN)/diffrep build_testbed_corpus --config configs/demo-testbed.yaml
-	$(BIN)/diffrep embed --config configs/demo-testbed.yaml
-	$(BIN)/diffrep build_index --config configs/demo-testbed.yaml
-	$(BIN)/diffrep scan --config configs/demo-testbed.yaml
-	$(BIN)/diffrep dedup --config configs/demo-testbed.yaml
-	$(BIN)/diffrep dcs --config configs/demo-testbed.yaml
-	$(BIN)/diffrep detectbench --checkpoint testbed/memorizing --max_captions 400 --out_dir data/demo/out/detectbench
+	# The memorization testbed v2's training set as a second corpus: scan A vs B, DCS on A
+	# (configs/demo-testbed.yaml runs the same on testbed v1).
+	$(BIN)/diffrep build_testbed_corpus --config configs/demo-testbed-v2.yaml
+	$(BIN)/diffrep embed --config configs/demo-testbed-v2.yaml
+	$(BIN)/diffrep build_index --config configs/demo-testbed-v2.yaml
+	$(BIN)/diffrep scan --config configs/demo-testbed-v2.yaml
+	$(BIN)/diffrep dedup --config configs/demo-testbed-v2.yaml
+	$(BIN)/diffrep dcs --config configs/demo-testbed-v2.yaml
+	$(BIN)/diffrep detectbench --checkpoint testbed/v2/memorizing --resolution 64 --max_captions 300 --out_dir data/demo/out/detectbench
 	@echo "demo done. Browse, search and review its outputs in a browser (Ctrl-C stops):"
 	@echo "  $(BIN)/diffrep serve --config configs/demo.yaml          # http://127.0.0.1:8765"
-	@echo "  $(BIN)/diffrep serve --config configs/demo-testbed.yaml  # http://127.0.0.1:8766 (scan A vs B, DCS ranking)"
+	@echo "  $(BIN)/diffrep serve --config configs/demo-testbed-v2.yaml  # http://127.0.0.1:8767 (scan A vs B, DCS ranking)"
 
 # The memorization testbed (diffrep/testbed): retrains testbed/{memorizing,large-data}
 # from the shipped photos, seeded (~55 min on one CPU thread), verifies them and runs the
