@@ -61,6 +61,28 @@ def test_train_then_verify_testbed_two_steps(tmp_path, capsys):
     assert (out / "verify.md").read_text().startswith("| model | captions |")
 
 
+def test_train_testbed_reuses_a_vae_given_and_refuses_one_of_another_shape(tmp_path, capsys):
+    """--vae_from: model B trained on model A's VAE (the same weights, no VAE trained,
+    build.json says where it came from); a VAE whose latent channels differ from the
+    training's: exit 2 naming the job, before any pool is built."""
+    tiny = ["--unet_steps", "2", "--vae_steps", "2", "--once_a", "100", "--once_b", "200"]
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert cli.main(["train_testbed", "--out_dir", str(first), "--models", "[A]", *tiny]) == 0
+    capsys.readouterr()
+    assert cli.main(["train_testbed", "--out_dir", str(second), "--models", "[B]", "--vae_from",
+                     str(first / "memorizing"), *tiny]) == 0
+    logged = capsys.readouterr()
+    assert "VAE read from" in logged.out + logged.err and "vae step" not in logged.out + logged.err
+    weights = "vae/diffusion_pytorch_model.safetensors"
+    assert (second / "large-data" / weights).read_bytes() == (first / "memorizing" / weights).read_bytes()
+    assert json.loads((second / "build.json").read_text())["vae_from"] == str(first / "memorizing")
+    assert cli.main(["train_testbed", "--out_dir", str(tmp_path / "c"), "--models", "[B]",
+                     "--vae_from", str(first / "memorizing"), "--latent_channels", "8", *tiny]) == 2
+    logged = capsys.readouterr()
+    assert "train_testbed" in logged.out + logged.err and "8" in logged.out + logged.err
+    assert not (tmp_path / "c").exists()
+
+
 def test_train_testbed_refuses_a_device_torch_cannot_train_on(tmp_path, capsys):
     """cuda on a machine where torch sees no GPU (CI, this project's CPU machines), or a
     device that is not cpu or cuda: exit 2 naming the key, before any pool or model."""
