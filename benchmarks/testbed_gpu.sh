@@ -6,8 +6,9 @@
 # the MV/RV/TV labels; SSCD runs where the weights package is installed). Runs beside
 # each other on one GPU. Each model folder comes back as a tar under $OUT. The longer
 # variants stop after TRAIN_LIMIT_S (330 s) so that the whole run fits a 10-minute call
-# (one H200, three trainings at once: the VAE ~110 s, then ~30 ms per UNet step, so ~7,000
-# steps in 330 s).
+# (one H200, three trainings at once: the VAE of 16/32/64 channels took ~110 s, then ~30 ms
+# per UNet step, so ~7,000 steps in 330 s; the wider default VAE since 2026-12-04 takes ~75 s
+# on the GPU plus ~190 s of reconstruction RMS and latents on 2 CPU threads, so fewer).
 # Usage (repository root, diffusers importable): bash benchmarks/testbed_gpu.sh OUT STEPS...
 set -u
 out=${1:?OUT folder}; shift
