@@ -22,12 +22,9 @@ import numpy as np
 
 def reconstruct(vae, images: np.ndarray) -> np.ndarray:
     """uint8 (N, H, W, 3) -> the VAE's reconstruction (encoder mean, decoded), uint8."""
-    import torch
+    from diffrep.testbed.train import reconstruct as reconstruct_tensor
 
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    with torch.no_grad():
-        rec = torch.cat([vae.decode(vae.encode(x[i:i + 64]).latent_dist.mean).sample
-                         for i in range(0, len(x), 64)]).clamp(-1, 1)
+    rec = reconstruct_tensor(vae, images)
     return ((rec + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 

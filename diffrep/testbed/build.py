@@ -169,10 +169,8 @@ def build_testbed(out_dir: str | Path, data_cfg: tdata.DataConfig | ScenePoolCon
     given_vae = load_vae(vae_from, train_cfg) if vae_from is not None and not done else None
     t_vae = time.time()
     if done:
-        from diffusers import AutoencoderKL
-
         images, entries, rows_of, truth_of = read_built_pool(out, data_cfg)
-        vae = AutoencoderKL.from_pretrained(out / MODELS[done[0]] / "vae").eval().requires_grad_(False)
+        vae = load_vae(out / MODELS[done[0]], train_cfg)
         log.info("resuming: model(s) %s already built; their pool and VAE are read back", ", ".join(done))
     else:
         if (out / "data" / "pool.json").exists():  # built with this config, or a clear error

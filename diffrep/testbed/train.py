@@ -113,12 +113,18 @@ def train_vae(images: np.ndarray, cfg: TrainConfig):
 
 
 @torch.no_grad()
+def reconstruct(vae, images: np.ndarray) -> torch.Tensor:
+    """The VAE's reconstructions (encoder mean -> decode) of uint8 (N, H, W, 3) images, as
+    (N, 3, H, W) float32 in [-1, 1], 256 images per call."""
+    x = to_tensor(images)
+    return torch.cat([vae.decode(vae.encode(x[i:i + 256]).latent_dist.mean).sample
+                      for i in range(0, len(x), 256)]).clamp(-1, 1)
+
+
+@torch.no_grad()
 def vae_rms(vae, images: np.ndarray) -> float:
     """RMS pixel reconstruction error in [0, 1] units (encode mean -> decode)."""
-    x = to_tensor(images)
-    rec = torch.cat([vae.decode(vae.encode(x[i:i + 256]).latent_dist.mean).sample
-                     for i in range(0, len(x), 256)]).clamp(-1, 1)
-    return float(((rec - x) / 2).pow(2).mean().sqrt())
+    return float(((reconstruct(vae, images) - to_tensor(images)) / 2).pow(2).mean().sqrt())
 
 
 def build_text_encoder(out_dir: Path, cfg: TrainConfig):

@@ -142,7 +142,8 @@ def verify_model(model_dir: str | Path, captions: list[dict], images: np.ndarray
     objects: list[float | None] = [None] * len(captions)
     if embedder is not None:
         log.info("verify_testbed: SSCD of %d generations against their own images%s", gens.shape[0] * gens.shape[1],
-                 " and the copied objects" if any(e["kind"] == "object" for e in entries) else "")
+                 " and the copied objects" if object_regions and any(e["kind"] == "object" for e in entries)
+                 else "")
         refs = object_references(embedder, images, entries) if object_regions else None
         if refs is not None:
             objects = [float(v) for v in object_similarity(embedder, gens, refs).max(1)]
