@@ -110,6 +110,14 @@ def images_loaded(page, selector: str, timeout_ms: int = 60_000) -> int:
     return page.locator(f"{selector} img").count()
 
 
+def submit(page, selector: str, timeout_ms: int = 60_000) -> None:
+    """Click what navigates (a form's submit, a link) and wait until the new page has
+    loaded: a bare click returns as soon as it is dispatched, so on a loaded machine the
+    next locator would read the old page (a search embeds its upload first)."""
+    with page.expect_navigation(timeout=timeout_ms):
+        page.locator(selector).first.click()
+
+
 def corpus_photo(corpus: Path, key: str) -> bytes:
     from collections import Counter
 
@@ -131,7 +139,7 @@ def test_search_by_upload_and_by_key_in_the_browser(server, served_root, browser
     page.goto(f"{server}/search")
     page.set_input_files("input[name=image]", str(query))
     page.fill("input[name=k]", "5")
-    page.click("button[type=submit]")
+    submit(page, "button[type=submit]")
     rows = page.locator("#results tr.hit")
     assert rows.count() == 5
     first = rows.nth(0).locator("td").all_inner_texts()
@@ -145,14 +153,14 @@ def test_search_by_upload_and_by_key_in_the_browser(server, served_root, browser
     page.set_input_files("input[name=image]", str(query))
     page.fill("input[name=k]", "5")
     page.check("input[name=verify]")
-    page.click("button[type=submit]")
+    submit(page, "button[type=submit]")
     geometry = page.locator("#results td.geometry").all_inner_texts()
     assert geometry[0].startswith("verified (") and "scale 1.00" in geometry[0], geometry
     assert geometry[-1].startswith("not verified"), geometry
 
     page.goto(f"{server}/search")
     page.fill("input[name=key]", planted["source_key"])
-    page.click("button[type=submit]")
+    submit(page, "button[type=submit]")
     assert page.locator("#results tr.hit").nth(0).locator("td").nth(3).inner_text() == planted["source_key"]
     page.close()
 
@@ -165,7 +173,7 @@ def test_scan_filters_and_a_verdict_kept_after_reload(server, served_root, brows
     shown = [float(t) for t in page.locator("#generations td.top1").all_inner_texts()]
     assert len(shown) == gens.num_rows and shown == sorted(shown, reverse=True)
     page.fill("input[name=min_score]", "0.5")
-    page.click("#filters button")
+    submit(page, "#filters button")
     above = sorted((s for s in gens["top1_sim"].to_pylist() if s >= 0.5), reverse=True)
     shown = [float(t) for t in page.locator("#generations td.top1").all_inner_texts()]
     assert len(shown) == len(above) and np.allclose(shown, above, atol=1e-3) and "min_score=0.5" in page.url
@@ -193,7 +201,7 @@ def test_a_duplicate_group_and_a_ranking(server, served_root, browser):
     page.goto(f"{server}/dedup/{DEMO_MODEL}")
     sizes = [int(t) for t in page.locator("#groups tr.group td:nth-child(2)").all_inner_texts()]
     assert sizes == sorted(stats["size"].to_pylist(), reverse=True)[:len(sizes)] and sizes
-    page.locator("#groups tr.group a").first.click()
+    submit(page, "#groups tr.group a")
     members = page.locator("#members tr.member")
     assert members.count() == sizes[0]
     assert page.locator("#pairs tr.pair").count() >= 1
