@@ -180,6 +180,33 @@ def test_auto_shards_per_actor_leaves_no_more_actors_than_cpus(tmp_path, caplog)
         validate(DedupConfig(root=str(tmp_path), shards_per_actor=-1))
 
 
+def test_auto_shard_actor_threads_fill_the_cpus_that_the_actors_leave(tmp_path, caplog):
+    """One shard at 1M on 2 CPUs: one actor, which searched on one core while the other
+    waited (the 1M x 512-d rehearsal); auto gives it both. Never more than a node has."""
+    from types import SimpleNamespace
+
+    from diffrep.resources import Cluster, Node
+    from diffrep.search.actors import resolve_shard_actor_threads, shard_actor_threads_for
+
+    laptop, cluster = Cluster((Node(2.0),)), Cluster(tuple(Node(16.0) for _ in range(8)))
+    assert shard_actor_threads_for(0, 1, laptop) == 2
+    assert shard_actor_threads_for(0, 2, laptop) == 1
+    assert shard_actor_threads_for(0, 5, laptop) == 1
+    assert shard_actor_threads_for(0, 1, cluster) == 16  # not 128: an actor runs on one node
+    assert shard_actor_threads_for(0, 64, cluster) == 2
+    assert shard_actor_threads_for(3, 1, laptop) == 3
+    handle = SimpleNamespace(shard_files=lambda: ["s0"])
+    cfg = DedupConfig(root=str(tmp_path), shards_per_actor=1)
+    with caplog.at_level("INFO", logger="diffrep"):
+        assert resolve_shard_actor_threads(cfg, "dedup", handle, True, laptop).shard_actor_threads == 2
+    assert "dedup.shard_actor_threads auto: 2 (1 shard actor(s) for 2 CPUs)" in caplog.text
+    assert resolve_shard_actor_threads(cfg, "dedup", handle, False, laptop).shard_actor_threads == 1
+    with pytest.raises(ConfigError, match="dedup.shard_actor_threads must be >= 0"):
+        from diffrep.dedup.config import validate
+
+        validate(DedupConfig(root=str(tmp_path), shard_actor_threads=-1))
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("shards_per_actor", [2, 3])
 def test_actors_holding_several_shards_route_and_fan_out_like_the_local_backend(pq_index, ray_cluster,
@@ -277,7 +304,7 @@ def planted_pairs(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.ray
-def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster):
+def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster, capsys):
     """Dedup through routed shard actors on a compressed index finds the exact pairs above
     the threshold (IndexFlatIP range search): recall >= 0.99, and precision 1 (the exact
     re-rank keeps only true similarities above the threshold)."""
@@ -309,3 +336,16 @@ def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster):
     summary = json.loads((tmp_path / "dedup" / MODEL / "summary.json").read_text())
     assert summary["routing"]["quantizer_searches_per_query"] == 1.0
     assert summary["routing"]["shards_per_query"] <= 8
+
+    # a slice reports its own progress (a 500k-query slice searches for minutes): here
+    # after every batch, ending at all of its batches and queries
+    from diffrep.dedup.pairs import dedup_slice
+
+    spec = handle.slices[0]
+    capsys.readouterr()
+    dedup_slice(root, MODEL, spec.slice_id, threshold=0.95, margin=0.2, query_batch=500,
+                partition_ids=5000, nprobe=16, progress_interval_s=0)
+    batches = -(-spec.count // 500)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if f"dedup slice {spec.slice_id}:" in ln]
+    assert len(lines) == batches > 1, lines
+    assert f"batches {batches}/{batches} (100%) | {spec.count} queries" in lines[-1], lines[-1]

@@ -35,9 +35,10 @@ class DedupConfig(RunSettings):
         "0: auto, ceil(shards / the cluster's CPUs), so that where the cluster has fewer "
         "CPUs than the index has shards, fewer actors get whole CPUs instead of many "
         "sharing them"))
-    shard_actor_threads: int = field(default=1, metadata=helps(
-        "faiss threads per shard actor; more than its CPUs where cores would otherwise idle "
-        "(few shards on few nodes: the slice tasks wait while their shard actor searches)"))
+    shard_actor_threads: int = field(default=0, metadata=helps(
+        "faiss threads per shard actor; 0: auto, the cluster's CPUs over the shard actors "
+        "(at most a node's), so that an index with fewer shards than CPUs still searches "
+        "on every core (the slice tasks mostly wait while their shard actor searches)"))
     report_groups: int = field(default=12, metadata=helps("largest groups shown in the report"))
     report_members: int = field(default=8, metadata=helps("images shown per group in the report"))
 
@@ -48,11 +49,12 @@ def validate(cfg: DedupConfig) -> None:
         errors.append("dedup.threshold must be in [-1, 1] (cosine similarity)")
     if not 0 <= cfg.margin <= 1:
         errors.append("dedup.margin must be in [0, 1]")
-    for key in ("query_batch", "report_groups", "report_members", "max_attempts", "shard_actor_threads"):
+    for key in ("query_batch", "report_groups", "report_members", "max_attempts"):
         if getattr(cfg, key) < 1:
             errors.append(f"dedup.{key} must be >= 1")
-    if cfg.shards_per_actor < 0:
-        errors.append("dedup.shards_per_actor must be >= 0 (0: auto)")
+    for key in ("shards_per_actor", "shard_actor_threads"):
+        if getattr(cfg, key) < 0:
+            errors.append(f"dedup.{key} must be >= 0 (0: auto)")
     for key in ("partition_ids", "max_component_steps"):
         if getattr(cfg, key) < 1:
             errors.append(f"dedup.{key} must be >= 1")

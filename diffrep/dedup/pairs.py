@@ -17,6 +17,8 @@ import pyarrow as pa
 
 from diffrep import storage
 from diffrep.dedup.layout import DedupLayout
+from diffrep.logs import setup_logging
+from diffrep.progress import Progress
 from diffrep.routing import RoutedWriter, partition_of
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
 
@@ -25,19 +27,24 @@ EDGE_SCHEMA = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("similarity"
 
 def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: float,
                 query_batch: int, partition_ids: int, shard_actors: list | None = None,
-                nprobe: int | None = None) -> dict:
+                nprobe: int | None = None, progress_interval_s: float = 60.0) -> dict:
     """Range-search the slice's vectors against the whole index (exact re-rank); write the
-    slice's routed edges, then its marker last. Memory: one query batch's candidates plus
-    the routed writer's buffer (streamed: not the slice's hits). Returns the marker."""
+    slice's routed edges, then its marker last. Logs its own progress (query batches,
+    queries/s, ETA) every `progress_interval_s`: a slice of 500k queries can search for
+    many minutes. Memory: one query batch's candidates plus the routed writer's buffer
+    (streamed: not the slice's hits). Returns the marker."""
     t0 = time.monotonic()
+    setup_logging()  # this runs in a Ray worker: its lines reach the driver's output
     layout = DedupLayout(root, model)
     handle = open_index(root, model, verify_files=False)  # the driver verified the index
     backend = RayShards.from_actors(shard_actors, handle) if shard_actors else LocalShards(handle)
     searcher = Searcher(handle, backend, nprobe=nprobe)
     spec = next(s for s in handle.slices if s.slice_id == slice_id)
     hits = 0
+    starts = range(spec.id_start, spec.id_start + spec.count, query_batch)
+    progress = Progress(f"dedup slice {slice_id}", len(starts), unit="batches", item="queries")
     with RoutedWriter(layout.slice_edges(slice_id), EDGE_SCHEMA) as edges:
-        for start in range(spec.id_start, spec.id_start + spec.count, query_batch):
+        for start in starts:
             ids = np.arange(start, min(start + query_batch, spec.id_start + spec.count), dtype=np.int64)
             found = searcher.range_search(handle.vectors(ids), threshold, margin=margin, exact=True,
                                           ordered=False)
@@ -48,6 +55,9 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
                                   "similarity": np.concatenate([s, s])}, schema=EDGE_SCHEMA),
                         partition_of(src, partition_ids))
             hits += len(q)
+            progress.update(len(ids))
+            if time.monotonic() - t0 >= progress_interval_s:  # a short slice logs nothing
+                progress.report(every_s=progress_interval_s)
     marker = {"slice": slice_id, "queries": spec.count, "hits": hits,
               "seconds": round(time.monotonic() - t0, 3), "routing": backend.stats.as_dict()}
     storage.write_json(layout.slice_done(slice_id), marker)

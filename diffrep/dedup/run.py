@@ -97,7 +97,7 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
     t0 = time.monotonic()
     progress = Progress("dedup search", len(todo), unit="slices", item="queries")
     shared = {"threshold": cfg.threshold, "margin": cfg.margin, "query_batch": cfg.query_batch,
-              "nprobe": cfg.nprobe, "partition_ids": span}
+              "nprobe": cfg.nprobe, "partition_ids": span, "progress_interval_s": cfg.progress_interval_s}
     if shard_actors:
         shared["shard_actors"] = shard_actors
     executor.map(dedup_slice, [(root, model, s.slice_id) for s in todo], shared=shared,

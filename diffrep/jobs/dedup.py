@@ -14,7 +14,12 @@ from diffrep.executor import RayExecutor
 from diffrep.resources import Ask, fit_config
 from diffrep.runner import Job, JobContext
 from diffrep.search import open_index, wants_shard_actors
-from diffrep.search.actors import resolve_shards_per_actor, shard_actor_ask, start_shard_actors
+from diffrep.search.actors import (
+    resolve_shard_actor_threads,
+    resolve_shards_per_actor,
+    shard_actor_ask,
+    start_shard_actors,
+)
 
 
 def run(cfg: DedupConfig, ctx: JobContext) -> str:
@@ -23,6 +28,7 @@ def run(cfg: DedupConfig, ctx: JobContext) -> str:
     ctx.ray(cfg.ray_address)
     use_actors = wants_shard_actors(cfg.shard_actors, handle)
     cfg = resolve_shards_per_actor(cfg, "dedup", handle, use_actors)
+    cfg = resolve_shard_actor_threads(cfg, "dedup", handle, use_actors)
     # the shard actors and one slice task (1 CPU) beside them must fit the cluster
     cfg = fit_config(cfg, "dedup", [
         shard_actor_ask("dedup", handle, use_actors, cfg.shard_actor_cpus, cfg.shards_per_actor),

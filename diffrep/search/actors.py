@@ -43,6 +43,31 @@ def resolve_shards_per_actor(cfg: C, section: str, handle: IndexHandle, use_acto
     return dataclasses.replace(cfg, shards_per_actor=chosen)
 
 
+def shard_actor_threads_for(requested: int, actors: int, cluster: Cluster) -> int:
+    """faiss threads per shard actor: `requested` when >= 1; 0 ("auto"): the cluster's
+    whole CPUs over the actors, at most the largest node's, at least 1. An index with
+    fewer shards than the cluster has CPUs (one shard at 1M) then still searches on every
+    core: the callers' tasks mostly wait on their actors' answers."""
+    if requested >= 1:
+        return requested
+    largest = max((int(n.cpus) for n in cluster.nodes), default=1)
+    return max(1, min(largest, int(cluster.cpus) // max(1, actors)))
+
+
+def resolve_shard_actor_threads(cfg: C, section: str, handle: IndexHandle, use_actors: bool,
+                                cluster: Cluster | None = None) -> C:
+    """`cfg` with `shard_actor_threads` decided (shard_actor_threads_for its actors, after
+    resolve_shards_per_actor); an auto choice is logged with its reason."""
+    if cfg.shard_actor_threads >= 1 or not use_actors:
+        return dataclasses.replace(cfg, shard_actor_threads=max(1, cfg.shard_actor_threads))
+    cluster = cluster or read_cluster()
+    actors = actor_count(len(handle.shard_files()), cfg.shards_per_actor)
+    chosen = shard_actor_threads_for(0, actors, cluster)
+    log.info("%s.shard_actor_threads auto: %d (%d shard actor(s) for %g CPUs)", section, chosen,
+             actors, cluster.cpus)
+    return dataclasses.replace(cfg, shard_actor_threads=chosen)
+
+
 def shard_actor_ask(section: str, handle: IndexHandle, use_actors: bool, cpus: float,
                     shards_per_actor: int = 1) -> Ask:
     """What the shard actors hold (none without them): one actor per `shards_per_actor`
