@@ -83,11 +83,13 @@ def main() -> int:
     p.add_argument("--nprobe", type=int, default=4)
     p.add_argument("--threshold", type=float, default=0.95)
     p.add_argument("--margin", type=float, default=0.1)
+    p.add_argument("--kept_only", action="store_true", help="measure with maps kept open only "
+                   "(not also with a map opened per read)")
     args = p.parse_args()
     faiss.omp_set_num_threads(1)
     rows = []
     for root in args.roots.split(","):
-        for max_open in (KEPT_MAPS, 0):
+        for max_open in (KEPT_MAPS,) if args.kept_only else (KEPT_MAPS, 0):
             measure(root, args.batch, args.batch, args.nprobe, args.threshold, args.margin, max_open)  # warm
             rows.append(measure(root, args.queries, args.batch, args.nprobe, args.threshold, args.margin,
                                 max_open))

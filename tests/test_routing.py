@@ -153,13 +153,22 @@ def test_shard_groups_are_consecutive_runs_covering_every_shard():
         assert max(map(len, groups)) <= g
 
 
-def test_auto_shards_per_actor_leaves_no_more_actors_than_cpus(tmp_path, caplog):
-    """shards_per_actor 0 (auto): ceil(shards / the cluster's whole CPUs); a number given
-    is kept; without shard actors it is 1; auto is logged with its reason; < 0 refused."""
+def test_auto_shard_actors_fit_the_cpus(tmp_path, caplog):
+    """shards_per_actor 0 (auto): ceil(shards / the cluster's whole CPUs); shard_actor_threads
+    0 (auto): the CPUs the actors leave, at most a node's (one shard at 1M on 2 CPUs: one
+    actor, which searched on one core while the other waited in the 1M x 512-d rehearsal).
+    A number given is kept; without shard actors each is 1; auto is logged with its reason;
+    < 0 refused."""
     from types import SimpleNamespace
 
+    from diffrep.dedup.config import validate
     from diffrep.resources import Cluster, Node
-    from diffrep.search.actors import resolve_shards_per_actor, shards_per_actor_for
+    from diffrep.search.actors import (
+        resolve_shard_actor_threads,
+        resolve_shards_per_actor,
+        shard_actor_threads_for,
+        shards_per_actor_for,
+    )
     from diffrep.search.ray_shards import actor_count
 
     laptop, cluster = Cluster((Node(2.0),)), Cluster(tuple(Node(16.0) for _ in range(8)))
@@ -168,43 +177,23 @@ def test_auto_shards_per_actor_leaves_no_more_actors_than_cpus(tmp_path, caplog)
     assert shards_per_actor_for(0, 64, cluster) == 1  # LAION-2B's 64 shards on 8 x 16 CPUs
     assert shards_per_actor_for(0, 1, Cluster((Node(0.5),))) == 1
     assert shards_per_actor_for(3, 10, cluster) == 3
-    handle = SimpleNamespace(shard_files=lambda: [f"s{i}" for i in range(10)])
-    cfg = DedupConfig(root=str(tmp_path), shards_per_actor=0)
-    with caplog.at_level("INFO", logger="diffrep"):
-        assert resolve_shards_per_actor(cfg, "dedup", handle, True, laptop).shards_per_actor == 5
-    assert "dedup.shards_per_actor auto: 5 (10 index shards, 2 actors for 2 CPUs)" in caplog.text
-    assert resolve_shards_per_actor(cfg, "dedup", handle, False, laptop).shards_per_actor == 1
-    with pytest.raises(ConfigError, match="dedup.shards_per_actor must be >= 0"):
-        from diffrep.dedup.config import validate
-
-        validate(DedupConfig(root=str(tmp_path), shards_per_actor=-1))
-
-
-def test_auto_shard_actor_threads_fill_the_cpus_that_the_actors_leave(tmp_path, caplog):
-    """One shard at 1M on 2 CPUs: one actor, which searched on one core while the other
-    waited (the 1M x 512-d rehearsal); auto gives it both. Never more than a node has."""
-    from types import SimpleNamespace
-
-    from diffrep.resources import Cluster, Node
-    from diffrep.search.actors import resolve_shard_actor_threads, shard_actor_threads_for
-
-    laptop, cluster = Cluster((Node(2.0),)), Cluster(tuple(Node(16.0) for _ in range(8)))
-    assert shard_actor_threads_for(0, 1, laptop) == 2
-    assert shard_actor_threads_for(0, 2, laptop) == 1
-    assert shard_actor_threads_for(0, 5, laptop) == 1
+    assert [shard_actor_threads_for(0, actors, laptop) for actors in (1, 2, 5)] == [2, 1, 1]
     assert shard_actor_threads_for(0, 1, cluster) == 16  # not 128: an actor runs on one node
     assert shard_actor_threads_for(0, 64, cluster) == 2
     assert shard_actor_threads_for(3, 1, laptop) == 3
-    handle = SimpleNamespace(shard_files=lambda: ["s0"])
-    cfg = DedupConfig(root=str(tmp_path), shards_per_actor=1)
-    with caplog.at_level("INFO", logger="diffrep"):
-        assert resolve_shard_actor_threads(cfg, "dedup", handle, True, laptop).shard_actor_threads == 2
-    assert "dedup.shard_actor_threads auto: 2 (1 shard actor(s) for 2 CPUs)" in caplog.text
-    assert resolve_shard_actor_threads(cfg, "dedup", handle, False, laptop).shard_actor_threads == 1
-    with pytest.raises(ConfigError, match="dedup.shard_actor_threads must be >= 0"):
-        from diffrep.dedup.config import validate
-
-        validate(DedupConfig(root=str(tmp_path), shard_actor_threads=-1))
+    for shards, key, resolve, auto, line in [
+            (10, "shards_per_actor", resolve_shards_per_actor, 5,
+             "dedup.shards_per_actor auto: 5 (10 index shards, 2 actors for 2 CPUs)"),
+            (1, "shard_actor_threads", resolve_shard_actor_threads, 2,
+             "dedup.shard_actor_threads auto: 2 (1 shard actor(s) for 2 CPUs)")]:
+        handle = SimpleNamespace(shard_files=lambda n=shards: [f"s{i}" for i in range(n)])
+        cfg = DedupConfig(root=str(tmp_path), shards_per_actor=0 if key == "shards_per_actor" else 1)
+        with caplog.at_level("INFO", logger="diffrep"):
+            assert getattr(resolve(cfg, "dedup", handle, True, laptop), key) == auto
+        assert line in caplog.text
+        assert getattr(resolve(cfg, "dedup", handle, False, laptop), key) == 1
+        with pytest.raises(ConfigError, match=f"dedup.{key} must be >= 0"):
+            validate(DedupConfig(root=str(tmp_path), **{key: -1}))
 
 
 @pytest.mark.ray
