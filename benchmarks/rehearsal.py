@@ -197,7 +197,7 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
         logs = os.path.join(args.log_dir, str(n))
         os.makedirs(logs, exist_ok=True)
         stages = [run_stage("build_index", [
-            "-m", "jobs.build_index", *common, "--index_key", f"IVF{nlist}_HNSW32,PQ{dim // 4}x8np",
+            "-m", "jobs.build_index", *common, "--index_key", f"IVF{nlist}_HNSW32,PQ{args.pq_bytes or dim // 4}x8np",
             "--num_shards", str(shards), "--rows_per_slice", str(args.rows_per_slice),
             "--train_points_per_centroid", "39", "--eval_queries", "500", "--cpus_per_worker", "1",
             "--max_index_memory_usage", "64GB", "--current_memory_available", "8GB"],
@@ -328,6 +328,8 @@ def main() -> int:
     p.add_argument("--list_size", type=int, default=1000, help="vectors per IVF list")
     p.add_argument("--exact_nlist", action="store_true", help="nlist = N / list_size, not a power of two")
     p.add_argument("--nprobe", type=int, default=4)
+    p.add_argument("--pq_bytes", type=int, default=0, help="bytes per PQ code; 0: dim / 4 "
+                   "(configs/laion2b.yaml's budget gives 512-d SSCD 64)")
     p.add_argument("--max_captions", type=int, default=100_000)
     p.add_argument("--actors", type=int, default=0,
                    help="most shard actors (each then holds ceil(shards / actors) shards); 0: one per shard")
