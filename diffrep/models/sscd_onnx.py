@@ -73,6 +73,33 @@ class SSCDOnnx(Embedder):
         self._input = inputs[0].name
         self._pil_stage = sscd_pil_stage(resize)
         self.path = str(path)
+        self._session_args = (options, providers)
+        self._pooled = None  # (session, feature-map name, GemHead), built on first use
+
+    def embed_pooled(self, images: list[Image.Image], boxes: list[np.ndarray],
+                     batch_size: int = 32) -> list[np.ndarray]:
+        """Descriptors of normalised `boxes` (one (R_i, 4) array per image) pooled from each
+        image's feature map: one forward pass per image whatever the number of boxes
+        (diffrep.models.pooled). Returns one (R_i, dim) float32 array per image; a box
+        covering the whole image gives the image's global descriptor."""
+        if self._pooled is None:
+            import onnx
+            import onnxruntime as ort
+
+            from diffrep.models.pooled import read_gem_head, with_output
+
+            model = onnx.load(self.path)
+            feature, head = read_gem_head(model)
+            options, providers = self._session_args
+            self._pooled = (ort.InferenceSession(with_output(model, feature), options, providers=providers),
+                            feature, head)
+        session, feature, head = self._pooled
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            batch = np.stack([self.prepare(im) for im in images[start:start + batch_size]])
+            (maps,) = session.run([feature], {self._input: batch})
+            out += [head.pool(m, b) for m, b in zip(maps, boxes[start:start + batch_size], strict=True)]
+        return out
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         return to_uint8_hwc(self._pil_stage(image))

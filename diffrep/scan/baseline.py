@@ -92,6 +92,8 @@ def _region_tag(searcher: Searcher, spec: RegionSpec, duplicate_above: float) ->
     tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales) + f"-dup{duplicate_above:g}"
     if spec.proposals != "grid":
         tag += f"-{spec.proposals}{spec.max_segments}"
+    if spec.descriptors != "crops":
+        tag += f"-{spec.descriptors}"
     if searcher.candidate_regions is not None:  # every setting of the re-rank's choice
         tag += f"-rerank{spec.rerank}d{spec.rerank_distinct:g}m{spec.rerank_max}"
     return tag

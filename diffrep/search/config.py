@@ -27,11 +27,15 @@ class RegionGrid:
         "segments (diffrep.search.proposals), for small and irregular objects (pasted "
         "copies found 0.58 against 0.41, at 1.5x the descriptor calls; docs/benchmarks.md, "
         "'Region proposals'); grid: the square crops only"))
+    region_descriptors: Literal["crops", "pooled"] = field(default="crops", metadata=helps(
+        "crops: each region cropped and embedded (one descriptor call per region); pooled: "
+        "every region pooled from the image's one feature map (R-MAC style, "
+        "diffrep.models.pooled; SSCD's ONNX models only), one call per image"))
 
     def region_spec(self) -> RegionSpec:
         """The RegionSpec these settings describe."""
         return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank,
-                          proposals=self.region_proposals)
+                          proposals=self.region_proposals, descriptors=self.region_descriptors)
 
 
 @dataclass(kw_only=True)

@@ -53,6 +53,8 @@ def store_tag(spec: RegionSpec, embedder_info: dict) -> str:
            "embedder": embedder_info}
     if spec.proposals != "grid":
         key["proposals"] = [spec.proposals, spec.max_segments]
+    if spec.descriptors != "crops":
+        key["descriptors"] = spec.descriptors
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 FULL_BOX = (0.0, 0.0, 1.0, 1.0)
 PROPOSALS = ("grid", "segments")
+DESCRIPTORS = ("crops", "pooled")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class RegionSpec:
         image's own segments, diffrep.search.proposals: for small, elongated and irregular
         objects; found 0.58 of pasted copies against the grid's 0.41, docs/benchmarks.md)
         or "grid" (the grid only, the same boxes for every image).
+    descriptors: "crops" (each region cropped and embedded: one descriptor call per
+        region) or "pooled" (every region pooled from the image's one feature map,
+        diffrep.models.pooled, R-MAC style: one call per image whatever the number of
+        regions; SSCD's ONNX models).
     """
 
     scales: tuple[float, ...] = (0.5, 0.75)
@@ -64,10 +69,13 @@ class RegionSpec:
     min_std: float = 8.0
     proposals: str = "segments"
     max_segments: int = 8
+    descriptors: str = "crops"
 
     def __post_init__(self) -> None:
         if self.proposals not in PROPOSALS:
             raise ValueError(f"region proposals must be one of {PROPOSALS}, not {self.proposals!r}")
+        if self.descriptors not in DESCRIPTORS:
+            raise ValueError(f"region descriptors must be one of {DESCRIPTORS}, not {self.descriptors!r}")
         if self.max_segments < 0:
             raise ValueError("max_segments must be >= 0")
         if not self.scales or not all(0 < s < 1 for s in self.scales):
@@ -145,21 +153,32 @@ def informative(crops: Sequence[Image.Image], min_std: float) -> np.ndarray:
 
 def embed_regions(embedder, images: Sequence[Image.Image], spec: RegionSpec,
                   batch_size: int = 32) -> RegionQueries:
-    """Embed every region of every image with `embedder` (the index's descriptor); blank
-    crops (RegionSpec.min_std) get zero vectors and cost no descriptor call."""
+    """Embed every region of every image with `embedder` (the index's descriptor): crops
+    embedded one by one, or pooled from each image's feature map (spec.descriptors);
+    blank crops (RegionSpec.min_std) get zero vectors."""
     r = spec.count()
     out = np.zeros((len(images), r, embedder.dim), np.float32)
     boxes = np.zeros((len(images), r, 4), np.float32)
-    crops, keep = [], np.zeros(len(images) * r, bool)
+    rgbs, crops, keep = [], [], np.zeros((len(images), r), bool)
     for i, img in enumerate(images):
         rgb = img.convert("RGB")
+        rgbs.append(rgb)
         boxes[i], valid = spec.image_boxes(rgb)
         for j, crop in enumerate(crop_regions(rgb, boxes[i])):
             if valid[j] and (j == 0 or informative([crop], spec.min_std)[0]):  # 0: whole image
-                keep[i * r + j] = True
+                keep[i, j] = True
                 crops.append(crop)
-    if crops:
-        out.reshape(len(keep), -1)[keep] = embedder.embed_images(crops, batch_size=batch_size)
+    if spec.descriptors == "pooled" and len(images):
+        if not hasattr(embedder, "embed_pooled"):
+            raise ValueError(f"region descriptors 'pooled' need a descriptor with a pooled feature "
+                             f"map (sscd_onnx, sscd_distilled_onnx), not {embedder.name}: set "
+                             "region_descriptors: crops")
+        pooled = embedder.embed_pooled(rgbs, [boxes[i][keep[i]] for i in range(len(images))],
+                                       batch_size=batch_size)
+        for i, vectors in enumerate(pooled):
+            out[i][keep[i]] = vectors
+    elif crops:
+        out.reshape(keep.size, -1)[keep.ravel()] = embedder.embed_images(crops, batch_size=batch_size)
     return RegionQueries(out, boxes, spec)
 
 

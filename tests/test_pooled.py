@@ -1,0 +1,98 @@
+"""Region descriptors pooled from one feature map (diffrep.models.pooled): the pooling
+against a direct computation, the head read from SSCD's real ONNX graphs (the whole map
+gives the global descriptor), and with the distilled SSCD a part of a photo pasted into a
+drawn scene found with its source and box while drawings that copy nothing are not."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffrep.models.pooled import GemHead, PooledRegionsUnsupported, read_gem_head
+from diffrep.search.regions import RegionSpec, embed_regions, region_pair_scores
+from tests.conftest import DEMO_MODEL, requires_sscd
+
+
+def test_pooling_a_box_is_gem_over_its_cells_then_the_projection():
+    rng = np.random.default_rng(0)
+    fmap = np.abs(rng.standard_normal((6, 5, 4))).astype(np.float32)
+    head = GemHead(3.0, 1e-6, rng.standard_normal((3, 6)).astype(np.float32),
+                   rng.standard_normal(3).astype(np.float32))
+    # normalised boxes over a 4-wide, 5-high map; a box covers the cells it overlaps
+    boxes = np.array([[0, 0, 1, 1], [0, 0, 0.5, 0.4], [0.3, 0.5, 0.6, 1.0], [0.9, 0.9, 0.95, 0.95]],
+                     np.float32)
+    cells = [(0, 5, 0, 4), (0, 2, 0, 2), (2, 5, 1, 3), (4, 5, 3, 4)]  # rows, cols [start, end)
+    got = head.pool(fmap, boxes)
+    for i, (r0, r1, c0, c1) in enumerate(cells):
+        gem = (np.clip(fmap[:, r0:r1, c0:c1], 1e-6, None) ** 3).mean(axis=(1, 2)) ** (1 / 3)
+        want = head.weight @ gem + head.bias
+        np.testing.assert_allclose(got[i], want / np.linalg.norm(want), atol=1e-5)
+
+
+def test_a_graph_without_gem_pooling_is_refused():
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Gemm", ["h", "w", "b"], ["y"])],
+        "plain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [4, 2], [0.0] * 8),
+         helper.make_tensor("b", TensorProto.FLOAT, [2], [0.0] * 2)])
+    with pytest.raises(PooledRegionsUnsupported, match="expected a Pow"):
+        read_gem_head(helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+
+    class NoFeatureMap:
+        name, dim = "clip:ViT-B-32", 4
+
+    with pytest.raises(ValueError, match="region_descriptors: crops"):
+        embed_regions(NoFeatureMap(), [Image.new("RGB", (64, 64))], RegionSpec(descriptors="pooled"))
+
+
+@requires_sscd
+@pytest.mark.parametrize("name", ["sscd_onnx", "sscd_distilled_onnx"])
+def test_the_whole_feature_map_pooled_is_the_global_descriptor(name):
+    from diffrep.data.demo import load_source_photos
+    from diffrep.models import create_embedder, default_weights
+
+    embedder = create_embedder(name, weights=default_weights(name), device="cpu")
+    photos = [p.convert("RGB") for _, p in sorted(load_source_photos().items())[:3]]
+    pooled = embedder.embed_pooled(photos, [np.array([[0, 0, 1, 1], [0, 0, 0.5, 0.5]], np.float32)] * 3)
+    whole = embedder.embed_images(photos)
+    for i in range(3):
+        assert pooled[i].shape == (2, embedder.dim)
+        assert float(pooled[i][0] @ whole[i]) > 0.9999
+        assert float(pooled[i][1] @ whole[i]) < 0.95  # a quarter is not the whole
+
+
+@requires_sscd
+def test_a_pasted_part_is_found_with_its_source_and_box_and_drawings_are_not():
+    from diffrep.data.demo import load_source_photos
+    from diffrep.models import create_embedder, default_weights
+    from diffrep.synthetic import drawn_scene, flat_drawing, paste_region
+
+    embedder = create_embedder(DEMO_MODEL, weights=default_weights(DEMO_MODEL), device="cpu")
+    photos = {k: v.convert("RGB") for k, v in sorted(load_source_photos().items())}
+    keys = sorted(photos)
+    rng = random.Random(4)
+    pasted, truth = [], []
+    for i, area in enumerate((0.12, 0.15, 0.18, 0.3)):  # 10-20% of the scene, and one larger
+        source = keys[(5 * i + 2) % len(keys)]
+        img, box = paste_region(photos[source], drawn_scene(300 + i, size=384), rng, area, irregular=False)
+        pasted.append(img)
+        truth.append((source, box))
+    nulls = [drawn_scene(400 + i, size=384) for i in range(4)] + [flat_drawing(500 + i) for i in range(4)]
+    spec = RegionSpec(proposals="grid", descriptors="pooled", scales=(0.2, 0.3, 0.4, 0.5, 0.75))
+    gallery = embed_regions(embedder, [photos[k] for k in keys], spec).vectors
+    queries = embed_regions(embedder, pasted + nulls, spec)
+    scores, best_region = region_pair_scores(queries.vectors, gallery)
+    for i, (source, box) in enumerate(truth):
+        top = int(scores[i].argmax())
+        assert keys[top] == source and scores[i, top] > 0.5, (i, keys[top], source, scores[i, top])
+        x0, y0, x1, y1 = queries.boxes[i, best_region[i, top]]
+        inter = max(0.0, min(x1, box[2]) - max(x0, box[0])) * max(0.0, min(y1, box[3]) - max(y0, box[1]))
+        assert inter / ((x1 - x0) * (y1 - y0)) >= 0.5, (i, (x0, y0, x1, y1), box)  # on the pasted part
+    assert scores[len(pasted):].max() < 0.5, scores[len(pasted):].max(axis=1)
