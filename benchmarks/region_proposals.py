@@ -39,6 +39,12 @@ METHODS = {
     "pooled dense grid": {"proposals": "grid", "descriptors": "pooled", "scales": (0.2, 0.3, 0.4, 0.5, 0.75)},
     "pooled dense + segments": {"proposals": "segments", "descriptors": "pooled",
                                 "scales": (0.2, 0.3, 0.4, 0.5, 0.75)},
+    "pooled dense 480": {"proposals": "grid", "descriptors": "pooled", "scales": (0.2, 0.3, 0.4, 0.5, 0.75),
+                         "pooled_side": 480},
+    "pooled finer 480": {"proposals": "grid", "descriptors": "pooled",
+                         "scales": (0.134, 0.2, 0.267, 0.334, 0.5, 0.75), "pooled_side": 480},
+    "pooled dense 480 + cropped segments": {"proposals": "segments", "descriptors": "pooled",
+                                            "scales": (0.2, 0.3, 0.4, 0.5, 0.75), "pooled_side": 480},
 }
 
 

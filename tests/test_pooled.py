@@ -52,6 +52,38 @@ def test_a_graph_without_gem_pooling_is_refused():
         embed_regions(NoFeatureMap(), [Image.new("RGB", (64, 64))], RegionSpec(descriptors="pooled"))
 
 
+def test_pooled_grid_costs_one_pass_per_image_and_segment_boxes_are_still_cropped():
+    from PIL import ImageDraw
+
+    class Counting:
+        name, dim = "fake", 4
+
+        def __init__(self):
+            self.crops, self.passes, self.pooled_boxes = 0, 0, 0
+
+        def embed_images(self, crops, batch_size=32):
+            self.crops += len(crops)
+            return np.tile(np.float32([1, 0, 0, 0]), (len(crops), 1))
+
+        def embed_pooled(self, images, boxes, batch_size=32, side=0):
+            self.passes += len(images)
+            self.pooled_boxes += sum(len(b) for b in boxes)
+            return [np.tile(np.float32([0, 1, 0, 0]), (len(b), 1)) for b in boxes]
+
+    busy = Image.new("RGB", (128, 128), (250, 250, 250))
+    ImageDraw.Draw(busy).rectangle((10, 10, 60, 60), fill=(200, 0, 0))
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128, 3), np.uint8))
+    spec = RegionSpec(proposals="segments", max_segments=4, descriptors="pooled")
+    embedder = Counting()
+    out = embed_regions(embedder, [busy, noisy], spec).vectors
+    grid = len(spec.boxes())
+    assert embedder.passes == 2  # one feature map per image, whatever the number of regions
+    assert (out[:, 0] == [0, 1, 0, 0]).all()  # the whole image is pooled too
+    pooled = (out[..., 1] == 1)
+    assert embedder.pooled_boxes == pooled.sum() and not pooled[:, grid:].any()
+    assert embedder.crops == (out[:, grid:, 0] == 1).sum() > 0  # segment boxes: cropped
+
+
 @requires_sscd
 @pytest.mark.parametrize("name", ["sscd_onnx", "sscd_distilled_onnx"])
 def test_the_whole_feature_map_pooled_is_the_global_descriptor(name):
@@ -66,6 +98,9 @@ def test_the_whole_feature_map_pooled_is_the_global_descriptor(name):
         assert pooled[i].shape == (2, embedder.dim)
         assert float(pooled[i][0] @ whole[i]) > 0.9999
         assert float(pooled[i][1] @ whole[i]) < 0.95  # a quarter is not the whole
+    # at 480 px (a map of 15 cells a side) the whole image is nearly, not exactly, the same
+    larger = embedder.embed_pooled(photos, [np.array([[0, 0, 1, 1]], np.float32)] * 3, side=480)
+    assert all(0.8 < float(larger[i][0] @ whole[i]) < 0.9999 for i in range(3))
 
 
 @requires_sscd

@@ -77,10 +77,12 @@ class SSCDOnnx(Embedder):
         self._pooled = None  # (session, feature-map name, GemHead), built on first use
 
     def embed_pooled(self, images: list[Image.Image], boxes: list[np.ndarray],
-                     batch_size: int = 32) -> list[np.ndarray]:
+                     batch_size: int = 32, side: int = 0) -> list[np.ndarray]:
         """Descriptors of normalised `boxes` (one (R_i, 4) array per image) pooled from each
         image's feature map: one forward pass per image whatever the number of boxes
-        (diffrep.models.pooled). Returns one (R_i, dim) float32 array per image; a box
+        (diffrep.models.pooled). `side`: the images are resized to side x side px first (a
+        map of side / 32 cells a side: finer boxes for small objects); 0: as for the global
+        descriptor. Returns one (R_i, dim) float32 array per image; at side 0 a box
         covering the whole image gives the image's global descriptor."""
         if self._pooled is None:
             import onnx
@@ -96,7 +98,9 @@ class SSCDOnnx(Embedder):
         session, feature, head = self._pooled
         out: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
-            batch = np.stack([self.prepare(im) for im in images[start:start + batch_size]])
+            chunk = images[start:start + batch_size]
+            batch = np.stack([to_uint8_hwc(im.resize((side, side), Image.Resampling.BILINEAR)) if side
+                              else self.prepare(im) for im in chunk])
             (maps,) = session.run([feature], {self._input: batch})
             out += [head.pool(m, b) for m, b in zip(maps, boxes[start:start + batch_size], strict=True)]
         return out

@@ -93,7 +93,7 @@ def _region_tag(searcher: Searcher, spec: RegionSpec, duplicate_above: float) ->
     if spec.proposals != "grid":
         tag += f"-{spec.proposals}{spec.max_segments}"
     if spec.descriptors != "crops":
-        tag += f"-{spec.descriptors}"
+        tag += f"-{spec.descriptors}{spec.pooled_side or ''}"
     if searcher.candidate_regions is not None:  # every setting of the re-rank's choice
         tag += f"-rerank{spec.rerank}d{spec.rerank_distinct:g}m{spec.rerank_max}"
     return tag

@@ -144,10 +144,8 @@ def validate(cfg: ScanConfig) -> None:
         errors.append("scan.threshold and scan.region_threshold must be in [-1, 1] (cosine similarity)")
     if not 0 <= cfg.uninformative_baseline_share <= 1:
         errors.append("scan.uninformative_baseline_share must be in [0, 1]")
-    if cfg.region_rerank < 0:
-        errors.append("scan.region_rerank must be >= 0")
-    if cfg.regions and not all(0 < s < 1 for s in cfg.region_scales):
-        errors.append("scan.region_scales must be fractions in (0, 1)")
+    if cfg.regions:
+        errors += cfg.region_errors("scan")
     if cfg.region_min_side < 0:
         errors.append("scan.region_min_side must be >= 0")
     if cfg.region_baseline_shards < 1:

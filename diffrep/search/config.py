@@ -15,7 +15,10 @@ class RegionGrid:
     matches regions (search, scan, copybench)."""
 
     region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
-        "crop sides as fractions of the image's side; each tiles the image at 50% overlap"))
+        "crop sides as fractions of the image's side; each tiles the image at 50% overlap. "
+        "With region_descriptors: pooled, regions cost no descriptor call of their own: finer "
+        "scales such as [0.2, 0.3, 0.4, 0.5, 0.75] (147 regions) find smaller parts "
+        "(docs/benchmarks.md, 'Pooled region descriptors')"))
     region_rerank: int = field(default=3, metadata=helps(
         "top candidates per image, and each region's own best candidate, re-scored region "
         "to region: their images are read back and their region crops embedded "
@@ -30,12 +33,29 @@ class RegionGrid:
     region_descriptors: Literal["crops", "pooled"] = field(default="crops", metadata=helps(
         "crops: each region cropped and embedded (one descriptor call per region); pooled: "
         "every region pooled from the image's one feature map (R-MAC style, "
-        "diffrep.models.pooled; SSCD's ONNX models only), one call per image"))
+        "diffrep.models.pooled; SSCD's ONNX models only), one call per image; with "
+        "region_proposals: segments, the segment boxes are still cropped"))
+    region_pooled_side: int = field(default=0, metadata=helps(
+        "with region_descriptors: pooled, images are resized to this side (px) for their "
+        "feature map (SSCD: one cell per 32 px; 480: 15 cells a side, finer boxes for small "
+        "objects); 0: the descriptor's own input size"))
+
+    def region_errors(self, section: str) -> list[str]:
+        """What is wrong with these settings, each naming its key under `section`."""
+        errors = []
+        if self.region_rerank < 0:
+            errors.append(f"{section}.region_rerank must be >= 0")
+        if not all(0 < s < 1 for s in self.region_scales):
+            errors.append(f"{section}.region_scales must be fractions in (0, 1)")
+        if self.region_pooled_side != 0 and self.region_pooled_side < 32:
+            errors.append(f"{section}.region_pooled_side must be 0 (the descriptor's own size) or >= 32")
+        return errors
 
     def region_spec(self) -> RegionSpec:
         """The RegionSpec these settings describe."""
         return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank,
-                          proposals=self.region_proposals, descriptors=self.region_descriptors)
+                          proposals=self.region_proposals, descriptors=self.region_descriptors,
+                          pooled_side=self.region_pooled_side)
 
 
 @dataclass(kw_only=True)
@@ -114,9 +134,7 @@ def validate(cfg: SearchConfig) -> None:
             errors.append(f"search.{key} must be >= 1")
     if cfg.shards_per_actor < 0:
         errors.append("search.shards_per_actor must be >= 0 (0: auto)")
-    if cfg.region_rerank < 0:
-        errors.append("search.region_rerank must be >= 0")
-    if cfg.regions and not all(0 < s < 1 for s in cfg.region_scales):
-        errors.append("search.region_scales must be fractions in (0, 1)")
+    if cfg.regions:
+        errors += cfg.region_errors("search")
     if errors:
         raise ConfigError("invalid search config:\n  - " + "\n  - ".join(errors))

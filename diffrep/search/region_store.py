@@ -54,7 +54,7 @@ def store_tag(spec: RegionSpec, embedder_info: dict) -> str:
     if spec.proposals != "grid":
         key["proposals"] = [spec.proposals, spec.max_segments]
     if spec.descriptors != "crops":
-        key["descriptors"] = spec.descriptors
+        key["descriptors"] = [spec.descriptors, spec.pooled_side]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -58,6 +58,8 @@ class RegionSpec:
         region) or "pooled" (every region pooled from the image's one feature map,
         diffrep.models.pooled, R-MAC style: one call per image whatever the number of
         regions; SSCD's ONNX models).
+    pooled_side: with pooled descriptors, the side (px) images are resized to for their
+        feature map (SSCD: a cell per 32 px); 0: the descriptor's own input size (320).
     """
 
     scales: tuple[float, ...] = (0.5, 0.75)
@@ -70,6 +72,7 @@ class RegionSpec:
     proposals: str = "segments"
     max_segments: int = 8
     descriptors: str = "crops"
+    pooled_side: int = 0
 
     def __post_init__(self) -> None:
         if self.proposals not in PROPOSALS:
@@ -168,17 +171,24 @@ def embed_regions(embedder, images: Sequence[Image.Image], spec: RegionSpec,
             if valid[j] and (j == 0 or informative([crop], spec.min_std)[0]):  # 0: whole image
                 keep[i, j] = True
                 crops.append(crop)
+    cropped = keep.copy()
     if spec.descriptors == "pooled" and len(images):
         if not hasattr(embedder, "embed_pooled"):
             raise ValueError(f"region descriptors 'pooled' need a descriptor with a pooled feature "
                              f"map (sscd_onnx, sscd_distilled_onnx), not {embedder.name}: set "
                              "region_descriptors: crops")
-        pooled = embedder.embed_pooled(rgbs, [boxes[i][keep[i]] for i in range(len(images))],
-                                       batch_size=batch_size)
+        # the grid is pooled; segment boxes (few, fitted to small objects that a map of
+        # 10-15 cells a side blurs) are still cropped and embedded
+        pooled_mask = keep.copy()
+        pooled_mask[:, len(spec.boxes()):] = False
+        cropped &= ~pooled_mask
+        pooled = embedder.embed_pooled(rgbs, [boxes[i][pooled_mask[i]] for i in range(len(images))],
+                                       batch_size=batch_size, side=spec.pooled_side)
         for i, vectors in enumerate(pooled):
-            out[i][keep[i]] = vectors
-    elif crops:
-        out.reshape(keep.size, -1)[keep.ravel()] = embedder.embed_images(crops, batch_size=batch_size)
+            out[i][pooled_mask[i]] = vectors
+    if cropped.any():
+        crops = [c for c, k in zip(crops, cropped[keep], strict=True) if k]  # crops: keep's order
+        out.reshape(keep.size, -1)[cropped.ravel()] = embedder.embed_images(crops, batch_size=batch_size)
     return RegionQueries(out, boxes, spec)
 
 
