@@ -29,6 +29,16 @@ MODEL = "sscd_onnx"
 DIM = 32
 
 
+def test_list_imbalance_is_the_mean_list_size_a_vector_sits_in_over_the_mean():
+    from diffrep.index.lists import imbalance
+
+    assert imbalance(np.full(1024, 977)) == pytest.approx(1.0)
+    # the 512-d rehearsal corpus: two lists of 1024 held half of 1M vectors
+    sizes = np.r_[[251_411, 243_163], np.full(1022, (1_000_000 - 494_574) // 1022)]
+    assert imbalance(sizes) > 100
+    assert imbalance(np.zeros(8)) == 1.0
+
+
 def test_partition_balances_lists_and_covers_every_list():
     rng = np.random.default_rng(0)
     sizes = rng.integers(0, 200, 500)

@@ -240,6 +240,12 @@ def merge_shards(cfg: IndexConfig, layout: IndexLayout, plan: dict, manifest: di
     for s in new_slices:  # streamed: one slice's sizes at a time
         part = lists.read_sizes(layout.part_sizes(s.slice_id))
         sizes = part if sizes is None else sizes + part
+    factor = lists.imbalance(sizes)
+    advice = (": check the embeddings for collapsed or near-constant vectors, or train on more "
+              "points (index.train_points_per_centroid)") if factor > lists.IMBALANCE_WARNING else ""
+    log.log(logging.WARNING if factor > lists.IMBALANCE_WARNING else logging.INFO,
+            "index: list imbalance %.1f (a corpus vector's list holds %.1fx the mean list's entries; "
+            "search and dedup scan that much more per probed list)%s", factor, factor, advice)
     if manifest is None:
         cuts = lists.partition(sizes, plan["num_shards"])
         list_start = np.cumsum(sizes) - sizes
