@@ -244,8 +244,8 @@ def merge_shards(cfg: IndexConfig, layout: IndexLayout, plan: dict, manifest: di
     advice = (": check the embeddings for collapsed or near-constant vectors, or train on more "
               "points (index.train_points_per_centroid)") if factor > lists.IMBALANCE_WARNING else ""
     log.log(logging.WARNING if factor > lists.IMBALANCE_WARNING else logging.INFO,
-            "index: list imbalance %.1f (a corpus vector's list holds %.1fx the mean list's entries; "
-            "search and dedup scan that much more per probed list)%s", factor, factor, advice)
+            "index: list imbalance %.1f (1.0: balanced; a corpus vector's list holds %.1fx the "
+            "mean list's entries, and a query scans as much more per probed list)%s", factor, factor, advice)
     if manifest is None:
         cuts = lists.partition(sizes, plan["num_shards"])
         list_start = np.cumsum(sizes) - sizes

@@ -75,8 +75,8 @@ def read_gem_head(model) -> tuple[str, GemHead]:
 
     graph = model.graph
     initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t)
-                 for n in graph.node if n.op_type == "Constant" and n.attribute and n.attribute[0].t.dims is not None}
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                 if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
     producer = {o: n for n in graph.node for o in n.output}
 
     def parent(node, op: str):
