@@ -37,6 +37,7 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -58,7 +59,15 @@ def histogram(x: np.ndarray) -> list[int]:
     return np.histogram(np.clip(x, 0, 1), BINS)[0].tolist()
 
 
-def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
+def job_spec(model: str, descriptors: str) -> RegionSpec:
+    """The region spec the jobs use for `model` by default, with `descriptors` (auto: as the
+    jobs resolve it)."""
+    from diffrep.search.config import SearchConfig
+
+    return SearchConfig(region_descriptors=descriptors).region_spec(model)
+
+
+def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: RegionSpec) -> dict:
     from diffrep.copybench.copysets import make_gallery, make_queries
     from diffrep.data.demo import load_source_photos
     from diffrep.models import create_embedder, default_weights
@@ -70,7 +79,6 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
     )
     from diffrep.synthetic import drawn_scene, paste_object
 
-    spec = RegionSpec()
     embedder = create_embedder(model, weights=default_weights(model))
     photos = load_source_photos(True)
     gallery = make_gallery(photos, crops_per_photo, seed)
@@ -116,6 +124,8 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int) -> dict:
               for name, qs in query_sets.items()}
     others["pasted_object"] = np.full(len(gallery), "")
     out = {"model": model, "regions_per_query": spec.count(), "scales": list(spec.scales),
+           "descriptors": spec.descriptors, "pooled_side": spec.pooled_side,
+           "proposals": spec.proposals,
            "gallery": len(gallery), "photos": len(photos), "novel_drawings": novel,
            "gallery_region_embed_s": round(t_gallery, 2),
            "region_embed_per_image_s": round(t_gallery / len(gallery), 4), "scorings": {}}
@@ -180,7 +190,7 @@ def write_html(results: dict, path: str) -> None:
         f.write(page("Region-score calibration", "".join(body)))
 
 
-def query_rates(root: str, folder: str, model: str, repeats: int = 2) -> dict:
+def query_rates(root: str, folder: str, model: str, spec: RegionSpec, repeats: int = 2) -> dict:
     """Queries per second on an index with its corpus (e.g. the demo's after `make demo`):
     the images of `folder` searched (top 5 of 50 candidates, exact re-rank) with the global
     descriptor only, with regions to whole training images, and with the default re-rank
@@ -198,10 +208,9 @@ def query_rates(root: str, folder: str, model: str, repeats: int = 2) -> dict:
     handle = open_index(root, model)
     embedder = create_embedder(model, weights=default_weights(model))
     images = [Image.open(p).convert("RGB") for p in sorted(Path(folder).glob("*.png"))]
-    spec = RegionSpec()
-    modes = {"global": None, "regions": RegionSpec(rerank=0), "regions_rerank": spec,
+    modes = {"global": None, "regions": replace(spec, rerank=0), "regions_rerank": spec,
              "regions_rerank_stored": spec}
-    out = {"queries": len(images), "index_vectors": handle.ntotal}
+    out = {"queries": len(images), "index_vectors": handle.ntotal, "descriptors": spec.descriptors}
     store_dir = tempfile.mkdtemp(prefix="region-store-")
     for name, mode in modes.items():
         stored = name.endswith("_stored")
@@ -245,10 +254,14 @@ def main() -> None:
     parser.add_argument("--demo_folder", default="data/demo/corpus/generated")
     parser.add_argument("--rates_only", action="store_true", help="skip the calibration")
     parser.add_argument("--html", default="bench-results/regions.html", help="the calibration as a page")
+    parser.add_argument("--descriptors", default="auto", choices=("auto", "crops", "pooled"),
+                        help="region descriptors (auto: what the jobs use for --model)")
     args = parser.parse_args()
-    results = {} if args.rates_only else calibrate(args.model, args.crops_per_photo, args.novel, args.seed)
+    spec = job_spec(args.model, args.descriptors)
+    results = {} if args.rates_only else calibrate(args.model, args.crops_per_photo, args.novel,
+                                                   args.seed, spec)
     if args.demo_root:
-        results["query_rates"] = query_rates(args.demo_root, args.demo_folder, args.model)
+        results["query_rates"] = query_rates(args.demo_root, args.demo_folder, args.model, spec)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if not args.rates_only:
         write_html(results, args.html)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from diffrep.models.pooled import GemHead, PooledRegionsUnsupported, read_gem_head
-from diffrep.search.regions import RegionSpec, embed_regions, region_pair_scores
+from diffrep.search.regions import RegionSpec, embed_regions, match_boxes, region_pair_scores
 from tests.conftest import DEMO_MODEL, requires_sscd
 
 
@@ -82,6 +82,11 @@ def test_pooled_grid_costs_one_pass_per_image_and_segment_boxes_are_still_croppe
     pooled = (out[..., 1] == 1)
     assert embedder.pooled_boxes == pooled.sum() and not pooled[:, grid:].any()
     assert embedder.crops == (out[:, grid:, 0] == 1).sum() > 0  # segment boxes: cropped
+    # at another side than the descriptor's own, region 0 (the query's global descriptor)
+    # is embedded as the index's vectors were, not pooled
+    larger = embed_regions(Counting(), [busy], RegionSpec(proposals="grid", descriptors="pooled",
+                                                          pooled_side=480)).vectors
+    assert (larger[0, 0] == [1, 0, 0, 0]).all() and larger[0, 1:, 1].any() and not larger[0, 1:, 0].any()
 
 
 @requires_sscd
@@ -123,11 +128,12 @@ def test_a_pasted_part_is_found_with_its_source_and_box_and_drawings_are_not():
     spec = RegionSpec(proposals="grid", descriptors="pooled", scales=(0.2, 0.3, 0.4, 0.5, 0.75))
     gallery = embed_regions(embedder, [photos[k] for k in keys], spec).vectors
     queries = embed_regions(embedder, pasted + nulls, spec)
-    scores, best_region = region_pair_scores(queries.vectors, gallery)
+    scores, near = region_pair_scores(queries.vectors, gallery)
+    boxes = match_boxes(queries.boxes, near)
     for i, (source, box) in enumerate(truth):
         top = int(scores[i].argmax())
         assert keys[top] == source and scores[i, top] > 0.5, (i, keys[top], source, scores[i, top])
-        x0, y0, x1, y1 = queries.boxes[i, best_region[i, top]]
+        x0, y0, x1, y1 = boxes[i, top]
         inter = max(0.0, min(x1, box[2]) - max(x0, box[0])) * max(0.0, min(y1, box[3]) - max(y0, box[1]))
         assert inter / ((x1 - x0) * (y1 - y0)) >= 0.5, (i, (x0, y0, x1, y1), box)  # on the pasted part
     assert scores[len(pasted):].max() < 0.5, scores[len(pasted):].max(axis=1)

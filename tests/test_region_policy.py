@@ -10,15 +10,16 @@ from diffrep.scan.region_policy import decide_regions
 def test_regions_are_switched_off_below_the_minimum_side_with_a_reason():
     cfg = ScanConfig()
     assert cfg.regions and cfg.region_min_side == 128
-    off = decide_regions(True, {"memorizing": 32, "large-data": 32}, cfg.region_scales,
+    scales = cfg.region_spec(cfg.model).scales  # SSCD ONNX by default: pooled, 0.2 the smallest
+    off = decide_regions(True, {"memorizing": 32, "large-data": 32}, scales,
                          cfg.region_min_side)
-    assert not off.enabled and off.switched_off and off.smallest_crop == 16
+    assert not off.enabled and off.switched_off and off.smallest_crop == 6
     assert "memorizing 32 px" in off.reason and "scan.region_min_side = 128 px" in off.reason
     assert off.as_dict()["switched_off"] is True
-    on = decide_regions(True, {"sd": 512}, cfg.region_scales, cfg.region_min_side)
+    on = decide_regions(True, {"sd": 512}, scales, cfg.region_min_side)
     assert on.enabled and not on.switched_off
     # asked off stays off, not "switched off"; forced on with a lower minimum
-    assert not decide_regions(False, {"sd": 512}, cfg.region_scales, 128).switched_off
-    assert decide_regions(True, {"m": 32}, cfg.region_scales, 0).enabled
+    assert not decide_regions(False, {"sd": 512}, scales, 128).switched_off
+    assert decide_regions(True, {"m": 32}, scales, 0).enabled
     # given images: size unknown before reading them, regions as configured
-    assert decide_regions(True, {}, cfg.region_scales, 128).enabled
+    assert decide_regions(True, {}, scales, 128).enabled

@@ -12,9 +12,12 @@ from PIL import Image
 
 from diffrep.scan.config import ScanConfig
 from diffrep.search.regions import (
+    BOX_SLACK,
     RegionSpec,
     crop_regions,
     embed_regions,
+    match_boxes,
+    near_best,
     region_pair_scores,
     region_scores,
     rerank_pairs,
@@ -54,10 +57,11 @@ def test_region_score_is_the_best_region_and_never_below_the_global_one():
     regions = unit(rng.standard_normal((3, 5, 16))).astype(np.float32)
     cands = unit(rng.standard_normal((3, 7, 16))).astype(np.float32)
     cands[1, 4] = regions[1, 3]  # a candidate identical to region 3 of query 1
-    scores, best = region_scores(regions, cands)
+    scores, near = region_scores(regions, cands)
     want = np.einsum("qrd,qcd->qrc", regions, cands)
     np.testing.assert_allclose(scores, want.max(1), atol=1e-6)
-    assert best[1, 4] == 3 and scores[1, 4] == pytest.approx(1.0, abs=1e-6)
+    assert near.shape == (3, 7, 5) and near[1, 4].tolist() == (want[1, :, 4] >= 1 - BOX_SLACK).tolist()
+    assert near[1, 4, 3] and scores[1, 4] == pytest.approx(1.0, abs=1e-6)
     assert (scores >= np.einsum("qd,qcd->qc", regions[:, 0], cands) - 1e-6).all()
     shared = region_scores(regions, cands[0])[0]  # (C, d): one candidate set for all
     np.testing.assert_allclose(shared, want_shared := np.einsum("qrd,cd->qrc", regions, cands[0]).max(1))
@@ -72,14 +76,15 @@ def test_region_pairs_score_the_best_region_to_region_and_rerank_only_the_top():
     q = unit(rng.standard_normal((2, 4, 8))).astype(np.float32)
     cand = unit(rng.standard_normal((5, 3, 8))).astype(np.float32)  # 5 images, 3 regions each
     cand[2, 1] = q[0, 3]  # query 0's region 3 is region 1 of image 2
-    pair, best = region_pair_scores(q, cand)
+    pair, near = region_pair_scores(q, cand)
     want = np.einsum("qrd,csd->qcrs", q, cand).max((2, 3))
     np.testing.assert_allclose(pair, want, atol=1e-6)
-    assert pair[0, 2] == pytest.approx(1.0, abs=1e-6) and best[0, 2] == 3
-    whole, whole_best = region_scores(q, cand[:, 0])  # against each image's region 0 only
+    assert pair[0, 2] == pytest.approx(1.0, abs=1e-6) and near[0, 2, 3]
+    whole, whole_near = region_scores(q, cand[:, 0])  # against each image's region 0 only
     assert (pair >= whole - 1e-6).all()
     ids = np.array([[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]])
-    score, best = np.take_along_axis(whole, ids, 1).copy(), np.take_along_axis(whole_best, ids, 1).copy()
+    score = np.take_along_axis(whole, ids, 1).copy()
+    best = np.take_along_axis(whole_near, ids[..., None], 1).copy()
     before, called = score.copy(), []
 
     def regions_of(u):
@@ -95,6 +100,17 @@ def test_region_pairs_score_the_best_region_to_region_and_rerank_only_the_top():
         for j in range(5):
             want_ij = max(before[i, j], pair[i, ids[i, j]]) if j in top[i] else before[i, j]
             assert score[i, j] == pytest.approx(want_ij, abs=1e-6), (i, j)
+    assert best[0, 2, 3]  # re-scored pairs carry the regions near their new best
+
+
+def test_a_match_reports_the_union_of_its_regions_near_the_best():
+    boxes = np.array([[[0, 0, 1, 1], [0.4, 0.4, 0.6, 0.6], [0.5, 0.5, 0.7, 0.8], [0, 0, 0.2, 0.2]]],
+                     np.float32)
+    per_region = np.array([[[0.3, 0.80, 0.78, 0.2], [0.9, 0.1, 0.1, 0.1], [0, 0, 0, 0]]], np.float32)
+    got = match_boxes(boxes, near_best(per_region))
+    np.testing.assert_allclose(got[0, 0], [0.4, 0.4, 0.7, 0.8])  # two object parts: their union
+    np.testing.assert_allclose(got[0, 1], [0, 0, 1, 1])  # the whole image
+    assert near_best(per_region, slack=0)[0, 0].tolist() == [False, True, False, False]
 
 
 def test_rerank_choice_skips_near_duplicates_of_counted_candidates():

@@ -100,7 +100,7 @@ def run_copybench(cfg: CopyBenchConfig) -> dict:
             row = label if similarity == "inner_product" else f"{label}, split-product"
             rows[row] = {s: m.__dict__ for s, m in per_set.items()}
         if model in cfg.region_models:
-            spec = cfg.region_spec()
+            spec = cfg.region_spec(model)
             t1 = time.monotonic()
             regions = {s: embed_regions(embedder, [q.image for q in qs], spec, cfg.batch_size).vectors
                        for s, qs in query_sets.items()}

@@ -18,7 +18,7 @@ from diffrep.models.base import Embedder
 from diffrep.models.weights import WeightsError, WeightsSpec, parse_weights
 
 __all__ = ["Embedder", "WeightsError", "create_embedder", "list_models", "model_dir_name",
-           "check_model_name", "default_weights"]
+           "check_model_name", "default_weights", "pools_regions"]
 
 RANDOM_INIT_SEED = 0
 
@@ -63,6 +63,9 @@ _REGISTRY: dict[str, Callable[[WeightsSpec, str, dict], Embedder]] = {
     "dino_vitb16": _timm("vit_base_patch16_224.dino", "dino_vitb16"),
 }
 _PREFIXES = ("clip:", "timm:")
+# Models whose regions can be pooled from one feature map (Embedder.embed_pooled,
+# diffrep.models.pooled): SSCD's ONNX graphs, whose head is GeM then a projection.
+_POOLED = frozenset({"sscd_onnx", "sscd_distilled_onnx"})
 # Weights used when a config names none: only files that ship with an installed package.
 _DEFAULT_WEIGHTS = {"sscd_onnx": "pretrained", "sscd_distilled_onnx": "pretrained"}
 
@@ -76,6 +79,12 @@ def check_model_name(name: str) -> None:
     if name in _REGISTRY or (name.startswith(_PREFIXES) and name.split(":", 1)[1]):
         return
     raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+
+
+def pools_regions(name: str) -> bool:
+    """Whether `name`'s region descriptors can be pooled from one feature map per image
+    (region_descriptors: auto picks pooled for these, crops for the others)."""
+    return name in _POOLED
 
 
 def default_weights(name: str) -> Any:

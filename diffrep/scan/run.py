@@ -39,7 +39,7 @@ def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, 
                              pipeline_dtype=cfg.pipeline_dtype)
     return gen, MatchSettings(model=cfg.model, weights=weights, k=cfg.k, candidates=cfg.candidates,
                               nprobe=cfg.nprobe,
-                              regions=cfg.region_spec() if cfg.regions else None,
+                              regions=cfg.region_spec(cfg.model) if cfg.regions else None,
                               region_store=cfg.region_store)
 
 
@@ -122,7 +122,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     gen, match = settings(cfg, handle)
     gens = per_checkpoint(cfg, gen, checkpoints)
     regions = decide_regions(cfg.regions, {label: g.resolution for label, g in gens.items()},
-                             cfg.region_scales, cfg.region_min_side)
+                             match.regions.scales if match.regions else [], cfg.region_min_side)
     if regions.switched_off:
         log.warning("scan: %s", regions.reason)
         match = replace(match, regions=None)

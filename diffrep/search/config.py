@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from diffrep.config import ConfigError, helps
-from diffrep.search.regions import RegionSpec
+from diffrep.models import pools_regions
+from diffrep.search.regions import CROP_SCALES, POOLED_SCALES, RegionSpec
 
 
 @dataclass(kw_only=True)
@@ -14,48 +15,53 @@ class RegionGrid:
     """The region grid of object-level matching, one definition for every job that
     matches regions (search, scan, copybench)."""
 
-    region_scales: list[float] = field(default_factory=lambda: [0.5, 0.75], metadata=helps(
+    region_scales: list[float] | None = field(default=None, metadata=helps(
         "crop sides as fractions of the image's side; each tiles the image at 50% overlap. "
-        "With region_descriptors: pooled, regions cost no descriptor call of their own: finer "
-        "scales such as [0.2, 0.3, 0.4, 0.5, 0.75] (147 regions) find smaller parts "
-        "(docs/benchmarks.md, 'Pooled region descriptors')"))
+        "null: by region_descriptors, [0.2, 0.3, 0.4, 0.5, 0.75] pooled (108 regions, no "
+        "descriptor call of their own), [0.5, 0.75] cropped (14 regions, a call each)"))
     region_rerank: int = field(default=3, metadata=helps(
         "top candidates per image, and each region's own best candidate, re-scored region "
-        "to region: their images are read back and their region crops embedded "
-        "(diffrep.search.training_regions; 14 descriptor calls per candidate with the grid, "
-        "up to 22 with segments); 0: region "
-        "to whole image only"))
+        "to region: their images are read back and their regions embedded "
+        "(diffrep.search.training_regions: one feature map and up to 8 segment crops per "
+        "candidate pooled, 14-22 crops cropped); 0: region to whole image only"))
     region_proposals: Literal["grid", "segments"] = field(default="segments", metadata=helps(
         "segments: square crops at region_scales and up to 8 boxes around the image's own "
         "segments (diffrep.search.proposals), for small and irregular objects (pasted "
-        "copies found 0.58 against 0.41, at 1.5x the descriptor calls; docs/benchmarks.md, "
-        "'Region proposals'); grid: the square crops only"))
-    region_descriptors: Literal["crops", "pooled"] = field(default="crops", metadata=helps(
-        "crops: each region cropped and embedded (one descriptor call per region); pooled: "
-        "every region pooled from the image's one feature map (R-MAC style, "
-        "diffrep.models.pooled; SSCD's ONNX models only), one call per image; with "
-        "region_proposals: segments, the segment boxes are still cropped"))
-    region_pooled_side: int = field(default=0, metadata=helps(
-        "with region_descriptors: pooled, images are resized to this side (px) for their "
-        "feature map (SSCD: one cell per 32 px; 480: 15 cells a side, finer boxes for small "
-        "objects); 0: the descriptor's own input size"))
+        "copies found 0.58 against 0.41 with crops; docs/benchmarks.md, 'Region "
+        "proposals'); grid: the square crops only"))
+    region_descriptors: Literal["auto", "crops", "pooled"] = field(default="auto", metadata=helps(
+        "pooled: every grid region pooled from the image's one feature map (R-MAC style, "
+        "diffrep.models.pooled; SSCD's ONNX models), the segment boxes cropped (pasted "
+        "copies found 0.72 against 0.58 for crops, 1.8x their rate; docs/benchmarks.md, "
+        "'Pooled region descriptors'); crops: each region cropped and embedded, one "
+        "descriptor call per region; auto: pooled where the model can, else crops"))
+    region_pooled_side: int = field(default=480, metadata=helps(
+        "with pooled descriptors, images are resized to this side (px) for their feature "
+        "map (SSCD: one cell per 32 px; 480: 15 cells a side, finer boxes for small "
+        "objects than at 320); 0: the descriptor's own input size"))
 
     def region_errors(self, section: str) -> list[str]:
         """What is wrong with these settings, each naming its key under `section`."""
         errors = []
         if self.region_rerank < 0:
             errors.append(f"{section}.region_rerank must be >= 0")
-        if not all(0 < s < 1 for s in self.region_scales):
-            errors.append(f"{section}.region_scales must be fractions in (0, 1)")
+        if self.region_scales is not None and (
+                not self.region_scales or not all(0 < s < 1 for s in self.region_scales)):
+            errors.append(f"{section}.region_scales must be null or fractions in (0, 1)")
         if self.region_pooled_side != 0 and self.region_pooled_side < 32:
             errors.append(f"{section}.region_pooled_side must be 0 (the descriptor's own size) or >= 32")
         return errors
 
-    def region_spec(self) -> RegionSpec:
-        """The RegionSpec these settings describe."""
-        return RegionSpec(tuple(self.region_scales), rerank=self.region_rerank,
-                          proposals=self.region_proposals, descriptors=self.region_descriptors,
-                          pooled_side=self.region_pooled_side)
+    def region_spec(self, model: str) -> RegionSpec:
+        """The RegionSpec these settings describe for the index of `model` (auto resolved:
+        pooled descriptors where the model pools regions, diffrep.models.pools_regions)."""
+        descriptors = self.region_descriptors
+        if descriptors == "auto":
+            descriptors = "pooled" if pools_regions(model) else "crops"
+        scales = self.region_scales or (POOLED_SCALES if descriptors == "pooled" else CROP_SCALES)
+        return RegionSpec(tuple(scales), rerank=self.region_rerank,
+                          proposals=self.region_proposals, descriptors=descriptors,
+                          pooled_side=self.region_pooled_side if descriptors == "pooled" else 0)
 
 
 @dataclass(kw_only=True)

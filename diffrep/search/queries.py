@@ -193,7 +193,7 @@ def load_queries(cfg, handle, embedder=None) -> EmbedRootQueries | NpyQueries | 
         if not paths:
             raise ConfigError(f"search.images {cfg.images!r} matches no image file "
                               f"({' '.join(IMAGE_EXTENSIONS)})")
-        spec = cfg.region_spec() if cfg.regions else None
+        spec = cfg.region_spec(cfg.model) if cfg.regions else None
         queries = ImageQueries(paths, embedder or image_embedder(cfg, handle), regions=spec,
                                unlisted=unlisted)
     elif cfg.queries.endswith(".npy"):

@@ -2,16 +2,18 @@
 
 A generation replicates when it contains an object of a training image, and one global
 descriptor of the whole generation misses an object pasted into part of it. So a query
-image also gets region descriptors: crops on a multi-scale grid, each embedded with the
-index's own descriptor. The region score of a (query, training image) pair is the best
-similarity of any of the query's regions to the training image's (global, stored)
-descriptor, and the box of that region is kept. The whole image is region 0, so the region
-score is never below the global similarity.
+image also gets region descriptors: boxes on a multi-scale grid and around its own
+segments, each described with the index's own descriptor, either cropped and embedded or
+pooled from the image's one feature map (RegionSpec.descriptors). The region score of a
+(query, training image) pair is the best similarity of any of the query's regions to the
+training image's (global, stored) descriptor, and the box of that region is kept. The
+whole image is region 0, so the region score is never below the global similarity.
 
 The index does not change: only queries get region descriptors. The extra cost is one
-descriptor call per region (`RegionSpec.count()` per query, 14 by default, instead of 1;
-fewer when crops are blank, RegionSpec.min_std) and one search per region of `per_region`
-candidates.
+descriptor call per cropped region (`RegionSpec.count()` per query with crops, 14-22,
+instead of 1; fewer when crops are blank, RegionSpec.min_std), or with pooled regions one
+feature map per image and its segment crops (up to 8), and one search per region of
+`per_region` candidates.
 
 Boxes are normalised (x0, y0, x1, y1) in [0, 1] of the query image's width and height.
 """
@@ -28,6 +30,14 @@ from PIL import Image
 FULL_BOX = (0.0, 0.0, 1.0, 1.0)
 PROPOSALS = ("grid", "segments")
 DESCRIPTORS = ("crops", "pooled")
+# Default crop sides per descriptor kind: crops cost a descriptor call each (14 grid
+# regions), pooled regions cost none of their own, so finer scales find smaller parts
+# (docs/benchmarks.md, "Pooled region descriptors": 108 grid regions).
+CROP_SCALES = (0.5, 0.75)
+POOLED_SCALES = (0.2, 0.3, 0.4, 0.5, 0.75)
+# A match reports the bounding box of its regions scoring within this of the best one
+# (match_boxes).
+BOX_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -178,9 +188,11 @@ def embed_regions(embedder, images: Sequence[Image.Image], spec: RegionSpec,
                              f"map (sscd_onnx, sscd_distilled_onnx), not {embedder.name}: set "
                              "region_descriptors: crops")
         # the grid is pooled; segment boxes (few, fitted to small objects that a map of
-        # 10-15 cells a side blurs) are still cropped and embedded
+        # 10-15 cells a side blurs) are still cropped and embedded, and so is region 0 at
+        # another side than the descriptor's own: it is the query's global descriptor
         pooled_mask = keep.copy()
         pooled_mask[:, len(spec.boxes()):] = False
+        pooled_mask[:, 0] &= spec.pooled_side == 0
         cropped &= ~pooled_mask
         pooled = embedder.embed_pooled(rgbs, [boxes[i][pooled_mask[i]] for i in range(len(images))],
                                        batch_size=batch_size, side=spec.pooled_side)
@@ -192,15 +204,34 @@ def embed_regions(embedder, images: Sequence[Image.Image], spec: RegionSpec,
     return RegionQueries(out, boxes, spec)
 
 
+def near_best(per_region: np.ndarray, slack: float = BOX_SLACK) -> np.ndarray:
+    """(..., R) bool: the regions scoring within `slack` of the best of per_region (..., R)."""
+    return per_region >= per_region.max(axis=-1, keepdims=True) - slack
+
+
+def match_boxes(boxes: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """The box a match reports: boxes (Q, R, 4) of the query regions, near (Q, k, R) from
+    region_scores -> (Q, k, 4), the bounding box of the regions scoring within BOX_SLACK
+    of the best. Many small pooled boxes inside a copied object score about as well as each
+    other and better than a box that also holds its surroundings: the best one alone
+    would report a fragment of the object (and give geometric verification a fragment to
+    match); their union covers it."""
+    b = np.asarray(boxes, np.float32)[:, None]  # (Q, 1, R, 4)
+    lo = np.where(near[..., None], b, np.inf).min(axis=2)
+    hi = np.where(near[..., None], b, -np.inf).max(axis=2)
+    out = np.concatenate([lo[..., :2], hi[..., 2:]], axis=-1)
+    return np.where(near.any(axis=-1)[..., None], out, 0.0).astype(np.float32)
+
+
 def region_scores(region_vectors: np.ndarray, candidates: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Best region-to-image similarity. region_vectors (Q, R, d), candidates (Q, C, d) or
-    (C, d) shared by all queries -> (scores (Q, C) float32, best region index (Q, C))."""
+    (C, d) shared by all queries -> (scores (Q, C) float32, near (Q, C, R) bool: the
+    regions within BOX_SLACK of the best, whose union is the match's box, match_boxes)."""
     r = np.asarray(region_vectors, np.float32)
     c = np.asarray(candidates, np.float32)
-    sims = np.einsum("qrd,cd->qrc", r, c) if c.ndim == 2 else np.einsum("qrd,qcd->qrc", r, c)
-    best = sims.argmax(axis=1)
-    return np.take_along_axis(sims, best[:, None], 1)[:, 0], best
+    sims = np.einsum("qrd,cd->qcr", r, c) if c.ndim == 2 else np.einsum("qrd,qcd->qcr", r, c)
+    return sims.max(axis=2), near_best(sims)
 
 
 def union_candidates(global_ids: np.ndarray, region_ids: np.ndarray) -> np.ndarray:
@@ -219,14 +250,13 @@ def region_pair_scores(query_regions: np.ndarray, candidate_regions: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Best region-to-region similarity: query_regions (Q, R, d); candidate_regions
     (Q, C, S, d), or (C, S, d) shared by all queries, the candidates' own region
-    descriptors (region 0: the whole image) -> (scores (Q, C) float32, best query region
-    (Q, C)). Never below region_scores against the candidates' whole images."""
+    descriptors (region 0: the whole image) -> (scores (Q, C) float32, near (Q, C, R), as
+    region_scores). Never below region_scores against the candidates' whole images."""
     q = np.asarray(query_regions, np.float32)
     c = np.asarray(candidate_regions, np.float32)
     sims = np.einsum("qrd,csd->qcrs" if c.ndim == 3 else "qrd,qcsd->qcrs", q, c)
     per_region = sims.max(axis=3)  # (Q, C, R): each query region's best candidate region
-    best = per_region.argmax(axis=2)
-    return np.take_along_axis(per_region, best[..., None], 2)[..., 0], best
+    return per_region.max(axis=2), near_best(per_region)
 
 
 def rerank_choice(ids: np.ndarray, score: np.ndarray, vectors: np.ndarray, spec: RegionSpec
@@ -255,22 +285,22 @@ def rerank_choice(ids: np.ndarray, score: np.ndarray, vectors: np.ndarray, spec:
     return chosen
 
 
-def rerank_pairs(query_regions: np.ndarray, ids: np.ndarray, score: np.ndarray, best: np.ndarray,
+def rerank_pairs(query_regions: np.ndarray, ids: np.ndarray, score: np.ndarray, near: np.ndarray,
                  candidate_regions: Callable[[np.ndarray], np.ndarray], chosen: np.ndarray) -> int:
     """In place: each query's `chosen` candidates (Q, C) bool, e.g. from rerank_choice; ids
-    (Q, C), -1: none; score and best (Q, C) from region_scores) get the region-to-region
-    score when it is higher (it is never lower but for the stored descriptor's rounding:
-    the whole training image is its region 0). candidate_regions: ids (U,) -> (U, R, d),
-    called once. Returns the pairs re-scored."""
+    (Q, C), -1: none; score (Q, C) and near (Q, C, R) from region_scores) get the
+    region-to-region score when it is higher (it is never lower but for the stored
+    descriptor's rounding: the whole training image is its region 0), and its regions near
+    the best. candidate_regions: ids (U,) -> (U, R, d), called once. Returns the pairs
+    re-scored."""
     rows, cols = np.nonzero(chosen & (ids >= 0))
     if not len(rows):
         return 0
     uniq, inv = np.unique(ids[rows, cols], return_inverse=True)
     cand = np.asarray(candidate_regions(uniq), np.float32)
     sims = np.einsum("nrd,nsd->nrs", np.asarray(query_regions, np.float32)[rows], cand[inv]).max(axis=2)
-    pair_best = sims.argmax(axis=1)
-    pair = sims[np.arange(len(rows)), pair_best]
+    pair = sims.max(axis=1)
     better = pair > score[rows, cols]
     score[rows[better], cols[better]] = pair[better]
-    best[rows[better], cols[better]] = pair_best[better]
+    near[rows[better], cols[better]] = near_best(sims[better])
     return len(rows)

@@ -31,6 +31,7 @@ from diffrep.search.lists import (
 )
 from diffrep.search.regions import (
     RegionQueries,
+    match_boxes,
     region_scores,
     rerank_choice,
     rerank_pairs,
@@ -50,7 +51,7 @@ class Hits:
 
     With region matching (Searcher.search(regions=...)), `sims` are region scores (best
     region-to-image similarity, the ranking's), `global_sims` (Q, k) the whole query's
-    similarity to the same images and `boxes` (Q, k, 4) the best region of each, normalised
+    similarity to the same images and `boxes` (Q, k, 4) the box of each match (match_boxes), normalised
     (x0, y0, x1, y1); without it both are None.
     """
 
@@ -299,15 +300,15 @@ class Searcher:
         if valid.any():
             uniq, inv = np.unique(ids[valid], return_inverse=True)
             vecs[valid] = self.handle.vectors(uniq)[inv]
-        score, best = region_scores(regions.vectors, vecs)
+        score, near = region_scores(regions.vectors, vecs)
         glob = np.einsum("qd,qcd->qc", q, vecs)
         score, glob = np.where(valid, score, -np.inf), np.where(valid, glob, -np.inf)
         if self.candidate_regions is not None and regions.spec.rerank > 0:
-            rerank_pairs(regions.vectors, ids, score, best, self.candidate_regions,
+            rerank_pairs(regions.vectors, ids, score, near, self.candidate_regions,
                          rerank_choice(ids, score, vecs, regions.spec))
         order = np.lexsort((ids, -glob, -score), axis=-1)[:, :k]
         take = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
-        boxes = np.take_along_axis(regions.boxes, take(best)[..., None], 1)  # (Q, k, 4)
+        boxes = match_boxes(regions.boxes, np.take_along_axis(near, order[..., None], 1))  # (Q, k, 4)
         ids_k = take(ids)
         if ids_k.shape[1] < k:  # fewer candidates than k: pad as "no result"
             pad = k - ids_k.shape[1]

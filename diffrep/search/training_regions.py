@@ -8,8 +8,9 @@ stats name (diffrep.report.images.fetch_corpus_images: one ranged read per image
 embed job recorded its byte range, else one pass over its tar) and their regions embedded with the index's descriptor, `RegionSpec.count()`
 descriptor calls per candidate. With a region store (opt-in: `region_store` of scan and
 search; diffrep.search.region_store) descriptors computed once are read back by every
-later call, scan and search. Memory: an LRU of `cache_size` images' descriptors
-((R, dim) float32 each), bounded by config, not by the corpus.
+later call, scan and search. Memory: an LRU of images' descriptors ((R, dim) float32
+each) of at most `cache_mb` MB (~540 images with pooled regions, R = 116, at 512 dims;
+~2,900 with crops, R = 22), bounded by config, not by the corpus.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ class TrainingRegions:
     global embedding as region 0 and zero vectors elsewhere (so it scores as without
     re-ranking), and is counted in `missing`."""
 
-    def __init__(self, handle, embedder, spec: RegionSpec, cache_size: int = 2048,
+    def __init__(self, handle, embedder, spec: RegionSpec, cache_mb: float = 128,
                  batch_size: int = 32, store: RegionStore | None = None):
         self.handle, self.embedder, self.spec = handle, embedder, spec
-        self.cache_size, self.batch_size, self.store = cache_size, batch_size, store
+        self.cache_size = max(1, int(cache_mb * 2**20 // (spec.count() * handle.dim * 4)))
+        self.batch_size, self.store = batch_size, store
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.missing = self.embedded = 0
 

@@ -78,5 +78,6 @@ def validate(cfg: ServeConfig) -> None:
         raise ConfigError("serve.max_image_pixels, serve.search_threads and serve.replicas must be >= 1")
     if cfg.shard_actor_cpus <= 0 or cfg.replica_cpus <= 0:
         raise ConfigError("serve.shard_actor_cpus and serve.replica_cpus must be > 0")
-    if not cfg.region_scales or not all(0 < s <= 1 for s in cfg.region_scales):
-        raise ConfigError("serve.region_scales must be fractions in (0, 1]")
+    errors = cfg.region_errors("serve")
+    if errors:
+        raise ConfigError(errors[0])

@@ -37,7 +37,7 @@ class ServeState:
         """Open the root: every committed index (verified), the verdict database."""
         catalog = Catalog.of(cfg.root)
         searches = {folder: IndexSearch(str(catalog.root), folder, model, cfg.shard_actors,
-                                        cfg.shard_actor_cpus, cfg.region_spec())
+                                        cfg.shard_actor_cpus, cfg.region_spec(model))
                     for folder, model in catalog.indexes().items()}
         st = cls(cfg, catalog, Tables(catalog), Reviews(catalog.root), searches)
         st.thumbs = Thumbnails(catalog, {f: s.handle for f, s in searches.items()})
