@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -42,6 +43,14 @@ METHODS = {
                          "scales": (0.134, 0.2, 0.267, 0.334, 0.5, 0.75), "pooled_side": 480},
     "pooled dense 480 + cropped segments": {"proposals": "segments", "descriptors": "pooled",
                                             "scales": (0.2, 0.3, 0.4, 0.5, 0.75), "pooled_side": 480},
+    # the same queries against gallery regions from the feature map alone (one pass per
+    # training image, no crops): what a re-rank costs per candidate
+    "pooled dense 480 + cropped segments; gallery pooled": {
+        "proposals": "segments", "descriptors": "pooled", "scales": (0.2, 0.3, 0.4, 0.5, 0.75),
+        "pooled_side": 480, "gallery": {"proposals": "grid"}},
+    "pooled dense 480 + cropped segments; gallery pooled from 0.3": {
+        "proposals": "segments", "descriptors": "pooled", "scales": (0.2, 0.3, 0.4, 0.5, 0.75),
+        "pooled_side": 480, "gallery": {"proposals": "grid", "scales": (0.3, 0.4, 0.5, 0.75)}},
 }
 
 
@@ -73,9 +82,11 @@ def evaluate(method: str, embedder, photos: dict, images: list, truth: list[dict
     stand in for the index's own)."""
     from diffrep.search.regions import RegionSpec, embed_regions, region_pair_scores
 
-    spec = RegionSpec(**METHODS[method])
+    settings = dict(METHODS[method])
+    gallery_overrides = settings.pop("gallery", {})
+    spec = RegionSpec(**settings)
     keys = sorted(photos)
-    gallery = embed_regions(embedder, [photos[k] for k in keys], spec).vectors
+    gallery = embed_regions(embedder, [photos[k] for k in keys], replace(spec, **gallery_overrides)).vectors
     t0 = time.perf_counter()
     queries = embed_regions(embedder, images, spec)
     embed_s = time.perf_counter() - t0

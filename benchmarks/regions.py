@@ -209,11 +209,11 @@ def query_rates(root: str, folder: str, model: str, spec: RegionSpec, repeats: i
     embedder = create_embedder(model, weights=default_weights(model))
     images = [Image.open(p).convert("RGB") for p in sorted(Path(folder).glob("*.png"))]
     modes = {"global": None, "regions": replace(spec, rerank=0), "regions_rerank": spec,
-             "regions_rerank_stored": spec}
+             "regions_rerank_stored": spec, "regions_rerank_stored_verified": spec}
     out = {"queries": len(images), "index_vectors": handle.ntotal, "descriptors": spec.descriptors}
     store_dir = tempfile.mkdtemp(prefix="region-store-")
     for name, mode in modes.items():
-        stored = name.endswith("_stored")
+        stored, verify = "_stored" in name, name.endswith("_verified")
         if stored:  # an earlier scan or search filled the store; this run's memory is empty
             search_regions(handle, embedder, images, mode, RegionStore(store_dir))
         best = float("inf")
@@ -222,7 +222,8 @@ def query_rates(root: str, folder: str, model: str, spec: RegionSpec, repeats: i
             if mode is None:
                 Searcher(handle).search(embedder.embed_images(images), k=5, rerank="exact", candidates=50)
             else:
-                search_regions(handle, embedder, images, mode, RegionStore(store_dir) if stored else None)
+                search_regions(handle, embedder, images, mode, RegionStore(store_dir) if stored else None,
+                               verify_above=0.4 if verify else None)
             best = min(best, time.perf_counter() - t0)
         out[f"{name}_queries_per_s"] = round(len(images) / best, 2)
         print(f"  {name}: {len(images) / best:.2f} queries/s", flush=True)
@@ -230,15 +231,30 @@ def query_rates(root: str, folder: str, model: str, spec: RegionSpec, repeats: i
     return out
 
 
-def search_regions(handle, embedder, images, spec: RegionSpec, store) -> None:
-    """One region search of `images` as the jobs run it, the re-rank's memory empty."""
+def search_regions(handle, embedder, images, spec: RegionSpec, store,
+                   verify_above: float | None = None) -> int:
+    """One region search of `images` as the jobs run it, the re-rank's memory empty; with
+    `verify_above`, each query's top match scoring above it is verified geometrically as
+    the scan does (scan.region_verify: region_threshold 0.5 - region_verify_margin 0.1,
+    the training image read back). Returns the pairs verified."""
     from diffrep.search import Searcher
+    from diffrep.search.geometry import verify_pair
     from diffrep.search.training_regions import TrainingRegions
 
     regions = TrainingRegions(handle, embedder, spec, store=store) if spec.rerank else None
     rq = embed_regions(embedder, images, spec)
-    Searcher(handle, candidate_regions=regions).search(
+    hits = Searcher(handle, candidate_regions=regions).search(
         rq.global_vectors, k=5, rerank="exact", candidates=50, regions=rq)
+    if verify_above is None:
+        return 0
+    todo = [i for i in range(len(images)) if hits.ids[i, 0] >= 0 and hits.sims[i, 0] > verify_above]
+    ids = hits.ids[todo, 0]
+    keys = handle.lookup(ids, columns=["key"])["key"].to_pylist() if todo else []
+    train = handle.corpus_images(ids, keys) if todo else {}
+    for i, key in zip(todo, keys, strict=True):
+        if key in train:
+            verify_pair(images[i], train[key], query_box=hits.boxes[i, 0])
+    return len(todo)
 
 
 def main() -> None:
@@ -263,9 +279,10 @@ def main() -> None:
     if args.demo_root:
         results["query_rates"] = query_rates(args.demo_root, args.demo_folder, args.model, spec)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    if not args.rates_only:
-        write_html(results, args.html)
     write_results(args.out, results)
+    if not args.rates_only:
+        os.makedirs(os.path.dirname(os.path.abspath(args.html)), exist_ok=True)
+        write_html(results, args.html)
 
 
 if __name__ == "__main__":
