@@ -17,7 +17,7 @@ def test_the_floor_decides_until_a_null_comes_within_the_margin():
     assert low.threshold == 0.5 and low.decided_by == "floor"
     assert low.nulls["baseline"] == {"count": 2, "max": 0.31, "p99": pytest.approx(0.3089),
                                      "above_floor": 0}
-    assert "configured floor" in low.reason
+    assert "the floor" in low.reason
     high = calibrate(0.5, 0.05, {"baseline": np.array([0.3, 0.62]),
                                  "unrelated": np.array([0.71, 0.4, np.nan])})
     assert high.threshold == pytest.approx(0.76) and high.decided_by == "unrelated null"
@@ -43,7 +43,7 @@ def test_on_icons_and_diagrams_the_region_threshold_rises_above_the_index_nulls(
     embedded with the real SSCD and indexed by the jobs; a folder of images that copy
     nothing of them (held-out icons, flat drawings, drawn scenes) and of corpus images
     pasted into drawn scenes is scanned. Training images reach region scores above the
-    fixed 0.5 against training images that are not their duplicates; the threshold is
+    floor against training images that are not their duplicates; the threshold is
     raised above those nulls, no unrelated image is accused by its region score alone, and
     the summary and report say which threshold decided and why."""
     import json
@@ -76,7 +76,7 @@ def test_on_icons_and_diagrams_the_region_threshold_rises_above_the_index_nulls(
             for r in pq.read_table(p).to_pylist()}
     assert set(rows) == set(truth)
     # the index's own nulls: training images' region scores against training images that
-    # are not their duplicates reach above the fixed 0.5 on icons (they would be "copies")
+    # are not their duplicates reach above the floor on icons (they would be "copies")
     nulls = calibration["nulls"]
     assert nulls["baseline"]["count"] >= 1 and nulls["unrelated"]["count"] == 2
     assert nulls["baseline"]["above_floor"] >= 1, nulls
@@ -95,4 +95,4 @@ def test_on_icons_and_diagrams_the_region_threshold_rises_above_the_index_nulls(
     need_chromium()
     rendered = render_report(root / "scans/graphics/report.html", tmp_path)
     assert f"Region threshold {region_thr:.3f}" in rendered["dom"]
-    assert "raised from the floor 0.5" in rendered["dom"]
+    assert f"raised from the floor {calibration['floor']:g}" in rendered["dom"]

@@ -96,7 +96,7 @@ def test_the_whole_feature_map_pooled_is_the_global_descriptor(name):
     from diffrep.models import create_embedder, default_weights
 
     embedder = create_embedder(name, weights=default_weights(name), device="cpu")
-    photos = [p.convert("RGB") for _, p in sorted(load_source_photos().items())[:3]]
+    photos = [p.convert("RGB") for _, p in sorted(load_source_photos(use_opencv_doc=False).items())[:3]]
     pooled = embedder.embed_pooled(photos, [np.array([[0, 0, 1, 1], [0, 0, 0.5, 0.5]], np.float32)] * 3)
     whole = embedder.embed_images(photos)
     for i in range(3):
@@ -115,7 +115,10 @@ def test_a_pasted_part_is_found_with_its_source_and_box_and_drawings_are_not():
     from diffrep.synthetic import drawn_scene, flat_drawing, paste_region
 
     embedder = create_embedder(DEMO_MODEL, weights=default_weights(DEMO_MODEL), device="cpu")
-    photos = {k: v.convert("RGB") for k, v in sorted(load_source_photos().items())}
+    # scikit-image's and scikit-learn's photos, installed everywhere: with opencv-doc's 23
+    # more in the gallery, two of these drawings reach 0.64-0.69 against some photo, which
+    # is why the pooled floor is 0.65 (diffrep.search.regions.REGION_FLOORS)
+    photos = {k: v.convert("RGB") for k, v in sorted(load_source_photos(use_opencv_doc=False).items())}
     keys = sorted(photos)
     rng = random.Random(4)
     pasted, truth = [], []
@@ -155,7 +158,7 @@ def test_small_irregular_pastes_are_found_with_their_source_and_box_by_the_defau
     spec = SearchConfig().region_spec(DEMO_MODEL)
     assert spec.descriptors == "pooled" and spec.proposals == "segments" and min(spec.scales) == 0.2
     embedder = create_embedder(DEMO_MODEL, weights=default_weights(DEMO_MODEL), device="cpu")
-    photos = {k: v.convert("RGB") for k, v in sorted(load_source_photos().items())}
+    photos = {k: v.convert("RGB") for k, v in sorted(load_source_photos(use_opencv_doc=False).items())}
     keys = sorted(photos)
     gallery = embed_regions(embedder, [photos[k] for k in keys], spec).vectors
     pasted, truth = [], []

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffrep.scan.config import ScanConfig
 from diffrep.search.regions import (
     BOX_SLACK,
+    REGION_FLOORS,
     RegionSpec,
     crop_regions,
     embed_regions,
@@ -26,7 +26,7 @@ from diffrep.search.regions import (
 from diffrep.synthetic import drawn_scene, paste_object
 from tests.conftest import DEMO_MODEL
 
-REGION_THRESHOLD = ScanConfig().region_threshold
+REGION_THRESHOLD = REGION_FLOORS["crops"]  # the tests here use RegionSpec(): crops
 
 
 def iou(a, b) -> float:

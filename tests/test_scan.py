@@ -21,6 +21,7 @@ from diffrep.scan.config import ScanConfig
 from diffrep.scan.demo import build_planted_generations
 from diffrep.scan.prompts import from_file
 from diffrep.search import open_index
+from diffrep.search.regions import REGION_FLOORS
 from tests.conftest import DEMO_MODEL
 from tests.helpers import need_chromium, render_report
 from tests.test_regions import iou
@@ -169,7 +170,8 @@ def test_planted_copies_are_found_with_their_source_and_verified(demo_index_root
     # the region threshold calibrated on this index's nulls
     calibration = summary["region_calibration"]
     region_thr = summary["region_threshold"]
-    assert calibration["floor"] == ScanConfig().region_threshold
+    assert ScanConfig().region_threshold is None  # the floor of the default (pooled) regions
+    assert calibration["floor"] == REGION_FLOORS["pooled"]
     assert calibration["nulls"]["baseline"]["count"] == 6 and calibration["nulls"]["unrelated"]["count"] == 4
     assert region_thr == pytest.approx(max(calibration["floor"], max(
         d["max"] for d in calibration["nulls"].values()) + calibration["margin"]), abs=1e-6)

@@ -190,7 +190,7 @@ class RegionNulls:
 def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> RegionNulls | None:
     """The scan's region baseline and region threshold (ScanConfig cfg, MatchSettings
     match), None when scan.regions is off. Embeds with the descriptor the generations get.
-    With scan.region_calibrate the threshold is max(scan.region_threshold, highest null +
+    With scan.region_calibrate the threshold is max(floor, highest null +
     scan.region_null_margin) over the baseline without duplicates and
     scan.region_unrelated unrelated images (diffrep.search.calibration)."""
     spec = match.regions
@@ -203,14 +203,15 @@ def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> Regio
     base = load_or_compute_regions(layout, searcher, embedder, spec, cfg.baseline_size,
                                    cfg.baseline_seed, cfg.candidates, cfg.threshold,
                                    cfg.region_baseline_shards, cfg.progress_interval_s)
+    floor = spec.floor if cfg.region_threshold is None else cfg.region_threshold
     if not cfg.region_calibrate:
-        return RegionNulls(base, None, fixed(cfg.region_threshold))
+        return RegionNulls(base, None, fixed(floor))
     unrelated = (load_or_compute_unrelated(layout, searcher, embedder, spec, cfg.region_unrelated,
                                            cfg.baseline_seed, cfg.candidates, cfg.threshold)
                  if cfg.region_unrelated else None)
     nulls = {"baseline": base["null_region_similarity"].to_numpy(zero_copy_only=False)}
     if unrelated is not None:
         nulls["unrelated"] = unrelated["null_region_similarity"].to_numpy(zero_copy_only=False)
-    calibration = calibrate(cfg.region_threshold, cfg.region_null_margin, nulls)
+    calibration = calibrate(floor, cfg.region_null_margin, nulls)
     log.info("scan: %s", calibration.reason)
     return RegionNulls(base, unrelated, calibration)

@@ -68,9 +68,11 @@ class ScanConfig(RegionSettings, RunSettings):
         "regions are switched off (logged, recorded in summary.json) for a scan whose "
         "generations are smaller than this side, pixels: crops of a 32 px image carry no "
         "information and score every image as a copy"))
-    region_threshold: float = field(default=0.5, metadata=helps(
-        "the region score's replication threshold, and its floor with region_calibrate "
-        "(0.5: calibrated on photos, docs/benchmarks.md, 'Region matching')"))
+    region_threshold: float | None = field(default=None, metadata=helps(
+        "the region score's replication threshold, and its floor with region_calibrate; "
+        "null: the floor calibrated on photos for the region descriptors, 0.5 with crops, "
+        "0.65 pooled (diffrep.search.regions.REGION_FLOORS; docs/benchmarks.md, 'Region "
+        "matching')"))
     region_calibrate: bool = field(default=True, metadata=helps(
         "raise the region threshold above this index's own nulls: max(region_threshold, "
         "highest null + region_null_margin), the nulls being the region baseline without "
@@ -140,7 +142,7 @@ def validate(cfg: ScanConfig) -> None:
         errors.append("scan.region_unrelated must be >= 0")
     if not 0 <= cfg.region_verify_margin <= 1:
         errors.append("scan.region_verify_margin must be in [0, 1]")
-    if not -1 <= cfg.threshold <= 1 or not -1 <= cfg.region_threshold <= 1:
+    if not -1 <= cfg.threshold <= 1 or not -1 <= (cfg.region_threshold or 0) <= 1:
         errors.append("scan.threshold and scan.region_threshold must be in [-1, 1] (cosine similarity)")
     if not 0 <= cfg.uninformative_baseline_share <= 1:
         errors.append("scan.uninformative_baseline_share must be in [0, 1]")

@@ -68,7 +68,7 @@ def calibrate(floor: float, margin: float, nulls: dict[str, np.ndarray]) -> Regi
     scored = {name: d["max"] for name, d in stats.items() if d["count"]}
     if not scored:
         return RegionCalibration(floor, floor, margin, stats, "floor",
-                                 f"region threshold {floor:g}: the configured floor (no null "
+                                 f"region threshold {floor:g}: the floor (no null "
                                  f"scores to calibrate on)")
     worst = max(scored, key=scored.get)
     raised = round(scored[worst] + margin, 4)
@@ -76,7 +76,7 @@ def calibrate(floor: float, margin: float, nulls: dict[str, np.ndarray]) -> Regi
                         for name, d in stats.items() if d["count"])
     if raised <= floor:
         return RegionCalibration(floor, floor, margin, stats, "floor",
-                                 f"region threshold {floor:g}: the configured floor; every "
+                                 f"region threshold {floor:g}: the floor; every "
                                  f"null of this index is below it by more than the margin "
                                  f"{margin:g} ({summary})")
     return RegionCalibration(raised, floor, margin, stats, f"{worst} null",

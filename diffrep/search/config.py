@@ -125,7 +125,8 @@ class SearchConfig(RegionSettings):
     report_matches: int = field(default=5, metadata=helps("matches shown per query in the report"))
     report_threshold: float | None = field(default=0.5, metadata=helps(
         "scores above it are flagged MATCH in the report (0.5: SSCD's replication threshold, "
-        "global and region scores alike, docs/benchmarks.md); null: no flags"))
+        "docs/benchmarks.md); region scores at least above their descriptors' floor (0.65 "
+        "pooled, diffrep.search.regions.REGION_FLOORS); null: no flags"))
     verify: bool = field(default=True, metadata=helps("check index files against the manifest's sha256"))
     ray_address: str | None = field(default=None, metadata=helps(
         "Ray cluster address; null: $RAY_ADDRESS, else start a local Ray"))

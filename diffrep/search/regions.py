@@ -35,6 +35,11 @@ DESCRIPTORS = ("crops", "pooled")
 # (docs/benchmarks.md, "Pooled region descriptors": 108 grid regions).
 CROP_SCALES = (0.5, 0.75)
 POOLED_SCALES = (0.2, 0.3, 0.4, 0.5, 0.75)
+# The region score's replication floor per descriptor kind: the largest null score of the
+# default scoring (the re-rank) on photos, rounded up to 0.05 (benchmarks/regions.py:
+# copybench's gallery, its copy sets' unrelated pairs, novel drawings; crops 0.47,
+# pooled 0.60: many small pooled boxes give a chance match more tries).
+REGION_FLOORS = {"crops": 0.5, "pooled": 0.65}
 # A match reports the bounding box of its regions scoring within this of the best one
 # (match_boxes).
 BOX_SLACK = 0.05
@@ -101,6 +106,11 @@ class RegionSpec:
             raise ValueError(f"region min_std must be >= 0, not {self.min_std}")
         if self.rerank < 0 or self.rerank_max < self.rerank:
             raise ValueError(f"need 0 <= rerank <= rerank_max, not {self.rerank}, {self.rerank_max}")
+
+    @property
+    def floor(self) -> float:
+        """The region score's replication floor for these descriptors (REGION_FLOORS)."""
+        return REGION_FLOORS[self.descriptors]
 
     def boxes(self) -> np.ndarray:
         """(R, 4) float32 normalised boxes: the whole image first, then each scale's grid."""

@@ -62,6 +62,9 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
     log.info("search: routing %s", json.dumps(backend.stats.as_dict()))
     result = f"{progress.items_done} queries, {results.rows} result rows -> {out}"
     if report:
-        url = write_search_report(handle, top, report_url(out), spec is not None, cfg.report_threshold)
+        flag = cfg.report_threshold
+        if spec is not None and flag is not None:  # region scores: at least their floor
+            flag = max(flag, spec.floor)
+        url = write_search_report(handle, top, report_url(out), spec is not None, flag)
         result += f"; report -> {url}"
     return result
