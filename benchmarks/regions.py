@@ -31,6 +31,7 @@ Run: python -m benchmarks.regions --out bench-results/regions.json
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -67,7 +68,8 @@ def job_spec(model: str, descriptors: str) -> RegionSpec:
     return SearchConfig(region_descriptors=descriptors).region_spec(model)
 
 
-def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: RegionSpec) -> dict:
+def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: RegionSpec,
+              verify_band: float = 0.0) -> dict:
     from diffrep.copybench.copysets import make_gallery, make_queries
     from diffrep.data.demo import load_source_photos
     from diffrep.models import create_embedder, default_weights
@@ -109,8 +111,8 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: Reg
         return scores if excluded is None else np.where(excluded, -1, scores)
 
     scorings = {"image": image, "rerank": with_rerank, "pairs_all": pairs_all}
-    drawings = embed_regions(embedder, [drawn_scene(seed * 1000 + 700 + i) for i in range(novel)],
-                             spec).vectors
+    drawing_images = [drawn_scene(seed * 1000 + 700 + i) for i in range(novel)]
+    drawings = embed_regions(embedder, drawing_images, spec).vectors
     rng = random.Random(seed)
     query_sets = {name: make_queries(gallery, name, seed) for name in SETS}
     query_regions = {name: embed_regions(embedder, [q.image for q in qs], spec).vectors
@@ -129,16 +131,25 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: Reg
            "gallery": len(gallery), "photos": len(photos), "novel_drawings": novel,
            "gallery_region_embed_s": round(t_gallery, 2),
            "region_embed_per_image_s": round(t_gallery / len(gallery), 4), "scorings": {}}
+    query_images = {name: [q.image for q in qs] for name, qs in query_sets.items()}
+    query_images["pasted_object"] = pasted
     for scoring, score in scorings.items():
         nulls: dict[str, np.ndarray] = {}
-        nulls["baseline"] = score(g_regions, groups[:, None] == groups[None, :]).max(1)
-        nulls["novel"] = score(drawings, None).max(1)
-        positives, unrelated = {}, []
+        null_pairs: dict[str, list] = {}  # (query image, its best unrelated gallery index)
+        base = score(g_regions, groups[:, None] == groups[None, :])
+        nulls["baseline"] = base.max(1)
+        null_pairs["baseline"] = [(g.image, j) for g, j in zip(gallery, base.argmax(1), strict=True)]
+        nov = score(drawings, None)
+        nulls["novel"] = nov.max(1)
+        null_pairs["novel"] = list(zip(drawing_images, nov.argmax(1), strict=True))
+        positives, unrelated, null_pairs["copy_sets_unrelated"] = {}, [], []
         for name, regions in query_regions.items():
             src = sources[name]
             positives[name] = score(regions, None)[np.arange(len(src)), src]
             related = (groups[None, :] == groups[src][:, None]) | (groups[None, :] == others[name][:, None])
-            unrelated.append(score(regions, related).max(1))
+            unrel = score(regions, related)
+            unrelated.append(unrel.max(1))
+            null_pairs["copy_sets_unrelated"] += list(zip(query_images[name], unrel.argmax(1), strict=True))
         nulls["copy_sets_unrelated"] = np.concatenate(unrelated)
         worst = max(float(v.max()) for v in nulls.values())
         threshold = math.ceil(worst * 20 - 1e-9) / 20
@@ -153,6 +164,9 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: Reg
                                 for name, p in positives.items()},
                "histograms": {**{f"null: {k}": histogram(v) for k, v in nulls.items()},
                               **{name: histogram(p) for name, p in positives.items()}}}
+        if verify_band and scoring == "rerank":
+            res["verified_in_band"] = verify_band_rescue(
+                threshold, verify_band, positives, query_images, sources, nulls, null_pairs, gallery)
         out["scorings"][scoring] = res
         print(f"{scoring}: region threshold for {model}: {threshold} (largest null score {worst:.3f})")
         for k, v in res["null_quantiles"].items():
@@ -160,6 +174,35 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: Reg
         print("  | set | copies with region score > threshold | copies with global similarity > 0.5 |")
         for name, c in res["copies_above"].items():
             print(f"  | {name} | {c['region_score_above_threshold']:.3f} | {c['global_above_0.5']:.3f} |")
+    return out
+
+
+def verify_band_rescue(threshold: float, band: float, positives: dict, query_images: dict,
+                       sources: dict, nulls: dict, null_pairs: dict, gallery: list) -> dict:
+    """Geometric verification (diffrep.search.geometry.verify_pair, SIFT + RANSAC, the whole
+    query against the training image) of every pair scoring in (threshold - band,
+    threshold]: copies against their source, nulls against their best unrelated image.
+    What a rule "verified within the band counts as a copy" would add, and what it would
+    accuse."""
+    from diffrep.search.geometry import verify_pair
+
+    lo = threshold - band
+    out: dict = {"band": [round(lo, 4), threshold], "sets": {}, "nulls": {}}
+    t0, pairs = time.perf_counter(), 0
+    for name, p in positives.items():
+        idx = np.nonzero((p > lo) & (p <= threshold))[0]
+        ok = [verify_pair(query_images[name][i], gallery[sources[name][i]].image).verified for i in idx]
+        pairs += len(idx)
+        out["sets"][name] = {"in_band": int(len(idx)), "verified": int(sum(ok)),
+                             "found_by_score": round(float((p > threshold).mean()), 3),
+                             "found_with_verified_band": round(float(((p > threshold).sum() + sum(ok)) / len(p)), 3)}
+    for name, s in nulls.items():
+        idx = np.nonzero((s > lo) & (s <= threshold))[0]
+        ok = [verify_pair(null_pairs[name][i][0], gallery[null_pairs[name][i][1]].image).verified for i in idx]
+        pairs += len(idx)
+        out["nulls"][name] = {"in_band": int(len(idx)), "verified": int(sum(ok))}
+    out["verify_s_per_pair"] = round((time.perf_counter() - t0) / max(pairs, 1), 4)
+    print(f"  verification in {out['band']}: {json.dumps(out)}", flush=True)
     return out
 
 
@@ -270,12 +313,14 @@ def main() -> None:
     parser.add_argument("--demo_folder", default="data/demo/corpus/generated")
     parser.add_argument("--rates_only", action="store_true", help="skip the calibration")
     parser.add_argument("--html", default="bench-results/regions.html", help="the calibration as a page")
+    parser.add_argument("--verify_band", type=float, default=0.0,
+                        help="also verify geometrically the re-rank's pairs within this of its threshold")
     parser.add_argument("--descriptors", default="auto", choices=("auto", "crops", "pooled"),
                         help="region descriptors (auto: what the jobs use for --model)")
     args = parser.parse_args()
     spec = job_spec(args.model, args.descriptors)
     results = {} if args.rates_only else calibrate(args.model, args.crops_per_photo, args.novel,
-                                                   args.seed, spec)
+                                                   args.seed, spec, args.verify_band)
     if args.demo_root:
         results["query_rates"] = query_rates(args.demo_root, args.demo_folder, args.model, spec)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
