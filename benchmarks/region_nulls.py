@@ -119,7 +119,7 @@ def run(corpus_size: int, unrelated: int, pasted: int, unrelated_nulls: int, bas
         "scan_seconds": round(time.perf_counter() - t0, 1),
         "baseline": summary["baseline"], "region_baseline": summary["region_baseline"],
         "warnings": summary["warnings"], "calibration": summary["region_calibration"]}
-    for label, region_thr in (("fixed", summary["region_calibration"]["floor"]),
+    for label, region_thr in (("fixed 0.5", 0.5), ("fixed", summary["region_calibration"]["floor"]),
                               ("calibrated", summary["region_threshold"])):
         r = results[label] = outcome(rows, truth, key_of, summary["threshold"], region_thr)
         print(f"{label:>10}: region threshold {region_thr:.3f}: unrelated flagged by region "
