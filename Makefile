@@ -98,6 +98,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.process_cost --out bench-results/process-cost.json
 	$(BIN)/python -m benchmarks.index --out bench-results/index.json $(if $(AUTOFAISS),--autofaiss)
 	$(BIN)/python -m benchmarks.dedup --out bench-results/dedup.json
+	$(BIN)/python -m benchmarks.list_locality --out bench-results/list-locality.json
 	$(BIN)/python -m benchmarks.dedup_vs_faiss --sizes $(DEDUP_VS_FAISS_SIZES) --out bench-results/dedup-vs-faiss.json
 	$(BIN)/python -m benchmarks.scan --out bench-results/scan.json
 	$(BIN)/python -m benchmarks.fetch --out bench-results/fetch.json

@@ -121,7 +121,7 @@ def test_routed_search_equals_the_fan_out_and_finds_the_exact_neighbours(pq_inde
     # one quantizer search per query (the fan-out: one per shard per query)
     stats = routed.backend.stats.as_dict()
     assert stats["quantizer_searches_per_query"] == 1.0
-    assert stats["shards_per_query"] < 4
+    assert stats["shards_per_query"] < 4, stats
     fan = fanned.backend.stats.as_dict()
     assert fan["quantizer_searches_per_query"] == 4.0 and fan["shards_per_query"] == 4.0
 

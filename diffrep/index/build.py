@@ -16,6 +16,7 @@ from diffrep.embed.layout import ModelOutput
 from diffrep.index import lists
 from diffrep.index.keys import write_key_run
 from diffrep.index.layout import IndexLayout
+from diffrep.index.locality import renumber_lists
 from diffrep.index.plan import SliceSpec
 from diffrep.index.vectors import exact_topk, load_npy, merge_topk, read_rows
 
@@ -70,7 +71,8 @@ def train_index(root: str, model: str, key: str, dim: int,
     """Train an empty inner-product index `key` on the sampled vectors; returns it
     serialized and where its coarse k-means ran. On GPUs the IVF's coarse k-means runs
     on a flat index spread over every GPU (its `clustering_index`, as autofaiss does); the
-    rest (PQ, HNSW quantizer) trains on the CPU."""
+    rest (PQ, HNSW quantizer) trains on the CPU. The lists are then renumbered so that
+    near centroids get near ids (diffrep.index.locality)."""
     if threads:
         faiss.omp_set_num_threads(threads)
     sample = gather(root, model, located, count, dim)
@@ -85,6 +87,7 @@ def train_index(root: str, model: str, key: str, dim: int,
         index.train(sample)
         if ivf is not None:
             ivf.clustering_index = None  # GPU resources are not part of the saved index
+            renumber_lists(index)  # near lists in one shard: a query asks fewer shards
     return serialize(index), device
 
 
