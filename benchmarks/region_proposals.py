@@ -43,6 +43,15 @@ METHODS = {
                          "scales": (0.134, 0.2, 0.267, 0.334, 0.5, 0.75), "pooled_side": 480},
     "pooled dense 480 + cropped segments": {"proposals": "segments", "descriptors": "pooled",
                                             "scales": (0.2, 0.3, 0.4, 0.5, 0.75), "pooled_side": 480},
+    "pooled dense 480 + segments at 224": {"proposals": "segments", "descriptors": "pooled",
+                                           "scales": (0.2, 0.3, 0.4, 0.5, 0.75), "pooled_side": 480,
+                                           "segment_side": 224},
+    "pooled dense 480 + segments at 160": {"proposals": "segments", "descriptors": "pooled",
+                                           "scales": (0.2, 0.3, 0.4, 0.5, 0.75), "pooled_side": 480,
+                                           "segment_side": 160},
+    "pooled dense 416 + segments at 160": {"proposals": "segments", "descriptors": "pooled",
+                                           "scales": (0.2, 0.3, 0.4, 0.5, 0.75), "pooled_side": 416,
+                                           "segment_side": 160},
     # the same queries against gallery regions from the feature map alone (one pass per
     # training image, no crops): what a re-rank costs per candidate
     "pooled dense 480 + cropped segments; gallery pooled": {

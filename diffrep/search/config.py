@@ -39,6 +39,9 @@ class RegionGrid:
         "with pooled descriptors, images are resized to this side (px) for their feature "
         "map (SSCD: one cell per 32 px; 480: 15 cells a side, finer boxes for small "
         "objects than at 320); 0: the descriptor's own input size"))
+    region_segment_side: int = field(default=0, metadata=helps(
+        "with pooled descriptors, the side (px) each segment crop is described at; 0: the "
+        "descriptor's own input size (320)"))
 
     def region_errors(self, section: str) -> list[str]:
         """What is wrong with these settings, each naming its key under `section`."""
@@ -50,6 +53,8 @@ class RegionGrid:
             errors.append(f"{section}.region_scales must be null or fractions in (0, 1)")
         if self.region_pooled_side != 0 and self.region_pooled_side < 32:
             errors.append(f"{section}.region_pooled_side must be 0 (the descriptor's own size) or >= 32")
+        if self.region_segment_side != 0 and self.region_segment_side < 32:
+            errors.append(f"{section}.region_segment_side must be 0 (the descriptor's own size) or >= 32")
         return errors
 
     def region_spec(self, model: str) -> RegionSpec:
@@ -61,7 +66,8 @@ class RegionGrid:
         scales = self.region_scales or (POOLED_SCALES if descriptors == "pooled" else CROP_SCALES)
         return RegionSpec(tuple(scales), rerank=self.region_rerank,
                           proposals=self.region_proposals, descriptors=descriptors,
-                          pooled_side=self.region_pooled_side if descriptors == "pooled" else 0)
+                          pooled_side=self.region_pooled_side if descriptors == "pooled" else 0,
+                          segment_side=self.region_segment_side if descriptors == "pooled" else 0)
 
 
 @dataclass(kw_only=True)

@@ -75,6 +75,10 @@ class RegionSpec:
         regions; SSCD's ONNX models).
     pooled_side: with pooled descriptors, the side (px) images are resized to for their
         feature map (SSCD: a cell per 32 px); 0: the descriptor's own input size (320).
+    segment_side: with pooled descriptors, the side (px) each segment crop is resized to
+        and described at (its own feature map pooled whole); 0: the descriptor's own input
+        size. A segment box is a small part of the image: at 320 px most of the pass
+        re-describes pixels the crop never had.
     """
 
     scales: tuple[float, ...] = (0.5, 0.75)
@@ -88,6 +92,7 @@ class RegionSpec:
     max_segments: int = 8
     descriptors: str = "crops"
     pooled_side: int = 0
+    segment_side: int = 0
 
     def __post_init__(self) -> None:
         if self.proposals not in PROPOSALS:
@@ -210,7 +215,20 @@ def embed_regions(embedder, images: Sequence[Image.Image], spec: RegionSpec,
             out[i][pooled_mask[i]] = vectors
     if cropped.any():
         crops = [c for c, k in zip(crops, cropped[keep], strict=True) if k]  # crops: keep's order
-        out.reshape(keep.size, -1)[cropped.ravel()] = embedder.embed_images(crops, batch_size=batch_size)
+        flat = out.reshape(keep.size, -1)
+        small = cropped.copy()  # segment crops described at segment_side; region 0 as the index
+        small[:, 0] = False
+        if spec.descriptors == "pooled" and spec.segment_side and small.any():
+            whole = np.asarray([FULL_BOX], np.float32)
+            at_side = small[cropped]
+            pooled = embedder.embed_pooled([c for c, s in zip(crops, at_side, strict=True) if s],
+                                           [whole] * int(at_side.sum()), batch_size=batch_size,
+                                           side=spec.segment_side)
+            flat[small.ravel()] = np.concatenate(pooled)
+            crops = [c for c, s in zip(crops, at_side, strict=True) if not s]
+            cropped &= ~small
+        if crops:
+            flat[cropped.ravel()] = embedder.embed_images(crops, batch_size=batch_size)
     return RegionQueries(out, boxes, spec)
 
 
