@@ -44,6 +44,36 @@ def read_sizes(url: str) -> np.ndarray:
     return np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
 
 
+def write_array(url: str, values: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, values, allow_pickle=False)
+    storage.write_bytes(url, buf.getvalue())
+
+
+def read_array(url: str) -> np.ndarray:
+    return np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
+
+
+def list_of_entries(index: faiss.Index, id_start: int, count: int) -> np.ndarray:
+    """The IVF list holding each id in [id_start, id_start + count) of a (part) index,
+    (count,) int32 in id order, -1 for an id it does not hold. Memory: 4 B per id (a
+    slice's), the ids of one list at a time."""
+    invlists = faiss.extract_index_ivf(index).invlists
+    out = np.full(count, -1, np.int32)
+    for lst in range(invlists.nlist):
+        n = invlists.list_size(lst)
+        if n == 0:
+            continue
+        ptr = invlists.get_ids(lst)
+        try:
+            ids = faiss.rev_swig_ptr(ptr, n).astype(np.int64) - id_start
+        finally:
+            invlists.release_ids(lst, ptr)
+        mine = (ids >= 0) & (ids < count)
+        out[ids[mine]] = lst
+    return out
+
+
 def partition(sizes: np.ndarray, num_shards: int) -> list[dict]:
     """Cut the lists (global `sizes`, in list order) into `num_shards` runs of about equal
     vector counts. Returns per shard {"start", "end"} (entries of the concatenation it
