@@ -9,9 +9,10 @@ centroids in the depth-first order of a hierarchical k-means over the centroids 
 (32 branches per node, siblings in principal-axis order) makes every run of consecutive
 ids a compact region of the space, wherever a shard's cut falls, so a query's probed lists
 mostly share one shard. Measured on the rehearsal's 64-d corpus (10,000 lists, nprobe 4,
-`benchmarks/list_locality.py`): shards per query 3.44 -> 1.10 at 10 shards, 3.91 -> 1.22
-at 64; a balanced principal-axis tree alone gave 1.97 at 10 shards (median cuts split the
-data's own clusters).
+`benchmarks/list_locality.py`): shards per query 3.44 -> 1.08 at 10 shards, 3.91 -> 1.20
+at 64, and at nprobe 16 on 64 shards 14.3 -> 1.55; a balanced principal-axis tree alone
+gave 1.97 at 10 shards (median cuts split the data's own clusters). Renumbering LAION-2B's
+quantizer shape (2^18 centroids x 512 dims) takes 34 s on 2 cores.
 
 It is done once, after training and before any vector is added: the lists are still
 empty, and nothing but the coarse quantizer depends on the numbering (PQ and scalar
