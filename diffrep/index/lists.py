@@ -34,17 +34,8 @@ def list_sizes(index: faiss.Index) -> np.ndarray:
     return np.array([invlists.list_size(i) for i in range(invlists.nlist)], np.int64)
 
 
-def write_sizes(url: str, sizes: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(sizes, np.int64), allow_pickle=False)
-    storage.write_bytes(url, buf.getvalue())
-
-
-def read_sizes(url: str) -> np.ndarray:
-    return np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
-
-
 def write_array(url: str, values: np.ndarray) -> None:
+    """One array as .npy (never pickled)."""
     buf = io.BytesIO()
     np.save(buf, values, allow_pickle=False)
     storage.write_bytes(url, buf.getvalue())
@@ -52,6 +43,13 @@ def write_array(url: str, values: np.ndarray) -> None:
 
 def read_array(url: str) -> np.ndarray:
     return np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
+
+
+def write_sizes(url: str, sizes: np.ndarray) -> None:
+    write_array(url, np.asarray(sizes, np.int64))
+
+
+read_sizes = read_array
 
 
 def list_of_entries(index: faiss.Index, id_start: int, count: int) -> np.ndarray:
