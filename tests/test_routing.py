@@ -90,9 +90,6 @@ def test_shards_own_disjoint_runs_of_lists_and_hold_every_vector(pq_index):
                 assert i not in seen
                 seen[i] = lst
     assert sorted(seen) == list(range(len(x)))
-    # each slice records the list of each of its vectors (dedup batches its queries by it)
-    recorded = np.concatenate([handle.slice_lists(s.slice_id) for s in handle.slices])
-    np.testing.assert_array_equal(recorded, [seen[i] for i in range(len(x))])
 
 
 def test_routed_search_equals_the_fan_out_and_finds_the_exact_neighbours(pq_index):
@@ -351,35 +348,3 @@ def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster, capsys
     lines = [ln for ln in capsys.readouterr().out.splitlines() if f"dedup slice {spec.slice_id}:" in ln]
     assert len(lines) == batches > 1, lines
     assert f"batches {batches}/{batches} (100%) | {spec.count} queries" in lines[-1], lines[-1]
-
-
-def test_dedup_batches_a_slices_queries_in_list_order(tmp_path, monkeypatch):
-    """A dedup slice batches its queries by the IVF list of each (recorded at add time,
-    lists numbered by locality): a batch then asks fewer shards than in id order, and finds
-    the same pairs."""
-    from diffrep.dedup.pairs import dedup_slice
-    from diffrep.search.index import IndexHandle
-
-    rng = np.random.default_rng(7)
-    x = clustered_vectors(8000, DIM, clusters=40, seed=7)
-    x[1::2] = x[::2] + 0.01 * rng.standard_normal((4000, DIM)).astype(np.float32)  # 4,000 pairs
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    root = str(tmp_path)
-    write_embeddings(root, MODEL, x, 4000, dtype="float16")
-    build(IndexConfig(root=root, model=MODEL, index_key="IVF256_HNSW32,PQ8x8np", exact_below=0,
-                      num_shards=4, eval_queries=50), LocalExecutor())
-    handle = open_index(root, MODEL)
-    spec = handle.slices[0]
-
-    def run() -> dict:
-        return dedup_slice(root, MODEL, spec.slice_id, threshold=0.95, margin=0.2, query_batch=250,
-                           partition_ids=5000, nprobe=1)
-
-    in_list_order = run()
-    monkeypatch.setattr(IndexHandle, "slice_lists", lambda self, slice_id: None)  # as an older index
-    in_id_order = run()
-    assert in_list_order["hits"] == in_id_order["hits"] > 100
-    by_list, by_id = in_list_order["routing"], in_id_order["routing"]
-    assert by_list["queries"] == by_id["queries"] == spec.count
-    # measured 1.31 shard calls per batch against 4.0 (nprobe 1, batches of 250, 4 shards)
-    assert by_list["shard_calls_per_batch"] < 0.6 * by_id["shard_calls_per_batch"], (by_list, by_id)

@@ -31,9 +31,7 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     """Range-search the slice's vectors against the whole index (exact re-rank); write the
     slice's routed edges, then its marker last. Logs its own progress (query batches,
     queries/s, ETA) every `progress_interval_s`: a slice of 500k queries can search for
-    many minutes. Queries are batched in the order of their IVF lists where the index
-    recorded them (IndexHandle.slice_lists), else in id order. Memory: the slice's query
-    order (12 B per query), one query batch's candidates plus the routed writer's buffer
+    many minutes. Memory: one query batch's candidates plus the routed writer's buffer
     (streamed: not the slice's hits). Returns the marker."""
     t0 = time.monotonic()
     setup_logging()  # this runs in a Ray worker: its lines reach the driver's output
@@ -43,16 +41,11 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     searcher = Searcher(handle, backend, nprobe=nprobe)
     spec = next(s for s in handle.slices if s.slice_id == slice_id)
     hits = 0
-    # queries in the order of their IVF lists (numbered by locality): a batch then probes a
-    # few neighbouring lists, owned by one or two shards, instead of lists of every shard
-    list_of = handle.slice_lists(slice_id)
-    order = (spec.id_start + np.argsort(list_of, kind="stable").astype(np.int64) if list_of is not None
-             else np.arange(spec.id_start, spec.id_start + spec.count, dtype=np.int64))
-    starts = range(0, spec.count, query_batch)
+    starts = range(spec.id_start, spec.id_start + spec.count, query_batch)
     progress = Progress(f"dedup slice {slice_id}", len(starts), unit="batches", item="queries")
     with RoutedWriter(layout.slice_edges(slice_id), EDGE_SCHEMA) as edges:
         for start in starts:
-            ids = order[start:start + query_batch]
+            ids = np.arange(start, min(start + query_batch, spec.id_start + spec.count), dtype=np.int64)
             found = searcher.range_search(handle.vectors(ids), threshold, margin=margin, exact=True,
                                           ordered=False)
             keep = ids[found.query] != found.ids

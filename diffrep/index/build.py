@@ -102,7 +102,7 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
               eval_queries: np.ndarray, eval_k: int, threads: int = 0, key_parts: int | None = None) -> dict:
     """Add one slice's vectors (ids id_start..) to a copy of the trained index.
 
-    Writes the part index, the list of each of its vectors, the slice's id map, its key run (routed to `key_parts` key
+    Writes the part index, the slice's id map, its key run (routed to `key_parts` key
     index partitions, when given) and the exact top-k of the eval queries within the
     slice, then the completion marker last. Returns the marker's content.
     """
@@ -139,8 +139,6 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
         next_id += rows
     write_index(layout.part(spec.slice_id), index)
     lists.write_sizes(layout.part_sizes(spec.slice_id), lists.list_sizes(index))
-    lists.write_array(layout.path(layout.lists_name(spec.slice_id)),
-                      lists.list_of_entries(index, spec.id_start, spec.count))
     idmap = pa.concat_tables(tables)
     storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), idmap, row_group_size=IDMAP_ROW_GROUP)
     if key_parts:

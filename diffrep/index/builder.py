@@ -332,8 +332,6 @@ def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[Sli
     """Write the manifest (the commit), then remove what the committed index no longer needs."""
     names = ([s["file"] for s in shards] + [layout.idmap_name(s.slice_id) for s in slices]
              + [layout.eval_name(s.slice_id) for s in slices] + key_files
-             + [layout.lists_name(s.slice_id) for s in slices  # slices added before they were written have none
-                if storage.exists(layout.path(layout.lists_name(s.slice_id)))]
              + ["index_infos.json", "trained.index"]
              + (["trained.json"] if storage.exists(layout.path("trained.json")) else []))
     manifest = {k: plan[k] for k in ("generation", "model", "dim", "key", "choice", "ntotal",

@@ -8,8 +8,6 @@
   parts/slice_IIIII.sizes.npy  entries per IVF list of the slice (the list partition's input)
   parts/slice_IIIII.json    the slice's completion marker, written last
   ids/slice_IIIII.parquet   id map: id, key, url, caption, shard (embedding file), row
-  lists/slice_IIIII.npy     the IVF list of each of the slice's vectors (int32, id order):
-                            dedup batches a slice's queries in list order by it
   eval/slice_IIIII.npz      exact top-k of the eval queries within the slice
   shard_SS.index            memory-mappable shard holding every entry of its run of IVF
                             lists (diffrep.index.lists); shard_SS.gG.index after the
@@ -67,10 +65,6 @@ class IndexLayout:
     @staticmethod
     def idmap_name(slice_id: int) -> str:
         return f"ids/slice_{slice_id:05d}.parquet"
-
-    @staticmethod
-    def lists_name(slice_id: int) -> str:
-        return f"lists/slice_{slice_id:05d}.npy"
 
     @staticmethod
     def eval_name(slice_id: int) -> str:

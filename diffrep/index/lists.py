@@ -34,42 +34,14 @@ def list_sizes(index: faiss.Index) -> np.ndarray:
     return np.array([invlists.list_size(i) for i in range(invlists.nlist)], np.int64)
 
 
-def write_array(url: str, values: np.ndarray) -> None:
-    """One array as .npy (never pickled)."""
+def write_sizes(url: str, sizes: np.ndarray) -> None:
     buf = io.BytesIO()
-    np.save(buf, values, allow_pickle=False)
+    np.save(buf, np.asarray(sizes, np.int64), allow_pickle=False)
     storage.write_bytes(url, buf.getvalue())
 
 
-def read_array(url: str) -> np.ndarray:
+def read_sizes(url: str) -> np.ndarray:
     return np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False)
-
-
-def write_sizes(url: str, sizes: np.ndarray) -> None:
-    write_array(url, np.asarray(sizes, np.int64))
-
-
-read_sizes = read_array
-
-
-def list_of_entries(index: faiss.Index, id_start: int, count: int) -> np.ndarray:
-    """The IVF list holding each id in [id_start, id_start + count) of a (part) index,
-    (count,) int32 in id order, -1 for an id it does not hold. Memory: 4 B per id (a
-    slice's), the ids of one list at a time."""
-    invlists = faiss.extract_index_ivf(index).invlists
-    out = np.full(count, -1, np.int32)
-    for lst in range(invlists.nlist):
-        n = invlists.list_size(lst)
-        if n == 0:
-            continue
-        ptr = invlists.get_ids(lst)
-        try:
-            ids = faiss.rev_swig_ptr(ptr, n).astype(np.int64) - id_start
-        finally:
-            invlists.release_ids(lst, ptr)
-        mine = (ids >= 0) & (ids < count)
-        out[ids[mine]] = lst
-    return out
 
 
 def partition(sizes: np.ndarray, num_shards: int) -> list[dict]:

@@ -65,16 +65,6 @@ class IndexHandle:
     def shard_url(self, name: str) -> str:
         return self.layout.path(name)
 
-    def slice_lists(self, slice_id: int) -> np.ndarray | None:
-        """The IVF list of each of a slice's vectors ((count,) int32, id order), or None for
-        an index built before the build wrote them. Memory: 4 B per vector of the slice."""
-        name = self.layout.lists_name(slice_id)
-        if name not in self.manifest.get("files", {}):
-            return None
-        from diffrep.index.lists import read_array
-
-        return read_array(self.layout.path(name))
-
     def locate(self, ids: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """Global ids -> [(embedding shard, rows, positions in ids)]."""
         return self.stored.locate(ids)
