@@ -23,3 +23,18 @@ def test_regions_are_switched_off_below_the_minimum_side_with_a_reason():
     assert decide_regions(True, {"m": 32}, scales, 0).enabled
     # given images: size unknown before reading them, regions as configured
     assert decide_regions(True, {}, scales, 128).enabled
+
+
+def test_region_descriptors_resolve_per_model_and_pooled_is_refused_where_it_cannot_pool():
+    import pytest
+
+    from diffrep.config import ConfigError
+    from diffrep.search.regions import CROP_SCALES, POOLED_SCALES
+
+    cfg = ScanConfig()
+    pooled, cropped = cfg.region_spec("sscd_onnx"), cfg.region_spec("dino_vitb16")
+    assert (pooled.descriptors, pooled.scales, pooled.floor) == ("pooled", POOLED_SCALES, 0.65)
+    assert (cropped.descriptors, cropped.scales, cropped.floor) == ("crops", CROP_SCALES, 0.5)
+    assert cropped.pooled_side == cropped.segment_side == 0
+    with pytest.raises(ConfigError, match="region_descriptors: pooled needs .* not dino_vitb16"):
+        ScanConfig(region_descriptors="pooled").region_spec("dino_vitb16")

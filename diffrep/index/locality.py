@@ -67,8 +67,8 @@ def locality_order(centroids: np.ndarray, branches: int = BRANCHES, seed: int = 
     """A permutation of the rows of `centroids` (n, d) such that runs of consecutive rows
     are compact: the depth-first order of a hierarchical k-means (min(`branches`,
     sqrt(rows)) clusters per node, 20 iterations; a node of at most `branches` rows is a
-    leaf), siblings ordered
-    along the principal axes of their centroids. Deterministic for a given `seed`."""
+    leaf), siblings ordered along the principal axes of their centroids. Deterministic
+    for a given `seed`."""
     x = np.ascontiguousarray(centroids, dtype=np.float32)
     order: list[int] = []
     stack = [np.arange(len(x), dtype=np.int64)]
@@ -77,7 +77,8 @@ def locality_order(centroids: np.ndarray, branches: int = BRANCHES, seed: int = 
         if len(ids) <= branches:
             order.extend(ids.tolist())
             continue
-        kmeans = faiss.Kmeans(x.shape[1], min(branches, math.isqrt(len(ids))), niter=20, seed=seed, min_points_per_centroid=1)
+        kmeans = faiss.Kmeans(x.shape[1], min(branches, math.isqrt(len(ids))), niter=20, seed=seed,
+                              min_points_per_centroid=1)
         kmeans.train(x[ids])
         _, label = kmeans.index.search(x[ids], 1)
         children = [ids[label[:, 0] == c] for c in principal_axis_order(kmeans.centroids, seed=seed)]

@@ -59,10 +59,15 @@ class RegionGrid:
 
     def region_spec(self, model: str) -> RegionSpec:
         """The RegionSpec these settings describe for the index of `model` (auto resolved:
-        pooled descriptors where the model pools regions, diffrep.models.pools_regions)."""
+        pooled descriptors where the model pools regions, diffrep.models.pools_regions).
+        Raises ConfigError for pooled descriptors on a model that cannot pool them."""
         descriptors = self.region_descriptors
         if descriptors == "auto":
             descriptors = "pooled" if pools_regions(model) else "crops"
+        elif descriptors == "pooled" and not pools_regions(model):
+            raise ConfigError(f"region_descriptors: pooled needs a model whose regions pool from one "
+                              f"feature map (sscd_onnx, sscd_distilled_onnx), not {model}: set "
+                              "region_descriptors: auto or crops")
         scales = self.region_scales or (POOLED_SCALES if descriptors == "pooled" else CROP_SCALES)
         return RegionSpec(tuple(scales), rerank=self.region_rerank,
                           proposals=self.region_proposals, descriptors=descriptors,

@@ -216,17 +216,19 @@ def embed_regions(embedder, images: Sequence[Image.Image], spec: RegionSpec,
     if cropped.any():
         crops = [c for c, k in zip(crops, cropped[keep], strict=True) if k]  # crops: keep's order
         flat = out.reshape(keep.size, -1)
-        small = cropped.copy()  # segment crops described at segment_side; region 0 as the index
-        small[:, 0] = False
-        if spec.descriptors == "pooled" and spec.segment_side and small.any():
-            whole = np.asarray([FULL_BOX], np.float32)
-            at_side = small[cropped]
-            pooled = embedder.embed_pooled([c for c, s in zip(crops, at_side, strict=True) if s],
-                                           [whole] * int(at_side.sum()), batch_size=batch_size,
-                                           side=spec.segment_side)
-            flat[small.ravel()] = np.concatenate(pooled)
-            crops = [c for c, s in zip(crops, at_side, strict=True) if not s]
-            cropped &= ~small
+        if spec.descriptors == "pooled" and spec.segment_side:
+            # segment crops described at segment_side, each its own map pooled whole;
+            # region 0 stays embedded as the index's vectors were
+            segments = cropped.copy()
+            segments[:, 0] = False
+            mine = segments[cropped]  # per crop in `crops`
+            pooled = embedder.embed_pooled([c for c, m in zip(crops, mine, strict=True) if m],
+                                           [np.asarray([FULL_BOX], np.float32)] * int(mine.sum()),
+                                           batch_size=batch_size, side=spec.segment_side)
+            if pooled:
+                flat[segments.ravel()] = np.concatenate(pooled)
+            crops = [c for c, m in zip(crops, mine, strict=True) if not m]
+            cropped &= ~segments
         if crops:
             flat[cropped.ravel()] = embedder.embed_images(crops, batch_size=batch_size)
     return RegionQueries(out, boxes, spec)

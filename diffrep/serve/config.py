@@ -80,4 +80,4 @@ def validate(cfg: ServeConfig) -> None:
         raise ConfigError("serve.shard_actor_cpus and serve.replica_cpus must be > 0")
     errors = cfg.region_errors("serve")
     if errors:
-        raise ConfigError(errors[0])
+        raise ConfigError("; ".join(errors))
