@@ -35,7 +35,7 @@ def rehearsal_vectors(n: int, dim: int, seed: int, clusters: int = 1000) -> np.n
     centres = np.random.default_rng(0).standard_normal((clusters, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     content = rng.integers(0, 10 ** 9, n)
-    x = centres[content % clusters] + 0.9 * pseudo_vectors(content, dim, 0.0) / np.sqrt(dim)
+    x = centres[content % clusters] + 0.9 * pseudo_vectors(content, dim, 0) / np.sqrt(dim)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
