@@ -219,11 +219,23 @@ def test_planted_copies_are_found_with_their_source_and_verified(demo_index_root
     # the edited copies are above 0.5 globally; no pasted object and no drawing is; a
     # region match counts unless verification rejected it
     assert s["top1"]["above_threshold"] == COPIES
+    # the rescue (scan.region_rescue_band 0.2 by default): decided on this index's nulls in
+    # the band, each verified; on only when at least 10 were and none verified
+    rule = summary["region_rule"]
+    rescue = rule["rescue"]
+    assert rule["veto"] is True and rescue["band"] == [round(region_thr - 0.2, 4), region_thr]
+    tested, bad = sum(rescue["nulls_in_band"].values()), sum(rescue["nulls_verified"].values())
+    assert tested <= 6 + 4  # baseline_size + region_unrelated
+    assert rescue["enabled"] == (bad == 0 and tested >= 10) == (rule["rescue_from"] is not None)
+    rescued = sum(rule["rescue_from"] is not None and rule["rescue_from"] < r["region_sim"] <= region_thr
+                  and r["region_verified"] is True and r["top1_sim"] <= 0.5 for r in rows.values())
+    assert s["region_rescued_by_geometry"] >= rescued
     counted = sum((r["top1_sim"] > 0.5) or (r["region_sim"] > region_thr and r["region_verified"] is not False)
                   for r in rows.values())
-    assert s["replicated"] == counted >= COPIES + 3
+    assert s["replicated"] == counted + rescued >= COPIES + 3
     pasted_rejected = sum(pasted_sims[n] > region_thr and rows[n]["region_verified"] is False for n in pasted_sims)
     assert counted == COPIES + found - pasted_rejected
+    assert "region-rescue" in (root / "scans/planted/report.html").read_text()
     assert summary["region_baseline"]["count"] == 6  # baseline_size
     assert summary["checkpoints"]["closed-model"]["skipped"] == {"not_an_image": 1}
 

@@ -15,6 +15,7 @@ from diffrep.scan.layout import ScanLayout
 from diffrep.scan.report import write_report
 from diffrep.scan.summary import summarise
 from diffrep.scan.worker import GENERATION_SCHEMA
+from diffrep.search.region_rule import RegionRule
 
 
 def generations(sims: list[float]) -> pa.Table:
@@ -83,8 +84,55 @@ def test_a_region_match_rejected_by_geometry_is_not_counted_as_replicated():
     calibration = RegionCalibration(threshold=0.6, floor=0.5, margin=0.05, nulls={},
                                     decided_by="floor", reason="test")
     region_baseline = pa.table({"id": np.arange(4), "region_similarity": np.float32([0.2] * 4)})
-    summary = summarise({"m": table}, baseline([0.2] * 4), 0.5, "sscd", region_baseline, calibration)
+    summary = summarise({"m": table}, baseline([0.2] * 4), 0.5, "sscd", region_baseline, calibration,
+                        region_rule=RegionRule(0.6, veto=True))
     checkpoint = summary["checkpoints"]["m"]
     assert checkpoint["region"]["above_threshold"] == 4
     assert checkpoint["region_rejected_by_geometry"] == 2
     assert checkpoint["replicated"] == 3
+    assert summary["region_rule"]["veto"] is True
+    # without the veto (scan.region_verify false) geometry does not take a match away
+    summary = summarise({"m": table}, baseline([0.2] * 4), 0.5, "sscd", region_baseline, calibration)
+    assert summary["checkpoints"]["m"]["replicated"] == 4
+
+
+def test_a_verified_region_match_in_the_rescue_band_counts_and_nothing_else_below_does():
+    """The rescue (scan.region_rescue_band): below the threshold only a match in the band
+    that geometry verified counts; unverified, rejected, or below the band it does not."""
+    from diffrep.search.calibration import RegionCalibration
+
+    rows = [(0.3, 0.55, True),   # in the band, verified: rescued
+            (0.3, 0.55, False),  # in the band, rejected
+            (0.3, 0.55, None),   # in the band, not verified
+            (0.3, 0.35, True),   # verified but below the band
+            (0.3, 0.7, None)]    # above the threshold: a copy as before
+    table = pa.Table.from_pylist(
+        [{"gen_id": f"m/{i}/0", "checkpoint": "m", "prompt": f"p{i}", "top1_sim": top1,
+          "source_sim": top1, "top1_id": None, "region_sim": region, "region_verified": verified}
+         for i, (top1, region, verified) in enumerate(rows)],
+        schema=GENERATION_SCHEMA)
+    calibration = RegionCalibration(threshold=0.6, floor=0.6, margin=0.05, nulls={},
+                                    decided_by="floor", reason="test")
+    region_baseline = pa.table({"id": np.arange(4), "region_similarity": np.float32([0.2] * 4)})
+    rule = RegionRule(0.6, rescue_from=0.4)
+    summary = summarise({"m": table}, baseline([0.2] * 4), 0.5, "sscd", region_baseline, calibration,
+                        region_rule=rule)
+    checkpoint = summary["checkpoints"]["m"]
+    assert checkpoint["replicated"] == 2
+    assert checkpoint["region_rescued_by_geometry"] == 1
+    assert [rule.verdict(r, v) for _, r, v in rows] == [
+        "copy: verified below the threshold", "", "", "", "copy"]
+
+
+def test_the_rescue_is_on_only_when_enough_of_the_index_nulls_in_its_band_fail_verification():
+    from diffrep.search.region_rule import MIN_BAND_NULLS, decide_rescue
+
+    lo, record = decide_rescue(0.65, 0.2, {"baseline": [False] * 8, "unrelated": [False] * 4})
+    assert lo == 0.45 and record["enabled"] and record["nulls_in_band"] == {"baseline": 8, "unrelated": 4}
+    # one verified null: geometry does not separate copies from nulls on this index
+    lo, record = decide_rescue(0.65, 0.2, {"baseline": [False] * 30 + [True]})
+    assert lo is None and not record["enabled"] and "1 of this index's 31 nulls" in record["reason"]
+    # too few nulls in the band to tell
+    lo, record = decide_rescue(0.65, 0.2, {"baseline": [False] * (MIN_BAND_NULLS - 1)})
+    assert lo is None and "only 9" in record["reason"]
+    assert decide_rescue(0.65, 0.0, {"baseline": [False] * 50})[0] is None

@@ -23,6 +23,7 @@ from diffrep.search.calibration import (
     region_nulls,
     unrelated_images,
 )
+from diffrep.search.region_rule import RegionRule, decide_rescue
 from diffrep.search.regions import RegionSpec
 
 log = logging.getLogger("diffrep")
@@ -102,7 +103,7 @@ def _region_tag(searcher: Searcher, spec: RegionSpec, duplicate_above: float) ->
 def _null_table(ids: np.ndarray, keys: list[str], nulls: dict) -> pa.Table:
     """region_nulls' arrays as a table; a missing score (NaN) is stored as null."""
     return pa.table({"id": ids, "key": pa.array(keys, pa.string()), **{
-        k: pa.array(v, pa.list_(pa.float32())) if k == "box" else pa.array(v, from_pandas=True)
+        k: pa.array(v, pa.list_(pa.float32())) if k in ("box", "null_box") else pa.array(v, from_pandas=True)
         for k, v in nulls.items()}})
 
 
@@ -215,3 +216,46 @@ def region_baseline(cfg, match, layout: ScanLayout, searcher: Searcher) -> Regio
     calibration = calibrate(floor, cfg.region_null_margin, nulls)
     log.info("scan: %s", calibration.reason)
     return RegionNulls(base, unrelated, calibration)
+
+
+def region_rule(cfg, nulls: RegionNulls, handle) -> RegionRule:
+    """What decides a region match (diffrep.search.region_rule) for the scan: the
+    calibrated threshold, scan.region_verify's veto, and scan.region_rescue_band's rescue,
+    on only when none of this index's own nulls in the band verifies geometrically."""
+    threshold = nulls.calibration.threshold
+    if not cfg.region_rescue_band:
+        return RegionRule(threshold, veto=cfg.region_verify)
+    lo = threshold - cfg.region_rescue_band
+    tested = {"baseline": verify_nulls_in_band(handle, nulls.baseline, lo, threshold)}
+    if nulls.unrelated is not None:
+        drawn = dict(unrelated_images(len(nulls.unrelated), cfg.baseline_seed))
+        tested["unrelated"] = verify_nulls_in_band(handle, nulls.unrelated, lo, threshold, drawn)
+    rescue_from, record = decide_rescue(threshold, cfg.region_rescue_band, tested)
+    log.info("scan: region matches: %s", record["reason"])
+    return RegionRule(threshold, veto=cfg.region_verify, rescue_from=rescue_from, rescue=record)
+
+
+def verify_nulls_in_band(handle, table: pa.Table, lo: float, hi: float,
+                         drawn: dict | None = None) -> list[bool]:
+    """Geometric verification (diffrep.search.geometry.verify_pair, as a generation's
+    region match is verified) of each null of `table` (a region baseline or unrelated
+    table) scoring in (lo, hi]: the null image's matched box against its null neighbour.
+    `drawn`: {key: image} of unrelated images (None: the nulls are training images, read
+    from the corpus). A null whose images cannot be read is left out (and so not counted)."""
+    from diffrep.search.geometry import verify_pair
+
+    sims = table["null_region_similarity"].to_numpy(zero_copy_only=False).astype(np.float64)
+    rows = np.nonzero((sims > lo) & (sims <= hi))[0]
+    if not len(rows):
+        return []
+    sub = table.take(pa.array(rows)).to_pylist()
+    neighbours = np.array([r["null_neighbour_id"] for r in sub], np.int64)
+    neighbour_keys = handle.lookup(neighbours, columns=["key"])["key"].to_pylist()
+    train = handle.corpus_images(neighbours, neighbour_keys)
+    queries = drawn if drawn is not None else handle.corpus_images(
+        np.array([r["id"] for r in sub], np.int64), [r["key"] for r in sub])
+    out = []
+    for r, key in zip(sub, neighbour_keys, strict=True):
+        if r["key"] in queries and key in train:
+            out.append(verify_pair(queries[r["key"]], train[key], query_box=r.get("null_box")).verified)
+    return out

@@ -90,8 +90,15 @@ class ScanConfig(RegionSettings, RunSettings):
         "region_verify_margin: its inliers are recorded, and a region match counts as a copy "
         "only when verified (about 0.1 s per verified pair on one core)"))
     region_verify_margin: float = field(default=0.1, metadata=helps(
-        "region scores this far below region_threshold are verified too (their inliers are "
-        "recorded; they stay below the threshold)"))
+        "with region_verify: region scores this far below region_threshold are verified too "
+        "(their inliers are recorded; they stay below the threshold unless rescued)"))
+    region_rescue_band: float = field(default=0.2, metadata=helps(
+        "a region match scoring at most this far below the (calibrated) region threshold "
+        "counts as a copy when geometric verification confirms it, provided that none of "
+        "this index's own nulls in that band verifies (at least 10 tested; otherwise the "
+        "rescue is off, and summary.json and the report say why: diffrep.search.region_rule). "
+        "0: off. Mixed and small copies score just under the threshold; on 42 photos 0 of "
+        "101 nulls in the band verified, a third of segmix copies did"))
     region_baseline_shards: int = field(default=4, metadata=helps(
         "the region baseline samples its baseline_size images from this many random "
         "training shards (it reads their images)"))
@@ -142,6 +149,8 @@ def validate(cfg: ScanConfig) -> None:
         errors.append("scan.region_unrelated must be >= 0")
     if not 0 <= cfg.region_verify_margin <= 1:
         errors.append("scan.region_verify_margin must be in [0, 1]")
+    if not 0 <= cfg.region_rescue_band <= 1:
+        errors.append("scan.region_rescue_band must be in [0, 1] (0: off)")
     if not -1 <= cfg.threshold <= 1 or not -1 <= (cfg.region_threshold or 0) <= 1:
         errors.append("scan.threshold and scan.region_threshold must be in [-1, 1] (cosine similarity)")
     if not 0 <= cfg.uninformative_baseline_share <= 1:

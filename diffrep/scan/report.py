@@ -25,6 +25,7 @@ from diffrep.report.html import (
 from diffrep.report.images import draw_box, read_tar_images
 from diffrep.scan.layout import ScanLayout
 from diffrep.search.index import IndexHandle
+from diffrep.search.region_rule import RegionRule
 
 log = logging.getLogger("diffrep")
 
@@ -52,23 +53,32 @@ def above_anchor(name: str) -> str:
     return "above-" + "".join(c if c.isalnum() else "-" for c in name)
 
 
-def above_table(name: str, t: pa.Table, thr: float, region_thr: float | None) -> str:
-    """Every generation of checkpoint `name` the headline counts (top-1 > thr, or region
-    score > region_thr when regions ran), as text rows (anchor above-<name>)."""
-    regions = region_thr is not None and "region_sim" in t.column_names
+def above_table(name: str, t: pa.Table, thr: float, rule: RegionRule | None) -> str:
+    """Every generation of checkpoint `name` the headline counts (top-1 > thr, or a region
+    match the rule calls a copy when regions ran), as text rows (anchor above-<name>)."""
+    regions = rule is not None and "region_sim" in t.column_names
     rows = []
     for r in t.sort_by([("top1_sim", "descending"), ("gen_id", "ascending")]).to_pylist():
         top1 = r["top1_sim"] is not None and r["top1_sim"] > thr
-        region = regions and r["region_sim"] is not None and r["region_sim"] > region_thr
-        if top1 or region:
+        verdict = rule.verdict(r["region_sim"], r.get("region_verified")) if regions else ""
+        if top1 or verdict.startswith("copy"):
             rows.append([r["gen_id"], r["prompt"] or "", r["seed"] if r["seed"] is not None else "",
                          r["top1_key"] or "", fmt(r["top1_sim"]), fmt(r["source_sim"]),
-                         *([r["region_key"] or "", fmt(r["region_sim"])] if regions else [])])
+                         *([r["region_key"] or "", fmt(r["region_sim"]), verdict] if regions else [])])
     head = ["generation", "prompt", "seed", "top-1 training image", "top-1 sim.", "sim. to own image",
-            *(["region match", "region score"] if regions else [])]
-    what = f"top-1 &gt; {thr}" + (f" or region score &gt; {region_thr}" if regions else "")
+            *(["region match", "region score", "region verdict"] if regions else [])]
+    what = f"top-1 &gt; {thr}" + (f" or a region match counted as a copy (score &gt; "
+                                   f"{fmt(rule.threshold)}{_rule_words(rule)})" if regions else "")
     return (f"<h3 id='{above_anchor(name)}'>{esc(name)}: the {len(rows)} generation(s) with "
             f"{what}</h3>" + (table(head, rows) if rows else "<p class='note'>none</p>"))
+
+
+def _rule_words(rule: RegionRule) -> str:
+    """How geometry changes the region threshold's verdict, in words."""
+    words = "; not rejected by geometry" if rule.veto else ""
+    if rule.rescue_from is not None:
+        words += f"; or in ({fmt(rule.rescue_from)}, {fmt(rule.threshold)}] and verified by geometry"
+    return words
 
 
 def _row(name: str, d: dict, source: dict | None = None, n: int | None = None,
@@ -103,6 +113,9 @@ def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,
     """Write report.html (self-contained); returns its URL."""
     thr, base = summary["threshold"], summary["baseline"]
     region_thr, region_base = summary.get("region_threshold"), summary.get("region_baseline")
+    rule = None
+    if region_base is not None:
+        rule = RegionRule(**summary["region_rule"]) if "region_rule" in summary else RegionRule(region_thr)
     edges = summary["bin_edges"]
     labels = [f"{edges[i]:.2f}" for i in range(len(edges) - 1)]
     rows = [_row(name, s["top1"], s["source"], s["generations"], above_anchor(name),
@@ -158,8 +171,8 @@ def write_report(layout: ScanLayout, handle: IndexHandle, summary: dict,
                     f"training pairs</h2>"
                     f"<div class='pairs'>{''.join(pairs)}</div>")
         if region_base is not None:
-            body.append(_region_pairs(name, t, handle, region_thr, top_pairs))
-        body.append(above_table(name, t, thr, region_thr if region_base is not None else None))
+            body.append(_region_pairs(name, t, handle, rule, top_pairs))
+        body.append(above_table(name, t, thr, rule))
     url = layout.path("report.html")
     storage.write_bytes(url, page(f"Memorization scan {summary['run']}", "".join(body)).encode())
     return url
@@ -183,6 +196,7 @@ def _region_section(summary: dict, labels: list[str]) -> list[str]:
            f"their own threshold. Replicated: top-1 &gt; {summary['threshold']} or region score "
            f"&gt; {fmt(thr)}.</p>",
            _calibration_block(summary.get("region_calibration")),
+           _rescue_block(summary.get("region_rule", {}).get("rescue")),
            table(["checkpoint", "generations", f"region score > {fmt(thr)}", "median", "max",
                   "replicated", "vs baseline"], rows)]
     for name, s in summary["checkpoints"].items():
@@ -206,7 +220,20 @@ def _calibration_block(calibration: dict | None) -> str:
             f"{nulls}</div>")
 
 
-def _region_pairs(name: str, t: pa.Table, handle: IndexHandle, thr: float, top_pairs: int) -> str:
+def _rescue_block(rescue: dict | None) -> str:
+    """Whether verified matches just below the threshold count, and why (id "region-rescue")."""
+    if not rescue:
+        return ""
+    rows = [[name, rescue["nulls_in_band"][name], rescue["nulls_verified"][name]]
+            for name in rescue["nulls_in_band"]]
+    lo, hi = rescue["band"]
+    nulls = table([f"null scoring in ({fmt(lo)}, {fmt(hi)}]", "tested",
+                   "verified"], rows) if rows else ""
+    return (f"<div id='region-rescue'><p><b>Geometric rescue "
+            f"{'on' if rescue['enabled'] else 'off'}</b>: {esc(rescue['reason'])}.</p>{nulls}</div>")
+
+
+def _region_pairs(name: str, t: pa.Table, handle: IndexHandle, rule: RegionRule, top_pairs: int) -> str:
     """The highest region scores: the generation with the matched box drawn, beside the
     training image it matched."""
     top = t.filter(pc.is_valid(t["region_id"]))
@@ -217,7 +244,9 @@ def _region_pairs(name: str, t: pa.Table, handle: IndexHandle, thr: float, top_p
     for r in top:
         g, m = gen_images.get(r["gen_id"]), train_images.get(r["region_key"])
         verified = r.get("region_verified")
-        flag = " REPLICATION" if r["region_sim"] > thr and verified is not False else ""
+        verdict = rule.verdict(r["region_sim"], verified)
+        flag = (" REPLICATION" + (": verified below the threshold" if "below" in verdict else "")
+                if verdict.startswith("copy") else "")
         if verified is not None:
             flag += (f"; geometry: {'verified' if verified else 'rejected'}, "
                      f"{r.get('region_inliers')} inliers")

@@ -25,6 +25,7 @@ from diffrep.scan.units import ScanUnit, plan_given_units, plan_prompt_units
 from diffrep.scan.worker import GenerationSettings, MatchSettings, ScanWorker, settings_dict
 from diffrep.search import LocalShards, RayShards, Searcher
 from diffrep.search.index import IndexHandle
+from diffrep.search.region_rule import RegionRule
 
 log = logging.getLogger("diffrep")
 
@@ -43,12 +44,15 @@ def settings(cfg: ScanConfig, handle: IndexHandle) -> tuple[GenerationSettings, 
                               region_store=cfg.region_store)
 
 
-def with_verification(cfg: ScanConfig, match: MatchSettings, region_threshold: float) -> MatchSettings:
-    """scan.region_verify: region matches above the threshold that decides (calibrated or
-    configured) less scan.region_verify_margin are verified geometrically."""
-    if not (cfg.region_verify and match.regions):
+def with_verification(cfg: ScanConfig, match: MatchSettings, rule: RegionRule) -> MatchSettings:
+    """The region matches each generation verifies geometrically: with scan.region_verify
+    (the veto) those above the threshold less scan.region_verify_margin, with the rescue on
+    those above its band's lower bound; none when neither applies."""
+    bounds = ([round(rule.threshold - cfg.region_verify_margin, 4)] if cfg.region_verify else []) + \
+        ([rule.rescue_from] if rule.rescue_from is not None else [])
+    if not (bounds and match.regions):
         return match
-    return replace(match, verify_above=round(region_threshold - cfg.region_verify_margin, 4))
+    return replace(match, verify_above=min(bounds))
 
 
 def per_checkpoint(cfg: ScanConfig, gen: GenerationSettings,
@@ -131,8 +135,9 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     base = baseline.load_or_compute(layout, searcher, cfg.baseline_size, cfg.baseline_seed,
                                     cfg.candidates)
     region_nulls = baseline.region_baseline(cfg, match, layout, searcher)
-    if region_nulls is not None:
-        match = with_verification(cfg, match, region_nulls.calibration.threshold)
+    rule = baseline.region_rule(cfg, region_nulls, handle) if region_nulls is not None else None
+    if rule is not None:
+        match = with_verification(cfg, match, rule)
     prompt_table = _plan(cfg, layout, handle, gen, match,
                          {label: g.resolution for label, g in gens.items()})
     labels = []
@@ -157,7 +162,7 @@ def run_scan(cfg: ScanConfig, checkpoints: list[Checkpoint], handle: IndexHandle
     summary = summarise(tables, base, cfg.threshold, cfg.model,
                         region_nulls.baseline if region_nulls else None,
                         region_nulls.calibration if region_nulls else None,
-                        cfg.uninformative_baseline_share)
+                        cfg.uninformative_baseline_share, rule)
     for warning in summary["warnings"]:
         log.warning("scan: %s", warning)
     for label, units in labels:

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from diffrep.search.calibration import RegionCalibration
+from diffrep.search.region_rule import RegionRule
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 UNINFORMATIVE_SHARE = 0.5  # a baseline with more than this share above threshold cannot separate
@@ -56,12 +57,15 @@ def baseline_warning(name: str, stats: dict, threshold: float, limit: float) -> 
 def summarise(generations: dict[str, pa.Table], baseline: pa.Table, threshold: float,
               model: str, region_baseline: pa.Table | None = None,
               region_calibration: RegionCalibration | None = None,
-              uninformative_share: float = UNINFORMATIVE_SHARE) -> dict:
+              uninformative_share: float = UNINFORMATIVE_SHARE,
+              region_rule: RegionRule | None = None) -> dict:
     """`generations`: per checkpoint label, a table with top1_sim and source_sim (and
     region_sim when object-level matching ran: then `region_baseline` describes it,
     `region_calibration` gives the region threshold that decides and why
-    (`region_threshold`, `region_calibration` in the summary), and `replicated` counts
-    generations above either threshold). `warnings` (listed first) names a baseline with more than
+    (`region_threshold`, `region_calibration` in the summary), `region_rule` which region
+    matches count given geometric verification (default: above the threshold, no veto, no
+    rescue; `region_rule` in the summary), and `replicated` counts generations above the
+    global threshold or that the rule calls copies). `warnings` (listed first) names a baseline with more than
     `uninformative_share` above its threshold; each checkpoint's `baseline_comparison`
     ("informative" or "uninformative", and `region_baseline_comparison`) says whether its
     comparison with that baseline means anything."""
@@ -72,8 +76,10 @@ def summarise(generations: dict[str, pa.Table], baseline: pa.Table, threshold: f
     flags = {"baseline": baseline_warning("baseline", out["baseline"], threshold, uninformative_share)}
     if region_baseline is not None:
         region_threshold = region_calibration.threshold
+        region_rule = region_rule or RegionRule(region_threshold)
         out["region_threshold"] = region_threshold
         out["region_calibration"] = region_calibration.as_dict()
+        out["region_rule"] = region_rule.as_dict()
         out["region_baseline"] = describe(_floats(region_baseline["region_similarity"]),
                                           region_threshold)
         flags["region_baseline"] = baseline_warning("region baseline (region scores)",
@@ -97,11 +103,11 @@ def summarise(generations: dict[str, pa.Table], baseline: pa.Table, threshold: f
             out["checkpoints"][label]["region"] = describe(region, region_threshold)
             out["checkpoints"][label]["region_baseline_comparison"] = (
                 "uninformative" if flags["region_baseline"] else "informative")
-            # a region match that geometric verification rejected is not a copy
-            rejected = np.array([v is False for v in table["region_verified"].to_pylist()], bool) \
-                if "region_verified" in table.column_names else np.zeros(len(table), bool)
-            region_hit = (region > region_threshold) & ~rejected
+            verified = table["region_verified"].to_pylist() if "region_verified" in table.column_names \
+                else [None] * len(table)
+            region_hit = region_rule.copies(region, verified)
+            above = region > region_threshold
             out["checkpoints"][label]["replicated"] = int(((top1 > threshold) | region_hit).sum())
-            out["checkpoints"][label]["region_rejected_by_geometry"] = int(
-                ((region > region_threshold) & rejected).sum())
+            out["checkpoints"][label]["region_rejected_by_geometry"] = int((above & ~region_hit).sum())
+            out["checkpoints"][label]["region_rescued_by_geometry"] = int((~above & region_hit).sum())
     return out

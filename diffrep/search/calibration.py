@@ -113,8 +113,8 @@ def region_nulls(searcher, embedder, spec: RegionSpec, images: Sequence[Image.Im
     with regions: exact re-rank and the region re-rank). self_ids (n,): the image's own
     training id, -1 for none. Returns arrays of n: `neighbour_id`, `similarity` (global)
     and `region_similarity`, `box` of its best hit other than itself (duplicates count,
-    as in paper 1's baseline), and `null_region_similarity`, `null_neighbour_id` of its
-    best hit that is neither itself nor a duplicate (global similarity > duplicate_above;
+    as in paper 1's baseline), and `null_region_similarity`, `null_neighbour_id`,
+    `null_box` of its best hit that is neither itself nor a duplicate (global similarity > duplicate_above;
     NaN / -1 when all NULL_NEIGHBOURS hits are), `duplicate_hits` (int: hits above
     duplicate_above). leave_out_duplicates=False: images that copy nothing by construction,
     whose best hit is a null whatever its global similarity. `on_chunk` is called with each
@@ -126,7 +126,7 @@ def region_nulls(searcher, embedder, spec: RegionSpec, images: Sequence[Image.Im
     out = {"neighbour_id": np.full(n, -1, np.int64), "similarity": np.full(n, np.nan, np.float32),
            "region_similarity": np.full(n, np.nan, np.float32), "box": [None] * n,
            "null_neighbour_id": np.full(n, -1, np.int64),
-           "null_region_similarity": np.full(n, np.nan, np.float32),
+           "null_region_similarity": np.full(n, np.nan, np.float32), "null_box": [None] * n,
            "duplicate_hits": np.zeros(n, np.int32)}
     k = min(NULL_NEIGHBOURS, handle.ntotal)
     remember = getattr(searcher.candidate_regions, "remember", None)  # TrainingRegions has it
@@ -155,6 +155,7 @@ def region_nulls(searcher, embedder, spec: RegionSpec, images: Sequence[Image.Im
                 j = others[~duplicate][0]
                 out["null_neighbour_id"][row] = hits.ids[i, j]
                 out["null_region_similarity"][row] = hits.sims[i, j]
+                out["null_box"][row] = hits.boxes[i, j].tolist()
         if on_chunk is not None:
             on_chunk(len(regions.vectors))
     return out
