@@ -67,11 +67,12 @@ def scan_folder(root: Path, folder: Path, run: str, unrelated_nulls: int, baseli
 
 
 def outcome(rows: list[dict], truth: dict[str, dict], key_of: dict[str, str], threshold: float,
-            region_threshold: float) -> dict:
+            region_threshold: float, rule=None) -> dict:
     """Flags per query kind at these thresholds (a region score does not depend on the
-    threshold, so one scan's rows give both the fixed and the calibrated outcome): an
-    unrelated image flagged is a false accusation; a paste counts as found when flagged by
-    its region score with its source."""
+    threshold, so one scan's rows give both the fixed and the calibrated outcome), or under
+    the scan's own RegionRule `rule` (threshold, geometric veto and rescue): an unrelated
+    image flagged is a false accusation; a paste counts as found when flagged by its region
+    score with its source."""
     out = {"threshold": threshold, "region_threshold": region_threshold, "unrelated": {},
            "pasted": {}}
     for r in rows:
@@ -79,8 +80,10 @@ def outcome(rows: list[dict], truth: dict[str, dict], key_of: dict[str, str], th
         t = truth[name]
         region = r["region_sim"] or 0.0
         entry = {"what": t["what"], "global_flag": bool(r["top1_sim"] > threshold),
-                 "region_flag": bool(region > region_threshold), "top1_sim": round(r["top1_sim"], 4),
-                 "region_sim": round(region, 4), "region_key": r["region_key"]}
+                 "region_flag": bool(region > region_threshold) if rule is None else
+                 rule.verdict(region, r.get("region_verified")).startswith("copy"),
+                 "top1_sim": round(r["top1_sim"], 4), "region_sim": round(region, 4),
+                 "region_key": r["region_key"], "region_verified": r.get("region_verified")}
         if t["kind"] == "pasted":
             entry["right_source"] = r["region_key"] == key_of[t["what"]]
         out[t["kind"]][name] = entry
@@ -100,6 +103,7 @@ def run(corpus_size: int, unrelated: int, pasted: int, unrelated_nulls: int, bas
     import ray
 
     from diffrep.data.graphics import KINDS, graphics, write_trial_queries
+    from diffrep.search.region_rule import RegionRule
 
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
              logging_level="WARNING")
@@ -118,15 +122,20 @@ def run(corpus_size: int, unrelated: int, pasted: int, unrelated_nulls: int, bas
         "queries": {"unrelated": unrelated, "pasted": pasted}, "index_seconds": round(t_index, 1),
         "scan_seconds": round(time.perf_counter() - t0, 1),
         "baseline": summary["baseline"], "region_baseline": summary["region_baseline"],
-        "warnings": summary["warnings"], "calibration": summary["region_calibration"]}
-    for label, region_thr in (("fixed 0.5", 0.5), ("fixed", summary["region_calibration"]["floor"]),
-                              ("calibrated", summary["region_threshold"])):
-        r = results[label] = outcome(rows, truth, key_of, summary["threshold"], region_thr)
+        "warnings": summary["warnings"], "calibration": summary["region_calibration"],
+        "region_rule": summary["region_rule"]}
+    rule = RegionRule(**summary["region_rule"])
+    for label, region_thr, by_rule in (("fixed 0.5", 0.5, None),
+                                       ("fixed", summary["region_calibration"]["floor"], None),
+                                       ("calibrated", summary["region_threshold"], None),
+                                       ("calibrated + geometric rescue", summary["region_threshold"], rule)):
+        r = results[label] = outcome(rows, truth, key_of, summary["threshold"], region_thr, by_rule)
         print(f"{label:>10}: region threshold {region_thr:.3f}: unrelated flagged by region "
               f"{r['unrelated_region_flagged']}/{unrelated} ({r['unrelated_region_flagged_not_global']} "
               f"of them not by the global score; max region {r['unrelated_max_region']}), pasted "
               f"found {r['pasted_found']}/{pasted} (right source {r['pasted_right_source']})", flush=True)
     print("calibration:", summary["region_calibration"]["reason"], flush=True)
+    print("rescue:", summary["region_rule"]["rescue"].get("reason"), flush=True)
     ray.shutdown()
     return results
 

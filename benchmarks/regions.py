@@ -182,12 +182,15 @@ def verify_band_rescue(threshold: float, band: float, positives: dict, query_ima
     """Geometric verification (diffrep.search.geometry.verify_pair, SIFT + RANSAC, the whole
     query against the training image) of every pair scoring in (threshold - band,
     threshold]: copies against their source, nulls against their best unrelated image.
-    What a rule "verified within the band counts as a copy" would add, and what it would
-    accuse."""
+    What the scan's rescue (diffrep.search.region_rule: verified within the band counts as
+    a copy, on only when none of the nulls in the band verifies) adds, and whether these
+    nulls turn it on."""
     from diffrep.search.geometry import verify_pair
+    from diffrep.search.region_rule import decide_rescue
 
     lo = threshold - band
     out: dict = {"band": [round(lo, 4), threshold], "sets": {}, "nulls": {}}
+    null_verified: dict[str, list[bool]] = {}
     t0, pairs = time.perf_counter(), 0
     for name, p in positives.items():
         idx = np.nonzero((p > lo) & (p <= threshold))[0]
@@ -201,6 +204,10 @@ def verify_band_rescue(threshold: float, band: float, positives: dict, query_ima
         ok = [verify_pair(null_pairs[name][i][0], gallery[null_pairs[name][i][1]].image).verified for i in idx]
         pairs += len(idx)
         out["nulls"][name] = {"in_band": int(len(idx)), "verified": int(sum(ok))}
+        null_verified[name] = ok
+    rescue_from, out["rescue"] = decide_rescue(threshold, band, null_verified)
+    for c in out["sets"].values():
+        c["found_by_rule"] = c["found_with_verified_band"] if rescue_from is not None else c["found_by_score"]
     out["verify_s_per_pair"] = round((time.perf_counter() - t0) / max(pairs, 1), 4)
     print(f"  verification in {out['band']}: {json.dumps(out)}", flush=True)
     return out
