@@ -55,3 +55,29 @@ def test_out_of_range_ids_are_refused(corpus):
     for bad in ([-1], [len(full)]):
         with pytest.raises(IndexError, match="out of range"):
             sv.vectors(np.array(bad), 8)
+
+
+def test_region_sample_draws_from_few_shards_without_one_entry_per_image(corpus):
+    """The scan's region baseline sample (diffrep.scan.baseline.region_sample) reads the
+    embedding files' id ranges: the same sample as locating every id (the cached baselines
+    of earlier scans stay valid), drawn only from `max_shards` files."""
+    from types import SimpleNamespace
+
+    from diffrep.scan.baseline import region_sample
+
+    root, slices, _, names, sizes = corpus
+    handle = SimpleNamespace(stored=StoredVectors(root, "m", slices))
+    for seed in range(5):
+        sample = region_sample(handle, 6, seed, max_shards=2)
+        # the reference: every id located, grouped by file, as region_sample did before
+        rng = np.random.default_rng(seed)
+        by_shard: dict[str, list[int]] = {}
+        for shard, _, sel in handle.stored.locate(np.arange(handle.stored.ntotal)):
+            by_shard.setdefault(shard, []).extend(sel.tolist())
+        shards = sorted(by_shard)
+        chosen = rng.choice(len(shards), size=2, replace=False)
+        pool = np.sort(np.concatenate([np.asarray(by_shard[shards[i]], np.int64) for i in chosen]))
+        expected = np.sort(rng.choice(pool, size=min(6, len(pool)), replace=False))
+        np.testing.assert_array_equal(sample, expected)
+        files = {shard for shard, _, _ in handle.stored.locate(sample)}
+        assert len(files) <= 2 and len(sample) == min(6, len(pool))

@@ -77,14 +77,18 @@ def load_or_compute(layout: ScanLayout, searcher: Searcher, n: int, seed: int,
 def region_sample(handle, n: int, seed: int, max_shards: int) -> np.ndarray:
     """Sorted ids of up to `n` random training images drawn from at most `max_shards`
     random embedding shards: the region baseline needs pixels, and reading a few input
-    tars is what keeps it cheap at LAION scale."""
+    tars is what keeps it cheap at LAION scale. Holds the chosen shards' ids only (from
+    the embedding files' id ranges), not one entry per training image."""
     rng = np.random.default_rng(seed)
-    by_shard: dict[str, list[int]] = {}
-    for shard, _, sel in handle.locate(np.arange(handle.ntotal)):
-        by_shard.setdefault(shard, []).extend(sel.tolist())
-    shards = sorted(by_shard)
+    stored = handle.stored
+    ends = np.append(stored.first_id[1:], stored.ntotal)
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for name, first, end in zip(stored.files, stored.first_id.tolist(), ends.tolist(), strict=True):
+        ranges.setdefault(name, []).append((first, end))
+    shards = sorted(ranges)
     chosen = rng.choice(len(shards), size=min(max_shards, len(shards)), replace=False)
-    pool = np.sort(np.concatenate([np.asarray(by_shard[shards[i]], np.int64) for i in chosen]))
+    pool = np.sort(np.concatenate([np.arange(a, b, dtype=np.int64) for i in chosen
+                                   for a, b in ranges[shards[i]]]))
     return np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
 
 
