@@ -83,6 +83,12 @@ def rss_parts(pid: int) -> tuple[int, int]:
     return anon, file
 
 
+def raylet_pids(cluster) -> set[int]:
+    """Pids of the raylets of a ray.cluster_utils.Cluster (for WorkerRss(raylets=...))."""
+    return {info.process.pid for node in cluster.list_all_nodes()
+            for info in node.all_processes.get("raylet", [])}
+
+
 def rss_anon(pid: int) -> int:
     return rss_parts(pid)[0]
 
@@ -101,12 +107,16 @@ class WorkerRss:
     'ray::'), sampled in a thread; also, over the samples, the peak of the RssAnon summed
     over all of them (file-backed pages, e.g. a memory-mapped index shared by processes,
     are left out of the sum so they are not counted once per process) and, per task type,
-    the most processes of that type running at once."""
+    the most processes of that type running at once. `raylets`: pids of the measured
+    cluster's raylets; when given, only Ray processes descending from one of them count
+    (another Ray cluster on the machine, e.g. a second benchmark, is left out)."""
 
-    def __init__(self, interval_s: float = 0.2):
+    def __init__(self, interval_s: float = 0.2, raylets: set[int] | None = None):
         import psutil
 
         self.psutil, self.interval_s = psutil, interval_s
+        self.raylets = raylets
+        self._ours: dict[int, bool] = {}  # pid -> descends from one of `raylets`
         self.peak: dict[int, int] = {}
         self.driver_pid: int | None = None
         self.driver_peak = self.driver_peak_anon = 0
@@ -129,7 +139,7 @@ class WorkerRss:
                         anon = rss_anon(p.pid)
                         self.driver_peak_anon = max(self.driver_peak_anon, anon)
                         total_anon += anon
-                    elif name.startswith("ray::") or "default_worker.py" in cmd:
+                    elif (name.startswith("ray::") or "default_worker.py" in cmd) and self._in_cluster(p):
                         rss = p.info["memory_info"].rss
                         anon, file = rss_parts(p.pid)
                         self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
@@ -146,6 +156,13 @@ class WorkerRss:
             for kind, n in running.items():
                 self.at_once[kind] = max(self.at_once.get(kind, 0), n)
             self._stop.wait(self.interval_s)
+
+    def _in_cluster(self, p) -> bool:
+        if self.raylets is None:
+            return True
+        if p.pid not in self._ours:
+            self._ours[p.pid] = any(a.pid in self.raylets for a in p.parents())
+        return self._ours[p.pid]
 
     def __enter__(self) -> WorkerRss:
         self._thread.start()

@@ -45,12 +45,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.common import WorkerRss, measured_commit, write_results
+from benchmarks.common import WorkerRss, measured_commit, raylet_pids, write_results
 from diffrep import storage
 from diffrep.embed.layout import METADATA_SCHEMA, ModelOutput
 
 MODEL = "sscd_onnx"
 GENERIC_CAPTIONS = 100
+RAYLETS: set[int] | None = None  # the rehearsal cluster's raylets: only their workers are measured
 
 
 def group_sizes(planted: int, rng: np.random.Generator, max_size: int, large: list[int]) -> np.ndarray:
@@ -139,7 +140,7 @@ def run_stage(name: str, argv: list[str], n: int, cores: int, out_dir: str, log_
     """One job as its own driver process; its figures."""
     log_path = os.path.join(log_dir, f"{name}.log")
     before = bytes_under(out_dir) if os.path.exists(out_dir) else 0
-    with WorkerRss() as workers, open(log_path, "w") as log:
+    with WorkerRss(raylets=RAYLETS) as workers, open(log_path, "w") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT)
         workers.driver_pid = proc.pid
@@ -313,6 +314,8 @@ def run_sizes(args: argparse.Namespace, measure: Callable[[int, str, int], dict]
     for _ in range(args.nodes - 1):
         cluster.add_node(num_cpus=per_node)
     cluster.wait_for_nodes()
+    global RAYLETS
+    RAYLETS = raylet_pids(cluster)
     results = {"machine": {"cpus": cores, "raylets": args.nodes}, "commit": measured_commit(), "settings": vars(args),
                "sizes": []}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
