@@ -362,6 +362,31 @@ def test_each_pair_once_with_its_largest_similarity_and_star_steps_past_32_bit_i
     assert sorted(zip((a - offset).tolist(), (b - offset).tolist(), strict=True)) == [(5, 3), (9, 3)]
 
 
+def test_a_star_step_reads_each_routed_edge_once_however_many_files_repeat_it(tmp_path):
+    """Every partition that saw a member of a group routes that member's edge to the
+    group's root partition: the root partition gets the same edge from many files. The
+    step reads them file by file, keeping each edge once (also past 32-bit ids, where no
+    packed key exists), sorted, equal to the set of all rows routed to it."""
+    from diffrep.dedup.partition_steps import CC_SCHEMA, _route_edges, inbound_edges
+    from diffrep.routing import read_inbound
+
+    rng = np.random.default_rng(0)
+    for big in (False, True):
+        urls = []
+        for p in range(7):  # more rows than ids: every edge arrives many times
+            u, v = rng.integers(0, 300, 5000), rng.integers(0, 30, 5000)
+            if big and p == 3:
+                u = u + 2**33
+            urls.append(str(tmp_path / f"{big}-{p}.parquet"))
+            _route_edges(urls[-1], u, v, 100)
+        for part in (0, 2) + ((2**33 // 100,) if big else ()):
+            u, v = inbound_edges(urls, part)
+            rows = read_inbound(urls, part, CC_SCHEMA)
+            want = sorted(set(zip(rows["u"].to_pylist(), rows["v"].to_pylist(), strict=True)))
+            assert len(rows) > 2 * len(want) or part > 2
+            assert list(zip(u.tolist(), v.tolist(), strict=True)) == want
+
+
 def test_dedup_refuses_to_resume_with_other_settings(tmp_path):
     """A killed dedup resumed with another threshold would mix pairs of two thresholds:
     refused, naming what changed and the way out; overwrite starts again."""
