@@ -226,8 +226,7 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
         stages.append(run_stage("dedup", [
             "-m", "jobs.dedup", *common, "--threshold", "0.95", "--nprobe", str(args.nprobe),
             "--query_batch", "4096", "--partition_ids", str(args.partition_ids),
-            *actor_args, "--report_groups", "4", "--report_members", "4",
-            *(["--worker_max_calls", str(args.worker_max_calls)] if args.worker_max_calls else [])],
+            *actor_args, "--report_groups", "4", "--report_members", "4"],
             n, cores, os.path.join(root, "dedup"), logs))
         stages[-1].update(pair_quality(root))
         summary = storage.read_json(os.path.join(root, "dedup", MODEL, "summary.json"))
@@ -349,7 +348,6 @@ def main() -> int:
     p.add_argument("--actors", type=int, default=0,
                    help="most shard actors (each then holds ceil(shards / actors) shards); 0: one per shard")
     p.add_argument("--nodes", type=int, default=2, help="raylets of the local cluster")
-    p.add_argument("--worker_max_calls", type=int, default=0, help="dedup.worker_max_calls (0: not set)")
     p.add_argument("--stages", default="build_index,search,dedup,dcs_caption_set",
                    help="after build_index: any of search, dedup (then dcs_caption_set)")
     p.add_argument("--work_dir", default=None)

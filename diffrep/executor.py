@@ -72,10 +72,8 @@ class RayExecutor:
     (its CPUs are not free), a WARNING says what the tasks need against what is free."""
 
     def __init__(self, num_cpus: float = 1, max_attempts: int = 3, progress_interval_s: float = 10.0,
-                 stall_warning_s: float = STALL_WARNING_S, max_in_flight: int | None = None,
-                 max_calls: int = 0):
+                 stall_warning_s: float = STALL_WARNING_S, max_in_flight: int | None = None):
         self.num_cpus, self.max_attempts = num_cpus, max_attempts
-        self.max_calls = max_calls  # tasks a worker process runs before Ray replaces it; 0: no limit
         self.progress_interval_s, self.stall_warning_s = progress_interval_s, stall_warning_s
         self.max_in_flight = max_in_flight
 
@@ -89,9 +87,7 @@ class RayExecutor:
             progress: Progress | None = None, count: Callable[[Any], int] | None = None) -> list:
         import ray
 
-        task = ray.remote(max_calls=self.max_calls)(run_and_release) if self.max_calls else \
-            ray.remote(run_and_release)  # max_calls is not an .options() setting
-        remote = task.options(num_cpus=self.num_cpus, max_retries=self.max_attempts - 1,
+        remote = ray.remote(run_and_release).options(num_cpus=self.num_cpus, max_retries=self.max_attempts - 1,
                               retry_exceptions=True, name=getattr(fn, "__name__", "task"))
         shared_refs = {k: ray.put(v) for k, v in (shared or {}).items()}
         window = max(1, min(self.workers(), self.max_in_flight or len(items)))

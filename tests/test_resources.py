@@ -367,21 +367,3 @@ def test_actor_pool_explains_actors_waiting_for_a_node(ray_cluster, warnings_of_
     assert out == [[]]  # no failure
     assert "1 of 1 actor(s) not running (PENDING_CREATION)" in warnings_of_diffrep.messages[0]
     ray.kill(pool[0])
-
-
-def worker_pid(_i: int) -> int:
-    import os
-
-    return os.getpid()
-
-
-@pytest.mark.ray
-def test_executor_max_calls_replaces_worker_processes(ray_cluster):
-    """dedup.worker_max_calls: with max_calls 1 every task runs in a fresh worker process
-    (whatever a task left behind goes with it); without it Ray reuses its workers."""
-    from diffrep.executor import RayExecutor
-
-    fresh = RayExecutor(num_cpus=1, max_in_flight=1, max_calls=1).map(worker_pid, [(i,) for i in range(4)])
-    assert len(set(fresh)) == 4
-    reused = RayExecutor(num_cpus=1, max_in_flight=1).map(worker_pid, [(i,) for i in range(4)])
-    assert len(set(reused)) < 4

@@ -25,11 +25,6 @@ class DedupConfig(RunSettings):
         "smaller partitions are used when the cluster has more CPUs than partitions"))
     max_component_steps: int = field(default=64, metadata=helps(
         "star-contraction steps before the components are declared not converging"))
-    worker_max_calls: int = field(default=0, metadata=helps(
-        "tasks (query slices, partition steps) one Ray worker process runs before Ray "
-        "replaces it with a fresh one (Ray's max_calls); 0: no limit. A fresh process gives "
-        "back whatever a long run of tasks left behind in it (docs/scaling.md: the end "
-        "stage's tasks drifted to 5.9 GB at 30M vectors)"))
     keep_work: bool = field(default=False, metadata=helps(
         "keep work/ (routed edges, step markers) after the summary is written"))
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
@@ -57,7 +52,7 @@ def validate(cfg: DedupConfig) -> None:
     for key in ("query_batch", "report_groups", "report_members", "max_attempts"):
         if getattr(cfg, key) < 1:
             errors.append(f"dedup.{key} must be >= 1")
-    for key in ("shards_per_actor", "shard_actor_threads", "worker_max_calls"):
+    for key in ("shards_per_actor", "shard_actor_threads"):
         if getattr(cfg, key) < 0:
             errors.append(f"dedup.{key} must be >= 0 (0: auto)")
     for key in ("partition_ids", "max_component_steps"):

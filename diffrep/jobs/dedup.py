@@ -37,7 +37,7 @@ def run(cfg: DedupConfig, ctx: JobContext) -> str:
                                 cfg.shard_actor_threads, ctx.release, cfg.shards_per_actor)
     executor = RayExecutor(num_cpus=1, max_attempts=cfg.max_attempts,
                            progress_interval_s=cfg.progress_interval_s,
-                           stall_warning_s=cfg.stall_warning_s, max_calls=cfg.worker_max_calls)
+                           stall_warning_s=cfg.stall_warning_s)
     ctx.working()
     summary = run_dedup(cfg, handle, executor, shards.actors if shards else None,
                         release_actors=shards.close if shards else None)
