@@ -135,7 +135,8 @@ def run(corpus_size: int, unrelated: int, pasted: int, unrelated_nulls: int, bas
               f"of them not by the global score; max region {r['unrelated_max_region']}), pasted "
               f"found {r['pasted_found']}/{pasted} (right source {r['pasted_right_source']})", flush=True)
     print("calibration:", summary["region_calibration"]["reason"], flush=True)
-    print("rescue:", summary["region_rule"]["rescue"].get("reason"), flush=True)
+    rescue = summary["region_rule"]["rescue"]
+    print(f"geometric rescue {'on' if rescue.get('enabled') else 'off'}:", rescue.get("reason"), flush=True)
     ray.shutdown()
     return results
 

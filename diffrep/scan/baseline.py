@@ -235,7 +235,7 @@ def region_rule(cfg, nulls: RegionNulls, handle) -> RegionRule:
         drawn = dict(unrelated_images(len(nulls.unrelated), cfg.baseline_seed))
         tested["unrelated"] = verify_nulls_in_band(handle, nulls.unrelated, lo, threshold, drawn)
     rescue_from, record = decide_rescue(threshold, cfg.region_rescue_band, tested)
-    log.info("scan: region matches: %s", record["reason"])
+    log.info("scan: geometric rescue %s: %s", "on" if record["enabled"] else "off", record["reason"])
     return RegionRule(threshold, veto=cfg.region_verify, rescue_from=rescue_from, rescue=record)
 
 

@@ -229,7 +229,7 @@ def _rescue_block(rescue: dict | None) -> str:
     lo, hi = rescue["band"]
     nulls = table([f"null scoring in ({fmt(lo)}, {fmt(hi)}]", "tested",
                    "verified"], rows) if rows else ""
-    return (f"<div id='region-rescue'><p><b>Geometric rescue "
+    return (f"<div id='region-rescue' style='margin-bottom:12px'><p><b>Geometric rescue "
             f"{'on' if rescue['enabled'] else 'off'}</b>: {esc(rescue['reason'])}.</p>{nulls}</div>")
 
 

@@ -78,18 +78,18 @@ def decide_rescue(threshold: float, band: float, null_verified: dict[str, Sequen
               "min_nulls": min_nulls}
     counts = ", ".join(f"{name}: {verified[name]} of {tested[name]}" for name in tested) or "none"
     if band <= 0:
-        return None, {**record, "enabled": False, "reason": "rescue off (region_rescue_band 0)"}
+        return None, {**record, "enabled": False, "reason": "region_rescue_band is 0"}
     if bad:
         return None, {**record, "enabled": False, "reason": (
-            f"rescue off: {bad} of this index's {n} nulls scoring in ({lo:g}, {threshold:g}] "
+            f"{bad} of this index's {n} nulls scoring in ({lo:g}, {threshold:g}] "
             f"verified geometrically ({counts}), so on this index geometry does not tell a "
             f"copy from a null there; only scores above {threshold:g} count")}
     if n < min_nulls:
         return None, {**record, "enabled": False, "reason": (
-            f"rescue off: only {n} of this index's nulls score in ({lo:g}, {threshold:g}] "
+            f"only {n} of this index's nulls score in ({lo:g}, {threshold:g}] "
             f"(at least {min_nulls} must be verified, and fail, before verified matches in "
             f"that band count)")}
     return lo, {**record, "enabled": True, "reason": (
-        f"rescue on: a region match scoring in ({lo:g}, {threshold:g}] counts as a copy when "
+        f"a region match scoring in ({lo:g}, {threshold:g}] counts as a copy when "
         f"verified geometrically; none of this index's {n} nulls in that band verified "
         f"({counts})")}
