@@ -65,6 +65,15 @@ def test_a_separating_baseline_gives_no_warning():
     assert summary["checkpoints"]["m"]["baseline_comparison"] == "informative"
 
 
+def region_generations(rows: list[tuple]) -> pa.Table:
+    """Generations of checkpoint "m" from (top-1 sim, region sim, region_verified) rows."""
+    return pa.Table.from_pylist(
+        [{"gen_id": f"m/{i}/0", "checkpoint": "m", "prompt": f"p{i}", "top1_sim": top1,
+          "source_sim": top1, "top1_id": None, "region_sim": region, "region_verified": verified}
+         for i, (top1, region, verified) in enumerate(rows)],
+        schema=GENERATION_SCHEMA)
+
+
 def test_a_region_match_rejected_by_geometry_is_not_counted_as_replicated():
     """A generation above the region threshold counts as replicated unless geometric
     verification rejected its match (region_verified False); unverified (None) and verified
@@ -76,11 +85,7 @@ def test_a_region_match_rejected_by_geometry_is_not_counted_as_replicated():
             (0.3, 0.8, None),    # region only, not verified: counted
             (0.3, 0.8, True),    # region only, verified: counted
             (0.3, 0.4, None)]    # neither
-    table = pa.Table.from_pylist(
-        [{"gen_id": f"m/{i}/0", "checkpoint": "m", "prompt": f"p{i}", "top1_sim": top1,
-          "source_sim": top1, "top1_id": None, "region_sim": region, "region_verified": verified}
-         for i, (top1, region, verified) in enumerate(rows)],
-        schema=GENERATION_SCHEMA)
+    table = region_generations(rows)
     calibration = RegionCalibration(threshold=0.6, floor=0.5, margin=0.05, nulls={},
                                     decided_by="floor", reason="test")
     region_baseline = pa.table({"id": np.arange(4), "region_similarity": np.float32([0.2] * 4)})
@@ -106,11 +111,7 @@ def test_a_verified_region_match_in_the_rescue_band_counts_and_nothing_else_belo
             (0.3, 0.55, None),   # in the band, not verified
             (0.3, 0.35, True),   # verified but below the band
             (0.3, 0.7, None)]    # above the threshold: a copy as before
-    table = pa.Table.from_pylist(
-        [{"gen_id": f"m/{i}/0", "checkpoint": "m", "prompt": f"p{i}", "top1_sim": top1,
-          "source_sim": top1, "top1_id": None, "region_sim": region, "region_verified": verified}
-         for i, (top1, region, verified) in enumerate(rows)],
-        schema=GENERATION_SCHEMA)
+    table = region_generations(rows)
     calibration = RegionCalibration(threshold=0.6, floor=0.6, margin=0.05, nulls={},
                                     decided_by="floor", reason="test")
     region_baseline = pa.table({"id": np.arange(4), "region_similarity": np.float32([0.2] * 4)})
