@@ -155,11 +155,8 @@ def inbound_edges(urls: list[str], partition: int) -> tuple[np.ndarray, np.ndarr
     if rows:
         if len(keys):
             rows.append(components.unpacked(keys))
-        u, v = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
-        order = np.lexsort((v, u))
-        u, v = u[order], v[order]
-        first = np.r_[True, (u[1:] != u[:-1]) | (v[1:] != v[:-1])] if len(u) else np.zeros(0, bool)
-        return u[first], v[first]
+        return components.unique_edges(np.concatenate([r[0] for r in rows]),
+                                       np.concatenate([r[1] for r in rows]))
     return components.unpacked(keys)
 
 
