@@ -201,14 +201,19 @@ def test_embed_completes_while_the_object_store_spills(demo_corpus, tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": False, "object_store_memory": 80 * 2**20,
         "_system_config": {"object_spilling_config": json.dumps(
-            {"type": "filesystem", "params": {"directory_path": str(spill)}})}})
+            {"type": "filesystem", "params": {"directory_path": str(spill)}}),
+            # Ray refuses to spill once its disk is 95% full (CI's disk was, at 8 GB free);
+            # this test spills 320 MB
+            "local_fs_capacity_threshold": 1.0}})
     filler = None
     try:
         shards = replicate_shards(demo_corpus[0], tmp_path / "shards", 4)
         calm = _embed_with_peak_rss(cluster, shards, tmp_path / "calm")
-        filler = subprocess.Popen([sys.executable, "-c", FILLER, cluster.address, "16"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert filler.stdout.readline().strip() == "filled"
+        filler_log = tmp_path / "filler.log"
+        with open(filler_log, "w") as log:
+            filler = subprocess.Popen([sys.executable, "-c", FILLER, cluster.address, "16"],
+                                      stdout=subprocess.PIPE, stderr=log, text=True)
+        assert filler.stdout.readline().strip() == "filled", filler_log.read_text()[-3000:]
         spilled = sum(f.stat().st_size for f in spill.rglob("*") if f.is_file())
         assert spilled >= 200 * 2**20  # most of the 320 MB went to disk
         spilling = _embed_with_peak_rss(cluster, shards, tmp_path / "spilling")
