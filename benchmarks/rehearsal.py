@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from benchmarks.common import WorkerRss, measured_commit, raylet_pids, write_results
 from diffrep import storage
 from diffrep.embed.layout import METADATA_SCHEMA, ModelOutput
+from diffrep.routing import mix64
 
 MODEL = "sscd_onnx"
 GENERIC_CAPTIONS = 100
@@ -75,14 +76,9 @@ def pseudo_vectors(ids: np.ndarray, dim: int, salt: int) -> np.ndarray:
     used before gave every vector a shared component of ~0.65 of its norm, which at 512
     dims made k-means put half the corpus into two lists."""
     with np.errstate(over="ignore"):
-        h = (ids.astype(np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)
-             + np.arange(dim, dtype=np.uint64)[None, :] * np.uint64(0xBF58476D1CE4E5B9)
-             + np.uint64(salt) * np.uint64(0x94D049BB133111EB))
-        h ^= h >> np.uint64(30)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(27)
-        h *= np.uint64(0x94D049BB133111EB)
-        h ^= h >> np.uint64(31)
+        h = mix64(ids.astype(np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)
+                  + np.arange(dim, dtype=np.uint64)[None, :] * np.uint64(0xBF58476D1CE4E5B9)
+                  + np.uint64(salt) * np.uint64(0x94D049BB133111EB))
     uniform = (h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
     return ((uniform - 0.5) * np.sqrt(12.0)).astype(np.float32)
 

@@ -36,6 +36,25 @@ def partition_of(ids: np.ndarray, partition_ids: int) -> np.ndarray:
     return np.asarray(ids, np.int64) // partition_ids
 
 
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: uint64 -> uint64, a bijection in which every output bit
+    depends on every input bit (consecutive inputs give unrelated outputs)."""
+    x = np.asarray(x, np.uint64).copy()
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def hashed_partition_of(ids: np.ndarray, num_parts: int) -> np.ndarray:
+    """Partition in [0, num_parts) of each id by a hash of the id: even whatever the ids'
+    spread over their range (partition_of gives each range of ids one partition)."""
+    return (mix64(np.asarray(ids, np.int64).view(np.uint64)) % np.uint64(num_parts)).astype(np.int64)
+
+
 class RoutedWriter:
     """Writes one routed file: rows with their destination partitions, buffered up to
     `buffer_rows`, then written as one row group per destination (a destination may get

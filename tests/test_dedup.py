@@ -15,6 +15,7 @@ from diffrep.dedup.run import run_dedup
 from diffrep.executor import LocalExecutor
 from diffrep.index.builder import build
 from diffrep.index.config import IndexConfig
+from diffrep.routing import num_partitions
 from diffrep.search import Searcher, open_index
 from diffrep.synthetic import clustered_vectors, write_embeddings
 from tests.conftest import DEMO_MODEL
@@ -149,6 +150,51 @@ def test_groups_do_not_depend_on_slices_shards_or_partitions(tmp_path, rows_per_
     g = groups.to_pylist()
     assert all(r["duplicate_count"] == r["group_size"] - 1 for r in g)
     assert sum(r["is_representative"] for r in g) == len(want)
+    # each group (and its stats) whole in the part that group_part_of names
+    from diffrep.dedup.layout import group_part_of
+
+    parts = num_partitions(len(x), json.loads((tmp_path / "dedup" / MODEL / "plan.json").read_text())["partition_ids"])
+    for dataset in ("groups", "group_stats"):
+        files = sorted((tmp_path / "dedup" / MODEL / dataset).glob("part_*.parquet"))
+        assert len(files) == parts
+        for f in files:
+            gids = pq.read_table(f)["group_id"].to_numpy()
+            assert (group_part_of(gids, parts) == int(f.stem.split("_")[1])).all()
+
+
+def test_group_parts_spread_groups_whose_ids_crowd_the_first_ids_and_old_outputs_are_refused(tmp_path):
+    """A group's id is its smallest member's: in a corpus whose groups spread over the id
+    range, a group of k members has its id in the first 1/P of ids with probability
+    1 - (1 - 1/P)^k, so the large groups' ids crowd the first range partition. Parts by a
+    hash of the id hold as many groups as each other, whatever the ids. A dedup output
+    partitioned the old way (by range) is refused by the reader, naming the way out."""
+    from diffrep.config import ConfigError
+    from diffrep.dedup.layout import group_part_of
+    from diffrep.dedup.read import DedupGroups
+
+    rng = np.random.default_rng(0)
+    n, parts = 6_000_000, 60
+    sizes = rng.integers(2, 200, 20_000)
+    gids = np.array([rng.integers(0, n, s).min() for s in sizes])
+    members_by_range = np.bincount(gids // (n // parts), weights=sizes, minlength=parts)
+    members_by_hash = np.bincount(group_part_of(gids, parts), weights=sizes, minlength=parts)
+    assert members_by_range.max() > 10 * members_by_range.mean()  # the skew range routing had
+    assert members_by_hash.max() < 1.3 * members_by_hash.mean()
+    assert (group_part_of(gids, parts) == group_part_of(gids.copy(), parts)).all()
+
+    x, _ = planted()
+    root = str(tmp_path)
+    write_embeddings(root, MODEL, x, 250)
+    build(IndexConfig(root=root, model=MODEL, num_shards=1, rows_per_slice=3000, eval_queries=50),
+          LocalExecutor())
+    run_dedup(DedupConfig(root=root, model=MODEL, threshold=0.95), open_index(root, MODEL), LocalExecutor(), None)
+    plan_url = tmp_path / "dedup" / MODEL / "plan.json"
+    plan = json.loads(plan_url.read_text())
+    DedupGroups(str(tmp_path / "dedup" / MODEL))
+    del plan["group_partitioning"]
+    plan_url.write_text(json.dumps(plan))
+    with pytest.raises(ConfigError, match="earlier diffrep.*dedup.overwrite: true"):
+        DedupGroups(str(tmp_path / "dedup" / MODEL))
 
 
 def test_demo_dedup_job_finds_planted_duplicates(demo_sscd_root, tmp_path):

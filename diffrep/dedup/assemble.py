@@ -1,8 +1,8 @@
 """Group tables of one group-id partition (vectorised with pyarrow / numpy), and the job's
 summary merged from the per-partition summaries.
 
-A partition's members arrive whole (every member of a group is routed to its group id's
-partition), so group sizes, representatives and caption statistics are local to it.
+A partition's members arrive whole (every member of a group is routed to the part of its
+group id, layout.group_part_of), so group sizes, representatives and caption statistics are local to it.
 """
 
 from __future__ import annotations

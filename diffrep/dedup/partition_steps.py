@@ -8,7 +8,7 @@
   pairs (per id partition)      half-pairs + id_b's key -> pairs/part_P.parquet
   cc (per id partition, rounds) star contraction steps (diffrep.dedup.components)
   labels (per id partition)     group id of each node -> components/part_P.parquet; member
-                                rows (with metadata) routed to the group id's partition
+                                rows (with metadata) routed to group_part_of(group id)
   groups (per group partition)  groups/part_P.parquet, group_stats/part_P.parquet and the
                                 partition's summary (diffrep.dedup.assemble)
 
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from diffrep import storage
 from diffrep.dedup import components
 from diffrep.dedup.assemble import MEMBER_SCHEMA, assemble_partition
-from diffrep.dedup.layout import DedupLayout
+from diffrep.dedup.layout import DedupLayout, group_part_of
 from diffrep.dedup.pairs import EDGE_SCHEMA
 from diffrep.routing import partition_of, read_inbound, write_routed
 from diffrep.search.index import IndexHandle, open_index
@@ -173,8 +173,7 @@ def cc_step(root: str, model: str, partition: int, step: int, num_parts: int,
                                                      "edges": int(len(a))})
 
 
-def labels_step(root: str, model: str, partition: int, last_step: int, num_parts: int,
-                partition_ids: int) -> dict:
+def labels_step(root: str, model: str, partition: int, last_step: int, num_parts: int) -> dict:
     layout = DedupLayout(root, model)
     handle = open_index(root, model, verify_files=False)
     nodes, group_ids = components.star_roots(*inbound_edges(
@@ -189,8 +188,7 @@ def labels_step(root: str, model: str, partition: int, last_step: int, num_parts
     members = pa.table({"id": nodes, "group_id": group_ids, "duplicate_count": counts,
                         "key": meta["key"], "url": meta["url"], "caption": meta["caption"]},
                        schema=MEMBER_SCHEMA)
-    write_routed(layout.step_output("members", partition), members,
-                 partition_of(group_ids, partition_ids))
+    write_routed(layout.step_output("members", partition), members, group_part_of(group_ids, num_parts))
     return _finish(layout, "labels", partition, {"partition": partition, "nodes": int(len(nodes))})
 
 

@@ -11,7 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from diffrep import storage
+from diffrep.config import ConfigError
+from diffrep.dedup.layout import GROUP_PARTITIONING, group_part_of
 from diffrep.models import model_dir_name
+from diffrep.routing import num_partitions, partition_of
 
 
 def dedup_base(root: str, model: str) -> str:
@@ -31,12 +34,19 @@ class DedupGroups:
             raise FileNotFoundError(f"{base} holds no finished dedup output (summary.json missing): "
                                     f"run jobs.dedup first")
         self.base = base
-        self.partition_ids = int(storage.read_json(storage.join(base, "plan.json"))["partition_ids"])
+        plan = storage.read_json(storage.join(base, "plan.json"))
+        if plan.get("group_partitioning") != GROUP_PARTITIONING:
+            raise ConfigError(f"{base} was written by an earlier diffrep (its groups partitioned by "
+                             f"group id range): run jobs.dedup again with dedup.overwrite: true")
+        self.partition_ids = int(plan["partition_ids"])
+        self.group_parts = num_partitions(int(plan["ntotal"]), self.partition_ids)
 
-    def _parts(self, dataset: str, ids: np.ndarray, columns: list[str], column: str) -> pa.Table:
-        ids = np.unique(np.asarray(ids, np.int64))
+    def _parts(self, dataset: str, ids: np.ndarray, part_of: np.ndarray, columns: list[str],
+               column: str) -> pa.Table:
+        """Rows of `dataset` whose `column` is in `ids`, reading only the parts `part_of`
+        (the part of each id) names."""
         tables = []
-        for part in np.unique(ids // self.partition_ids).tolist():
+        for part in np.unique(part_of).tolist():
             url = storage.join(self.base, dataset, f"part_{part:05d}.parquet")
             if not storage.exists(url):
                 continue
@@ -46,12 +56,15 @@ class DedupGroups:
 
     def group_ids(self, ids: np.ndarray) -> dict[int, int]:
         """{id: group id} of the ids that are in a group of 2+ (others have no duplicate)."""
-        t = self._parts("components", ids, ["id", "group_id"], "id")
+        ids = np.asarray(ids, np.int64)
+        t = self._parts("components", ids, partition_of(ids, self.partition_ids), ["id", "group_id"], "id")
         return dict(zip(t["id"].to_pylist(), t["group_id"].to_pylist(), strict=True))
 
     def members(self, group_ids: np.ndarray) -> dict[int, list[int]]:
         """{group id: member ids ascending}."""
-        t = self._parts("groups", group_ids, ["id", "group_id"], "group_id").sort_by(
+        group_ids = np.asarray(group_ids, np.int64)
+        t = self._parts("groups", group_ids, group_part_of(group_ids, self.group_parts), ["id", "group_id"],
+                        "group_id").sort_by(
             [("group_id", "ascending"), ("id", "ascending")])
         out: dict[int, list[int]] = {}
         for i, g in zip(t["id"].to_pylist(), t["group_id"].to_pylist(), strict=True):

@@ -3,23 +3,25 @@ groups as galleries with captions and similarities."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from diffrep import storage
-from diffrep.dedup.layout import DedupLayout
+from diffrep.dedup.layout import DedupLayout, group_part_of
 from diffrep.report.html import esc, figure, page, svg_bars, table, thumbnail_data_uri
 from diffrep.search.index import IndexHandle
 
 
 def write_report(layout: DedupLayout, handle: IndexHandle, summary: dict, members_per_group: int,
-                 partition_ids: int) -> str:
-    """Write report.html (self-contained); returns its URL. Reads only the group parts of
-    the largest groups (summary["largest_groups"])."""
-    top = [g["group_id"] for g in summary["largest_groups"]]
+                 parts: int) -> str:
+    """Write report.html (self-contained); returns its URL. Reads only the group parts (of
+    `parts`) of the largest groups (summary["largest_groups"])."""
+    top = np.array([g["group_id"] for g in summary["largest_groups"]], np.int64)
+    top_parts = group_part_of(top, parts)
     stats_rows, shown = [], {}
-    for part in sorted({g // partition_ids for g in top}):
-        wanted_ids = pa.array([g for g in top if g // partition_ids == part], pa.int64())
+    for part in sorted(set(top_parts.tolist())):
+        wanted_ids = pa.array(top[top_parts == part], pa.int64())
         stats = storage.read_table(layout.part("group_stats", part))
         stats_rows += stats.filter(pc.is_in(stats["group_id"], value_set=wanted_ids)).to_pylist()
         groups = storage.read_table(layout.part("groups", part))

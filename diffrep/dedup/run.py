@@ -21,7 +21,7 @@ from diffrep.config import ConfigError
 from diffrep.dedup import partition_steps as steps
 from diffrep.dedup.assemble import merge_summaries
 from diffrep.dedup.config import DedupConfig
-from diffrep.dedup.layout import OUTPUT_DATASETS, DedupLayout
+from diffrep.dedup.layout import GROUP_PARTITIONING, OUTPUT_DATASETS, DedupLayout
 from diffrep.dedup.pairs import dedup_slice
 from diffrep.dedup.report import write_report
 from diffrep.progress import Progress
@@ -44,7 +44,7 @@ def _plan(layout: DedupLayout, cfg: DedupConfig, handle: IndexHandle, workers: i
     partition."""
     plan = {"threshold": cfg.threshold, "margin": cfg.margin, "nprobe": cfg.nprobe,
             "max_partition_ids": cfg.partition_ids, "index_generation": handle.manifest["generation"],
-            "ntotal": handle.ntotal}
+            "ntotal": handle.ntotal, "group_partitioning": GROUP_PARTITIONING}
     url = layout.path("plan.json")
     if storage.exists(url):
         started = storage.read_json(url)
@@ -136,7 +136,7 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
         log.info("dedup: components step %d (%s-star): %d change(s)", step,
                  "small" if step % 2 else "large", changes[-1])
     _run_step(executor, layout, "labels", steps.labels_step, {p: (root, model, p) for p in every},
-              {"last_step": step, "num_parts": parts, "partition_ids": span}, "nodes", cfg)
+              {"last_step": step, "num_parts": parts}, "nodes", cfg)
     seconds["components"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -150,7 +150,7 @@ def run_dedup(cfg: DedupConfig, handle: IndexHandle, executor, shard_actors: lis
     summary["component_steps"] = step + 1
     summary["routing"] = routing.as_dict()
     summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    url = write_report(layout, handle, summary, cfg.report_members, span)
+    url = write_report(layout, handle, summary, cfg.report_members, parts)
     storage.write_json(layout.path("summary.json"), summary)
     if not cfg.keep_work:
         storage.remove_tree(layout.path("work"))
