@@ -15,6 +15,7 @@ from diffrep import storage
 from diffrep.dedup.layout import DedupLayout
 
 EXAMPLE_URLS = 5
+GROUP_ROWS = 65536  # rows per row group of a groups part (sorted by group id)
 COUNT_EDGES = [0, 1, 2, 3, 4, 5, 10, 20, 50, 100, 1000]
 SIZE_EDGES = [2, 3, 4, 5, 10, 20, 50, 100, 1000]
 CAPTION_EDGES = [1, 2, 3, 4, 5, 10, 20, 100]
@@ -87,7 +88,8 @@ def assemble_partition(layout: DedupLayout, partition: int, members: pa.Table,
         "is_representative": pa.array(members["id"].to_numpy() == gid),
         "duplicate_count": members["duplicate_count"], "url": members["url"],
         "caption": members["caption"]}, schema=GROUP_SCHEMA)
-    storage.write_parquet(layout.part("groups", partition), groups)
+    # row groups of 64k rows: a reader after a few groups (report, serve) decodes 64k rows
+    storage.write_parquet(layout.part("groups", partition), groups, row_group_size=GROUP_ROWS)
     stats = group_stats(groups)
     storage.write_parquet(layout.part("group_stats", partition), stats)
     top = stats.slice(0, report_groups)

@@ -15,16 +15,17 @@ from diffrep.search.index import IndexHandle
 
 def write_report(layout: DedupLayout, handle: IndexHandle, summary: dict, members_per_group: int,
                  parts: int) -> str:
-    """Write report.html (self-contained); returns its URL. Reads only the group parts (of
-    `parts`) of the largest groups (summary["largest_groups"])."""
+    """Write report.html (self-contained); returns its URL. Reads only the rows of the
+    largest groups (summary["largest_groups"]) from the group parts (of `parts`) that hold
+    them: memory is those groups' rows and one row group, not a part."""
     top = np.array([g["group_id"] for g in summary["largest_groups"]], np.int64)
     top_parts = group_part_of(top, parts)
     stats_rows, shown = [], {}
     for part in sorted(set(top_parts.tolist())):
         wanted_ids = pa.array(top[top_parts == part], pa.int64())
-        stats = storage.read_table(layout.part("group_stats", part))
-        stats_rows += stats.filter(pc.is_in(stats["group_id"], value_set=wanted_ids)).to_pylist()
-        groups = storage.read_table(layout.part("groups", part))
+        wanted = [("group_id", "in", wanted_ids.to_pylist())]
+        stats_rows += storage.read_table(layout.part("group_stats", part), filters=wanted).to_pylist()
+        groups = storage.read_table(layout.part("groups", part), filters=wanted)
         for gid in wanted_ids.to_pylist():
             members = groups.filter(pc.equal(groups["group_id"], gid)).sort_by(
                 [("is_representative", "descending"), ("duplicate_count", "descending"),
