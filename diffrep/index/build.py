@@ -14,6 +14,7 @@ import pyarrow as pa
 from diffrep import storage
 from diffrep.embed.layout import ModelOutput
 from diffrep.index import lists
+from diffrep.index.coarse import COARSE_NPROBE, calibrate_ef, stored_ef
 from diffrep.index.keys import write_key_run
 from diffrep.index.layout import IndexLayout
 from diffrep.index.locality import renumber_lists
@@ -67,17 +68,20 @@ def training_device() -> str:
 
 def train_index(root: str, model: str, key: str, dim: int,
                 located: list[tuple[str, np.ndarray, np.ndarray]], count: int,
-                threads: int = 0) -> tuple[np.ndarray, str]:
+                threads: int = 0, coarse_recall: float = 0.99) -> tuple[np.ndarray, dict]:
     """Train an empty inner-product index `key` on the sampled vectors; returns it
-    serialized and where its coarse k-means ran. On GPUs the IVF's coarse k-means runs
-    on a flat index spread over every GPU (its `clustering_index`, as autofaiss does); the
-    rest (PQ, HNSW quantizer) trains on the CPU. The lists are then renumbered so that
-    near centroids get near ids (diffrep.index.locality)."""
+    serialized and {"training_device": where its coarse k-means ran, "coarse_quantizer":
+    the HNSW quantizer's calibrated efSearch (diffrep.index.coarse) or None}. On GPUs the
+    IVF's coarse k-means runs on a flat index spread over every GPU (its
+    `clustering_index`, as autofaiss does); the rest (PQ, HNSW quantizer) trains on the
+    CPU. The lists are then renumbered so that near centroids get near ids
+    (diffrep.index.locality), and an HNSW quantizer's efSearch set to the smallest that
+    returns `coarse_recall` of the sample's nearest COARSE_NPROBE centroids."""
     if threads:
         faiss.omp_set_num_threads(threads)
     sample = gather(root, model, located, count, dim)
     index = faiss.index_factory(dim, key, faiss.METRIC_INNER_PRODUCT)
-    device = "cpu"
+    device, coarse = "cpu", None
     if not index.is_trained:
         ivf = _ivf_of(index)
         device = training_device() if ivf is not None else "cpu"
@@ -88,7 +92,8 @@ def train_index(root: str, model: str, key: str, dim: int,
         if ivf is not None:
             ivf.clustering_index = None  # GPU resources are not part of the saved index
             renumber_lists(index)  # near lists in one shard: a query asks fewer shards
-    return serialize(index), device
+            coarse = calibrate_ef(index, sample, COARSE_NPROBE, coarse_recall)
+    return serialize(index), {"training_device": device, "coarse_quantizer": coarse}
 
 
 def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
@@ -190,10 +195,11 @@ def merge_lists(layout: IndexLayout, out_name: str, base_name: str | None, slice
     return {"file": out_name, "ntotal": int(merged.ntotal), "seconds": round(time.monotonic() - t0, 3)}
 
 
-def search_params(key: str, nprobe: int) -> str:
-    """faiss ParameterSpace string for `nprobe` (and the HNSW coarse quantizer's efSearch)."""
+def search_params(key: str, nprobe: int, ef: int | None = None) -> str:
+    """faiss ParameterSpace string for `nprobe` and the HNSW coarse quantizer's efSearch:
+    at least `ef`, the index's calibrated one (diffrep.index.coarse.stored_ef)."""
     if "HNSW" in key:
-        return f"nprobe={nprobe},efSearch={max(2 * nprobe, 16)}"
+        return f"nprobe={nprobe},efSearch={max(2 * nprobe, 16, ef or 0)}"
     return f"nprobe={nprobe}"
 
 
@@ -203,9 +209,10 @@ def sweep_shard(url: str, key: str, queries: np.ndarray, k: int, nprobes: list[i
     if threads:
         faiss.omp_set_num_threads(threads)
     index = read_index(url)
+    ef = stored_ef(index)
     out = []
     for nprobe in nprobes:
-        faiss.ParameterSpace().set_index_parameters(index, search_params(key, nprobe))
+        faiss.ParameterSpace().set_index_parameters(index, search_params(key, nprobe, ef))
         t0 = time.perf_counter()
         sims, ids = index.search(np.ascontiguousarray(queries, np.float32), k)
         out.append((nprobe, sims, ids, time.perf_counter() - t0))

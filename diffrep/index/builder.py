@@ -13,6 +13,7 @@ manifest switch commits.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -84,11 +85,12 @@ def build(cfg: IndexConfig, executor) -> dict:
                                      exclude=np.asarray(plan["eval_global"], np.int64))
         files_in_order = [EmbeddingFile(f, r, plan["dim"], "") for s in slices
                           for f, r in zip(s.files, s.rows, strict=True)]
-        [(trained, device)] = executor.map(work.train_index, [(
+        [(trained, trained_info)] = executor.map(work.train_index, [(
             cfg.root, cfg.model, plan["key"], plan["dim"], locate(positions, files_in_order),
-            len(positions), cfg.cpus_per_worker)])
-        log.info("index: k-means ran on %s", device)
-        storage.write_json(layout.path("trained.json"), {"training_device": device})
+            len(positions), cfg.cpus_per_worker, cfg.coarse_recall)])
+        log.info("index: k-means ran on %s; coarse quantizer %s", trained_info["training_device"],
+                 json.dumps(trained_info["coarse_quantizer"]))
+        storage.write_json(layout.path("trained.json"), trained_info)
         storage.write_bytes(layout.trained, np.asarray(trained).tobytes())
     timings["train_s"] = time.monotonic() - t0
     trained = np.frombuffer(storage.read_bytes(layout.trained), np.uint8)
@@ -289,14 +291,19 @@ def merge_shards(cfg: IndexConfig, layout: IndexLayout, plan: dict, manifest: di
     return shards
 
 
-def training_device_of(layout: IndexLayout) -> str:
-    """Where the trained index's k-means ran (trained.json, kept with trained.index)."""
+def trained_info(layout: IndexLayout) -> dict:
+    """Where the trained index's k-means ran and its coarse quantizer's calibration
+    (trained.json, kept with trained.index; older indexes: unknown / none)."""
     url = layout.path("trained.json")
-    return storage.read_json(url)["training_device"] if storage.exists(url) else "unknown"
+    info = storage.read_json(url) if storage.exists(url) else {}
+    return {"training_device": info.get("training_device", "unknown"),
+            "coarse_quantizer": info.get("coarse_quantizer")}
 
 
 def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[dict],
                 evaluation: dict, timings: dict) -> dict:
+    trained = trained_info(layout)
+    coarse = trained["coarse_quantizer"]
     size_bytes = 0
     for s in shards:
         fs, path = storage.filesystem(layout.path(s["file"]))
@@ -306,14 +313,16 @@ def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[
         "index_key": plan["key"], "autofaiss_key": plan["choice"]["autofaiss_key"],
         "reason": plan["choice"]["reason"], "train_size": plan["choice"]["train_size"],
         "ntotal": plan["ntotal"], "num_shards": len(shards), "generation": plan["generation"],
-        "nprobe": evaluation["nprobe"], "search_params": work.search_params(plan["key"], evaluation["nprobe"]),
+        "nprobe": evaluation["nprobe"],
+        "search_params": work.search_params(plan["key"], evaluation["nprobe"], (coarse or {}).get("ef")),
+        "coarse_quantizer": coarse,
         "recall_at_1": evaluation.get("recall_at_1"), "recall_at_10": evaluation.get("recall_at_10"),
         "ms_per_query": evaluation.get("ms_per_query"), "nprobe_sweep": evaluation["sweep"],
         "eval_queries": len(plan["eval_at"]), "size_bytes": int(size_bytes),
         "estimated_bytes": plan["choice"]["estimated_bytes"],
         "max_index_memory_usage": cfg.max_index_memory_usage,
         "build_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "training_device": training_device_of(layout),
+        "training_device": trained["training_device"],
         "embedder": embedder_of(cfg, plan),
     }
     storage.write_json(layout.infos, infos)

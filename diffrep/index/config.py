@@ -41,6 +41,9 @@ class IndexConfig(RunSettings):
     target_recall_at_10: float = field(default=0.95, metadata=helps(
         "nprobe is the smallest that reaches this recall@10 against exact search"))
     max_nprobe: int = field(default=256, metadata=helps("largest nprobe tried"))
+    coarse_recall: float = field(default=0.99, metadata=helps(
+        "share of a vector's 8 nearest centroids the HNSW coarse quantizer must return; the "
+        "build sets its efSearch to the smallest that does (diffrep.index.coarse)"))
     seed: int = field(default=0, metadata=helps("training sample and eval query seed"))
     add: bool = field(default=True, metadata=helps(
         "when an index exists: add embedding shards it does not hold, without retraining"))
@@ -75,6 +78,8 @@ def validate(cfg: IndexConfig) -> None:
                 "max_attempts", "train_points_per_centroid"):
         if getattr(cfg, key) < 1:
             errors.append(f"index.{key} must be >= 1")
+    if not 0 < cfg.coarse_recall <= 1:
+        errors.append(f"index.coarse_recall: {cfg.coarse_recall} is not in (0, 1]")
     if not 0 < cfg.target_recall_at_10 <= 1:
         errors.append("index.target_recall_at_10 must be in (0, 1]")
     if errors:

@@ -23,6 +23,7 @@ import numpy as np
 
 from diffrep import storage
 from diffrep.index.build import deserialize, search_params
+from diffrep.index.coarse import stored_ef
 from diffrep.search.index import IndexHandle
 
 
@@ -96,6 +97,7 @@ class ListRouter:
         self.first = np.array([r[0] for r in ranges], np.int64)
         self.last = np.array([r[1] for r in ranges], np.int64)
         self.stats = RoutingStats()
+        self.ef = stored_ef(trained)  # the build's calibrated efSearch (None: not HNSW)
         self._nprobe = None
 
     @classmethod
@@ -111,7 +113,7 @@ class ListRouter:
     def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(transformed queries, probed lists (Q, nprobe) int64, coarse similarities)."""
         if nprobe != self._nprobe:
-            faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe))
+            faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe, self.ef))
             self._nprobe = nprobe
         x = np.ascontiguousarray(queries, np.float32)
         for t in self.transforms:

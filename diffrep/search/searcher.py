@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 
 from diffrep.index.build import read_index, search_params
+from diffrep.index.coarse import stored_ef
 from diffrep.index.manifest import verify
 from diffrep.index.vectors import merge_topk
 from diffrep.search.index import IndexHandle
@@ -81,7 +82,7 @@ class ShardSearcher:
                  name: str | None = None, threads: int = 0, defer: bool = False):
         self._where = (url, manifest, base, name, threads)
         self.key = key
-        self._index = self._ivf = None
+        self._index = self._ivf = self._ef = None
         if not defer:
             self.open()
 
@@ -108,15 +109,16 @@ class ShardSearcher:
             faiss.omp_set_num_threads(threads)
         self._index = read_index(url, mmap=True)
         self._ivf = split_index(self._index)[1]
+        self._ef = stored_ef(self._index)
         return int(self._index.ntotal)
 
     def search(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe))
+        faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe, self._ef))
         return self.index.search(np.ascontiguousarray(queries, np.float32), k)
 
     def range_search(self, queries: np.ndarray, radius: float, nprobe: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe))
+        faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe, self._ef))
         return self.index.range_search(np.ascontiguousarray(queries, np.float32), radius)
 
     def search_lists(self, queries: np.ndarray, k: int, lists: np.ndarray, coarse: np.ndarray
