@@ -342,9 +342,20 @@ def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster, capsys
 
     spec = handle.slices[0]
     capsys.readouterr()
-    dedup_slice(root, MODEL, spec.slice_id, threshold=0.95, margin=0.2, query_batch=500,
-                partition_ids=5000, nprobe=16, progress_interval_s=0)
+    marker = dedup_slice(root, MODEL, spec.slice_id, threshold=0.95, margin=0.2, query_batch=500,
+                         partition_ids=5000, nprobe=1, progress_interval_s=0)
     batches = -(-spec.count // 500)
     lines = [ln for ln in capsys.readouterr().out.splitlines() if f"dedup slice {spec.slice_id}:" in ln]
     assert len(lines) == batches > 1, lines
     assert f"batches {batches}/{batches} (100%) | {spec.count} queries" in lines[-1], lines[-1]
+    # queries batched by their nearest list ask fewer shards per batch than in id order,
+    # with one quantizer search per query all the same: with nprobe 1 a batch's lists are
+    # one run, across at most one shard boundary (a shard's lists hold > 500 queries)
+    from diffrep.search.lists import ListRouter
+
+    router = ListRouter.of(handle)
+    in_id_order = sum(len(router.plan(handle.vectors(np.arange(s, min(s + 500, spec.id_start + spec.count))), 1))
+                      for s in range(spec.id_start, spec.id_start + spec.count, 500))
+    routing = marker["routing"]
+    assert routing["batches"] == batches and routing["quantizer_searches_per_query"] == 1.0
+    assert in_id_order == 3 * batches and routing["shard_calls"] <= 2 * batches, (routing, in_id_order)

@@ -21,8 +21,30 @@ from diffrep.logs import setup_logging
 from diffrep.progress import Progress
 from diffrep.routing import RoutedWriter, partition_of
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
+from diffrep.search.index import IndexHandle
+from diffrep.search.lists import ListRouter
 
 EDGE_SCHEMA = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("similarity", pa.float32())])
+
+
+def by_list(router: ListRouter, handle: IndexHandle, ids: np.ndarray, nprobe: int, batch: int
+            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """`ids` ordered by their nearest list, with their coarse assignment in that order
+    ((probed lists, coarse similarities), one quantizer search per id, made here in
+    batches of `batch`). Lists are numbered by locality (diffrep.index.locality) and
+    shards own runs of them, so a batch of consecutive queries probes a run of near
+    lists held by one or two shards; in id order every batch asks every shard."""
+    probed, coarse = [], []
+    for start in range(0, len(ids), batch):
+        _, p, c = router.assign(handle.vectors(ids[start:start + batch]), nprobe)
+        probed.append(p)
+        coarse.append(c)
+    if not probed:
+        return ids, (np.zeros((0, nprobe), np.int64), np.zeros((0, nprobe), np.float32))
+    probed_all, coarse_all = np.concatenate(probed), np.concatenate(coarse)
+    router.stats.quantizer_searches += len(ids)
+    order = np.argsort(probed_all[:, 0], kind="stable")
+    return ids[order], (probed_all[order], coarse_all[order])
 
 
 def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: float,
@@ -31,8 +53,10 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     """Range-search the slice's vectors against the whole index (exact re-rank); write the
     slice's routed edges, then its marker last. Logs its own progress (query batches,
     queries/s, ETA) every `progress_interval_s`: a slice of 500k queries can search for
-    many minutes. Memory: one query batch's candidates plus the routed writer's buffer
-    (streamed: not the slice's hits). Returns the marker."""
+    many minutes. On a list-partitioned index the queries go in batches of the same lists
+    (by_list). Memory: one query batch's candidates plus the routed writer's buffer
+    (streamed: not the slice's hits), and the slice's coarse assignment (12 bytes per
+    query and probe). Returns the marker."""
     t0 = time.monotonic()
     setup_logging()  # this runs in a Ray worker: its lines reach the driver's output
     layout = DedupLayout(root, model)
@@ -41,13 +65,18 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     searcher = Searcher(handle, backend, nprobe=nprobe)
     spec = next(s for s in handle.slices if s.slice_id == slice_id)
     hits = 0
-    starts = range(spec.id_start, spec.id_start + spec.count, query_batch)
+    queries = np.arange(spec.id_start, spec.id_start + spec.count, dtype=np.int64)
+    assigned = None
+    if backend.router is not None:
+        queries, assigned = by_list(backend.router, handle, queries, searcher.nprobe, query_batch)
+    starts = range(0, len(queries), query_batch)
     progress = Progress(f"dedup slice {slice_id}", len(starts), unit="batches", item="queries")
     with RoutedWriter(layout.slice_edges(slice_id), EDGE_SCHEMA) as edges:
         for start in starts:
-            ids = np.arange(start, min(start + query_batch, spec.id_start + spec.count), dtype=np.int64)
-            found = searcher.range_search(handle.vectors(ids), threshold, margin=margin, exact=True,
-                                          ordered=False)
+            ids = queries[start:start + query_batch]
+            found = searcher.range_search(
+                handle.vectors(ids), threshold, margin=margin, exact=True, ordered=False,
+                assigned=None if assigned is None else tuple(a[start:start + query_batch] for a in assigned))
             keep = ids[found.query] != found.ids
             q, h, s = ids[found.query][keep], found.ids[keep], found.sims[keep]
             src = np.concatenate([q, h])

@@ -110,22 +110,33 @@ class ListRouter:
         ranges = [(s["first_list"], s["last_list"]) for s in handle.manifest["shards"]]
         return cls(trained, handle.manifest["key"], ranges)
 
+    def transform(self, queries: np.ndarray) -> np.ndarray:
+        """The queries through the index's pre-transforms (the quantizer's input)."""
+        x = np.ascontiguousarray(queries, np.float32)
+        for t in self.transforms:
+            x = np.ascontiguousarray(t.apply_py(x), np.float32)
+        return x
+
     def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(transformed queries, probed lists (Q, nprobe) int64, coarse similarities)."""
         if nprobe != self._nprobe:
             faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe, self.ef))
             self._nprobe = nprobe
-        x = np.ascontiguousarray(queries, np.float32)
-        for t in self.transforms:
-            x = np.ascontiguousarray(t.apply_py(x), np.float32)
-        nprobe = min(nprobe, self.ivf.nlist)
-        coarse, probed = self.ivf.quantizer.search(x, nprobe)
+        x = self.transform(queries)
+        coarse, probed = self.ivf.quantizer.search(x, min(nprobe, self.ivf.nlist))
         return x, probed, coarse
 
-    def plan(self, queries: np.ndarray, nprobe: int) -> list[ShardJob]:
+    def plan(self, queries: np.ndarray, nprobe: int,
+             assigned: tuple[np.ndarray, np.ndarray] | None = None) -> list[ShardJob]:
         """The shard jobs of one batch: one quantizer search for every query, then each
-        shard gets the queries that probe one of its lists."""
-        x, probed, coarse = self.assign(queries, nprobe)
+        shard gets the queries that probe one of its lists. `assigned`: the queries'
+        (probed lists, coarse similarities) from an earlier assign(), counted there (the
+        dedup job assigns a whole slice first, to batch its queries by list)."""
+        if assigned is None:
+            x, probed, coarse = self.assign(queries, nprobe)
+            searches = len(x)
+        else:
+            x, (probed, coarse), searches = self.transform(queries), assigned, 0
         jobs = []
         for shard, (first, last) in enumerate(zip(self.first, self.last, strict=True)):
             mine = (probed >= first) & (probed <= last)
@@ -133,7 +144,7 @@ class ListRouter:
             if len(rows):
                 jobs.append(ShardJob(shard, rows, x[rows], np.where(mine[rows], probed[rows], -1),
                                      coarse[rows]))
-        self.stats.count(len(x), quantizer_searches=len(x), shard_calls=len(jobs),
+        self.stats.count(len(x), quantizer_searches=searches, shard_calls=len(jobs),
                          query_shard_pairs=sum(len(j.rows) for j in jobs))
         return jobs
 

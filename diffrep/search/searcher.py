@@ -162,12 +162,12 @@ class _Shards:
         jobs = self.router.plan(q, nprobe)
         return ListRouter.scatter_topk(len(q), jobs, self._each(jobs, "search_lists", k), k)
 
-    def range_search(self, queries, radius, nprobe):
+    def range_search(self, queries, radius, nprobe, assigned=None):
         q = np.ascontiguousarray(queries, np.float32)
         if self.router is None:
             self._count_fan_out(len(q))
             return self._fan_out("range_search", q, radius, nprobe)
-        jobs = self.router.plan(q, nprobe)
+        jobs = self.router.plan(q, nprobe, assigned)
         return ListRouter.scatter_range(len(q), jobs, self._each(jobs, "range_search_lists", radius))
 
 
@@ -255,17 +255,20 @@ class Searcher:
         return Hits(np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1))
 
     def range_search(self, queries: np.ndarray, threshold: float, margin: float = 0.1,
-                     exact: bool = True, ordered: bool = True) -> RangeHits:
+                     exact: bool = True, ordered: bool = True,
+                     assigned: tuple[np.ndarray, np.ndarray] | None = None) -> RangeHits:
         """Every neighbour with similarity > threshold. The approximate search takes
         candidates down to threshold - margin (PQ distances err both ways); with exact=True
         the threshold then applies to true inner products from the stored embeddings
-        (an index of exact codes, IVF*,Flat, already gives them: no margin, no re-read)."""
+        (an index of exact codes, IVF*,Flat, already gives them: no margin, no re-read).
+        `assigned`: the queries' coarse assignment already made (ListRouter.assign), on a
+        list-partitioned index."""
         q = self._check(queries)
         if self.exact_codes:
             exact = False
         radius = threshold - margin if exact else threshold
         qs, ids, sims = [], [], []
-        for lims, dist, lab in self.backend.range_search(q, radius, self.nprobe):
+        for lims, dist, lab in self.backend.range_search(q, radius, self.nprobe, assigned):
             counts = np.diff(lims).astype(np.int64)
             qs.append(np.repeat(np.arange(len(q)), counts))
             ids.append(lab.astype(np.int64))
