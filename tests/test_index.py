@@ -102,11 +102,12 @@ def test_exact_rerank_returns_true_similarities(corpus, pq_index):
     assert np.all(np.diff(hits.sims, axis=1) <= 1e-7)
 
 
-def test_range_search_with_rerank_applies_threshold_to_true_similarities(corpus, pq_index):
+def test_range_search_with_rerank_applies_threshold_to_true_similarities(corpus, pq_index, monkeypatch):
     x, queries = corpus
     root, _, _ = pq_index
     searcher = Searcher(open_index(root, MODEL))
     threshold = 0.5
+    monkeypatch.setattr(Searcher._pair_sims, "__defaults__", (7,))  # re-ranked 7 pairs at a time
     got = searcher.range_search(queries[:100], threshold, margin=0.15)
     sims = queries[:100] @ x.T
     want = set(zip(*np.nonzero(sims > threshold), strict=True))

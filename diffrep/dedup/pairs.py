@@ -33,7 +33,9 @@ def by_list(router: ListRouter, handle: IndexHandle, ids: np.ndarray, nprobe: in
     ((probed lists, coarse similarities), one quantizer search per id, made here in
     batches of `batch`). Lists are numbered by locality (diffrep.index.locality) and
     shards own runs of them, so a batch of consecutive queries probes a run of near
-    lists held by one or two shards; in id order every batch asks every shard."""
+    lists held by one or two shards; in id order every batch asks every shard. The price:
+    a batch holds whole duplicate groups (their members share lists), so its hits come in
+    bursts, and the slice's vectors are read twice."""
     probed, coarse = [], []
     for start in range(0, len(ids), batch):
         _, p, c = router.assign(handle.vectors(ids[start:start + batch]), nprobe)
@@ -53,8 +55,8 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     """Range-search the slice's vectors against the whole index (exact re-rank); write the
     slice's routed edges, then its marker last. Logs its own progress (query batches,
     queries/s, ETA) every `progress_interval_s`: a slice of 500k queries can search for
-    many minutes. On a list-partitioned index the queries go in batches of the same lists
-    (by_list). Memory: one query batch's candidates plus the routed writer's buffer
+    many minutes. On a list-partitioned index of several shards the queries go in batches
+    of the same lists (by_list). Memory: one query batch's candidates plus the routed writer's buffer
     (streamed: not the slice's hits), and the slice's coarse assignment (12 bytes per
     query and probe). Returns the marker."""
     t0 = time.monotonic()
@@ -67,7 +69,7 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     hits = 0
     queries = np.arange(spec.id_start, spec.id_start + spec.count, dtype=np.int64)
     assigned = None
-    if backend.router is not None:
+    if backend.router is not None and len(handle.shard_files()) > 1:  # one shard: no calls to save
         queries, assigned = by_list(backend.router, handle, queries, searcher.nprobe, query_batch)
     starts = range(0, len(queries), query_batch)
     progress = Progress(f"dedup slice {slice_id}", len(starts), unit="batches", item="queries")

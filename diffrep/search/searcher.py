@@ -44,6 +44,7 @@ Rerank = Literal["none", "exact", "split_product"]
 # Keys whose codes are the vectors themselves (float32 of the stored embeddings): their
 # similarities are already the true ones, so range search needs no margin or re-rank.
 EXACT_CODES = re.compile(r"IVF\d+(_HNSW\d+)?,Flat")
+RERANK_BLOCK = 65536  # pairs re-ranked at once by range_search
 
 
 @dataclass
@@ -277,9 +278,7 @@ class Searcher:
         ids_ = np.concatenate(ids) if ids else np.zeros(0, np.int64)
         sims_ = np.concatenate(sims) if sims else np.zeros(0, np.float32)
         if exact and len(ids_):
-            uniq, inv = np.unique(ids_, return_inverse=True)
-            vecs = self.handle.vectors(uniq)
-            sims_ = np.einsum("nd,nd->n", q[query], vecs[inv]).astype(np.float32)
+            sims_ = self._pair_sims(q, query, ids_)
         keep = sims_ > threshold
         query, ids_, sims_ = query[keep], ids_[keep], sims_[keep]
         if not ordered:  # callers that route hits onward (dedup) need no order
@@ -322,6 +321,19 @@ class Searcher:
                         np.pad(take(glob), ((0, 0), (0, pad)), constant_values=-np.inf),
                         np.pad(boxes, ((0, 0), (0, pad), (0, 0))))
         return Hits(ids_k, take(score).astype(np.float32), take(glob).astype(np.float32), boxes)
+
+    def _pair_sims(self, q: np.ndarray, query: np.ndarray, ids: np.ndarray,
+                   block: int = RERANK_BLOCK) -> np.ndarray:
+        """Exact similarity of each pair (q[query[i]], stored vector ids[i]). Each distinct
+        stored vector is read once; memory: those vectors plus one block of `block` pairs'
+        gathered vectors (a batch whose queries share a large duplicate group can have
+        millions of pairs: gathered at once, 2 x 256 bytes each at 64 dims)."""
+        uniq, inv = np.unique(ids, return_inverse=True)
+        vecs = self.handle.vectors(uniq)
+        out = np.empty(len(ids), np.float32)
+        for s in range(0, len(ids), block):
+            out[s:s + block] = np.einsum("nd,nd->n", q[query[s:s + block]], vecs[inv[s:s + block]])
+        return out
 
     def _true_sims(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact similarity of each query (Q, dim) to its candidates `ids` (Q, C), -inf
