@@ -25,6 +25,7 @@ from benchmarks.common import write_results
 from diffrep import storage
 from diffrep.embed.layout import ModelOutput
 from diffrep.index.build import deserialize
+from diffrep.index.coarse import hnsw_quantizer, nearest_centroids, probe_recall
 from diffrep.index.layout import IndexLayout
 from diffrep.index.vectors import load_npy
 
@@ -42,26 +43,19 @@ def sample_queries(root: str, model: str, n: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(out))
 
 
-def coarse_recall(quantizer: faiss.Index, queries: np.ndarray, nprobe: int, efs: list[int]) -> list[dict]:
-    """For each efSearch: recall of the nprobe lists (share of the exact nprobe nearest
-    centroids returned) and microseconds per query, one thread; the flat search's own
-    cost comes first (ef None)."""
+def coarse_recall(quantizer: faiss.IndexHNSW, queries: np.ndarray, nprobe: int, efs: list[int]) -> list[dict]:
+    """For each efSearch: recall of the nprobe lists (diffrep.index.coarse.probe_recall,
+    the build's own measure) and microseconds per query, one thread; the flat search's
+    own cost comes first (ef None)."""
     faiss.omp_set_num_threads(1)
-    hnsw = faiss.downcast_index(quantizer)
-    centroids = hnsw.reconstruct_n(0, hnsw.ntotal)
-    flat = faiss.IndexFlatIP(centroids.shape[1])
-    flat.add(centroids)
     t0 = time.perf_counter()
-    _, truth = flat.search(queries, nprobe)
+    truth = nearest_centroids(quantizer, queries, nprobe)
     rows = [{"ef": None, "recall": 1.0, "us_per_query": round((time.perf_counter() - t0) / len(queries) * 1e6, 2)}]
     for ef in efs:
-        hnsw.hnsw.efSearch = ef
         t0 = time.perf_counter()
-        _, got = hnsw.search(queries, nprobe)
-        seconds = time.perf_counter() - t0
-        hit = (got[:, :, None] == truth[:, None, :]).any(axis=2).sum()
-        rows.append({"ef": ef, "recall": round(float(hit / truth.size), 5),
-                     "us_per_query": round(seconds / len(queries) * 1e6, 2)})
+        recall = probe_recall(quantizer, truth, queries, ef)
+        rows.append({"ef": ef, "recall": round(recall, 5),
+                     "us_per_query": round((time.perf_counter() - t0) / len(queries) * 1e6, 2)})
     return rows
 
 
@@ -77,7 +71,7 @@ def main() -> None:
     trained = deserialize(np.frombuffer(storage.read_bytes(IndexLayout(args.root, args.model).trained), np.uint8))
     ivf = faiss.extract_index_ivf(trained)
     queries = sample_queries(args.root, args.model, args.queries)
-    rows = coarse_recall(ivf.quantizer, queries, args.nprobe, [int(e) for e in args.efs.split(",")])
+    rows = coarse_recall(hnsw_quantizer(trained), queries, args.nprobe, [int(e) for e in args.efs.split(",")])
     result = {"nlist": int(ivf.nlist), "dim": int(queries.shape[1]),
               "nprobe": args.nprobe, "queries": len(queries), "rows": rows}
     write_results(args.out, result)

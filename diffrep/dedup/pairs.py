@@ -28,7 +28,7 @@ EDGE_SCHEMA = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("similarity"
 
 
 def by_list(router: ListRouter, handle: IndexHandle, ids: np.ndarray, nprobe: int, batch: int
-            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """`ids` ordered by their nearest list, with their coarse assignment in that order
     ((probed lists, coarse similarities), one quantizer search per id, made here in
     batches of `batch`). Lists are numbered by locality (diffrep.index.locality) and
@@ -36,15 +36,14 @@ def by_list(router: ListRouter, handle: IndexHandle, ids: np.ndarray, nprobe: in
     lists held by one or two shards; in id order every batch asks every shard. The price:
     a batch holds whole duplicate groups (their members share lists), so its hits come in
     bursts, and the slice's vectors are read twice."""
+    if not len(ids):
+        return ids, None
     probed, coarse = [], []
     for start in range(0, len(ids), batch):
         _, p, c = router.assign(handle.vectors(ids[start:start + batch]), nprobe)
         probed.append(p)
         coarse.append(c)
-    if not probed:
-        return ids, (np.zeros((0, nprobe), np.int64), np.zeros((0, nprobe), np.float32))
     probed_all, coarse_all = np.concatenate(probed), np.concatenate(coarse)
-    router.stats.quantizer_searches += len(ids)
     order = np.argsort(probed_all[:, 0], kind="stable")
     return ids[order], (probed_all[order], coarse_all[order])
 

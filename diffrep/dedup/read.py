@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from diffrep import storage
@@ -50,8 +49,7 @@ class DedupGroups:
             url = storage.join(self.base, dataset, f"part_{part:05d}.parquet")
             if not storage.exists(url):
                 continue
-            t = storage.read_table(url, columns=columns)
-            tables.append(t.filter(pc.is_in(t[column], value_set=pa.array(ids, pa.int64()))))
+            tables.append(storage.read_table(url, columns=columns, filters=[(column, "in", ids.tolist())]))
         return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.int64()) for c in columns})
 
     def group_ids(self, ids: np.ndarray) -> dict[int, int]:

@@ -40,6 +40,14 @@ def stored_ef(index: faiss.Index) -> int | None:
     return None if quantizer is None else int(quantizer.hnsw.efSearch)
 
 
+def nearest_centroids(quantizer: faiss.Index, queries: np.ndarray, nprobe: int) -> np.ndarray:
+    """Each query's exact `nprobe` nearest centroids (Q, nprobe): a flat search over the
+    quantizer's own centroids."""
+    flat = faiss.IndexFlat(quantizer.d, quantizer.metric_type)
+    flat.add(quantizer.reconstruct_n(0, quantizer.ntotal))
+    return flat.search(queries, nprobe)[1]
+
+
 def probe_recall(quantizer: faiss.IndexHNSW, truth: np.ndarray, queries: np.ndarray, ef: int) -> float:
     """Share of each query's exact nearest centroids (`truth`, (Q, nprobe)) that the HNSW
     quantizer returns at efSearch `ef`."""
@@ -66,9 +74,7 @@ def calibrate_ef(index: faiss.Index, sample: np.ndarray, nprobe: int, target: fl
         for i in range(top.chain.size()):
             q = np.ascontiguousarray(faiss.downcast_VectorTransform(top.chain.at(i)).apply_py(q), np.float32)
     nprobe = min(nprobe, quantizer.ntotal)
-    flat = faiss.IndexFlat(quantizer.d, quantizer.metric_type)
-    flat.add(quantizer.reconstruct_n(0, quantizer.ntotal))
-    _, truth = flat.search(q, nprobe)
+    truth = nearest_centroids(quantizer, q, nprobe)
     tried: dict[int, float] = {}
     for ef in (e for e in EF_STEPS if e >= max(16, 2 * nprobe)):
         tried[ef] = round(probe_recall(quantizer, truth, q, ef), 5)

@@ -118,25 +118,26 @@ class ListRouter:
         return x
 
     def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(transformed queries, probed lists (Q, nprobe) int64, coarse similarities)."""
+        """(transformed queries, probed lists (Q, nprobe) int64, coarse similarities); one
+        quantizer search per query, counted in `stats`."""
         if nprobe != self._nprobe:
             faiss.ParameterSpace().set_index_parameters(self.index, search_params(self.key, nprobe, self.ef))
             self._nprobe = nprobe
         x = self.transform(queries)
         coarse, probed = self.ivf.quantizer.search(x, min(nprobe, self.ivf.nlist))
+        self.stats.quantizer_searches += len(x)
         return x, probed, coarse
 
     def plan(self, queries: np.ndarray, nprobe: int,
              assigned: tuple[np.ndarray, np.ndarray] | None = None) -> list[ShardJob]:
         """The shard jobs of one batch: one quantizer search for every query, then each
         shard gets the queries that probe one of its lists. `assigned`: the queries'
-        (probed lists, coarse similarities) from an earlier assign(), counted there (the
-        dedup job assigns a whole slice first, to batch its queries by list)."""
+        (probed lists, coarse similarities) from an earlier assign() (the dedup job assigns
+        a whole slice first, to batch its queries by list)."""
         if assigned is None:
             x, probed, coarse = self.assign(queries, nprobe)
-            searches = len(x)
         else:
-            x, (probed, coarse), searches = self.transform(queries), assigned, 0
+            x, (probed, coarse) = self.transform(queries), assigned
         jobs = []
         for shard, (first, last) in enumerate(zip(self.first, self.last, strict=True)):
             mine = (probed >= first) & (probed <= last)
@@ -144,7 +145,7 @@ class ListRouter:
             if len(rows):
                 jobs.append(ShardJob(shard, rows, x[rows], np.where(mine[rows], probed[rows], -1),
                                      coarse[rows]))
-        self.stats.count(len(x), quantizer_searches=searches, shard_calls=len(jobs),
+        self.stats.count(len(x), quantizer_searches=0, shard_calls=len(jobs),  # searches: in assign
                          query_shard_pairs=sum(len(j.rows) for j in jobs))
         return jobs
 
