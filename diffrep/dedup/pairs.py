@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from diffrep import storage
 from diffrep.dedup.layout import DedupLayout
+from diffrep.index.vectors import load_npy
 from diffrep.logs import setup_logging
 from diffrep.progress import Progress
 from diffrep.routing import RoutedWriter, partition_of
@@ -48,16 +49,27 @@ def by_list(router: ListRouter, handle: IndexHandle, ids: np.ndarray, nprobe: in
     return ids[order], (probed_all[order], coarse_all[order])
 
 
+def stored_probes(handle: IndexHandle, slice_id: int) -> np.ndarray | None:
+    """The probed lists of the slice's vectors recorded by the add (diffrep.index.probes),
+    (count, STORED_PROBES) int32 in id order, memory-mapped; None for an index built
+    before it recorded them."""
+    name = handle.layout.probes_name(slice_id)
+    return load_npy(handle.layout.path(name)) if name in handle.manifest["files"] else None
+
+
 def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: float,
                 query_batch: int, partition_ids: int, shard_actors: list | None = None,
                 nprobe: int | None = None, progress_interval_s: float = 60.0) -> dict:
     """Range-search the slice's vectors against the whole index (exact re-rank); write the
     slice's routed edges, then its marker last. Logs its own progress (query batches,
     queries/s, ETA) every `progress_interval_s`: a slice of 500k queries can search for
-    many minutes. On a list-partitioned index of several shards the queries go in batches
-    of the same lists (by_list). Memory: one query batch's candidates plus the routed writer's buffer
-    (streamed: not the slice's hits), and the slice's coarse assignment (12 bytes per
-    query and probe). Returns the marker."""
+    many minutes. Each query's probes are those the add recorded (ListRouter.assign_stored;
+    for an index built before it recorded them, or a larger nprobe: the coarse
+    quantizer's). On several shards the queries go in batches of the same lists (one
+    shard: in id order). Memory: one query batch's candidates plus the routed writer's
+    buffer (streamed: not the slice's hits), and the slice's probes (memory-mapped, and in batch
+    order on several shards: 32 bytes per query; an older index: its coarse assignment,
+    12 bytes per query and probe). Returns the marker."""
     t0 = time.monotonic()
     setup_logging()  # this runs in a Ray worker: its lines reach the driver's output
     layout = DedupLayout(root, model)
@@ -67,17 +79,31 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     spec = next(s for s in handle.slices if s.slice_id == slice_id)
     hits = 0
     queries = np.arange(spec.id_start, spec.id_start + spec.count, dtype=np.int64)
-    assigned = None
-    if backend.router is not None and len(handle.shard_files()) > 1:  # one shard: no calls to save
-        queries, assigned = by_list(backend.router, handle, queries, searcher.nprobe, query_batch)
+    router, several = backend.router, len(handle.shard_files()) > 1
+    assigned = probes = None
+    if router is not None:
+        probes = stored_probes(handle, slice_id)
+        if probes is not None and not router.can_use_stored(probes.shape[1], searcher.nprobe):
+            probes = None
+    if probes is not None:  # the add's own probes: no quantizer search
+        if several:  # one shard: no calls to save, and id order spreads a group's hits
+            order = np.argsort(probes[:, 0], kind="stable")
+            queries, probes = queries[order], probes[order]
+    elif router is not None and several:
+        queries, assigned = by_list(router, handle, queries, searcher.nprobe, query_batch)
     starts = range(0, len(queries), query_batch)
     progress = Progress(f"dedup slice {slice_id}", len(starts), unit="batches", item="queries")
     with RoutedWriter(layout.slice_edges(slice_id), EDGE_SCHEMA) as edges:
         for start in starts:
             ids = queries[start:start + query_batch]
-            found = searcher.range_search(
-                handle.vectors(ids), threshold, margin=margin, exact=True, ordered=False,
-                assigned=None if assigned is None else tuple(a[start:start + query_batch] for a in assigned))
+            vectors = handle.vectors(ids)
+            batch_assigned = None
+            if probes is not None:
+                batch_assigned = router.assign_stored(vectors, probes[start:start + query_batch], searcher.nprobe)
+            elif assigned is not None:
+                batch_assigned = tuple(a[start:start + query_batch] for a in assigned)
+            found = searcher.range_search(vectors, threshold, margin=margin, exact=True, ordered=False,
+                                          assigned=batch_assigned)
             keep = ids[found.query] != found.ids
             q, h, s = ids[found.query][keep], found.ids[keep], found.sims[keep]
             src = np.concatenate([q, h])

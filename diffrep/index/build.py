@@ -19,6 +19,7 @@ from diffrep.index.keys import write_key_run
 from diffrep.index.layout import IndexLayout
 from diffrep.index.locality import renumber_lists
 from diffrep.index.plan import SliceSpec
+from diffrep.index.probes import add_with_probes
 from diffrep.index.vectors import exact_topk, load_npy, merge_topk, read_rows
 
 ADD_BATCH = 65536
@@ -35,6 +36,13 @@ def serialize(index: faiss.Index) -> np.ndarray:
 
 def deserialize(data: np.ndarray) -> faiss.Index:
     return faiss.deserialize_index(np.asarray(data, np.uint8))
+
+
+def write_npy(url: str, array: np.ndarray) -> None:
+    """`array` as .npy (never pickled), atomically."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    storage.write_bytes(url, buf.getvalue())
 
 
 def write_index(url: str, index: faiss.Index) -> None:
@@ -107,7 +115,7 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
               eval_queries: np.ndarray, eval_k: int, threads: int = 0, key_parts: int | None = None) -> dict:
     """Add one slice's vectors (ids id_start..) to a copy of the trained index.
 
-    Writes the part index, the slice's id map, its key run (routed to `key_parts` key
+    Writes the part index, its vectors' probed lists (diffrep.index.probes), the slice's id map, its key run (routed to `key_parts` key
     index partitions, when given) and the exact top-k of the eval queries within the
     slice, then the completion marker last. Returns the marker's content.
     """
@@ -119,6 +127,7 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
     best_s = np.full((len(eval_queries), eval_k), -np.inf, np.float32)
     best_i = np.full((len(eval_queries), eval_k), -1, np.int64)
     tables = []
+    probes = [] if _ivf_of(index) is not None else None
     next_id = spec.id_start
     for shard, rows in zip(spec.files, spec.rows, strict=True):
         vectors = load_npy(out.embeddings(shard))
@@ -132,7 +141,10 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
         for start in range(0, rows, ADD_BATCH):
             block = np.ascontiguousarray(vectors[start:start + ADD_BATCH], np.float32)
             ids = np.arange(next_id + start, next_id + start + len(block), dtype=np.int64)
-            index.add_with_ids(block, ids)
+            if probes is None:
+                index.add_with_ids(block, ids)
+            else:  # one quantizer search: the list, and the probes the dedup job reads back
+                probes.append(add_with_probes(index, block, ids))
             if len(eval_queries):
                 best_s, best_i = merge_topk(
                     [(best_s, best_i), exact_topk(eval_queries, block, ids, eval_k)], eval_k)
@@ -144,6 +156,8 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
         next_id += rows
     write_index(layout.part(spec.slice_id), index)
     lists.write_sizes(layout.part_sizes(spec.slice_id), lists.list_sizes(index))
+    if probes is not None:
+        write_npy(layout.path(layout.probes_name(spec.slice_id)), np.concatenate(probes) if probes else np.zeros((0, 1), np.int32))
     idmap = pa.concat_tables(tables)
     storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), idmap, row_group_size=IDMAP_ROW_GROUP)
     if key_parts:

@@ -68,7 +68,7 @@ def build(cfg: IndexConfig, executor) -> dict:
         storage.write_json(layout.plan, plan)
     else:
         log.info("index: resuming the build of generation %d", generation)
-    for d in ("parts", "ids", "eval", ""):
+    for d in ("parts", "ids", "probes", "eval", ""):
         storage.remove_stale_temporaries(layout.path(d) if d else layout.base)
 
     timings: dict[str, float] = {}
@@ -342,7 +342,8 @@ def commit(layout: IndexLayout, plan: dict, shards: list[dict], slices: list[Sli
     names = ([s["file"] for s in shards] + [layout.idmap_name(s.slice_id) for s in slices]
              + [layout.eval_name(s.slice_id) for s in slices] + key_files
              + ["index_infos.json", "trained.index"]
-             + (["trained.json"] if storage.exists(layout.path("trained.json")) else []))
+             + [n for n in ["trained.json"] + [layout.probes_name(s.slice_id) for s in slices]
+                if storage.exists(layout.path(n))])  # none of these in indexes built before them
     manifest = {k: plan[k] for k in ("generation", "model", "dim", "key", "choice", "ntotal",
                                      "num_shards", "eval_global", "eval_at")}
     manifest.update({"partition": "lists", "slices": [s.to_json() for s in slices], "shards": shards,

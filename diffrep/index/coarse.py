@@ -56,6 +56,30 @@ def probe_recall(quantizer: faiss.IndexHNSW, truth: np.ndarray, queries: np.ndar
     return float((got[:, :, None] == truth[:, None, :]).any(axis=2).sum() / truth.size)
 
 
+def pre_transforms(index: faiss.Index) -> list:
+    """The vector transforms of an IndexPreTransform, in order (none for another index)."""
+    top = faiss.downcast_index(index)
+    if not isinstance(top, faiss.IndexPreTransform):
+        return []
+    return [faiss.downcast_VectorTransform(top.chain.at(i)) for i in range(top.chain.size())]
+
+
+def apply_transforms(transforms: list, x: np.ndarray) -> np.ndarray:
+    """`x` (raw vectors) through `transforms` (pre_transforms'): the IVF's own input."""
+    x = np.ascontiguousarray(x, np.float32)
+    for t in transforms:
+        x = np.ascontiguousarray(t.apply_py(x), np.float32)
+    return x
+
+
+def transformed_sample(index: faiss.Index, sample: np.ndarray, queries: int = 2000, seed: int = 0) -> np.ndarray:
+    """`queries` rows of `sample` (raw vectors) drawn at random, through the index's
+    trained pre-transforms: the coarse quantizer's input."""
+    rng = np.random.default_rng(seed)
+    return apply_transforms(pre_transforms(index),
+                            sample[rng.choice(len(sample), min(queries, len(sample)), replace=False)])
+
+
 def calibrate_ef(index: faiss.Index, sample: np.ndarray, nprobe: int, target: float = 0.99,
                  queries: int = 2000) -> dict | None:
     """Set the smallest efSearch of EF_STEPS (at least faiss's 16 and 2 x nprobe) whose
@@ -66,13 +90,7 @@ def calibrate_ef(index: faiss.Index, sample: np.ndarray, nprobe: int, target: fl
     quantizer = hnsw_quantizer(index)
     if quantizer is None:
         return None
-    rng = np.random.default_rng(0)
-    q = np.ascontiguousarray(sample[rng.choice(len(sample), min(queries, len(sample)), replace=False)],
-                             np.float32)
-    top = faiss.downcast_index(index)
-    if isinstance(top, faiss.IndexPreTransform):
-        for i in range(top.chain.size()):
-            q = np.ascontiguousarray(faiss.downcast_VectorTransform(top.chain.at(i)).apply_py(q), np.float32)
+    q = transformed_sample(index, sample, queries)
     nprobe = min(nprobe, quantizer.ntotal)
     truth = nearest_centroids(quantizer, q, nprobe)
     tried: dict[int, float] = {}

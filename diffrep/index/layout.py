@@ -67,6 +67,11 @@ class IndexLayout:
         return f"ids/slice_{slice_id:05d}.parquet"
 
     @staticmethod
+    def probes_name(slice_id: int) -> str:
+        """The slice's vectors' probed lists, in id order (diffrep.index.probes)."""
+        return f"probes/slice_{slice_id:05d}.npy"
+
+    @staticmethod
     def eval_name(slice_id: int) -> str:
         return f"eval/slice_{slice_id:05d}.npz"
 

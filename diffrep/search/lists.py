@@ -23,7 +23,8 @@ import numpy as np
 
 from diffrep import storage
 from diffrep.index.build import deserialize, search_params
-from diffrep.index.coarse import stored_ef
+from diffrep.index.coarse import apply_transforms, pre_transforms, stored_ef
+from diffrep.index.probes import centroids_view, stored_assignment
 from diffrep.search.index import IndexHandle
 
 
@@ -81,11 +82,7 @@ class RoutingStats:
 
 def split_index(index: faiss.Index) -> tuple[list, faiss.IndexIVF]:
     """(the pre-transform's vector transforms, in order; the IVF index inside)."""
-    index = faiss.downcast_index(index)
-    transforms = []
-    if isinstance(index, faiss.IndexPreTransform):
-        transforms = [faiss.downcast_VectorTransform(index.chain.at(i)) for i in range(index.chain.size())]
-    return transforms, faiss.extract_index_ivf(index)
+    return pre_transforms(index), faiss.extract_index_ivf(index)
 
 
 class ListRouter:
@@ -94,6 +91,7 @@ class ListRouter:
     def __init__(self, trained: faiss.Index, key: str, ranges: list[tuple[int, int]]):
         self.index, self.key = trained, key
         self.transforms, self.ivf = split_index(trained)
+        self._centroids = None
         self.first = np.array([r[0] for r in ranges], np.int64)
         self.last = np.array([r[1] for r in ranges], np.int64)
         self.stats = RoutingStats()
@@ -112,10 +110,7 @@ class ListRouter:
 
     def transform(self, queries: np.ndarray) -> np.ndarray:
         """The queries through the index's pre-transforms (the quantizer's input)."""
-        x = np.ascontiguousarray(queries, np.float32)
-        for t in self.transforms:
-            x = np.ascontiguousarray(t.apply_py(x), np.float32)
-        return x
+        return apply_transforms(self.transforms, queries)
 
     def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(transformed queries, probed lists (Q, nprobe) int64, coarse similarities); one
@@ -127,6 +122,23 @@ class ListRouter:
         coarse, probed = self.ivf.quantizer.search(x, min(nprobe, self.ivf.nlist))
         self.stats.quantizer_searches += len(x)
         return x, probed, coarse
+
+    def can_use_stored(self, stored_probes: int, nprobe: int) -> bool:
+        """Whether indexed vectors' stored probes (diffrep.index.probes; `stored_probes`
+        per vector) serve a search at `nprobe`: enough of them, and centroids to score."""
+        if stored_probes < min(nprobe, self.ivf.nlist) or self.ivf.metric_type != faiss.METRIC_INNER_PRODUCT:
+            return False
+        try:
+            self._centroids = centroids_view(self.ivf.quantizer)
+        except TypeError:
+            return False
+        return True
+
+    def assign_stored(self, queries: np.ndarray, probes: np.ndarray, nprobe: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(probed lists, coarse similarities) of indexed vectors from their stored probes
+        (the add's own quantizer search): no quantizer search. Check can_use_stored first."""
+        return stored_assignment(self.transform(queries), probes, self._centroids, min(nprobe, self.ivf.nlist))
 
     def plan(self, queries: np.ndarray, nprobe: int,
              assigned: tuple[np.ndarray, np.ndarray] | None = None) -> list[ShardJob]:
