@@ -115,9 +115,9 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
               eval_queries: np.ndarray, eval_k: int, threads: int = 0, key_parts: int | None = None) -> dict:
     """Add one slice's vectors (ids id_start..) to a copy of the trained index.
 
-    Writes the part index, its vectors' probed lists (diffrep.index.probes), the slice's id map, its key run (routed to `key_parts` key
-    index partitions, when given) and the exact top-k of the eval queries within the
-    slice, then the completion marker last. Returns the marker's content.
+    Writes the part index, its vectors' probed lists (diffrep.index.probes), the slice's
+    id map, its key run (routed to `key_parts` key index partitions, when given) and the
+    exact top-k of the eval queries within the slice, then the completion marker last. Returns the marker's content.
     """
     if threads:
         faiss.omp_set_num_threads(threads)
@@ -156,8 +156,8 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
         next_id += rows
     write_index(layout.part(spec.slice_id), index)
     lists.write_sizes(layout.part_sizes(spec.slice_id), lists.list_sizes(index))
-    if probes is not None:
-        write_npy(layout.path(layout.probes_name(spec.slice_id)), np.concatenate(probes) if probes else np.zeros((0, 1), np.int32))
+    if probes:
+        write_npy(layout.path(layout.probes_name(spec.slice_id)), np.concatenate(probes))
     idmap = pa.concat_tables(tables)
     storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), idmap, row_group_size=IDMAP_ROW_GROUP)
     if key_parts:
