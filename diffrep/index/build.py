@@ -38,13 +38,6 @@ def deserialize(data: np.ndarray) -> faiss.Index:
     return faiss.deserialize_index(np.asarray(data, np.uint8))
 
 
-def write_npy(url: str, array: np.ndarray) -> None:
-    """`array` as .npy (never pickled), atomically."""
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    storage.write_bytes(url, buf.getvalue())
-
-
 def write_index(url: str, index: faiss.Index) -> None:
     storage.write_bytes(url, serialize(index).tobytes())
 
@@ -117,7 +110,8 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
 
     Writes the part index, its vectors' probed lists (diffrep.index.probes), the slice's
     id map, its key run (routed to `key_parts` key index partitions, when given) and the
-    exact top-k of the eval queries within the slice, then the completion marker last. Returns the marker's content.
+    exact top-k of the eval queries within the slice, then the completion marker last.
+    Returns the marker's content.
     """
     if threads:
         faiss.omp_set_num_threads(threads)
@@ -157,7 +151,7 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
     write_index(layout.part(spec.slice_id), index)
     lists.write_sizes(layout.part_sizes(spec.slice_id), lists.list_sizes(index))
     if probes:
-        write_npy(layout.path(layout.probes_name(spec.slice_id)), np.concatenate(probes))
+        storage.write_npy(layout.path(layout.probes_name(spec.slice_id)), np.concatenate(probes))
     idmap = pa.concat_tables(tables)
     storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), idmap, row_group_size=IDMAP_ROW_GROUP)
     if key_parts:

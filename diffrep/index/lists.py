@@ -35,9 +35,7 @@ def list_sizes(index: faiss.Index) -> np.ndarray:
 
 
 def write_sizes(url: str, sizes: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(sizes, np.int64), allow_pickle=False)
-    storage.write_bytes(url, buf.getvalue())
+    storage.write_npy(url, np.asarray(sizes, np.int64))
 
 
 def read_sizes(url: str) -> np.ndarray:
