@@ -17,7 +17,6 @@ import pyarrow as pa
 
 from diffrep import storage
 from diffrep.dedup.layout import DedupLayout
-from diffrep.index.vectors import load_npy
 from diffrep.logs import setup_logging
 from diffrep.progress import Progress
 from diffrep.routing import RoutedWriter, partition_of
@@ -49,14 +48,6 @@ def by_list(router: ListRouter, handle: IndexHandle, ids: np.ndarray, nprobe: in
     return ids[order], (probed_all[order], coarse_all[order])
 
 
-def stored_probes(handle: IndexHandle, slice_id: int) -> np.ndarray | None:
-    """The probed lists of the slice's vectors recorded by the add (diffrep.index.probes),
-    (count, STORED_PROBES) int32 in id order, memory-mapped; None for an index built
-    before it recorded them."""
-    name = handle.layout.probes_name(slice_id)
-    return load_npy(handle.layout.path(name)) if name in handle.manifest["files"] else None
-
-
 def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: float,
                 query_batch: int, partition_ids: int, shard_actors: list | None = None,
                 nprobe: int | None = None, progress_interval_s: float = 60.0) -> dict:
@@ -67,9 +58,9 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     for an index built before it recorded them, or a larger nprobe: the coarse
     quantizer's). On several shards the queries go in batches of the same lists (one
     shard: in id order). Memory: one query batch's candidates plus the routed writer's
-    buffer (streamed: not the slice's hits), and the slice's probes (memory-mapped, and in batch
-    order on several shards: 32 bytes per query; an older index: its coarse assignment,
-    12 bytes per query and probe). Returns the marker."""
+    buffer (streamed: not the slice's hits), and the slice's probes (memory-mapped; in
+    batch order on several shards: 32 bytes per query; an older index: its coarse
+    assignment, 12 bytes per query and probe). Returns the marker."""
     t0 = time.monotonic()
     setup_logging()  # this runs in a Ray worker: its lines reach the driver's output
     layout = DedupLayout(root, model)
@@ -82,7 +73,7 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     router, several = backend.router, len(handle.shard_files()) > 1
     assigned = probes = None
     if router is not None:
-        probes = stored_probes(handle, slice_id)
+        probes = handle.probes(slice_id)
         if probes is not None and not router.can_use_stored(probes.shape[1], searcher.nprobe):
             probes = None
     if probes is not None:  # the add's own probes: no quantizer search

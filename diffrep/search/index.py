@@ -18,6 +18,7 @@ from diffrep.index.keys import resolve as resolve_keys
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, verify
 from diffrep.index.plan import SliceSpec
+from diffrep.index.vectors import load_npy
 from diffrep.report.images import fetch_corpus_images
 from diffrep.search.idmap import IdMapReader
 from diffrep.search.stored import StoredVectors
@@ -72,6 +73,13 @@ class IndexHandle:
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored embeddings of `ids`, float32 (N, dim)."""
         return self.stored.vectors(ids, self.dim)
+
+    def probes(self, slice_id: int) -> np.ndarray | None:
+        """The probed lists the add recorded for the slice's vectors (diffrep.index.probes):
+        (count, STORED_PROBES) int32 in id order, memory-mapped; None for an index built
+        before it recorded them."""
+        name = self.layout.probes_name(slice_id)
+        return load_npy(self.layout.path(name)) if name in self.manifest["files"] else None
 
     def tokens(self, ids: np.ndarray) -> np.ndarray:
         """Stored patch tokens of `ids` (N, T, d): the embed job's save_tokens output."""

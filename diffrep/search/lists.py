@@ -91,7 +91,10 @@ class ListRouter:
     def __init__(self, trained: faiss.Index, key: str, ranges: list[tuple[int, int]]):
         self.index, self.key = trained, key
         self.transforms, self.ivf = split_index(trained)
-        self._centroids = None
+        try:  # a view of the quantizer's storage (no copy): what stored probes are scored against
+            self.centroids = centroids_view(self.ivf.quantizer)
+        except TypeError:
+            self.centroids = None
         self.first = np.array([r[0] for r in ranges], np.int64)
         self.last = np.array([r[1] for r in ranges], np.int64)
         self.stats = RoutingStats()
@@ -125,27 +128,23 @@ class ListRouter:
 
     def can_use_stored(self, stored_probes: int, nprobe: int) -> bool:
         """Whether indexed vectors' stored probes (diffrep.index.probes; `stored_probes`
-        per vector) serve a search at `nprobe`: enough of them, and centroids to score."""
-        if stored_probes < min(nprobe, self.ivf.nlist) or self.ivf.metric_type != faiss.METRIC_INNER_PRODUCT:
-            return False
-        try:
-            self._centroids = centroids_view(self.ivf.quantizer)
-        except TypeError:
-            return False
-        return True
+        per vector) serve a search at `nprobe`: enough of them, and centroids to score
+        them by inner product."""
+        return (self.centroids is not None and self.ivf.metric_type == faiss.METRIC_INNER_PRODUCT
+                and stored_probes >= min(nprobe, self.ivf.nlist))
 
     def assign_stored(self, queries: np.ndarray, probes: np.ndarray, nprobe: int
                       ) -> tuple[np.ndarray, np.ndarray]:
         """(probed lists, coarse similarities) of indexed vectors from their stored probes
         (the add's own quantizer search): no quantizer search. Check can_use_stored first."""
-        return stored_assignment(self.transform(queries), probes, self._centroids, min(nprobe, self.ivf.nlist))
+        return stored_assignment(self.transform(queries), probes, self.centroids, min(nprobe, self.ivf.nlist))
 
     def plan(self, queries: np.ndarray, nprobe: int,
              assigned: tuple[np.ndarray, np.ndarray] | None = None) -> list[ShardJob]:
         """The shard jobs of one batch: one quantizer search for every query, then each
         shard gets the queries that probe one of its lists. `assigned`: the queries'
-        (probed lists, coarse similarities) from an earlier assign() (the dedup job assigns
-        a whole slice first, to batch its queries by list)."""
+        (probed lists, coarse similarities) made already (the dedup job's: from
+        assign_stored, or an assign() of its whole slice, to batch its queries by list)."""
         if assigned is None:
             x, probed, coarse = self.assign(queries, nprobe)
         else:
