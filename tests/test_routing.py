@@ -136,6 +136,49 @@ def test_nprobe_one_asks_one_shard_per_query(pq_index):
     assert routed.backend.stats.as_dict()["shards_per_query"] < 1.25
 
 
+def test_shard_runs_search_each_query_once_per_owner_and_find_the_batch_plans_hits(pq_index):
+    """A query set searched shard by shard (ListRouter.shard_runs, the dedup path): every
+    (query, owner of a probed list) pair is in exactly one run of at most `batch` rows of
+    that owner, the calls are each shard's batches, and the hits are those of the batch
+    by batch plan over every shard."""
+    from diffrep.search.lists import ListRouter
+
+    root, x = pq_index
+    handle = open_index(root, MODEL)
+    router = ListRouter.of(handle)
+    nprobe, batch = 8, 64
+    _, probed, _ = router.assign(x[:500], nprobe)
+    probed[::7, -1] = -1  # a probe HNSW did not fill
+    shards = len(router.first)
+    owned = [(probed >= router.first[s]) & (probed <= router.last[s]) for s in range(shards)]
+    expected = {(int(r), s) for s in range(shards) for r in np.nonzero(owned[s].any(axis=1))[0]}
+    assert (router.first[1:] == router.last[:-1]).any()  # a cut splits a list: it has two owners
+    assert len({o for _, o in expected}) == shards > 1 and len(expected) > 500  # queries probe several
+    runs = router.shard_runs(probed, batch)
+    got = [(int(r), shard) for shard, rows in runs for r in rows]
+    assert len(got) == len(set(got)) and set(got) == expected
+    for shard, rows in runs:
+        assert 0 < len(rows) <= batch and np.all(np.diff(rows) > 0)
+        mine = (probed[rows] >= router.first[shard]) & (probed[rows] <= router.last[shard])
+        assert mine.any(axis=1).all()
+    per_shard = np.bincount([o for _, o in expected], minlength=shards)
+    assert len(runs) == sum(-(-int(c) // batch) for c in per_shard)
+    stats = router.stats.as_dict()
+    assert stats["batches"] == -(-500 // batch) and stats["shard_calls"] == len(runs)
+    assert stats["query_shard_pairs"] == len(expected)
+
+    searcher = Searcher(handle, LocalShards(handle), nprobe=nprobe)
+    coarse = np.where(probed >= 0, 1.0, -np.inf).astype(np.float32)  # ranks nothing: range search keeps all
+    whole = searcher.range_search(x[:500], 0.6, exact=False, ordered=False, assigned=(probed, coarse))
+    by_run = set()
+    for shard, rows in runs:
+        found = searcher.range_search(x[:500][rows], 0.6, exact=False, ordered=False,
+                                      assigned=(probed[rows], coarse[rows]), shard=shard)
+        by_run |= {(int(rows[q]), int(i)) for q, i in zip(found.query, found.ids, strict=True)}
+    assert len(whole.ids) > 500
+    assert by_run == set(zip(whole.query.tolist(), whole.ids.tolist(), strict=True))
+
+
 @pytest.mark.ray
 def test_ray_shard_actors_route_like_the_local_backend(pq_index, ray_cluster):
     root, x = pq_index
@@ -338,7 +381,7 @@ def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster, capsys
     assert summary["routing"]["shards_per_query"] <= 8
 
     # a slice reports its own progress (a 500k-query slice searches for minutes): here
-    # after every batch, ending at all of its batches and queries
+    # after every shard call, ending at all of its calls and (query, shard) probes
     from diffrep.dedup.pairs import dedup_slice
 
     spec = handle.slices[0]
@@ -346,18 +389,20 @@ def test_dedup_on_ivfpq_shards_against_exact_pairs(tmp_path, ray_cluster, capsys
     marker = dedup_slice(root, MODEL, spec.slice_id, threshold=0.95, margin=0.2, query_batch=500,
                          partition_ids=5000, nprobe=1, progress_interval_s=0)
     batches = -(-spec.count // 500)
+    routing = marker["routing"]
+    calls = routing["shard_calls"]
     lines = [ln for ln in capsys.readouterr().out.splitlines() if f"dedup slice {spec.slice_id}:" in ln]
-    assert len(lines) == batches > 1, lines
-    assert f"batches {batches}/{batches} (100%) | {spec.count} queries" in lines[-1], lines[-1]
-    # at nprobe 1 the probes the add recorded serve (no quantizer search), and queries
-    # batched by their own list ask fewer shards per batch than in id order: with
-    # nprobe 1 a batch's lists are one run, across at most one shard boundary (a shard's
-    # lists hold > 500 queries)
+    assert len(lines) == calls > 1, lines
+    pairs = routing["query_shard_pairs"]  # nprobe 1: one list per query, two owners where a cut splits it
+    assert f"shard calls {calls}/{calls} (100%) | {pairs} query probes" in lines[-1], lines[-1]
+    # at nprobe 1 the probes the add recorded serve (no quantizer search), and the slice
+    # is searched shard by shard: calls are the batches of each shard's queries (at most
+    # one part-filled call per shard), where batches in id order ask every shard
     from diffrep.search.lists import ListRouter
 
     router = ListRouter.of(handle)
     in_id_order = sum(len(router.plan(handle.vectors(np.arange(s, min(s + 500, spec.id_start + spec.count))), 1))
                       for s in range(spec.id_start, spec.id_start + spec.count, 500))
-    routing = marker["routing"]
     assert routing["batches"] == batches and routing["quantizer_searches_per_query"] == 0.0
-    assert in_id_order == 3 * batches and routing["shard_calls"] <= 2 * batches, (routing, in_id_order)
+    assert spec.count <= pairs < 1.1 * spec.count
+    assert in_id_order == 3 * batches and calls <= -(-pairs // 500) + 3 - 1, (routing, in_id_order)

@@ -27,40 +27,41 @@ from diffrep.search.lists import ListRouter
 EDGE_SCHEMA = pa.schema([("src", pa.int64()), ("dst", pa.int64()), ("similarity", pa.float32())])
 
 
-def by_list(router: ListRouter, handle: IndexHandle, ids: np.ndarray, nprobe: int, batch: int
-            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-    """`ids` ordered by their nearest list, with their coarse assignment in that order
-    ((probed lists, coarse similarities), one quantizer search per id, made here in
-    batches of `batch`). Lists are numbered by locality (diffrep.index.locality) and
-    shards own runs of them, so a batch of consecutive queries probes a run of near
-    lists held by one or two shards; in id order every batch asks every shard. The price:
-    a batch holds whole duplicate groups (their members share lists), so its hits come in
-    bursts, and the slice's vectors are read twice."""
-    if not len(ids):
-        return ids, None
+def assign_slice(router: ListRouter, handle: IndexHandle, ids: np.ndarray, nprobe: int, batch: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse assignment of `ids` (probed lists, coarse similarities), one quantizer
+    search per id, made in batches of `batch`: for an index built before the add recorded
+    its probes (diffrep.index.probes), or a dedup nprobe above them."""
     probed, coarse = [], []
     for start in range(0, len(ids), batch):
         _, p, c = router.assign(handle.vectors(ids[start:start + batch]), nprobe)
         probed.append(p)
         coarse.append(c)
-    probed_all, coarse_all = np.concatenate(probed), np.concatenate(coarse)
-    order = np.argsort(probed_all[:, 0], kind="stable")
-    return ids[order], (probed_all[order], coarse_all[order])
+    if not probed:
+        return np.zeros((0, nprobe), np.int64), np.zeros((0, nprobe), np.float32)
+    return np.concatenate(probed), np.concatenate(coarse)
 
 
 def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: float,
                 query_batch: int, partition_ids: int, shard_actors: list | None = None,
                 nprobe: int | None = None, progress_interval_s: float = 60.0) -> dict:
     """Range-search the slice's vectors against the whole index (exact re-rank); write the
-    slice's routed edges, then its marker last. Logs its own progress (query batches,
+    slice's routed edges, then its marker last. Logs its own progress (shard calls,
     queries/s, ETA) every `progress_interval_s`: a slice of 500k queries can search for
-    many minutes. Each query's probes are those the add recorded (ListRouter.assign_stored;
-    for an index built before it recorded them, or a larger nprobe: the coarse
-    quantizer's). On several shards the queries go in batches of the same lists (one
-    shard: in id order). Memory: one query batch's candidates plus the routed writer's
-    buffer (streamed: not the slice's hits), and the slice's probes (memory-mapped; in
-    batch order on several shards: 32 bytes per query; an older index: its coarse
-    assignment, 12 bytes per query and probe). Returns the marker."""
+    many minutes.
+
+    Each query's probes are those the add recorded (ListRouter.assign_stored; for an index
+    built before it recorded them, or a larger nprobe: the coarse quantizer's). On a
+    list-partitioned index the slice is searched shard by shard (ListRouter.shard_runs):
+    each call asks one shard for up to `query_batch` queries that probe its lists, so the
+    calls grow with the queries' shards per query, not with the shard count. On several
+    shards the queries are first ordered by their own list (lists are numbered by
+    locality, so a shard's queries are mostly one run of near lists; in id order a
+    group's hits spread instead). Memory: one call's candidates plus the routed writer's
+    buffer (streamed: not the slice's hits), the slice's probes (memory-mapped; in batch
+    order on several shards: 32 bytes per query; an older index: its coarse assignment,
+    12 bytes per query and probe) and its shard runs (8 bytes per query and shard it
+    probes; planning them: ~40 bytes per query and probe, transient). Returns the marker."""
     t0 = time.monotonic()
     setup_logging()  # this runs in a Ray worker: its lines reach the driver's output
     layout = DedupLayout(root, model)
@@ -70,31 +71,37 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     spec = next(s for s in handle.slices if s.slice_id == slice_id)
     hits = 0
     queries = np.arange(spec.id_start, spec.id_start + spec.count, dtype=np.int64)
-    router, several = backend.router, len(handle.shard_files()) > 1
-    assigned = probes = None
-    if router is not None:
+    router = backend.router
+    if router is None:  # an id-sharded index: every call fans out to every shard
+        runs = [(None, np.arange(s, min(s + query_batch, len(queries)))) for s in range(0, len(queries), query_batch)]
+        probes = assigned = None
+    else:
+        nprobe_used = min(searcher.nprobe, router.ivf.nlist)
         probes = handle.probes(slice_id)
         if probes is not None and not router.can_use_stored(probes.shape[1], searcher.nprobe):
             probes = None
-    if probes is not None:  # the add's own probes: no quantizer search
-        if several:  # one shard: no calls to save, and id order spreads a group's hits
-            order = np.argsort(probes[:, 0], kind="stable")
-            queries, probes = queries[order], probes[order]
-    elif router is not None and several:
-        queries, assigned = by_list(router, handle, queries, searcher.nprobe, query_batch)
-    starts = range(0, len(queries), query_batch)
-    progress = Progress(f"dedup slice {slice_id}", len(starts), unit="batches", item="queries")
+        assigned = None if probes is not None else assign_slice(router, handle, queries, searcher.nprobe, query_batch)
+        probed = probes[:, :nprobe_used] if probes is not None else assigned[0]
+        if len(handle.shard_files()) > 1:
+            order = np.argsort(probed[:, 0], kind="stable")
+            queries, probed = queries[order], probed[order]
+            if probes is not None:
+                probes = probes[order]
+            else:
+                assigned = (assigned[0][order], assigned[1][order])
+        runs = router.shard_runs(probed, query_batch)
+    progress = Progress(f"dedup slice {slice_id}", len(runs), unit="shard calls", item="query probes")
     with RoutedWriter(layout.slice_edges(slice_id), EDGE_SCHEMA) as edges:
-        for start in starts:
-            ids = queries[start:start + query_batch]
+        for shard, rows in runs:
+            ids = queries[rows]
             vectors = handle.vectors(ids)
             batch_assigned = None
-            if probes is not None:
-                batch_assigned = router.assign_stored(vectors, probes[start:start + query_batch], searcher.nprobe)
+            if probes is not None:  # the add's own probes: no quantizer search
+                batch_assigned = router.assign_stored(vectors, probes[rows], searcher.nprobe)
             elif assigned is not None:
-                batch_assigned = tuple(a[start:start + query_batch] for a in assigned)
+                batch_assigned = (assigned[0][rows], assigned[1][rows])
             found = searcher.range_search(vectors, threshold, margin=margin, exact=True, ordered=False,
-                                          assigned=batch_assigned)
+                                          assigned=batch_assigned, shard=shard)
             keep = ids[found.query] != found.ids
             q, h, s = ids[found.query][keep], found.ids[keep], found.sims[keep]
             src = np.concatenate([q, h])

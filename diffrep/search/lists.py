@@ -53,14 +53,16 @@ class RoutingStats:
     query_shard_pairs: int = 0
     per_batch_calls: list[int] = field(default_factory=list, repr=False)
 
-    def count(self, queries: int, quantizer_searches: int, shard_calls: int, query_shard_pairs: int) -> None:
-        """One batch."""
-        self.batches += 1
+    def count(self, queries: int, quantizer_searches: int, shard_calls: int, query_shard_pairs: int,
+              batches: int = 1) -> None:
+        """One batch of queries, or `batches` of them planned at once (their calls per
+        batch kept as the mean, rounded up)."""
+        self.batches += batches
         self.queries += queries
         self.quantizer_searches += quantizer_searches
         self.shard_calls += shard_calls
         self.query_shard_pairs += query_shard_pairs
-        self.per_batch_calls.append(shard_calls)
+        self.per_batch_calls.append(-(-shard_calls // max(batches, 1)))
         if len(self.per_batch_calls) > 1024:  # keep the maximum, not a list that grows
             self.per_batch_calls = [max(self.per_batch_calls)]
 
@@ -140,25 +142,56 @@ class ListRouter:
         return stored_assignment(self.transform(queries), probes, self.centroids, min(nprobe, self.ivf.nlist))
 
     def plan(self, queries: np.ndarray, nprobe: int,
-             assigned: tuple[np.ndarray, np.ndarray] | None = None) -> list[ShardJob]:
+             assigned: tuple[np.ndarray, np.ndarray] | None = None, shard: int | None = None
+             ) -> list[ShardJob]:
         """The shard jobs of one batch: one quantizer search for every query, then each
         shard gets the queries that probe one of its lists. `assigned`: the queries'
         (probed lists, coarse similarities) made already (the dedup job's: from
-        assign_stored, or an assign() of its whole slice, to batch its queries by list)."""
+        assign_stored, or an assign() of its whole slice). `shard`: only that shard's job,
+        for a run of shard_runs (counted there, not here)."""
         if assigned is None:
             x, probed, coarse = self.assign(queries, nprobe)
         else:
             x, (probed, coarse) = self.transform(queries), assigned
         jobs = []
-        for shard, (first, last) in enumerate(zip(self.first, self.last, strict=True)):
-            mine = (probed >= first) & (probed <= last)
+        for s in range(len(self.first)) if shard is None else [shard]:
+            mine = (probed >= self.first[s]) & (probed <= self.last[s])
             rows = np.nonzero(mine.any(axis=1))[0]
             if len(rows):
-                jobs.append(ShardJob(shard, rows, x[rows], np.where(mine[rows], probed[rows], -1),
-                                     coarse[rows]))
-        self.stats.count(len(x), quantizer_searches=0, shard_calls=len(jobs),  # searches: in assign
-                         query_shard_pairs=sum(len(j.rows) for j in jobs))
+                jobs.append(ShardJob(s, rows, x[rows], np.where(mine[rows], probed[rows], -1), coarse[rows]))
+        if shard is None:
+            self.stats.count(len(x), quantizer_searches=0, shard_calls=len(jobs),  # searches: in assign
+                             query_shard_pairs=sum(len(j.rows) for j in jobs))
         return jobs
+
+    def shard_runs(self, probed: np.ndarray, batch: int) -> list[tuple[int, np.ndarray]]:
+        """A whole query set's shard calls, for a search whose hits need no merge per query
+        (dedup: each (query, hit) is found by the one shard that owns the hit's list).
+        `probed`: (queries, nprobe) lists, -1 for none. Returns (shard, rows) runs: for each
+        shard in turn, the rows that probe one of its lists, in their order, at most `batch`
+        per run. Every (query, owner shard) pair is in exactly one run, so the calls are
+        about queries x shards per query / batch, plus one per shard, and each carries a
+        full batch; a batch-by-batch plan() pays a call for every shard that any query of
+        the batch touches (20.8 of 30 shards at 30M, docs/scaling.md). Memory: 16 bytes per
+        (query, probe), transient. Counted in `stats` as ceil(queries / batch) batches."""
+        n = len(probed)
+        lists = probed.reshape(-1)
+        valid = lists >= 0
+        row = np.repeat(np.arange(n, dtype=np.int64), probed.shape[1])[valid]
+        lists = lists[valid]
+        # a list's owners: shards lo..hi-1 (two where a cut splits a large list)
+        lo = np.searchsorted(self.last, lists, side="left")
+        owners = np.searchsorted(self.first, lists, side="right") - lo
+        offset = np.arange(owners.sum()) - np.repeat(np.cumsum(owners) - owners, owners)
+        owner = np.repeat(lo, owners) + offset
+        pairs = np.unique(owner * n + np.repeat(row, owners))  # by owner, then row: each (query, owner) once
+        bounds = np.searchsorted(pairs, np.arange(len(self.first) + 1, dtype=np.int64) * n)
+        runs = [(s, pairs[lo:hi][start:start + batch] - s * n)
+                for s, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+                for start in range(0, hi - lo, batch)]
+        self.stats.count(n, quantizer_searches=0, shard_calls=len(runs), query_shard_pairs=len(pairs),
+                         batches=-(-n // batch))
+        return runs
 
     @staticmethod
     def scatter_topk(n: int, jobs: list[ShardJob], results: list[tuple[np.ndarray, np.ndarray]],

@@ -163,12 +163,14 @@ class _Shards:
         jobs = self.router.plan(q, nprobe)
         return ListRouter.scatter_topk(len(q), jobs, self._each(jobs, "search_lists", k), k)
 
-    def range_search(self, queries, radius, nprobe, assigned=None):
+    def range_search(self, queries, radius, nprobe, assigned=None, shard=None):
         q = np.ascontiguousarray(queries, np.float32)
         if self.router is None:
+            if shard is not None:
+                raise ValueError("a search of one shard needs a list-partitioned index")
             self._count_fan_out(len(q))
             return self._fan_out("range_search", q, radius, nprobe)
-        jobs = self.router.plan(q, nprobe, assigned)
+        jobs = self.router.plan(q, nprobe, assigned, shard)
         return ListRouter.scatter_range(len(q), jobs, self._each(jobs, "range_search_lists", radius))
 
 
@@ -257,19 +259,21 @@ class Searcher:
 
     def range_search(self, queries: np.ndarray, threshold: float, margin: float = 0.1,
                      exact: bool = True, ordered: bool = True,
-                     assigned: tuple[np.ndarray, np.ndarray] | None = None) -> RangeHits:
+                     assigned: tuple[np.ndarray, np.ndarray] | None = None,
+                     shard: int | None = None) -> RangeHits:
         """Every neighbour with similarity > threshold. The approximate search takes
         candidates down to threshold - margin (PQ distances err both ways); with exact=True
         the threshold then applies to true inner products from the stored embeddings
         (an index of exact codes, IVF*,Flat, already gives them: no margin, no re-read).
         `assigned`: the queries' coarse assignment already made (ListRouter.assign), on a
-        list-partitioned index."""
+        list-partitioned index; `shard`: search that shard's lists only (a run of
+        ListRouter.shard_runs)."""
         q = self._check(queries)
         if self.exact_codes:
             exact = False
         radius = threshold - margin if exact else threshold
         qs, ids, sims = [], [], []
-        for lims, dist, lab in self.backend.range_search(q, radius, self.nprobe, assigned):
+        for lims, dist, lab in self.backend.range_search(q, radius, self.nprobe, assigned, shard):
             counts = np.diff(lims).astype(np.int64)
             qs.append(np.repeat(np.arange(len(q)), counts))
             ids.append(lab.astype(np.int64))
