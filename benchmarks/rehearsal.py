@@ -9,7 +9,7 @@ by unrelated images, as in LAION. The truth (group of every image) stays beside 
 
 Then, on a local Ray cluster of several raylets, it runs the jobs as a user would
 (`python -m jobs.<name>`, each its own driver process): build_index -> search (every
-corpus image against the index, top 2) -> dedup -> the DCS caption set with `max_captions` (the UNet scoring is left out: its cost per caption is
+corpus image against the index, top 2; or `--search_queries` of them at every N) -> dedup -> the DCS caption set with `max_captions` (the UNet scoring is left out: its cost per caption is
 measured by benchmarks/dcs.py). Per stage: wall time, vectors per second per core, the
 driver's peak RSS and the largest peak RSS of any Ray worker process (both sampled every
 0.2 s: a shorter spike can be missed), bytes written, and for dedup the planted-pair recall and precision.
@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from benchmarks.common import WorkerRss, measured_commit, raylet_pids, write_results
 from diffrep import storage
 from diffrep.embed.layout import METADATA_SCHEMA, ModelOutput
+from diffrep.index.vectors import list_embedding_files, load_npy
 from diffrep.routing import mix64
 
 MODEL = "sscd_onnx"
@@ -180,6 +181,23 @@ def pair_quality(root: str) -> dict:
             "pair_recall": true / max(planted, 1), "pair_precision": true / max(found, 1)}
 
 
+def query_sample(root: str, m: int) -> str:
+    """An .npy of `m` corpus vectors spread evenly over the whole corpus (every
+    (N / m)-th row), for a search stage that costs the same number of queries at every N."""
+    files = list_embedding_files(root, MODEL)
+    total = sum(f.rows for f in files)
+    picked = np.linspace(0, total, m, endpoint=False).astype(np.int64)
+    parts, offset = [], 0
+    for f in files:
+        mine = picked[(picked >= offset) & (picked < offset + f.rows)] - offset
+        if len(mine):
+            parts.append(np.asarray(load_npy(ModelOutput(root, MODEL).embeddings(f.shard))[mine], np.float32))
+        offset += f.rows
+    path = os.path.join(root, "search_queries.npy")
+    np.save(path, np.concatenate(parts))
+    return path
+
+
 def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: int) -> dict:
     keep = os.path.join(args.keep, str(n)) if args.keep else None
     with contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(dir=args.work_dir) as root:
@@ -210,12 +228,16 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
             "--train_points_per_centroid", "39", "--eval_queries", "500", "--cpus_per_worker", "1",
             "--max_index_memory_usage", "64GB", "--current_memory_available", "8GB"],
             n, cores, os.path.join(root, "indexes"), logs)]
-        if "search" in args.stages:  # every corpus image against the index, as the demo does
+        if "search" in args.stages:  # corpus images against the index, as the demo does
+            queries, searched = root, n
+            if 0 < args.search_queries < n:  # the same number of queries at every N
+                queries, searched = query_sample(root, args.search_queries), args.search_queries
             stages.append(run_stage("search", [
-                "-m", "jobs.search", *common, "--queries", root, "--k", "2", "--nprobe", str(args.nprobe),
+                "-m", "jobs.search", *common, "--queries", queries, "--k", "2", "--nprobe", str(args.nprobe),
                 "--batch_size", "8192", *actor_args,
                 "--out", os.path.join(root, "search", "results.parquet")],
-                n, cores, os.path.join(root, "search"), logs))
+                searched, cores, os.path.join(root, "search"), logs))
+            stages[-1]["queries"] = searched
         if "dedup" not in args.stages:
             return {"n": n, "dim": dim, "nlist": nlist, "index_shards": shards, "shard_actors": actors, "truth": truth,
                     "corpus_written_s": round(write_s, 1), "stages": stages}
@@ -341,6 +363,8 @@ def main() -> int:
     p.add_argument("--pq_bytes", type=int, default=0, help="bytes per PQ code; 0: dim / 4 "
                    "(configs/laion2b.yaml's budget gives 512-d SSCD 64)")
     p.add_argument("--max_captions", type=int, default=100_000)
+    p.add_argument("--search_queries", type=int, default=0,
+                   help="search this many corpus vectors (spread over the corpus) at every N; 0: all N")
     p.add_argument("--actors", type=int, default=0,
                    help="most shard actors (each then holds ceil(shards / actors) shards); 0: one per shard")
     p.add_argument("--nodes", type=int, default=2, help="raylets of the local cluster")
