@@ -229,11 +229,12 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
             "--max_index_memory_usage", "64GB", "--current_memory_available", "8GB"],
             n, cores, os.path.join(root, "indexes"), logs)]
         if "search" in args.stages:  # corpus images against the index, as the demo does
-            queries, searched = root, n
+            queries, searched = ["--queries", root], n
             if 0 < args.search_queries < n:  # the same number of queries at every N
-                queries, searched = query_sample(root, args.search_queries), args.search_queries
+                queries = ["--queries", query_sample(root, args.search_queries), "--query_model", MODEL]
+                searched = args.search_queries
             stages.append(run_stage("search", [
-                "-m", "jobs.search", *common, "--queries", queries, "--k", "2", "--nprobe", str(args.nprobe),
+                "-m", "jobs.search", *common, *queries, "--k", "2", "--nprobe", str(args.nprobe),
                 "--batch_size", "8192", *actor_args,
                 "--out", os.path.join(root, "search", "results.parquet")],
                 searched, cores, os.path.join(root, "search"), logs))
