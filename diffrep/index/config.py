@@ -33,9 +33,9 @@ class IndexConfig(RunSettings):
         "training sample size per IVF centroid (faiss wants 39..256)"))
     rows_per_slice: int = field(default=1_000_000, metadata=helps(
         "vectors per add task (a slice of whole embedding files)"))
-    key_partition_rows: int = field(default=4_000_000, metadata=helps(
+    key_partition_rows: int = field(default=1_000_000, metadata=helps(
         "keys per part of the key index (key -> id), hash-partitioned: resolving K keys "
-        "reads at most K parts"))
+        "reads at most K parts; a part's task holds its keys (~230 MB per 1M)"))
     eval_queries: int = field(default=1000, metadata=helps(
         "held-out corpus vectors (not in the training sample) used to measure recall"))
     target_recall_at_10: float = field(default=0.95, metadata=helps(
