@@ -179,6 +179,32 @@ def test_shard_runs_search_each_query_once_per_owner_and_find_the_batch_plans_hi
     assert by_run == set(zip(whole.query.tolist(), whole.ids.tolist(), strict=True))
 
 
+def test_routed_topk_merges_each_shard_into_its_rows_like_a_full_merge():
+    """ListRouter.merge_topk (one (n, k) result, each shard's hits merged into its rows)
+    equals merging every shard's hits scattered to the batch's shape at once, ties and
+    missing hits included."""
+    from diffrep.index.vectors import merge_topk
+    from diffrep.search.lists import ListRouter, ShardJob
+
+    rng = np.random.default_rng(0)
+    n, k, shards = 50, 5, 4
+    jobs, results, full = [], [], []
+    for s in range(shards):
+        rows = np.sort(rng.choice(n, size=rng.integers(1, n), replace=False))
+        sims = rng.choice([0.2, 0.5, 0.9], size=(len(rows), k)).astype(np.float32)  # ties
+        ids = rng.integers(s * 1000, s * 1000 + 1000, size=(len(rows), k))
+        ids[rng.random(ids.shape) < 0.2] = -1  # shards with fewer than k hits
+        jobs.append(ShardJob(s, rows, np.zeros((len(rows), 1), np.float32), rows[:, None], sims))
+        results.append((sims, ids))
+        full_s, full_i = np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+        full_s[rows], full_i[rows] = sims, ids
+        full.append((full_s, full_i))
+    got_s, got_i = merge_topk([ListRouter.merge_topk(n, jobs, results, k)], k)
+    want_s, want_i = merge_topk(full, k)
+    assert np.array_equal(got_i, want_i) and np.array_equal(got_s, want_s)
+    assert (got_i >= 0).sum() > n  # hits were merged
+
+
 @pytest.mark.ray
 def test_ray_shard_actors_route_like_the_local_backend(pq_index, ray_cluster):
     root, x = pq_index

@@ -161,7 +161,7 @@ class _Shards:
             self._count_fan_out(len(q))
             return self._fan_out("search", q, k, nprobe)
         jobs = self.router.plan(q, nprobe)
-        return ListRouter.scatter_topk(len(q), jobs, self._each(jobs, "search_lists", k), k)
+        return [ListRouter.merge_topk(len(q), jobs, self._each(jobs, "search_lists", k), k)]
 
     def range_search(self, queries, radius, nprobe, assigned=None, shard=None):
         q = np.ascontiguousarray(queries, np.float32)
