@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -200,15 +201,20 @@ def query_sample(root: str, m: int) -> str:
 
 def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: int) -> dict:
     keep = os.path.join(args.keep, str(n)) if args.keep else None
+    reuse = bool(keep and args.reuse and os.path.exists(os.path.join(keep, "truth.json")))
     with contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(dir=args.work_dir) as root:
-        if keep:
+        if keep and not reuse:
             if os.path.exists(keep):
-                raise SystemExit(f"{keep} exists: remove it or choose another --keep")
+                raise SystemExit(f"{keep} exists: remove it, choose another --keep, or --reuse it")
             os.makedirs(keep)
         t0 = time.perf_counter()
-        truth = write_corpus(root, n, dim, args.shard_rows, clusters=args.clusters)
+        if reuse:  # a kept corpus and its index: the stages after build_index run again on them
+            truth = storage.read_json(os.path.join(root, "truth.json"))
+        else:
+            truth = write_corpus(root, n, dim, args.shard_rows, clusters=args.clusters)
+            storage.write_json(os.path.join(root, "truth.json"), truth)
         write_s = time.perf_counter() - t0
-        print(json.dumps({"n": n, "corpus_written_s": round(write_s, 1), **truth}), flush=True)
+        print(json.dumps({"n": n, "corpus_written_s": round(write_s, 1), "reused": reuse, **truth}), flush=True)
         # a power of two near N / list_size (lists 977 / 732 / 1,220 long at 1M / 3M / 10M),
         # or N / list_size exactly (--exact_nlist: shorter lists cost recall at a fixed nprobe)
         nlist = max(64, round(n / args.list_size)) if args.exact_nlist else \
@@ -222,12 +228,15 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
                       "--shard_actor_cpus", str(round(0.5 / actors, 3))]
         logs = os.path.join(args.log_dir, str(n))
         os.makedirs(logs, exist_ok=True)
-        stages = [run_stage("build_index", [
+        stages = [] if reuse else [run_stage("build_index", [
             "-m", "jobs.build_index", *common, "--index_key", f"IVF{nlist}_HNSW32,PQ{args.pq_bytes or dim // 4}x8np",
             "--num_shards", str(shards), "--rows_per_slice", str(args.rows_per_slice),
             "--train_points_per_centroid", "39", "--eval_queries", "500", "--cpus_per_worker", "1",
             "--max_index_memory_usage", "64GB", "--current_memory_available", "8GB"],
             n, cores, os.path.join(root, "indexes"), logs)]
+        for stage in ("search", "dedup"):  # a reused root's earlier outputs go first
+            if reuse and stage in args.stages:
+                shutil.rmtree(os.path.join(root, stage), ignore_errors=True)
         if "search" in args.stages:  # corpus images against the index, as the demo does
             queries, searched = ["--queries", root], n
             if 0 < args.search_queries < n:  # the same number of queries at every N
@@ -374,6 +383,8 @@ def main() -> int:
     p.add_argument("--work_dir", default=None)
     p.add_argument("--keep", default=None, help="keep each N's corpus and outputs under KEEP/N "
                    "(e.g. for benchmarks.query_cost) instead of a temporary directory")
+    p.add_argument("--reuse", action="store_true", help="with --keep: a KEEP/N kept by an earlier run "
+                   "is searched and deduplicated again, its corpus and index not rebuilt")
     p.add_argument("--log_dir", default="bench-results/rehearsal-logs")
     p.add_argument("--table", action="store_true", help="print --out's results as markdown and stop")
     p.add_argument("--caption-set", help=argparse.SUPPRESS)
