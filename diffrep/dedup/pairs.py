@@ -61,7 +61,7 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     buffer (streamed: not the slice's hits), the slice's probes (memory-mapped; in batch
     order on several shards: 32 bytes per query; an older index: its coarse assignment,
     12 bytes per query and probe) and its shard runs (8 bytes per query and shard it
-    probes; planning them: ~40 bytes per query and probe, transient). Returns the marker."""
+    probes; planning them: ~60 bytes per query and probe, transient). Returns the marker."""
     t0 = time.monotonic()
     setup_logging()  # this runs in a Ray worker: its lines reach the driver's output
     layout = DedupLayout(root, model)

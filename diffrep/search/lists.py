@@ -174,8 +174,8 @@ class ListRouter:
         per run. Every (query, owner shard) pair is in exactly one run, so the calls are
         about queries x shards per query / batch, plus one per shard, and each carries a
         full batch; a batch-by-batch plan() pays a call for every shard that any query of
-        the batch touches (20.8 of 30 shards at 30M, docs/scaling.md). Memory: 16 bytes per
-        (query, probe), transient. Counted in `stats` as ceil(queries / batch) batches."""
+        the batch touches (20.8 of 30 shards at 30M, docs/scaling.md). Memory: ~60 bytes per
+        (query, probe), transient, and 8 per (query, owner) returned. Counted in `stats` as ceil(queries / batch) batches."""
         n = len(probed)
         lists = probed.reshape(-1)
         valid = lists >= 0
@@ -188,9 +188,9 @@ class ListRouter:
         owner = np.repeat(lo, owners) + offset
         pairs = np.unique(owner * n + np.repeat(row, owners))  # by owner, then row: each (query, owner) once
         bounds = np.searchsorted(pairs, np.arange(len(self.first) + 1, dtype=np.int64) * n)
-        runs = [(s, pairs[lo:hi][start:start + batch] - s * n)
-                for s, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
-                for start in range(0, hi - lo, batch)]
+        runs = [(s, pairs[first:end][start:start + batch] - s * n)
+                for s, (first, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+                for start in range(0, end - first, batch)]
         self.stats.count(n, quantizer_searches=0, shard_calls=len(runs), query_shard_pairs=len(pairs),
                          batches=-(-n // batch))
         return runs
