@@ -58,9 +58,9 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     shards the queries are first ordered by their own list (lists are numbered by
     locality, so a shard's queries are mostly one run of near lists; in id order a
     group's hits spread instead). Memory: one call's candidates plus the routed writer's
-    buffer (streamed: not the slice's hits), the slice's probes (memory-mapped; in batch
-    order on several shards: 32 bytes per query; an older index: its coarse assignment,
-    12 bytes per query and probe) and its shard runs (8 bytes per query and shard it
+    buffer (streamed: not the slice's hits), the slice's probes (memory-mapped; an older
+    index: its coarse assignment, 12 bytes per query and probe; on several shards the
+    probes used, in list order: 4 bytes per query and probe) and its shard runs (8 bytes per query and shard it
     probes; planning them: ~60 bytes per query and probe, transient). Returns the marker."""
     t0 = time.monotonic()
     setup_logging()  # this runs in a Ray worker: its lines reach the driver's output
@@ -72,24 +72,22 @@ def dedup_slice(root: str, model: str, slice_id: int, threshold: float, margin: 
     hits = 0
     queries = np.arange(spec.id_start, spec.id_start + spec.count, dtype=np.int64)
     router = backend.router
+    probes = assigned = None
     if router is None:  # an id-sharded index: every call fans out to every shard
         runs = [(None, np.arange(s, min(s + query_batch, len(queries)))) for s in range(0, len(queries), query_batch)]
-        probes = assigned = None
     else:
-        nprobe_used = min(searcher.nprobe, router.ivf.nlist)
         probes = handle.probes(slice_id)
         if probes is not None and not router.can_use_stored(probes.shape[1], searcher.nprobe):
             probes = None
-        assigned = None if probes is not None else assign_slice(router, handle, queries, searcher.nprobe, query_batch)
-        probed = probes[:, :nprobe_used] if probes is not None else assigned[0]
-        if len(handle.shard_files()) > 1:
-            order = np.argsort(probed[:, 0], kind="stable")
-            queries, probed = queries[order], probed[order]
-            if probes is not None:
-                probes = probes[order]
-            else:
-                assigned = (assigned[0][order], assigned[1][order])
-        runs = router.shard_runs(probed, query_batch)
+        if probes is None:
+            assigned = assign_slice(router, handle, queries, searcher.nprobe, query_batch)
+        probed = probes[:, :min(searcher.nprobe, router.ivf.nlist)] if probes is not None else assigned[0]
+        # runs hold the slice's rows (id order); on several shards they come in list order
+        order = np.argsort(probed[:, 0], kind="stable") if len(handle.shard_files()) > 1 else None
+        if order is None:
+            runs = router.shard_runs(probed, query_batch)
+        else:
+            runs = [(s, order[rows]) for s, rows in router.shard_runs(probed[order], query_batch)]
     progress = Progress(f"dedup slice {slice_id}", len(runs), unit="shard calls", item="query probes")
     with RoutedWriter(layout.slice_edges(slice_id), EDGE_SCHEMA) as edges:
         for shard, rows in runs:
