@@ -162,6 +162,10 @@ def run_stage(name: str, argv: list[str], n: int, cores: int, out_dir: str, log_
         routing = re.findall(r"routing (\{.*\})", f.read())
     if routing:
         row["routing"] = json.loads(routing[-1])
+    with open(log_path) as f:  # where the search job's wall went (assign, shards, merge, rerank, naming)
+        parts = re.findall(r"seconds by part (\{.*\})", f.read())
+    if parts:
+        row["seconds_by_part"] = json.loads(parts[-1])
     print(json.dumps(row), flush=True)
     return row
 

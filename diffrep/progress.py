@@ -67,3 +67,28 @@ class Progress:
 
     def _counts(self) -> tuple:
         return self.units_done, self.items_done, self.failed, sum(self.skipped.values())
+
+
+class PartTimes:
+    """Wall seconds spent in each named part of a job (the parts a benchmark breaks its
+    wall into): `with times.part("rerank"): ...` adds that block's seconds to "rerank"."""
+
+    def __init__(self):
+        self.seconds: Counter = Counter()
+
+    def part(self, name: str) -> _Timed:
+        return _Timed(self.seconds, name)
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 2) for k, v in sorted(self.seconds.items())}
+
+
+class _Timed:
+    def __init__(self, seconds: Counter, name: str):
+        self.seconds, self.name = seconds, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.seconds[self.name] += time.perf_counter() - self.start

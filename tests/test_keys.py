@@ -125,8 +125,9 @@ def test_id_map_lookup_reads_only_the_row_groups_of_its_ids(tmp_path, monkeypatc
 
 
 def test_results_are_named_in_blocks_and_appear_only_whole(tmp_path):
-    """ResultsWriter names buffered rows by one lookup per name_rows block: the same rows
-    whatever the block size; a failure while naming leaves no file and is raised."""
+    """ResultsWriter names up to name_rows rows by one lookup, more in one DuckDB join
+    with the id map (spilled, then sorted back): the same rows either way; a failure while
+    naming (an id in no id map) leaves no file and no spill, and is raised."""
     from diffrep.search.results import ResultsWriter, hits_table, results_schema
     from diffrep.search.searcher import Hits
 
@@ -152,10 +153,21 @@ def test_results_are_named_in_blocks_and_appear_only_whole(tmp_path):
     assert tables[7]["key"].equals(truth["key"]) and tables[7]["caption"].equals(truth["caption"])
     assert pq.ParquetFile(tmp_path / "r10000.parquet").metadata.num_row_groups == 1
 
-    url = str(tmp_path / "failed.parquet")
-    with pytest.raises(IndexError), ResultsWriter(url, results_schema(False), handle, 100) as writer:
-        writer.write(hits_table(["q"], Hits(ids=np.array([[5, 300]]), sims=np.ones((1, 2), np.float32))))
-    assert not any(p.name.startswith("failed") for p in tmp_path.iterdir())
+    assert writer.times.as_dict().keys() == {"naming", "writing"}
+
+    for name_rows, error in ((100, IndexError), (1, IndexIntegrityError)):
+        url = str(tmp_path / "failed.parquet")
+        with pytest.raises(error), ResultsWriter(url, results_schema(False), handle, name_rows) as writer:
+            for _ in range(3):
+                writer.write(hits_table(["q"], Hits(ids=np.array([[5, 300]]), sims=np.ones((1, 2), np.float32))))
+        assert not any(p.name.startswith("failed") for p in tmp_path.iterdir())  # nor its spill
+    assert "spilling" in writer.times.as_dict()
+    stale = tmp_path / "r1.parquet.naming.tmp-killed"  # a killed run's spill of r1.parquet
+    (stale / "x").mkdir(parents=True)
+    other = tmp_path / "r7.parquet.naming.tmp-running"
+    other.mkdir()
+    ResultsWriter(str(tmp_path / "r1.parquet"), results_schema(False), handle, 1)
+    assert not stale.exists() and other.exists()
 
 
 def test_kmeans_on_gpus_when_faiss_sees_them_else_cpu(tmp_path, monkeypatch):

@@ -205,6 +205,30 @@ def test_routed_topk_merges_each_shard_into_its_rows_like_a_full_merge():
     assert (got_i >= 0).sum() > n  # hits were merged
 
 
+def test_a_window_searched_shard_by_shard_finds_what_each_batch_finds_in_fewer_calls(pq_index):
+    """A window of batches (Searcher.search(batch=...), the search job's path): each shard
+    called with full batches of the window's queries that probe its lists, merged per
+    query: the same top-k, approximate and exactly re-ranked, as searching each batch on
+    its own, in fewer shard calls than batch by batch."""
+    root, x = pq_index
+    handle = open_index(root, MODEL)
+    q = x[::7][:1000]
+    batch = 100
+    by_batch, window = Searcher(handle, LocalShards(handle), nprobe=8), Searcher(handle, LocalShards(handle), nprobe=8)
+    for rerank in ("none", "exact"):
+        want = [by_batch.search(q[s:s + batch], 5, rerank=rerank, candidates=40) for s in range(0, len(q), batch)]
+        got = window.search(q, 5, rerank=rerank, candidates=40, batch=batch)
+        np.testing.assert_array_equal(got.ids, np.concatenate([w.ids for w in want]))
+        np.testing.assert_allclose(got.sims, np.concatenate([w.sims for w in want]), rtol=1e-5)
+    assert (got.ids[:, 0] == np.arange(0, 7000, 7)).mean() > 0.99  # exact re-rank finds each vector itself
+    calls, per_batch = window.backend.stats, by_batch.backend.stats
+    assert calls.queries == per_batch.queries == 2 * len(q)
+    assert calls.query_shard_pairs == per_batch.query_shard_pairs  # each (query, owner) once either way
+    # at most ceil(pairs of a shard / batch) per shard, each carrying a full batch but the last
+    assert calls.shard_calls <= calls.query_shard_pairs / batch + 2 * 4 < per_batch.shard_calls
+    assert set(window.backend.times.as_dict()) >= {"assign", "shards", "merge", "rerank"}
+
+
 @pytest.mark.ray
 def test_ray_shard_actors_route_like_the_local_backend(pq_index, ray_cluster):
     root, x = pq_index
@@ -216,6 +240,11 @@ def test_ray_shard_actors_route_like_the_local_backend(pq_index, ray_cluster):
         local_hits = Searcher(handle, LocalShards(handle), nprobe=4).search(q, 5)
         np.testing.assert_array_equal(ray_hits.ids, local_hits.ids)
         assert backend.stats.shard_calls < 4 * backend.stats.batches or len(q) > 4
+        # a window streamed to the actors (two calls in flight each) merges to the same top-k
+        window = Searcher(handle, backend, nprobe=4).search(q, 5, rerank="exact", candidates=20, batch=16)
+        want = Searcher(handle, LocalShards(handle), nprobe=4).search(q, 5, rerank="exact", candidates=20)
+        np.testing.assert_array_equal(window.ids, want.ids)
+        np.testing.assert_allclose(window.sims, want.sims, rtol=1e-5)
     finally:
         backend.close()
 

@@ -111,11 +111,18 @@ class SearchConfig(RegionSettings):
         "exact: re-rank candidates by true inner product from the stored embeddings"))
     candidates: int = field(default=100, metadata=helps("approximate candidates re-ranked per query"))
     nprobe: int | None = field(default=None, metadata=helps("IVF lists probed; null: the index's tuned value"))
-    batch_size: int = field(default=1024, metadata=helps("queries per fan-out round"))
+    batch_size: int = field(default=1024, metadata=helps("queries per shard call"))
+    window_mb: int = field(default=256, metadata=helps(
+        "driver memory (MB) for a window of query batches searched together on a "
+        "list-partitioned index: each shard is called with full batches of the window's "
+        "queries that probe its lists, instead of every shard for every batch; the window "
+        "is batch_size x shards queries, fewer if they would not fit (~8 x dim + 16 x "
+        "candidates + 72 x nprobe bytes per query); 0: one batch at a time"))
     name_rows: int = field(default=250_000, metadata=helps(
-        "result rows buffered before they are named (key, url, caption) by one id-map "
-        "lookup and written: each id-map row group is decoded once per that many rows, "
-        "not once per batch; ~270 bytes of driver memory per row (docs/scaling.md)"))
+        "result rows named (key, url, caption) in memory by one id-map lookup at the end "
+        "(~270 bytes of driver memory per row, docs/scaling.md); a job with more rows "
+        "spills them to disk (~40 bytes per row, beside a local output) and names them "
+        "all in one pass over the id map (a DuckDB join, diffrep.search.naming)"))
     shard_actors: Literal["auto", "always", "never"] = field(default="auto", metadata=helps(
         "one Ray actor per index shard: auto when the index has more than one shard"))
     shard_actor_cpus: float = field(default=1.0, metadata=helps(
@@ -150,6 +157,8 @@ def validate(cfg: SearchConfig) -> None:
     for key in ("k", "candidates", "batch_size", "name_rows", "report_queries", "report_matches"):
         if getattr(cfg, key) < 1:
             errors.append(f"search.{key} must be >= 1")
+    if cfg.window_mb < 0:
+        errors.append("search.window_mb must be >= 0 (0: one batch at a time)")
     if cfg.shards_per_actor < 0:
         errors.append("search.shards_per_actor must be >= 0 (0: auto)")
     if cfg.regions:

@@ -157,18 +157,29 @@ class ListRouter:
             x, (probed, coarse) = self.transform(queries), assigned
         jobs = []
         for s in range(len(self.first)) if shard is None else [shard]:
-            mine = (probed >= self.first[s]) & (probed <= self.last[s])
-            rows = np.nonzero(mine.any(axis=1))[0]
+            rows = np.nonzero(self.owns(s, probed).any(axis=1))[0]
             if len(rows):
-                jobs.append(ShardJob(s, rows, x[rows], np.where(mine[rows], probed[rows], -1), coarse[rows]))
+                jobs.append(self.job(s, rows, x, probed, coarse))
         if shard is None:
             self.stats.count(len(x), quantizer_searches=0, shard_calls=len(jobs),  # searches: in assign
                              query_shard_pairs=sum(len(j.rows) for j in jobs))
         return jobs
 
+    def owns(self, shard: int, probed: np.ndarray) -> np.ndarray:
+        """Which of `probed` (lists, any shape) the shard owns."""
+        return (probed >= self.first[shard]) & (probed <= self.last[shard])
+
+    def job(self, shard: int, rows: np.ndarray, x: np.ndarray, probed: np.ndarray, coarse: np.ndarray
+            ) -> ShardJob:
+        """The shard's job for `rows` of transformed queries `x` with their probed lists and
+        coarse similarities: the lists of other shards masked (-1)."""
+        lists = probed[rows]
+        return ShardJob(shard, rows, x[rows], np.where(self.owns(shard, lists), lists, -1), coarse[rows])
+
     def shard_runs(self, probed: np.ndarray, batch: int) -> list[tuple[int, np.ndarray]]:
-        """A whole query set's shard calls, for a search whose hits need no merge per query
-        (dedup: each (query, hit) is found by the one shard that owns the hit's list).
+        """A whole query set's shard calls: dedup's slice (each (query, hit) is found by the
+        one shard that owns the hit's list, so no merge per query) and a top-k search's
+        window of batches (merged per query over the window: _Shards.search).
         `probed`: (queries, nprobe) lists, -1 for none. Returns (shard, rows) runs: for each
         shard in turn, the rows that probe one of its lists, in their order, at most `batch`
         per run. Every (query, owner shard) pair is in exactly one run, so the calls are
@@ -205,10 +216,17 @@ class ListRouter:
         (8,192 x 100 x 30 entries sorted per batch at 30 shards)."""
         best_s = np.full((n, k), -np.inf, np.float32)
         best_i = np.full((n, k), -1, np.int64)
-        for job, (sims, ids) in zip(jobs, results, strict=True):
-            rows = job.rows
-            best_s[rows], best_i[rows] = merge_topk([(best_s[rows], best_i[rows]), (sims, ids)], k)
+        for job, result in zip(jobs, results, strict=True):
+            ListRouter.merge_rows(best_s, best_i, job, result, k)
         return best_s, best_i
+
+    @staticmethod
+    def merge_rows(best_s: np.ndarray, best_i: np.ndarray, job: ShardJob,
+                   result: tuple[np.ndarray, np.ndarray], k: int) -> None:
+        """Merge one shard's (sims, ids) top-k into `best_s` / `best_i` (n, k), in place,
+        at the job's rows."""
+        rows = job.rows
+        best_s[rows], best_i[rows] = merge_topk([(best_s[rows], best_i[rows]), result], k)
 
     @staticmethod
     def scatter_range(n: int, jobs: list[ShardJob], results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]

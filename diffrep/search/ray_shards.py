@@ -14,6 +14,7 @@ released by the kernel under pressure) and holds one batch's results.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
@@ -116,8 +117,38 @@ class RayShards(_Shards):
         per_actor = self.ray.get([a.fan_out.remote(method, ref, *args) for a in self.actors])
         return [r for results in per_actor for r in results]
 
+    def _owner(self) -> dict[int, tuple[int, int]]:
+        """shard -> (its actor, its place in the actor's group)."""
+        return {s: (a, i) for a, g in enumerate(self.groups) for i, s in enumerate(g)}
+
+    def _stream(self, runs, make_job, method, arg, in_flight: int = 2):
+        """(job, result) of each (shard, rows) run as it completes: one run per call, at
+        most `in_flight` calls queued per actor (so every actor stays busy while the
+        driver merges), each run's job made only when it is sent."""
+        owner = self._owner()
+        queues: dict[int, deque] = {}
+        for shard, rows in runs:
+            queues.setdefault(owner[shard][0], deque()).append((shard, rows))
+        pending: dict = {}
+
+        def send(actor: int) -> None:
+            shard, rows = queues[actor].popleft()
+            job = make_job(shard, rows)
+            call = [(owner[shard][1], job.queries, job.lists, job.coarse)]
+            pending[self.actors[actor].each.remote(method, arg, call)] = (actor, job)
+
+        for actor, queue in queues.items():
+            for _ in range(min(in_flight, len(queue))):
+                send(actor)
+        while pending:
+            [ref], _ = self.ray.wait(list(pending), num_returns=1)
+            actor, job = pending.pop(ref)
+            if queues[actor]:
+                send(actor)
+            yield job, self.ray.get(ref)[0]
+
     def _each(self, jobs, method, arg):
-        owner = {s: (a, i) for a, g in enumerate(self.groups) for i, s in enumerate(g)}
+        owner = self._owner()
         calls: dict[int, list] = {}
         order: dict[int, list[int]] = {}
         for n, j in enumerate(jobs):

@@ -1,10 +1,15 @@
 """The search job's loop: open (and verify) the index, start one shard actor per shard
-when the index has several, search every query batch through the routed searcher, write
-the results as they come (one batch in memory at a time) and a report of the top queries."""
+when the index has several, search the queries through the routed searcher a window of
+batches at a time (window_batches: on a list-partitioned index each shard is called with
+full batches of the window's queries that probe its lists), write the results as they come
+(one window in memory at a time) and a report of the top queries."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+
+import numpy as np
 
 from diffrep import storage
 from diffrep.progress import Progress
@@ -13,7 +18,7 @@ from diffrep.runner import JobContext
 from diffrep.search import LocalShards, RayShards, Searcher, open_index, wants_shard_actors
 from diffrep.search.actors import resolve_shards_per_actor, shard_actor_ask
 from diffrep.search.config import SearchConfig, validate
-from diffrep.search.queries import ImageQueries, image_embedder, load_queries
+from diffrep.search.queries import ImageQueries, QueryBatch, image_embedder, load_queries
 from diffrep.search.report import TopQueries, report_url, write_search_report
 from diffrep.search.results import ResultsWriter, hits_table, results_schema
 from diffrep.search.training_regions import TrainingRegions
@@ -48,18 +53,24 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
                                   "results.parquet")
     report = isinstance(queries, ImageQueries) and cfg.report
     top = TopQueries(cfg.report_queries, min(cfg.report_matches, cfg.k))
+    size = window_batches(cfg, handle, backend) if spec is None else 1
     with ResultsWriter(out, results_schema(regions=spec is not None), handle, cfg.name_rows) as results:
-        for batch in queries.batches(cfg.batch_size):
-            hits = searcher.search(batch.vectors, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates,
-                                   regions=batch.regions)
-            table = hits_table(batch.keys, hits)
-            results.write(table)
-            if report:
-                top.add(table)
-            progress.update(len(batch.keys), batch.skipped)
+        for window in windows(queries.batches(cfg.batch_size), size):
+            vectors = window[0].vectors if len(window) == 1 else np.concatenate([b.vectors for b in window])
+            hits = searcher.search(vectors, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates,
+                                   regions=window[0].regions, batch=cfg.batch_size)
+            start = 0
+            for batch in window:
+                table = hits_table(batch.keys, hits.rows(start, start + len(batch.keys)))
+                start += len(batch.keys)
+                results.write(table)
+                if report:
+                    top.add(table)
+                progress.update(len(batch.keys), batch.skipped)
             progress.report(every_s=10)
     progress.finish()
     log.info("search: routing %s", json.dumps(backend.stats.as_dict()))
+    log.info("search: seconds by part %s", json.dumps({**backend.times.as_dict(), **results.times.as_dict()}))
     result = f"{progress.items_done} queries, {results.rows} result rows -> {out}"
     if report:
         flag = cfg.report_threshold
@@ -68,3 +79,26 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
         url = write_search_report(handle, top, report_url(out), spec is not None, flag)
         result += f"; report -> {url}"
     return result
+
+
+def window_batches(cfg: SearchConfig, handle, backend) -> int:
+    """Query batches searched together (SearchConfig.window_mb): one per shard of a
+    list-partitioned index, fewer where their queries and candidates would not fit
+    window_mb; 1 for an index that fans out."""
+    if backend.router is None or cfg.window_mb == 0:
+        return 1
+    per_query = 8 * handle.dim + 16 * max(cfg.k, cfg.candidates) + 72 * (cfg.nprobe or 8)
+    fit = (cfg.window_mb << 20) // (per_query * cfg.batch_size)
+    return int(max(1, min(len(handle.shard_files()), fit)))
+
+
+def windows(batches: Iterator[QueryBatch], size: int) -> Iterator[list[QueryBatch]]:
+    """`batches` in lists of `size` (the last one shorter)."""
+    window: list[QueryBatch] = []
+    for batch in batches:
+        window.append(batch)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window

@@ -22,6 +22,7 @@ from diffrep.index.build import read_index, search_params
 from diffrep.index.coarse import stored_ef
 from diffrep.index.manifest import verify
 from diffrep.index.vectors import merge_topk
+from diffrep.progress import PartTimes
 from diffrep.search.index import IndexHandle
 from diffrep.search.lists import (
     ListRouter,
@@ -61,6 +62,11 @@ class Hits:
     sims: np.ndarray
     global_sims: np.ndarray | None = None
     boxes: np.ndarray | None = None
+
+    def rows(self, start: int, end: int) -> Hits:
+        """The hits of queries start..end-1."""
+        cut = lambda a: None if a is None else a[start:end]  # noqa: E731
+        return Hits(self.ids[start:end], self.sims[start:end], cut(self.global_sims), cut(self.boxes))
 
 
 @dataclass
@@ -155,13 +161,48 @@ class _Shards:
         shards = self.num_shards()
         self.stats.count(n, quantizer_searches=n * shards, shard_calls=shards, query_shard_pairs=n * shards)
 
-    def search(self, queries, k, nprobe):
+    @property
+    def times(self) -> PartTimes:
+        """Wall seconds by part of the searches so far: assign (coarse assignment and
+        planning), shards (waiting for shard calls), merge (top-k merge), rerank (Searcher)."""
+        if not hasattr(self, "_times"):
+            self._times = PartTimes()
+        return self._times
+
+    def search(self, queries, k, nprobe, batch: int | None = None):
+        """Per-shard top-k results to merge (one, already merged, when routed). With
+        `batch` and more queries than that on a list-partitioned index, the queries are a
+        window searched shard by shard (ListRouter.shard_runs: calls of up to `batch` rows
+        each) and merged per query; memory: one (queries, k) result, plus the calls in flight."""
         q = np.ascontiguousarray(queries, np.float32)
         if self.router is None:
             self._count_fan_out(len(q))
-            return self._fan_out("search", q, k, nprobe)
-        jobs = self.router.plan(q, nprobe)
-        return [ListRouter.merge_topk(len(q), jobs, self._each(jobs, "search_lists", k), k)]
+            with self.times.part("shards"):
+                return self._fan_out("search", q, k, nprobe)
+        if batch is not None and len(q) > batch:
+            return [self._search_runs(q, k, nprobe, batch)]
+        with self.times.part("assign"):
+            jobs = self.router.plan(q, nprobe)
+        with self.times.part("shards"):
+            results = self._each(jobs, "search_lists", k)
+        with self.times.part("merge"):
+            return [ListRouter.merge_topk(len(q), jobs, results, k)]
+
+    def _search_runs(self, q: np.ndarray, k: int, nprobe: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        with self.times.part("assign"):
+            x, probed, coarse = self.router.assign(q, nprobe)
+            runs = self.router.shard_runs(probed, batch)
+        best_s = np.full((len(q), k), -np.inf, np.float32)
+        best_i = np.full((len(q), k), -1, np.int64)
+        results = self._stream(runs, lambda s, rows: self.router.job(s, rows, x, probed, coarse),
+                               "search_lists", k)
+        while True:
+            with self.times.part("shards"):
+                done = next(results, None)
+            if done is None:
+                return best_s, best_i
+            with self.times.part("merge"):
+                ListRouter.merge_rows(best_s, best_i, *done, k)
 
     def range_search(self, queries, radius, nprobe, assigned=None, shard=None):
         q = np.ascontiguousarray(queries, np.float32)
@@ -191,6 +232,12 @@ class LocalShards(_Shards):
 
     def _each(self, jobs, method, arg):
         return [getattr(self.shards[j.shard], method)(j.queries, arg, j.lists, j.coarse) for j in jobs]
+
+    def _stream(self, runs, make_job, method, arg):
+        """(job, result) of each (shard, rows) run, one run at a time."""
+        for shard, rows in runs:
+            job = make_job(shard, rows)
+            yield job, getattr(self.shards[shard], method)(job.queries, arg, job.lists, job.coarse)
 
 
 def wants_shard_actors(mode: str, handle: IndexHandle) -> bool:
@@ -224,7 +271,7 @@ class Searcher:
 
     def search(self, queries: np.ndarray, k: int = 10, rerank: Rerank = "none",
                candidates: int = 0, query_tokens: np.ndarray | None = None,
-               regions: RegionQueries | None = None) -> Hits:
+               regions: RegionQueries | None = None, batch: int | None = None) -> Hits:
         """Top-k of each query over all shards.
 
         rerank="exact" ranks max(k, candidates) approximate candidates by their true inner
@@ -238,22 +285,27 @@ class Searcher:
         candidate_regions, the candidates rerank_choice picks (the top `regions.spec.rerank`
         distinct ones) are then scored by the best similarity of any region of the query
         to any region of the training image; see Hits.
+
+        batch: more queries than this are a window whose shard calls are planned together
+        (each call up to `batch` queries; see _Shards.search) and re-ranked `batch` at a time.
         """
         q = self._check(queries)
         if regions is not None:
             return self._region_search(q, regions, k, max(k, candidates))
+        if rerank not in ("none", "exact", "split_product"):
+            raise ValueError(f"rerank must be none, exact or split_product, not {rerank!r}")
+        if rerank == "split_product" and query_tokens is None:
+            raise ValueError("split_product re-rank needs query_tokens (Q, T, d)")
         n_cand = max(k, candidates) if rerank != "none" else k
-        sims, ids = merge_topk(self.backend.search(q, n_cand, self.nprobe), n_cand)
+        sims, ids = merge_topk(self.backend.search(q, n_cand, self.nprobe, batch), n_cand)
         if rerank == "none":
             return Hits(ids, sims)
-        if rerank == "exact":
-            true = self._true_sims(q, ids)
-        elif rerank == "split_product":
-            if query_tokens is None:
-                raise ValueError("split_product re-rank needs query_tokens (Q, T, d)")
-            true = self._split_sims(np.asarray(query_tokens, np.float32), ids)
-        else:
-            raise ValueError(f"rerank must be none, exact or split_product, not {rerank!r}")
+        step = batch or len(q)
+        true = np.empty(ids.shape, np.float32)
+        with self.backend.times.part("rerank"):
+            for s in range(0, len(q), step):
+                true[s:s + step] = self._true_sims(q[s:s + step], ids[s:s + step]) if rerank == "exact" else \
+                    self._split_sims(np.asarray(query_tokens[s:s + step], np.float32), ids[s:s + step])
         order = np.lexsort((ids, -true), axis=-1)[:, :k]
         return Hits(np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1))
 
