@@ -4,10 +4,14 @@ re-rank's reads.
 Global ids map to (embedding file, row) through one sorted array of each file's first id
 (one entry per file: 20k at 2B with 100k-row files; diffrep.index.plan.locate_in, which
 the index build's position lookups use too). Local files are memory-mapped once and kept open
-in an LRU of `MAX_OPEN` maps (one file descriptor each): the re-rank of one dedup batch
+in an LRU of `MAX_OPEN` maps (one file descriptor each): the re-rank of one batch
 touches files all over the corpus, and a map opened per batch faults every page it reads
-in again; at 10M vectors (100 files) that doubled the re-rank's reads. Beyond MAX_OPEN
-files the LRU evicts and pages fault again (the page cache still holds them).
+in again; at 10M vectors (100 files) that doubled the re-rank's reads. A batch reads its
+files in id order, so with more files than the LRU holds every file is a miss (a cache
+of 256 maps over 30M vectors' 300 files: each batch opened all 300 again); the bound is
+therefore half the process's open-file limit (LAION-2B: 20k files of 100k vectors), not a
+fixed count. Mapped files cost address space, not memory: their pages are file-backed
+and the kernel drops them under pressure.
 Remote files are read whole per call and never cached (memory stays one file's).
 """
 
@@ -23,7 +27,21 @@ from diffrep.embed.layout import ModelOutput
 from diffrep.index.plan import SliceSpec, locate_in
 from diffrep.index.vectors import load_npy
 
-MAX_OPEN = 256
+MIN_OPEN = 256
+
+
+def max_open() -> int:
+    """Memory maps kept open: half the soft open-file limit (RLIMIT_NOFILE), at least MIN_OPEN."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return MIN_OPEN
+    return MIN_OPEN if soft == resource.RLIM_INFINITY else max(MIN_OPEN, soft // 2)
+
+
+MAX_OPEN = max_open()  # per process (a Ray worker imports this module itself)
 
 
 class StoredVectors:
