@@ -5,6 +5,7 @@ dedup on IVF-PQ against exact pairs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -227,6 +228,22 @@ def test_a_window_searched_shard_by_shard_finds_what_each_batch_finds_in_fewer_c
     # at most ceil(pairs of a shard / batch) per shard, each carrying a full batch but the last
     assert calls.shard_calls <= calls.query_shard_pairs / batch + 2 * 4 < per_batch.shard_calls
     assert set(window.backend.times.as_dict()) >= {"assign", "shards", "merge", "rerank"}
+
+
+def test_the_search_jobs_window_is_a_batch_per_shard_within_its_memory(pq_index):
+    from diffrep.search.config import SearchConfig
+    from diffrep.search.run import window_batches, windows
+
+    root, _ = pq_index
+    handle = open_index(root, MODEL)
+    cfg = SearchConfig(root=root, queries=root, batch_size=100, candidates=100, nprobe=4)
+    per_query = 8 * DIM + 16 * 100 + 72 * 4  # bytes a windowed query holds
+    assert window_batches(cfg, handle, LocalShards(handle)) == 4  # one batch per shard
+    tight = dataclasses.replace(cfg, window_mb=1)
+    assert window_batches(tight, handle, LocalShards(handle)) == (1 << 20) // (per_query * 100) == 2
+    assert window_batches(dataclasses.replace(cfg, window_mb=0), handle, LocalShards(handle)) == 1
+    assert window_batches(cfg, handle, LocalShards(handle, route=False)) == 1  # a fan-out: no window
+    assert [len(w) for w in windows(iter(range(10)), 4)] == [4, 4, 2]
 
 
 @pytest.mark.ray
