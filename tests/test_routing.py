@@ -192,18 +192,26 @@ def test_routed_topk_merges_each_shard_into_its_rows_like_a_full_merge():
     jobs, results, full = [], [], []
     for s in range(shards):
         rows = np.sort(rng.choice(n, size=rng.integers(1, n), replace=False))
-        sims = rng.choice([0.2, 0.5, 0.9], size=(len(rows), k)).astype(np.float32)  # ties
+        # as faiss returns them: sorted by similarity, fewer than k hits padded with -1 at
+        # the end (similarity -FLT_MAX); shards 0 and 2 with ties, 1 and 3 without
+        values = rng.choice([0.2, 0.5, 0.9], size=(len(rows), k)) if s % 2 == 0 else rng.random((len(rows), k))
+        sims = -np.sort(-values.astype(np.float32), axis=1)
         ids = rng.integers(s * 1000, s * 1000 + 1000, size=(len(rows), k))
-        ids[rng.random(ids.shape) < 0.2] = -1  # shards with fewer than k hits
+        missing = np.arange(k) >= rng.integers(0, k + 1, size=(len(rows), 1))
+        ids[missing], sims[missing] = -1, np.finfo(np.float32).min
         jobs.append(ShardJob(s, rows, np.zeros((len(rows), 1), np.float32), rows[:, None], sims))
         results.append((sims, ids))
         full_s, full_i = np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
         full_s[rows], full_i[rows] = sims, ids
         full.append((full_s, full_i))
-    got_s, got_i = merge_topk([ListRouter.merge_topk(n, jobs, results, k)], k)
+    got_s, got_i = ListRouter.merge_topk(n, jobs, results, k)
     want_s, want_i = merge_topk(full, k)
     assert np.array_equal(got_i, want_i) and np.array_equal(got_s, want_s)
     assert (got_i >= 0).sum() > n  # hits were merged
+    # one shard: every row takes its hits as they are, as a merge would order them
+    one_s, one_i = ListRouter.merge_topk(n, jobs[1:2], results[1:2], k)
+    want_s, want_i = merge_topk([full[1]], k)
+    assert np.array_equal(one_i, want_i) and np.array_equal(one_s, want_s)
 
 
 def test_a_window_searched_shard_by_shard_finds_what_each_batch_finds_in_fewer_calls(pq_index):

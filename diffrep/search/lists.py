@@ -223,10 +223,21 @@ class ListRouter:
     @staticmethod
     def merge_rows(best_s: np.ndarray, best_i: np.ndarray, job: ShardJob,
                    result: tuple[np.ndarray, np.ndarray], k: int) -> None:
-        """Merge one shard's (sims, ids) top-k into `best_s` / `best_i` (n, k), in place,
-        at the job's rows."""
+        """Merge one shard's (sims, ids) top-k (faiss's: sorted by similarity) into
+        `best_s` / `best_i` (n, k), in place, at the job's rows. A row that holds nothing
+        yet takes the shard's hits as they are when they have no tied similarities (the
+        order a merge would give: most rows of a search, all of them at one shard); the
+        others are merged (ties: smaller id first; no result last)."""
+        sims, ids = result
+        sims = np.where(ids < 0, -np.inf, sims)
         rows = job.rows
-        best_s[rows], best_i[rows] = merge_topk([(best_s[rows], best_i[rows]), result], k)
+        direct = (best_i[rows, 0] < 0) & ~(sims[:, 1:] == sims[:, :-1]).any(axis=1)
+        if sims.shape[1] != k:
+            direct[:] = False
+        best_s[rows[direct]], best_i[rows[direct]] = sims[direct], ids[direct]
+        if not direct.all():
+            rest, part = rows[~direct], (sims[~direct], ids[~direct])
+            best_s[rest], best_i[rest] = merge_topk([(best_s[rest], best_i[rest]), part], k)
 
     @staticmethod
     def scatter_range(n: int, jobs: list[ShardJob], results: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
