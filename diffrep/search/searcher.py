@@ -297,7 +297,7 @@ class Searcher:
         if rerank == "split_product" and query_tokens is None:
             raise ValueError("split_product re-rank needs query_tokens (Q, T, d)")
         n_cand = max(k, candidates) if rerank != "none" else k
-        sims, ids = merge_topk(self.backend.search(q, n_cand, self.nprobe, batch), n_cand)
+        sims, ids = self._topk(q, n_cand, batch)
         if rerank == "none":
             return Hits(ids, sims)
         step = batch or len(q)
@@ -308,6 +308,12 @@ class Searcher:
                     self._split_sims(np.asarray(query_tokens[s:s + step], np.float32), ids[s:s + step])
         order = np.lexsort((ids, -true), axis=-1)[:, :k]
         return Hits(np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1))
+
+    def _topk(self, q: np.ndarray, k: int, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(sims, ids) (Q, k) over every shard: a routed backend's result is merged
+        already (ListRouter.merge_rows); a fan-out's per-shard results are merged here."""
+        parts = self.backend.search(q, k, self.nprobe, batch)
+        return parts[0] if self.backend.router is not None else merge_topk(parts, k)
 
     def range_search(self, queries: np.ndarray, threshold: float, margin: float = 0.1,
                      exact: bool = True, ordered: bool = True,
@@ -346,13 +352,13 @@ class Searcher:
         nq, nr, dim = regions.vectors.shape
         if nq != len(q) or dim != q.shape[1]:
             raise ValueError(f"region vectors {regions.vectors.shape} do not match queries {q.shape}")
-        _, g_ids = merge_topk(self.backend.search(q, n_cand, self.nprobe), n_cand)
+        _, g_ids = self._topk(q, n_cand)
         per = regions.spec.per_region
         flat = np.ascontiguousarray(regions.vectors.reshape(nq * nr, dim), np.float32)
         live = flat.any(axis=1)  # blank crops have zero vectors (RegionSpec.min_std): no search
         r_ids = np.full((nq * nr, per), -1, np.int64)
         if live.any():
-            _, found = merge_topk(self.backend.search(flat[live], per, self.nprobe), per)
+            _, found = self._topk(flat[live], per)
             r_ids[np.nonzero(live)[0], :found.shape[1]] = found
         ids = union_candidates(g_ids, r_ids.reshape(nq, nr * per))
         vecs = np.zeros(ids.shape + (dim,), np.float32)
