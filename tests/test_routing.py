@@ -244,14 +244,43 @@ def test_the_search_jobs_window_is_a_batch_per_shard_within_its_memory(pq_index)
 
     root, _ = pq_index
     handle = open_index(root, MODEL)
-    cfg = SearchConfig(root=root, queries=root, batch_size=200, candidates=100, nprobe=4)
+    cfg = SearchConfig(root=root, queries=root, batch_size=100, candidates=100, nprobe=4)
     per_query = 8 * DIM + 16 * 100 + 72 * 4  # bytes a windowed query holds
     assert window_batches(cfg, handle, LocalShards(handle)) == 4  # one batch per shard
-    tight = dataclasses.replace(cfg, window_mb=1)
-    assert window_batches(tight, handle, LocalShards(handle)) == (1 << 20) // (per_query * 200) == 2
+    tight = dataclasses.replace(cfg, window_mb=1)  # two windows in flight
+    assert window_batches(tight, handle, LocalShards(handle)) == (1 << 20) // (2 * per_query * 100) == 2
     assert window_batches(dataclasses.replace(cfg, window_mb=0), handle, LocalShards(handle)) == 1
     assert window_batches(cfg, handle, LocalShards(handle, route=False)) == 1  # a fan-out: no window
     assert [len(w) for w in windows(iter(range(10)), 4)] == [4, 4, 2]
+
+
+def test_search_ahead_writes_windows_in_order_and_raises_a_failed_search(pq_index):
+    """The next window's shard calls run in a second thread: windows are still written
+    in order with their own hits, and an error in the search thread reaches the job."""
+    from diffrep.search.config import SearchConfig
+    from diffrep.search.queries import QueryBatch
+    from diffrep.search.run import search_ahead
+
+    root, x = pq_index
+    handle = open_index(root, MODEL)
+    searcher = Searcher(handle, LocalShards(handle), nprobe=8)
+    cfg = SearchConfig(root=root, queries=root, k=3, candidates=20, batch_size=50)
+    batches = [QueryBatch([str(i) for i in range(s, s + 50)], x[s:s + 50]) for s in range(0, 600, 50)]
+    written = []
+    search_ahead(searcher, cfg, iter([batches[i:i + 3] for i in range(0, 12, 3)]),
+                 lambda window, hits: written.append((window[0].keys[0], hits.ids[:, 0])))
+    assert [w[0] for w in written] == ["0", "150", "300", "450"]
+    top1 = np.concatenate([w[1] for w in written])
+    assert (top1 == np.arange(600)).mean() > 0.99  # each vector finds itself, in its window's rows
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shard call failed")
+
+    searcher.candidates = broken
+    written.clear()
+    with pytest.raises(RuntimeError, match="shard call failed"):
+        search_ahead(searcher, cfg, iter([batches[:3], batches[3:6]]), lambda w, h: written.append(w))
+    assert written == []
 
 
 @pytest.mark.ray

@@ -1,13 +1,15 @@
 """The search job's loop: open (and verify) the index, start one shard actor per shard
 when the index has several, search the queries through the routed searcher a window of
 batches at a time (window_batches: on a list-partitioned index each shard is called with
-full batches of the window's queries that probe its lists), write the results as they come
-(one window in memory at a time) and a report of the top queries."""
+full batches of the window's queries that probe its lists; the next window's shard calls
+run while this one is re-ranked: search_ahead), write the results as they come (two
+windows in memory at a time) and a report of the top queries."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -21,6 +23,7 @@ from diffrep.search.config import SearchConfig, validate
 from diffrep.search.queries import ImageQueries, QueryBatch, image_embedder, load_queries
 from diffrep.search.report import TopQueries, report_url, write_search_report
 from diffrep.search.results import ResultsWriter, hits_table, results_schema
+from diffrep.search.searcher import Hits
 from diffrep.search.training_regions import TrainingRegions
 
 
@@ -53,12 +56,9 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
                                   "results.parquet")
     report = isinstance(queries, ImageQueries) and cfg.report
     top = TopQueries(cfg.report_queries, min(cfg.report_matches, cfg.k))
-    size = window_batches(cfg, handle, backend) if spec is None else 1
     with ResultsWriter(out, results_schema(regions=spec is not None), handle, cfg.name_rows) as results:
-        for window in windows(queries.batches(cfg.batch_size), size):
-            vectors = window[0].vectors if len(window) == 1 else np.concatenate([b.vectors for b in window])
-            hits = searcher.search(vectors, cfg.k, rerank=cfg.rerank, candidates=cfg.candidates,
-                                   regions=window[0].regions, batch=cfg.batch_size)
+
+        def write(window: list[QueryBatch], hits: Hits) -> None:
             start = 0
             for batch in window:
                 table = hits_table(batch.keys, hits.rows(start, start + len(batch.keys)))
@@ -68,6 +68,14 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
                     top.add(table)
                 progress.update(len(batch.keys), batch.skipped)
             progress.report(every_s=10)
+
+        if spec is not None:  # region queries: embedded, searched and re-ranked a batch at a time
+            for batch in queries.batches(cfg.batch_size):
+                write([batch], searcher.search(batch.vectors, cfg.k, candidates=cfg.candidates,
+                                               regions=batch.regions))
+        else:
+            search_ahead(searcher, cfg, windows(queries.batches(cfg.batch_size),
+                                                window_batches(cfg, handle, backend)), write)
     progress.finish()
     log.info("search: routing %s", json.dumps(backend.stats.as_dict()))
     log.info("search: seconds by part %s", json.dumps({**backend.times.as_dict(), **results.times.as_dict()}))
@@ -81,14 +89,41 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
     return result
 
 
+def search_ahead(searcher: Searcher, cfg: SearchConfig, query_windows: Iterator[list[QueryBatch]],
+                 write: Callable[[list[QueryBatch], Hits], None]) -> None:
+    """Search each window and `write` its hits, in order. The shard calls of the next
+    window run in a second thread while this one re-ranks and writes the last (the
+    shard actors would otherwise wait on the driver's re-rank, and the driver on them):
+    two windows are in memory at once."""
+
+    def find(window: list[QueryBatch]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        vectors = window[0].vectors if len(window) == 1 else np.concatenate([b.vectors for b in window])
+        return vectors, searcher.candidates(vectors, cfg.k, cfg.rerank, cfg.candidates, batch=cfg.batch_size)
+
+    def rank(window: list[QueryBatch], found: Future) -> None:
+        vectors, candidates = found.result()
+        write(window, searcher.ranked(vectors, candidates, cfg.k, cfg.rerank, batch=cfg.batch_size))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="search-ahead") as ahead:
+        previous = None
+        for window in query_windows:
+            found = ahead.submit(find, window)
+            if previous is not None:
+                rank(*previous)
+            previous = (window, found)
+        if previous is not None:
+            rank(*previous)
+
+
 def window_batches(cfg: SearchConfig, handle, backend) -> int:
     """Query batches searched together (SearchConfig.window_mb): one per shard of a
-    list-partitioned index, fewer where their queries and candidates would not fit
-    window_mb; 1 for an index that fans out."""
+    list-partitioned index, fewer where two windows' queries and candidates (one being
+    searched, one re-ranked: search_ahead) would not fit window_mb; 1 for an index that
+    fans out."""
     if backend.router is None or cfg.window_mb == 0:
         return 1
     per_query = 8 * handle.dim + 16 * max(cfg.k, cfg.candidates) + 72 * (cfg.nprobe or 8)
-    fit = (cfg.window_mb << 20) // (per_query * cfg.batch_size)
+    fit = (cfg.window_mb << 20) // (2 * per_query * cfg.batch_size)
     return int(max(1, min(len(handle.shard_files()), fit)))
 
 

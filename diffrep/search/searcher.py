@@ -292,12 +292,26 @@ class Searcher:
         q = self._check(queries)
         if regions is not None:
             return self._region_search(q, regions, k, max(k, candidates))
-        if rerank not in ("none", "exact", "split_product"):
-            raise ValueError(f"rerank must be none, exact or split_product, not {rerank!r}")
         if rerank == "split_product" and query_tokens is None:
             raise ValueError("split_product re-rank needs query_tokens (Q, T, d)")
-        n_cand = max(k, candidates) if rerank != "none" else k
-        sims, ids = self._topk(q, n_cand, batch)
+        return self.ranked(q, self.candidates(q, k, rerank, candidates, batch), k, rerank, query_tokens, batch)
+
+    def candidates(self, queries: np.ndarray, k: int, rerank: Rerank = "none", candidates: int = 0,
+                   batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """search()'s first stage, the shards' approximate top-k merged: (sims, ids) of
+        max(k, candidates) per query when re-ranked, else k."""
+        q = self._check(queries)
+        if rerank not in ("none", "exact", "split_product"):
+            raise ValueError(f"rerank must be none, exact or split_product, not {rerank!r}")
+        return self._topk(q, max(k, candidates) if rerank != "none" else k, batch)
+
+    def ranked(self, queries: np.ndarray, found: tuple[np.ndarray, np.ndarray], k: int,
+               rerank: Rerank = "none", query_tokens: np.ndarray | None = None,
+               batch: int | None = None) -> Hits:
+        """search()'s second stage: the candidates `found` (candidates()) of `queries`
+        re-ranked (`batch` queries at a time) and cut to k."""
+        q = self._check(queries)
+        sims, ids = found
         if rerank == "none":
             return Hits(ids, sims)
         step = batch or len(q)
