@@ -406,6 +406,15 @@ def test_float16_embeddings_on_a_remote_root_build_search_and_dedup():
     assert storage.read_json(f"{root}/dedup/{MODEL}/summary.json")["pairs"] == 1
     pairs = storage.read_table(f"{root}/dedup/{MODEL}/pairs")
     assert pairs.num_rows == 1
+    # results past name_rows are named by DuckDB reading the id maps through fsspec
+    from diffrep.search.results import ResultsWriter, hits_table, results_schema
+
+    url = f"{root}/search/results.parquet"
+    with ResultsWriter(url, results_schema(False), handle, name_rows=10) as writer:
+        writer.write(hits_table([str(q) for q in queries], hits))
+    named = storage.read_table(url)
+    assert named.num_rows == hits.ids.size and "spilling" in writer.times.as_dict()
+    assert named["key"].to_pylist() == handle.lookup(named["id"].to_numpy())["key"].to_pylist()
 
 
 def test_split_product_rerank_through_the_searcher_equals_the_definition(tmp_path):
