@@ -214,6 +214,37 @@ def test_routed_topk_merges_each_shard_into_its_rows_like_a_full_merge():
     assert np.array_equal(one_i, want_i) and np.array_equal(one_s, want_s)
 
 
+def test_shards_in_one_process_share_one_coarse_quantizer(pq_index):
+    """Every shard file carries a copy of the coarse quantizer; shards opened in one
+    process (LocalShards, a shard actor's group) keep one: the same hits as shards with
+    their own copies, and a group opened again (a restarted actor) shares a new one."""
+    from diffrep.index.probes import centroids_view
+    from diffrep.search.lists import ListRouter
+    from diffrep.search.ray_shards import ShardGroup
+    from diffrep.search.searcher import ShardSearcher
+
+    root, x = pq_index
+    handle = open_index(root, MODEL)
+    key, names = handle.manifest["key"], handle.shard_files()
+    address = lambda s: centroids_view(s.ivf.quantizer).__array_interface__["data"][0]  # noqa: E731
+    local = LocalShards(handle)
+    assert local.quantizer is not None and len({address(s) for s in local.shards}) == 1
+    own = [ShardSearcher(handle.shard_url(n), key) for n in names]
+    assert len({address(s) for s in own}) == len(names)  # opened alone: a copy each
+    jobs = ListRouter.of(handle).plan(x[::9], 8)
+    group = ShardGroup([handle.shard_url(n) for n in names], names, key, None, None)
+    for _ in range(2):  # opened, then opened again
+        assert group.open() == len(x)
+        assert len({address(s) for s in group.shards}) == 1
+        calls = [(j.shard, j.queries, j.lists, j.coarse) for j in jobs]
+        for j, (sims, ids), mine in zip(jobs, group.each("search_lists", 10, calls),
+                                        local._each(jobs, "search_lists", 10), strict=True):
+            want_s, want_i = own[j.shard].search_lists(j.queries, 10, j.lists, j.coarse)
+            np.testing.assert_array_equal(ids, want_i)
+            np.testing.assert_array_equal(mine[1], want_i)
+            np.testing.assert_allclose(sims, want_s, rtol=1e-6)
+
+
 def test_a_window_searched_shard_by_shard_finds_what_each_batch_finds_in_fewer_calls(pq_index):
     """A window of batches (Searcher.search(batch=...), the search job's path): each shard
     called with full batches of the window's queries that probe its lists, merged per

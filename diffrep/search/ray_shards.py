@@ -20,7 +20,7 @@ import numpy as np
 
 from diffrep.search.index import IndexHandle
 from diffrep.search.lists import ListRouter
-from diffrep.search.searcher import ShardSearcher, _Shards
+from diffrep.search.searcher import ShardSearcher, _Shards, share_quantizer
 
 
 def shard_groups(num_shards: int, num_actors: int) -> list[list[int]]:
@@ -49,18 +49,29 @@ class ShardGroup:
                  base: str | None, threads: int = 0):
         self.shards = [ShardSearcher(u, key, manifest, base, n, threads, defer=True)
                        for u, n in zip(urls, names, strict=True)]
+        self.quantizer = None
+        self._opened = False
 
     def open(self) -> int:
-        """Verify and memory-map every shard (see ShardSearcher.open); their vector count."""
-        return sum(s.open() for s in self.shards)
+        """Verify and memory-map every shard (see ShardSearcher.open), one coarse
+        quantizer shared by them (share_quantizer); their vector count. A restarted
+        actor opens on its first call."""
+        total = sum(s.open() for s in self.shards)
+        self.quantizer = share_quantizer([s.ivf for s in self.shards], self.quantizer)
+        self._opened = True
+        return total
 
     def fan_out(self, method: str, queries: np.ndarray, *args) -> list:
         """`method` ("search" / "range_search") of every shard, on the whole batch."""
+        if not self._opened:
+            self.open()
         return [getattr(s, method)(queries, *args) for s in self.shards]
 
     def each(self, method: str, arg, calls: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> list:
         """`method` ("search_lists" / "range_search_lists") of the shards asked: calls are
         (position of the shard in this group, queries, lists, coarse)."""
+        if not self._opened:
+            self.open()
         return [getattr(self.shards[i], method)(q, arg, lists, coarse) for i, q, lists, coarse in calls]
 
     def ntotal(self) -> int:
