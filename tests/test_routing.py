@@ -228,7 +228,7 @@ def test_shards_in_one_process_share_one_coarse_quantizer(pq_index):
     key, names = handle.manifest["key"], handle.shard_files()
     address = lambda s: centroids_view(s.ivf.quantizer).__array_interface__["data"][0]  # noqa: E731
     local = LocalShards(handle)
-    assert local.quantizer is not None and len({address(s) for s in local.shards}) == 1
+    assert local.quantizer.index is not None and len({address(s) for s in local.shards}) == 1
     own = [ShardSearcher(handle.shard_url(n), key) for n in names]
     assert len({address(s) for s in own}) == len(names)  # opened alone: a copy each
     jobs = ListRouter.of(handle).plan(x[::9], 8)

@@ -20,7 +20,7 @@ import numpy as np
 
 from diffrep.search.index import IndexHandle
 from diffrep.search.lists import ListRouter
-from diffrep.search.searcher import ShardSearcher, _Shards, share_quantizer
+from diffrep.search.searcher import ShardSearcher, SharedQuantizer, _Shards
 
 
 def shard_groups(num_shards: int, num_actors: int) -> list[list[int]]:
@@ -54,10 +54,15 @@ class ShardGroup:
 
     def open(self) -> int:
         """Verify and memory-map every shard (see ShardSearcher.open), one coarse
-        quantizer shared by them (share_quantizer); their vector count. A restarted
+        quantizer shared by them (SharedQuantizer); their vector count. A restarted
         actor opens on its first call."""
-        total = sum(s.open() for s in self.shards)
-        self.quantizer = share_quantizer([s.ivf for s in self.shards], self.quantizer)
+        previous, self.quantizer = self.quantizer, SharedQuantizer()
+        total = 0
+        for shard in self.shards:
+            total += shard.open()
+            self.quantizer.adopt(shard.ivf)
+        if previous is not None:  # every shard that used it was opened again
+            previous.release()
         self._opened = True
         return total
 

@@ -141,31 +141,46 @@ class ShardSearcher:
         return int(self.index.ntotal)
 
 
-def share_quantizer(ivfs: list[faiss.IndexIVF], previous: faiss.Index | None = None) -> faiss.Index | None:
-    """One coarse quantizer for several shards of one index in one process. Each shard
+class SharedQuantizer:
+    """One coarse quantizer for the shards of one index opened in one process. Each shard
     file carries its own copy (nlist x dim floats and HNSW links: 15 MB at 30,000 x 64,
     ~0.6 GB at 2^18 x 512), read into memory though a routed search only reads its
-    centroids (for PQ residuals). With the centroids equal, every shard's copy is freed
-    and one copy serves them all: returned, to be kept as long as the shards live and
-    passed back as `previous` when they are opened again (it is freed then). None for
-    fewer than two shards or quantizers that differ."""
-    if previous is not None:  # the shards that used it were replaced by new ones
-        faiss.Index.__swig_destroy__(previous)
-    if len(ivfs) < 2:
-        return None
-    try:
-        first = centroids_view(ivfs[0].quantizer)
-        if not all(np.array_equal(centroids_view(ivf.quantizer), first) for ivf in ivfs[1:]):
-            return None
-    except TypeError:  # not a flat or HNSW-flat quantizer
-        return None
-    shared = faiss.clone_index(ivfs[0].quantizer)
-    for ivf in ivfs:
-        own, owned = ivf.quantizer, ivf.own_fields
-        ivf.quantizer, ivf.own_fields = shared, False
-        if owned:  # freed here; the proxy does not own it, so nothing frees it twice
-            faiss.Index.__swig_destroy__(own)
-    return shared
+    centroids (for PQ residuals). `adopt` each shard as it is opened: the first one's copy
+    becomes the shared one, a later one with equal centroids is pointed at it and its own
+    copy freed, so a process holds at most two copies at any time. `release` it once no
+    shard uses it (the shards were opened again, or are gone)."""
+
+    def __init__(self):
+        self.index: faiss.Index | None = None
+
+    def adopt(self, ivf: faiss.IndexIVF) -> bool:
+        """Share the shard's quantizer; False (the shard keeps its own) where the centroids
+        differ or are not stored flat."""
+        try:
+            centroids = centroids_view(ivf.quantizer)
+        except TypeError:  # neither a flat nor an HNSW-flat quantizer
+            return False
+        if self.index is None:  # the first shard's copy becomes the shared one, freed by release()
+            if ivf.own_fields:
+                self.index, ivf.own_fields = ivf.quantizer, False
+            else:  # owned elsewhere: share a copy
+                self.index = faiss.clone_index(ivf.quantizer)
+                ivf.quantizer = self.index
+            self._centroids = centroids_view(self.index)
+        elif np.array_equal(centroids, self._centroids):
+            own, owned = ivf.quantizer, ivf.own_fields
+            ivf.quantizer, ivf.own_fields = self.index, False
+            if owned:  # freed here; its proxy does not own it, so nothing frees it twice
+                faiss.Index.__swig_destroy__(own)
+        else:
+            return False
+        return True
+
+    def release(self) -> None:
+        """Free the shared copy (no shard may use it any more)."""
+        if self.index is not None:
+            faiss.Index.__swig_destroy__(self.index)
+            self.index = None
 
 
 class _Shards:
@@ -249,8 +264,11 @@ class LocalShards(_Shards):
 
     def __init__(self, handle: IndexHandle, route: bool = True):
         key = handle.manifest["key"]
-        self.shards = [ShardSearcher(handle.shard_url(n), key) for n in handle.shard_files()]
-        self.quantizer = share_quantizer([s.ivf for s in self.shards])
+        self.quantizer = SharedQuantizer()
+        self.shards = []
+        for name in handle.shard_files():
+            self.shards.append(ShardSearcher(handle.shard_url(name), key))
+            self.quantizer.adopt(self.shards[-1].ivf)
         self.router = ListRouter.of(handle) if route else None
 
     def num_shards(self) -> int:
