@@ -153,7 +153,7 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
     if probes:
         storage.write_npy(layout.path(layout.probes_name(spec.slice_id)), np.concatenate(probes))
     idmap = pa.concat_tables(tables)
-    storage.write_parquet(layout.path(layout.idmap_name(spec.slice_id)), idmap, row_group_size=IDMAP_ROW_GROUP)
+    storage.write_parquet(layout.idmap(spec.slice_id), idmap, row_group_size=IDMAP_ROW_GROUP)
     if key_parts:
         write_key_run(layout, spec.slice_id, idmap["key"].combine_chunks(), idmap["id"].to_numpy(), key_parts)
     buf = io.BytesIO()

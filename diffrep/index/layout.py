@@ -66,6 +66,10 @@ class IndexLayout:
     def idmap_name(slice_id: int) -> str:
         return f"ids/slice_{slice_id:05d}.parquet"
 
+    def idmap(self, slice_id: int) -> str:
+        """The slice's id map (id, key, url, caption, shard, row in id order)."""
+        return self.path(self.idmap_name(slice_id))
+
     @staticmethod
     def probes_name(slice_id: int) -> str:
         """The slice's vectors' probed lists, in id order (diffrep.index.probes)."""

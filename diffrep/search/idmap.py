@@ -90,7 +90,7 @@ class IdMapReader:
         if spec.slice_id in self._files:
             self._files.move_to_end(spec.slice_id)
             return self._files[spec.slice_id]
-        fs, path = storage.filesystem(self.layout.path(self.layout.idmap_name(spec.slice_id)))
+        fs, path = storage.filesystem(self.layout.idmap(spec.slice_id))
         source = fs.open(path, "rb")
         handle = pq.ParquetFile(source)
         rows = [handle.metadata.row_group(g).num_rows for g in range(handle.metadata.num_row_groups)]

@@ -133,7 +133,7 @@ class IndexHandle:
         wanted = pa.array(keys, pa.string())
         out: dict[str, int] = {}
         for s in self.slices:
-            t = storage.read_table(self.layout.path(self.layout.idmap_name(s.slice_id)), columns=["key", "id"])
+            t = storage.read_table(self.layout.idmap(s.slice_id), columns=["key", "id"])
             hit = t.filter(pc.is_in(t["key"], value_set=wanted)).sort_by("id")
             for key, id_ in zip(hit["key"].to_pylist(), hit["id"].to_pylist(), strict=True):
                 out.setdefault(key, id_)

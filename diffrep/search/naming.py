@@ -29,7 +29,7 @@ SEQ = "seq"  # the spilled rows' place in the output, int64 from 0
 
 def idmap_urls(handle: IndexHandle) -> list[str]:
     """Every slice's id-map file, in id order."""
-    return [handle.layout.path(handle.layout.idmap_name(s.slice_id)) for s in handle.slices]
+    return [handle.layout.idmap(s.slice_id) for s in handle.slices]
 
 
 def named_batches(spill: str, handle: IndexHandle, columns: list[str], names: list[str],
