@@ -277,11 +277,11 @@ def test_the_search_jobs_window_is_a_batch_per_shard_within_its_memory(pq_index)
     handle = open_index(root, MODEL)
     cfg = SearchConfig(root=root, queries=root, batch_size=100, candidates=100, nprobe=4)
     per_query = 8 * DIM + 16 * 100 + 72 * 4  # bytes a windowed query holds
-    assert window_batches(cfg, handle, LocalShards(handle)) == 4  # one batch per shard
+    assert window_batches(cfg, Searcher(handle, LocalShards(handle), nprobe=4)) == 4  # one batch per shard
     tight = dataclasses.replace(cfg, window_mb=1)  # two windows in flight
-    assert window_batches(tight, handle, LocalShards(handle)) == (1 << 20) // (2 * per_query * 100) == 2
-    assert window_batches(dataclasses.replace(cfg, window_mb=0), handle, LocalShards(handle)) == 1
-    assert window_batches(cfg, handle, LocalShards(handle, route=False)) == 1  # a fan-out: no window
+    assert window_batches(tight, Searcher(handle, LocalShards(handle), nprobe=4)) == (1 << 20) // (2 * per_query * 100) == 2
+    assert window_batches(dataclasses.replace(cfg, window_mb=0), Searcher(handle, LocalShards(handle), nprobe=4)) == 1
+    assert window_batches(cfg, Searcher(handle, LocalShards(handle, route=False), nprobe=4)) == 1  # a fan-out: no window
     assert [len(w) for w in windows(iter(range(10)), 4)] == [4, 4, 2]
 
 

@@ -232,8 +232,6 @@ class ListRouter:
         sims = np.where(ids < 0, -np.inf, sims)
         rows = job.rows
         direct = (best_i[rows, 0] < 0) & ~(sims[:, 1:] == sims[:, :-1]).any(axis=1)
-        if sims.shape[1] != k:
-            direct[:] = False
         best_s[rows[direct]], best_i[rows[direct]] = sims[direct], ids[direct]
         if not direct.all():
             rest, part = rows[~direct], (sims[~direct], ids[~direct])

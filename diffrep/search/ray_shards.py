@@ -20,7 +20,7 @@ import numpy as np
 
 from diffrep.search.index import IndexHandle
 from diffrep.search.lists import ListRouter
-from diffrep.search.searcher import ShardSearcher, SharedQuantizer, _Shards
+from diffrep.search.searcher import ShardSearcher, SharedQuantizer, _Shards, open_shards
 
 
 def shard_groups(num_shards: int, num_actors: int) -> list[list[int]]:
@@ -49,21 +49,16 @@ class ShardGroup:
                  base: str | None, threads: int = 0):
         self.shards = [ShardSearcher(u, key, manifest, base, n, threads, defer=True)
                        for u, n in zip(urls, names, strict=True)]
-        self.quantizer = None
+        self.quantizer = SharedQuantizer()
         self._opened = False
 
     def open(self) -> int:
         """Verify and memory-map every shard (see ShardSearcher.open), one coarse
         quantizer shared by them (SharedQuantizer); their vector count. A restarted
         actor opens on its first call."""
-        previous, self.quantizer = self.quantizer, SharedQuantizer()
-        total = 0
-        for shard in self.shards:
-            total += shard.open()
-            self.quantizer.adopt(shard.ivf)
-        if previous is not None:  # every shard that used it was opened again
-            previous.release()
-        self._opened = True
+        total, quantizer = open_shards(self.shards)
+        self.quantizer.release()  # opened again: no shard uses the one before
+        self.quantizer, self._opened = quantizer, True
         return total
 
     def fan_out(self, method: str, queries: np.ndarray, *args) -> list:

@@ -75,7 +75,7 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
                                                regions=batch.regions))
         else:
             search_ahead(searcher, cfg, windows(queries.batches(cfg.batch_size),
-                                                window_batches(cfg, handle, backend)), write)
+                                                window_batches(cfg, searcher)), write)
     progress.finish()
     log.info("search: routing %s", json.dumps(backend.stats.as_dict()))
     log.info("search: seconds by part %s", json.dumps({**backend.times.as_dict(), **results.times.as_dict()}))
@@ -115,16 +115,16 @@ def search_ahead(searcher: Searcher, cfg: SearchConfig, query_windows: Iterator[
             rank(*previous)
 
 
-def window_batches(cfg: SearchConfig, handle, backend) -> int:
+def window_batches(cfg: SearchConfig, searcher: Searcher) -> int:
     """Query batches searched together (SearchConfig.window_mb): one per shard of a
     list-partitioned index, fewer where two windows' queries and candidates (one being
     searched, one re-ranked: search_ahead) would not fit window_mb; 1 for an index that
     fans out."""
-    if backend.router is None or cfg.window_mb == 0:
+    if searcher.backend.router is None or cfg.window_mb == 0:
         return 1
-    per_query = 8 * handle.dim + 16 * max(cfg.k, cfg.candidates) + 72 * (cfg.nprobe or 8)
+    per_query = 8 * searcher.handle.dim + 16 * max(cfg.k, cfg.candidates) + 72 * searcher.nprobe
     fit = (cfg.window_mb << 20) // (2 * per_query * cfg.batch_size)
-    return int(max(1, min(len(handle.shard_files()), fit)))
+    return int(max(1, min(searcher.backend.num_shards(), fit)))
 
 
 def windows(batches: Iterator[QueryBatch], size: int) -> Iterator[list[QueryBatch]]:

@@ -183,6 +183,16 @@ class SharedQuantizer:
             self.index = None
 
 
+def open_shards(shards: list[ShardSearcher]) -> tuple[int, SharedQuantizer]:
+    """Open (ShardSearcher.open) each shard in turn, each adopting one shared coarse
+    quantizer as it opens: (their vector count, the quantizer)."""
+    quantizer, total = SharedQuantizer(), 0
+    for shard in shards:
+        total += shard.open()
+        quantizer.adopt(shard.ivf)
+    return total, quantizer
+
+
 class _Shards:
     """A backend's search and range search: routed by list when the index has a router,
     else fanned out to every shard. Either way one (sims, ids) or (lims, sims, ids) per
@@ -264,11 +274,8 @@ class LocalShards(_Shards):
 
     def __init__(self, handle: IndexHandle, route: bool = True):
         key = handle.manifest["key"]
-        self.quantizer = SharedQuantizer()
-        self.shards = []
-        for name in handle.shard_files():
-            self.shards.append(ShardSearcher(handle.shard_url(name), key))
-            self.quantizer.adopt(self.shards[-1].ivf)
+        self.shards = [ShardSearcher(handle.shard_url(n), key, defer=True) for n in handle.shard_files()]
+        _, self.quantizer = open_shards(self.shards)
         self.router = ListRouter.of(handle) if route else None
 
     def num_shards(self) -> int:
@@ -285,6 +292,15 @@ class LocalShards(_Shards):
         for shard, rows in runs:
             job = make_job(shard, rows)
             yield job, getattr(self.shards[shard], method)(job.queries, arg, job.lists, job.coarse)
+
+
+def check_rerank(rerank: str, query_tokens: np.ndarray | None = None, tokens_now: bool = True) -> None:
+    """Raise ValueError for an unknown re-rank, or (with `tokens_now`: the tokens are
+    needed in this call) split_product without query tokens."""
+    if rerank not in ("none", "exact", "split_product"):
+        raise ValueError(f"rerank must be none, exact or split_product, not {rerank!r}")
+    if tokens_now and rerank == "split_product" and query_tokens is None:
+        raise ValueError("split_product re-rank needs query_tokens (Q, T, d)")
 
 
 def wants_shard_actors(mode: str, handle: IndexHandle) -> bool:
@@ -339,8 +355,7 @@ class Searcher:
         q = self._check(queries)
         if regions is not None:
             return self._region_search(q, regions, k, max(k, candidates))
-        if rerank == "split_product" and query_tokens is None:
-            raise ValueError("split_product re-rank needs query_tokens (Q, T, d)")
+        check_rerank(rerank, query_tokens)  # before the shards are searched
         return self.ranked(q, self.candidates(q, k, rerank, candidates, batch), k, rerank, query_tokens, batch)
 
     def candidates(self, queries: np.ndarray, k: int, rerank: Rerank = "none", candidates: int = 0,
@@ -348,8 +363,7 @@ class Searcher:
         """search()'s first stage, the shards' approximate top-k merged: (sims, ids) of
         max(k, candidates) per query when re-ranked, else k."""
         q = self._check(queries)
-        if rerank not in ("none", "exact", "split_product"):
-            raise ValueError(f"rerank must be none, exact or split_product, not {rerank!r}")
+        check_rerank(rerank, tokens_now=False)
         return self._topk(q, max(k, candidates) if rerank != "none" else k, batch)
 
     def ranked(self, queries: np.ndarray, found: tuple[np.ndarray, np.ndarray], k: int,
@@ -358,6 +372,7 @@ class Searcher:
         """search()'s second stage: the candidates `found` (candidates()) of `queries`
         re-ranked (`batch` queries at a time) and cut to k."""
         q = self._check(queries)
+        check_rerank(rerank, query_tokens)
         sims, ids = found
         if rerank == "none":
             return Hits(ids, sims)
