@@ -48,6 +48,23 @@ def test_vectors_by_global_id_equal_the_concatenated_files(corpus, monkeypatch):
     np.testing.assert_array_equal(again.vectors(ids[:10], 8), full[ids[:10]])
 
 
+def test_dots_equal_the_gathered_inner_products_in_pair_order(corpus):
+    """The re-rank's products: pairs over every file, an id in many pairs, a query in many,
+    in blocks smaller than a file's share; each pair's value lands at its own position."""
+    root, slices, full, _, _ = corpus
+    sv = StoredVectors(root, "m", slices)
+    rng = np.random.default_rng(2)
+    queries = rng.standard_normal((13, 8)).astype(np.float32)
+    ids = rng.integers(0, len(full), 500)
+    query_of = rng.integers(0, len(queries), 500)
+    want = np.einsum("nd,nd->n", full[ids], queries[query_of])
+    for block in (3, 1000):
+        np.testing.assert_allclose(sv.dots(ids, queries, query_of, block=block), want, rtol=1e-5, atol=1e-5)
+    assert sv.dots(np.zeros(0, np.int64), queries, np.zeros(0, np.int64)).shape == (0,)
+    with pytest.raises(ValueError, match="dims"):
+        sv.dots(ids, queries[:, :4], query_of)
+
+
 def test_out_of_range_ids_are_refused(corpus):
     root, slices, full, _, _ = corpus
     sv = StoredVectors(root, "m", slices)

@@ -74,6 +74,10 @@ class IndexHandle:
         """Stored embeddings of `ids`, float32 (N, dim)."""
         return self.stored.vectors(ids, self.dim)
 
+    def dots(self, ids: np.ndarray, queries: np.ndarray, query_of: np.ndarray) -> np.ndarray:
+        """Exact inner products of the pairs (stored vector ids[i], queries[query_of[i]])."""
+        return self.stored.dots(ids, queries, query_of)
+
     def probes(self, slice_id: int) -> np.ndarray | None:
         """The probed lists the add recorded for the slice's vectors (diffrep.index.probes):
         (count, STORED_PROBES) int32 in id order, memory-mapped; None for an index built

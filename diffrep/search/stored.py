@@ -28,6 +28,7 @@ from diffrep.index.plan import SliceSpec, locate_in
 from diffrep.index.vectors import load_npy
 
 MIN_OPEN = 256
+DOTS_BLOCK = 65536  # pairs whose vectors are gathered at once by dots()
 
 
 def max_open() -> int:
@@ -88,6 +89,24 @@ class StoredVectors:
         out = np.empty((len(ids), dim), np.float32)
         for name, rows, sel in self.locate(ids):
             out[sel] = self.array(self.output.embeddings(name))[rows]
+        return out
+
+    def dots(self, ids: np.ndarray, queries: np.ndarray, query_of: np.ndarray,
+             block: int = DOTS_BLOCK) -> np.ndarray:
+        """Inner product of each pair (stored vector ids[i], queries[query_of[i]]), float32
+        (N,): the exact re-rank. Each file's rows are read once per call and multiplied
+        where they were read, `block` pairs at a time: memory is two (block, dim) float32
+        arrays whatever N, and no (N, dim) gather is scattered back into pair order."""
+        out = np.empty(len(ids), np.float32)
+        dim = queries.shape[1]
+        for name, rows, sel in self.locate(ids):
+            arr = np.asarray(self.array(self.output.embeddings(name)))
+            if arr.shape[1] != dim:
+                raise ValueError(f"{name} has {arr.shape[1]} dims, queries {dim}")
+            for s in range(0, len(sel), block):
+                part = sel[s:s + block]
+                vecs = arr.take(rows[s:s + block], axis=0).astype(np.float32, copy=False)
+                out[part] = np.einsum("nd,nd->n", vecs, queries[query_of[part]])
         return out
 
     def __getstate__(self) -> dict:
