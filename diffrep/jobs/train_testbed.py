@@ -33,6 +33,10 @@ class TestbedJobConfig:
         "halves the side); empty: the design's (crops [16, 32], scenes [32, 64, 128])"))
     latent_channels: int = field(default=0, metadata=helps(
         "channels of the VAE's latents; 0: the design's (crops 4, scenes 8)"))
+    unet_channels: list = field(default_factory=list, metadata=helps(
+        "the UNet's channels at its two resolutions; empty: [32, 64]"))
+    object_repeats: int = field(default=0, metadata=helps(
+        "scenes design: views of each object-kind scene in model A's set; 0: the design's (4)"))
     vae_from: str = field(default="", metadata=helps(
         "a model folder whose VAE is used instead of training one (same vae_channels and "
         "latent_channels); empty: train the VAE"))
@@ -46,10 +50,11 @@ class TestbedJobConfig:
         "distinct images in model B's training set (A's among them), each seen once"))
 
 
-def vae_settings(cfg: TestbedJobConfig) -> dict:
-    """The VAE's TrainConfig fields the user set (the design's defaults fill the others)."""
+def model_settings(cfg: TestbedJobConfig) -> dict:
+    """The VAE's and UNet's TrainConfig fields the user set (the design's defaults fill
+    the others)."""
     given = {"vae_steps": cfg.vae_steps, "latent_channels": cfg.latent_channels,
-             "vae_channels": tuple(cfg.vae_channels)}
+             "vae_channels": tuple(cfg.vae_channels), "unet_channels": tuple(cfg.unet_channels)}
     return {k: v for k, v in given.items() if v}
 
 
@@ -67,9 +72,14 @@ def run(cfg: TestbedJobConfig, ctx: JobContext) -> str | None:
         if not cfg.device.startswith("cuda") or not torch.cuda.is_available():
             raise ConfigError(f"train_testbed.device is {cfg.device!r}: cpu, or cuda[:N] where "
                               "torch sees a GPU")
-    data, train = design_configs(cfg.design, seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b,
-                                 unet_steps=cfg.unet_steps, threads=cfg.threads, device=cfg.device,
-                                 **vae_settings(cfg))
+    if cfg.unet_channels and (len(cfg.unet_channels) != 2 or any(c % 16 for c in cfg.unet_channels)):
+        raise ConfigError(f"train_testbed.unet_channels must be two multiples of 16, not {cfg.unet_channels}")
+    try:
+        data, train = design_configs(cfg.design, seed=cfg.seed, once_a=cfg.once_a, once_b=cfg.once_b,
+                                     object_repeats=cfg.object_repeats, unet_steps=cfg.unet_steps,
+                                     threads=cfg.threads, device=cfg.device, **model_settings(cfg))
+    except ValueError as e:
+        raise ConfigError(f"train_testbed: {e}") from e
     repeated = data.special()
     if cfg.once_a <= repeated or cfg.once_b < cfg.once_a:
         raise ConfigError(f"train_testbed.once_a must be > {repeated} (A's repeated images) and "

@@ -84,18 +84,25 @@ DESIGNS = ("crops", "scenes")
 
 
 def design_configs(design: str, seed: int = 0, once_a: int = 1500, once_b: int = 4000,
-                   **train: int | str) -> tuple[tdata.DataConfig | ScenePoolConfig, ttrain.TrainConfig]:
+                   object_repeats: int = 0, **train: int | str | tuple
+                   ) -> tuple[tdata.DataConfig | ScenePoolConfig, ttrain.TrainConfig]:
     """The data and training configs of a pool design; `train`: TrainConfig fields (steps,
     threads). "scenes" (v2) trains at 64 px through a three-level VAE, so its latents are
     16x16 as v1's, with 160 character tokens for its longer captions. Its VAE is wider than
     v1's (32, 64, 128 channels, 8 latent channels, 2400 steps): with v1's widths and 4
     latent channels its reconstructions scored median SSCD 0.47 to the originals, below
-    the 0.5 a copy must reach; this one scores 0.66 (benchmarks/testbed_vae_ceiling.py)."""
+    the 0.5 a copy must reach; this one scores 0.66 (benchmarks/testbed_vae_ceiling.py).
+    object_repeats: views of each object-kind scene in A's set; 0: the design's."""
     if design == "scenes":
         train = {"vae_channels": (32, 64, 128), "latent_channels": 8, "vae_steps": 2400, **train}
-        return (ScenePoolConfig(seed=seed, once_a=once_a, once_b=once_b),
+        pool = ScenePoolConfig(seed=seed, once_a=once_a, once_b=once_b)
+        if object_repeats:
+            pool.object_repeats = object_repeats
+        return (pool,
                 ttrain.TrainConfig(seed=seed, side=64, max_tokens=160, **train))
     if design == "crops":
+        if object_repeats:
+            raise ValueError("object_repeats is a setting of the scenes design (crops has no object kind)")
         return tdata.DataConfig(seed=seed, once_a=once_a, once_b=once_b), ttrain.TrainConfig(seed=seed, **train)
     raise ValueError(f"unknown testbed design {design!r}: one of {', '.join(DESIGNS)}")
 

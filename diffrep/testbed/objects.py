@@ -43,8 +43,10 @@ class CutOut:
 
 
 def _name_from_file(path: Path) -> str:
-    """openclipart names files "<title words>_<author>_NN": the first word of the title."""
-    words = [w for w in re.split(r"[_\-.\s]+", path.stem.lower()) if w.isalpha() and len(w) > 1]
+    """openclipart names files "<title words>_<author>_NN": the first word of the title,
+    digits dropped ("Traslocatore03" -> "traslocatore"); the folder's name when none is left."""
+    words = [re.sub(r"\d+", "", w) for w in re.split(r"[_\-.\s]+", path.stem.lower())]
+    words = [w for w in words if w.isalpha() and len(w) > 1]
     return words[0] if words else path.parent.name
 
 

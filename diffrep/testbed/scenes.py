@@ -139,9 +139,11 @@ def _pick(rng: np.random.Generator, words: tuple[str, ...]) -> str:
 def object_phrase(p: Placement, cutout: CutOut, rng: np.random.Generator) -> str:
     cell = (min(2, int(p.centre[1] * 3)), min(2, int(p.centre[0] * 3)))
     size = next(words for limit, words in SIZES if p.scale / 0.7 <= limit)
-    article = "an" if cutout.name[:1] in "aeiou" else "a"
+    first, adjective = _pick(rng, ("a", "one")), _pick(rng, size)
+    if first == "a" and adjective[:1] in "aeiou":  # the article agrees with the word after it
+        first = "an"
     where = "in the" if cell == (1, 1) else _pick(rng, ("at the", "on the"))
-    return f"{_pick(rng, (article, 'one'))} {_pick(rng, size)} {cutout.name} {where} {_pick(rng, POSITIONS[cell])}"
+    return f"{first} {adjective} {cutout.name} {where} {_pick(rng, POSITIONS[cell])}"
 
 
 def caption(scene: Scene, cutouts: list[CutOut], rng: np.random.Generator) -> str:
