@@ -17,7 +17,6 @@ from diffrep.index.config import IndexConfig
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import IndexIntegrityError, file_digest
 from diffrep.search import LocalShards, RayShards, Searcher, open_index
-from diffrep.search.stored import StoredVectors
 from diffrep.synthetic import clustered_vectors, write_embeddings
 from tests.conftest import DEMO_MODEL
 from tests.helpers import chromium, photo, render_report
@@ -108,7 +107,7 @@ def test_range_search_with_rerank_applies_threshold_to_true_similarities(corpus,
     root, _, _ = pq_index
     searcher = Searcher(open_index(root, MODEL))
     threshold = 0.5
-    monkeypatch.setattr(StoredVectors.dots, "__defaults__", (7,))  # re-ranked 7 pairs at a time
+    monkeypatch.setattr(Searcher._pair_sims, "__defaults__", (7,))  # re-ranked 7 pairs at a time
     got = searcher.range_search(queries[:100], threshold, margin=0.15)
     sims = queries[:100] @ x.T
     want = set(zip(*np.nonzero(sims > threshold), strict=True))

@@ -460,9 +460,20 @@ class Searcher:
                         np.pad(boxes, ((0, 0), (0, pad), (0, 0))))
         return Hits(ids_k, take(score).astype(np.float32), take(glob).astype(np.float32), boxes)
 
-    def _pair_sims(self, q: np.ndarray, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Exact similarity of each pair (q[query[i]], stored vector ids[i])."""
-        return self.handle.dots(ids, q, query)
+    def _pair_sims(self, q: np.ndarray, query: np.ndarray, ids: np.ndarray,
+                   block: int = RERANK_BLOCK) -> np.ndarray:
+        """Exact similarity of each pair (q[query[i]], stored vector ids[i]). Each distinct
+        stored vector is read once; memory: those vectors plus one block of `block` pairs'
+        gathered vectors (a batch whose queries share a large duplicate group can have
+        millions of pairs: gathered at once, 2 x 256 bytes each at 64 dims). Dedup's pairs
+        repeat their ids (groups of up to thousands): read through StoredVectors.dots,
+        every pair's row from the memory map, dedup took 5-8% longer at 3M and 10M."""
+        uniq, inv = np.unique(ids, return_inverse=True)
+        vecs = self.handle.vectors(uniq)
+        out = np.empty(len(ids), np.float32)
+        for s in range(0, len(ids), block):
+            out[s:s + block] = np.einsum("nd,nd->n", q[query[s:s + block]], vecs[inv[s:s + block]])
+        return out
 
     def _true_sims(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact similarity of each query (Q, dim) to its candidates `ids` (Q, C), -inf
