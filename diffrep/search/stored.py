@@ -94,9 +94,10 @@ class StoredVectors:
     def dots(self, ids: np.ndarray, queries: np.ndarray, query_of: np.ndarray,
              block: int = DOTS_BLOCK) -> np.ndarray:
         """Inner product of each pair (stored vector ids[i], queries[query_of[i]]), float32
-        (N,): the search's exact re-rank, whose candidates are mostly distinct. Each file's rows are read once per call and multiplied
-        where they were read, `block` pairs at a time: memory is two (block, dim) float32
-        arrays whatever N, and no (N, dim) gather is scattered back into pair order."""
+        (N,): the search's exact re-rank, whose candidates are mostly distinct. Each
+        file's rows are read once per call and multiplied where they were read, `block`
+        pairs at a time: memory is two (block, dim) float32 arrays whatever N, and no
+        (N, dim) gather is scattered back into pair order."""
         out = np.empty(len(ids), np.float32)
         dim = queries.shape[1]
         for name, rows, sel in self.locate(ids):
