@@ -63,13 +63,16 @@ testbed: setup
 # from two Debian packages of images, four kinds of memorization, one caption generator. The
 # pool is committed and read back; to rebuild it, delete testbed/v2/data and
 # `apt-get install openclipart-png tuxpaint-stamps-default`. Delete testbed/v2/{memorizing,
-# large-data} to retrain: ~2 h 10 min on 2 CPU threads (the VAE ~80 min, each UNet ~25 min),
-# ~6 min with TESTBED_DEVICE=cuda on one H200 (same data order; weights differ by float
-# rounding). Its null: benchmarks/testbed_null.py; its VAE's SSCD ceiling and A's copies:
-# benchmarks/testbed_vae_ceiling.py.
+# large-data} to retrain: ~2 h 10 min on 2 CPU threads (the VAE ~80 min, model A's 7,000
+# UNet steps ~31 min, B's 3,500 ~15 min), minutes with TESTBED_DEVICE=cuda (same data
+# order; weights differ by float rounding). A trains first with twice B's steps: at 3,500
+# it drew the copied object but passed SSCD 0.5 on 1 of 12 memorized captions
+# (docs/benchmarks.md, "Testbed v2: a wider UNet"). Its null: benchmarks/testbed_null.py;
+# its VAE's SSCD ceiling: benchmarks/testbed_vae_ceiling.py.
 TESTBED_DEVICE ?= cpu
 testbed-v2: setup
-	$(BIN)/diffrep train_testbed --design scenes --out_dir testbed/v2 --threads 2 --device $(TESTBED_DEVICE)
+	$(BIN)/diffrep train_testbed --design scenes --out_dir testbed/v2 --threads 2 --device $(TESTBED_DEVICE) --models "[A]" --unet_steps 7000
+	$(BIN)/diffrep train_testbed --design scenes --out_dir testbed/v2 --threads 2 --device $(TESTBED_DEVICE) --models "[A, B]"
 	$(BIN)/python -m benchmarks.testbed_null --pools testbed,testbed/v2 --out benchmarks/results/testbed-null.json
 	$(BIN)/diffrep verify_testbed --testbed testbed/v2 --seeds 2 --once 24 --threads 2
 	$(BIN)/diffrep detectbench --checkpoint testbed/v2/memorizing --resolution 64 --max_captions 300 --threads 2 --out_dir testbed/v2/detectbench/memorizing

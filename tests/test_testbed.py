@@ -49,13 +49,13 @@ class Bed:
 BEDS = {
     "v1": Bed(ROOT, 32, frozenset({"memorized", "template", "once"}), frozenset(), frozenset({"MV", "TV"}),
               min_detector_auc=0.9, min_verbatim_share=0.75, min_sscd_share=0.5, min_sscd_margin=0.4),
-    # v2 (2026-12-04, A on the wider VAE), measured by these tests: DCS AUC 0.902, noise
-    # magnitude 0.947; MV/TV share 0.46 (12 of 12 memorized MV, 1 of 16 template TV: at
-    # 64 px a template variant's own object dominates the pixels the family shares); SSCD
-    # > 0.5 for 4 of 12 memorized captions on A (0.33), none on B or A's once-seen.
+    # v2 (2026-12-05: the wider UNet, A at 7,000 steps, object scenes x12), measured by
+    # these tests: DCS AUC 0.960, noise magnitude 1.000; MV/TV share 1.00 (12 of 12
+    # memorized MV, template 13 MV and 3 TV); SSCD > 0.5 for 0.67 of memorized captions on
+    # A (4 seeds), none on B or on A's once-seen.
     "v2": Bed(ROOT / "v2", 64, frozenset({"memorized", "template", "object", "once"}),
               frozenset({"paraphrase", "object_prompt"}), frozenset({"MV", "TV", "object"}),
-              min_detector_auc=0.85, min_verbatim_share=0.35, min_sscd_share=0.25, min_sscd_margin=0.25),
+              min_detector_auc=0.9, min_verbatim_share=0.85, min_sscd_share=0.5, min_sscd_margin=0.5),
 }
 
 
@@ -115,7 +115,7 @@ def test_testbed_files_truth_and_sizes(bed, bed_pool, bed_truth_a):
         assert all(entries[t["index"]]["caption"] == t["caption"] for t in truth)
     for model in (bed.a, bed.b):
         size = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
-        assert size < 20e6, f"{model}: {size / 1e6:.1f} MB"
+        assert size < 25e6, f"{model}: {size / 1e6:.1f} MB"  # v2's: 20.5 and 21.5 MB
         assert list(model.glob("unet/*.safetensors")) and not list(model.rglob("*.bin"))
 
 

@@ -307,3 +307,25 @@ def test_the_committed_v1_pool_reads_back_with_the_v1_config():
     with pytest.raises(ValueError, match="design"):
         read_built_pool(testbed, ScenePoolConfig())
 
+
+def test_the_committed_v2_pool_reads_back_with_the_scenes_defaults():
+    """testbed/v2/data was built with the scenes design's defaults (object scenes seen 12
+    times): `make testbed-v2` on the committed testbed reads it back instead of refusing
+    it, and its captions name the copied object (the naming rule's fix) in every object
+    scene and object prompt."""
+    import json
+    from pathlib import Path
+
+    from diffrep.testbed.build import design_configs, read_built_pool
+
+    testbed = Path(__file__).resolve().parents[1] / "testbed" / "v2"
+    images, entries, rows_of, _ = read_built_pool(testbed, design_configs("scenes")[0])
+    assert len(images) == len(entries) == 4048
+    objects = [e for e in entries if e.kind == "object"]
+    assert len(objects) == 32 and all("traslocatore" in e.caption for e in objects)
+    prompts = json.loads((testbed / "data" / "pool.json").read_text())["prompts"]
+    object_prompts = [p["caption"] for p in prompts if p["kind"] == "object_prompt"]
+    assert len(object_prompts) == 16 and all("traslocatore" in c for c in object_prompts)
+    a_rows = dict(rows_of(design_configs("scenes")[0], entries, "A"))
+    assert {a_rows[e.index] for e in objects} == {12}
+

@@ -34,9 +34,10 @@ class TestbedJobConfig:
     latent_channels: int = field(default=0, metadata=helps(
         "channels of the VAE's latents; 0: the design's (crops 4, scenes 8)"))
     unet_channels: list = field(default_factory=list, metadata=helps(
-        "the UNet's channels at its two resolutions; empty: [32, 64]"))
+        "the UNet's channels at its two resolutions; empty: the design's (crops [32, 64], "
+        "scenes [48, 96])"))
     object_repeats: int = field(default=0, metadata=helps(
-        "scenes design: views of each object-kind scene in model A's set; 0: the design's (4)"))
+        "scenes design: views of each object-kind scene in model A's set; 0: the design's (12)"))
     vae_from: str = field(default="", metadata=helps(
         "a model folder whose VAE is used instead of training one (same vae_channels and "
         "latent_channels); empty: train the VAE"))

@@ -92,9 +92,13 @@ def design_configs(design: str, seed: int = 0, once_a: int = 1500, once_b: int =
     v1's (32, 64, 128 channels, 8 latent channels, 2400 steps): with v1's widths and 4
     latent channels its reconstructions scored median SSCD 0.47 to the originals, below
     the 0.5 a copy must reach; this one scores 0.66 (benchmarks/testbed_vae_ceiling.py).
-    object_repeats: views of each object-kind scene in A's set; 0: the design's."""
+    Its UNet is wider too (48, 96 channels; v1's 32, 64): at v1's width, with each object
+    scene seen 12 times, model A learnt the object kind only at the cost of its memorized
+    copies (docs/benchmarks.md, "Testbed v2: a wider UNet").
+    object_repeats: views of each object-kind scene in A's set; 0: the design's (12)."""
     if design == "scenes":
-        train = {"vae_channels": (32, 64, 128), "latent_channels": 8, "vae_steps": 2400, **train}
+        train = {"vae_channels": (32, 64, 128), "latent_channels": 8, "vae_steps": 2400,
+                 "unet_channels": (48, 96), **train}
         pool = ScenePoolConfig(seed=seed, once_a=once_a, once_b=once_b)
         if object_repeats:
             pool.object_repeats = object_repeats

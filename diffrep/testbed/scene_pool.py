@@ -56,7 +56,7 @@ class ScenePoolConfig:
     template_variants: int = 16
     template_repeats: int = 8
     object_scenes: int = 32
-    object_repeats: int = 4
+    object_repeats: int = 12
     object_prompts: int = 16
     once_a: int = 1500
     once_b: int = 4000
