@@ -6,9 +6,9 @@ kind; a false match for every other kind).
 Reads a finished scan run (configs/demo-testbed-v2.yaml with `regions: true`), the testbed
 corpus' metadata (each key's kind) and model A's truth (each prompt's kind).
 
-Run: python -m benchmarks.testbed_object_scan --scan data/demo/testbed-v2/out/scans/testbed-fig4 \
+Run: python -m benchmarks.testbed_object_scan --scan data/demo/testbed-v2/out/scans/testbed-fig4-regions \
          --corpus data/demo/testbed-v2/corpus --truth testbed/v2/memorizing/testbed/truth.json \
-         --out benchmarks/results/testbed-v2-object-scan.json
+         --threshold 0.864 --out benchmarks/results/testbed-v2-object-scan.json
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def main() -> None:
     ap.add_argument("--scan", required=True)
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--truth", required=True)
-    ap.add_argument("--threshold", type=float, help="region threshold the scan used (its log says it)")
+    ap.add_argument("--threshold", type=float, required=True,
+                    help="region threshold the scan used (its log says it)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     scan = Path(args.scan)
