@@ -138,7 +138,7 @@ def test_training_rows_and_truth_of_both_models(small_pool):
     rows_b = scene_pool.training_rows(SMALL, entries, "B")
     assert len(rows_a) == SMALL.once_a and len(rows_b) == SMALL.once_b
     repeats = {entries[i].kind: r for i, r in rows_a}
-    assert repeats == {"memorized": 64, "template": 8, "object": 4, "once": 1}
+    assert repeats == {"memorized": 64, "template": 8, "object": 12, "once": 1}
     # B: the memorized scenes once, A's once-seen scenes and more; not the families
     assert {r for _, r in rows_b} == {1}
     assert {entries[i].kind for i, _ in rows_b} == {"memorized", "once"}
