@@ -139,11 +139,10 @@ def _pick(rng: np.random.Generator, words: tuple[str, ...]) -> str:
 def object_phrase(p: Placement, cutout: CutOut, rng: np.random.Generator) -> str:
     cell = (min(2, int(p.centre[1] * 3)), min(2, int(p.centre[0] * 3)))
     size = next(words for limit, words in SIZES if p.scale / 0.7 <= limit)
-    first, adjective = _pick(rng, ("a", "one")), _pick(rng, size)
-    if first == "a" and adjective[:1] in "aeiou":  # the article agrees with the word after it
-        first = "an"
+    # "a", not "an": the article precedes a size word, and every one of SIZES starts with a consonant
+    article, adjective = _pick(rng, ("a", "one")), _pick(rng, size)  # drawn in this order
     where = "in the" if cell == (1, 1) else _pick(rng, ("at the", "on the"))
-    return f"{first} {adjective} {cutout.name} {where} {_pick(rng, POSITIONS[cell])}"
+    return f"{article} {adjective} {cutout.name} {where} {_pick(rng, POSITIONS[cell])}"
 
 
 def caption(scene: Scene, cutouts: list[CutOut], rng: np.random.Generator) -> str:
