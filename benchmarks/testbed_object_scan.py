@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,11 @@ def by_kind(rows: list[dict], prompt_kind: dict, key_kind: dict, threshold: floa
                      "above_threshold": int((sims > threshold).sum()),
                      "above_0.5": int((sims > 0.5).sum()),
                      "best_region_in_object_kind": len(in_object),
-                     "best_region_in_object_kind_above_threshold": sum(r["region_sim"] > threshold for r in in_object)}
+                     "best_region_in_object_kind_above_threshold": sum(r["region_sim"] > threshold for r in in_object),
+                     # matches local features confirmed (the rescue below the threshold, or the veto's check above it)
+                     "verified_by_geometry": sum(bool(r.get("region_verified")) for r in sel),
+                     "verified_by_source_kind": dict(Counter(key_kind.get(r["region_key"], "unknown")
+                                                             for r in sel if r.get("region_verified")))}
     return out
 
 
