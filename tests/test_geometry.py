@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageOps
 from skimage import data
 
 from diffrep.search.geometry import verify_pair
@@ -52,12 +52,25 @@ def test_a_pasted_object_is_verified_with_its_box_and_scale(method):
     assert r.verified and iou(r.box, truth) > 0.8, r
 
 
+def test_a_mirrored_paste_is_verified_only_when_mirrors_are_tried():
+    training = photo("chelsea", (300, 240))
+    scene = photo("rocket", (640, 480))
+    scene.paste(ImageOps.mirror(training).resize((240, 192)), (60, 40))
+    truth = (60 / 640, 40 / 480, 300 / 640, 232 / 480)
+    v = verify_pair(jpeg(scene), training)
+    assert v.verified and v.mirrored and v.inliers >= 30, v
+    assert iou(v.box, truth) > 0.8, (v.box, truth)
+    assert v.scale == pytest.approx(0.8, rel=0.05)
+    unflipped = verify_pair(jpeg(scene), training, mirror=False)
+    assert not unflipped.verified and not unflipped.mirrored, unflipped
+
+
 def test_an_edited_copy_is_verified():
     training = photo("astronaut", (320, 320))
     edited = ImageEnhance.Color(training.rotate(12, resample=Image.Resampling.BILINEAR,
                                                 fillcolor=(255, 255, 255))).enhance(0.4)
     v = verify_pair(jpeg(edited.crop((20, 10, 300, 310)), 60), training)
-    assert v.verified and v.inliers >= 50, v
+    assert v.verified and v.inliers >= 50 and not v.mirrored, v
 
 
 def test_unrelated_photos_and_flat_drawings_are_not_verified():
