@@ -178,37 +178,51 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: Reg
 
 
 def verify_band_rescue(threshold: float, band: float, positives: dict, query_images: dict,
-                       sources: dict, nulls: dict, null_pairs: dict, gallery: list) -> dict:
-    """Geometric verification (diffrep.search.geometry.verify_pair, SIFT + RANSAC, the whole
-    query against the training image) of every pair scoring in (threshold - band,
-    threshold]: copies against their source, nulls against their best unrelated image.
-    What the scan's rescue (diffrep.search.region_rule: verified within the band counts as
-    a copy, on only when none of the nulls in the band verifies) adds, and whether these
-    nulls turn it on."""
+                       sources: dict, nulls: dict, null_pairs: dict, gallery: list,
+                       sub_bands: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)) -> dict:
+    """Geometric verification (diffrep.search.geometry.verify_pair, SIFT + RANSAC with
+    mirrors, the whole query against the training image) of every pair scoring in
+    (threshold - band, threshold]: copies against their source, nulls against their best
+    unrelated image. What the scan's rescue (diffrep.search.region_rule: verified within
+    the band counts as a copy, on only when none of the nulls in the band verifies) adds,
+    and whether these nulls turn it on; the same for each narrower band of `sub_bands`
+    (`by_band`), from the same verifications."""
     from diffrep.search.geometry import verify_pair
     from diffrep.search.region_rule import decide_rescue
 
+    def summary(b: float, outcomes: dict, null_outcomes: dict) -> dict:
+        lo = threshold - b
+        out: dict = {"band": [round(lo, 4), threshold], "sets": {}, "nulls": {}}
+        for name, p in positives.items():
+            ok = [v for s, v in outcomes[name] if s > lo]
+            out["sets"][name] = {"in_band": len(ok), "verified": int(sum(ok)),
+                                 "found_by_score": round(float((p > threshold).mean()), 3),
+                                 "found_with_verified_band": round(float(((p > threshold).sum() + sum(ok)) / len(p)), 3)}
+        null_verified = {name: [v for s, v in o if s > lo] for name, o in null_outcomes.items()}
+        out["nulls"] = {name: {"in_band": len(v), "verified": int(sum(v))} for name, v in null_verified.items()}
+        rescue_from, out["rescue"] = decide_rescue(threshold, b, null_verified)
+        for c in out["sets"].values():
+            c["found_by_rule"] = c["found_with_verified_band"] if rescue_from is not None else c["found_by_score"]
+        return out
+
     lo = threshold - band
-    out: dict = {"band": [round(lo, 4), threshold], "sets": {}, "nulls": {}}
-    null_verified: dict[str, list[bool]] = {}
+    outcomes: dict[str, list[tuple[float, bool]]] = {}
+    null_outcomes: dict[str, list[tuple[float, bool]]] = {}
     t0, pairs = time.perf_counter(), 0
     for name, p in positives.items():
         idx = np.nonzero((p > lo) & (p <= threshold))[0]
-        ok = [verify_pair(query_images[name][i], gallery[sources[name][i]].image).verified for i in idx]
+        outcomes[name] = [(float(p[i]), verify_pair(query_images[name][i], gallery[sources[name][i]].image).verified)
+                          for i in idx]
         pairs += len(idx)
-        out["sets"][name] = {"in_band": int(len(idx)), "verified": int(sum(ok)),
-                             "found_by_score": round(float((p > threshold).mean()), 3),
-                             "found_with_verified_band": round(float(((p > threshold).sum() + sum(ok)) / len(p)), 3)}
     for name, s in nulls.items():
         idx = np.nonzero((s > lo) & (s <= threshold))[0]
-        ok = [verify_pair(null_pairs[name][i][0], gallery[null_pairs[name][i][1]].image).verified for i in idx]
+        null_outcomes[name] = [(float(s[i]), verify_pair(null_pairs[name][i][0],
+                                                         gallery[null_pairs[name][i][1]].image).verified)
+                               for i in idx]
         pairs += len(idx)
-        out["nulls"][name] = {"in_band": int(len(idx)), "verified": int(sum(ok))}
-        null_verified[name] = ok
-    rescue_from, out["rescue"] = decide_rescue(threshold, band, null_verified)
-    for c in out["sets"].values():
-        c["found_by_rule"] = c["found_with_verified_band"] if rescue_from is not None else c["found_by_score"]
+    out = summary(band, outcomes, null_outcomes)
     out["verify_s_per_pair"] = round((time.perf_counter() - t0) / max(pairs, 1), 4)
+    out["by_band"] = {f"{b:g}": summary(b, outcomes, null_outcomes) for b in sub_bands if b < band}
     print(f"  verification in {out['band']}: {json.dumps(out)}", flush=True)
     return out
 
