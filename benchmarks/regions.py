@@ -69,7 +69,7 @@ def job_spec(model: str, descriptors: str) -> RegionSpec:
 
 
 def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: RegionSpec,
-              verify_band: float = 0.0) -> dict:
+              verify_band: float = 0.0, verify_top: int = 1) -> dict:
     from diffrep.copybench.copysets import make_gallery, make_queries
     from diffrep.data.demo import load_source_photos
     from diffrep.models import create_embedder, default_weights
@@ -111,6 +111,10 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: Reg
         return scores if excluded is None else np.where(excluded, -1, scores)
 
     scorings = {"image": image, "rerank": with_rerank, "pairs_all": pairs_all}
+
+    def top(row: np.ndarray) -> list[tuple[int, float]]:  # a null's best verify_top (index, score)
+        order = np.argsort(-row, kind="stable")[:verify_top]
+        return [(int(j), float(row[j])) for j in order]
     drawing_images = [drawn_scene(seed * 1000 + 700 + i) for i in range(novel)]
     drawings = embed_regions(embedder, drawing_images, spec).vectors
     rng = random.Random(seed)
@@ -135,21 +139,27 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: Reg
     query_images["pasted_object"] = pasted
     for scoring, score in scorings.items():
         nulls: dict[str, np.ndarray] = {}
-        null_pairs: dict[str, list] = {}  # (query image, its best unrelated gallery index)
+        # per null query: (its image, its verify_top best unrelated gallery indexes)
+        null_pairs: dict[str, list] = {}
         base = score(g_regions, groups[:, None] == groups[None, :])
         nulls["baseline"] = base.max(1)
-        null_pairs["baseline"] = [(g.image, j) for g, j in zip(gallery, base.argmax(1), strict=True)]
+        null_pairs["baseline"] = [(g.image, top(row)) for g, row in zip(gallery, base, strict=True)]
         nov = score(drawings, None)
         nulls["novel"] = nov.max(1)
-        null_pairs["novel"] = list(zip(drawing_images, nov.argmax(1), strict=True))
+        null_pairs["novel"] = [(img, top(row)) for img, row in zip(drawing_images, nov, strict=True)]
         positives, unrelated, null_pairs["copy_sets_unrelated"] = {}, [], []
+        source_rank: dict[str, np.ndarray] = {}
         for name, regions in query_regions.items():
             src = sources[name]
-            positives[name] = score(regions, None)[np.arange(len(src)), src]
+            full = score(regions, None)
+            positives[name] = full[np.arange(len(src)), src]
             related = (groups[None, :] == groups[src][:, None]) | (groups[None, :] == others[name][:, None])
+            # the source's rank among the images the query does not also hold
+            source_rank[name] = (np.where(related, -np.inf, full) > positives[name][:, None]).sum(1)
             unrel = score(regions, related)
             unrelated.append(unrel.max(1))
-            null_pairs["copy_sets_unrelated"] += list(zip(query_images[name], unrel.argmax(1), strict=True))
+            null_pairs["copy_sets_unrelated"] += [(img, top(row)) for img, row in
+                                                  zip(query_images[name], unrel, strict=True)]
         nulls["copy_sets_unrelated"] = np.concatenate(unrelated)
         worst = max(float(v.max()) for v in nulls.values())
         threshold = math.ceil(worst * 20 - 1e-9) / 20
@@ -165,8 +175,10 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: Reg
                "histograms": {**{f"null: {k}": histogram(v) for k, v in nulls.items()},
                               **{name: histogram(p) for name, p in positives.items()}}}
         if verify_band and scoring == "rerank":
-            res["verified_in_band"] = verify_band_rescue(
-                threshold, verify_band, positives, query_images, sources, nulls, null_pairs, gallery)
+            for n in sorted({1, verify_top}):  # the scan's protocol (1), and a shortlist
+                res["verified_in_band" if n == 1 else f"verified_in_band_top{n}"] = verify_band_rescue(
+                    threshold, verify_band, positives, source_rank, query_images, sources,
+                    null_pairs, gallery, n)
         out["scorings"][scoring] = res
         print(f"{scoring}: region threshold for {model}: {threshold} (largest null score {worst:.3f})")
         for k, v in res["null_quantiles"].items():
@@ -177,52 +189,61 @@ def calibrate(model: str, crops_per_photo: int, novel: int, seed: int, spec: Reg
     return out
 
 
-def verify_band_rescue(threshold: float, band: float, positives: dict, query_images: dict,
-                       sources: dict, nulls: dict, null_pairs: dict, gallery: list,
-                       sub_bands: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)) -> dict:
-    """Geometric verification (diffrep.search.geometry.verify_pair, SIFT + RANSAC with
-    mirrors, the whole query against the training image) of every pair scoring in
-    (threshold - band, threshold]: copies against their source, nulls against their best
-    unrelated image. What the scan's rescue (diffrep.search.region_rule: verified within
-    the band counts as a copy, on only when none of the nulls in the band verifies) adds,
-    and whether these nulls turn it on; the same for each narrower band of `sub_bands`
-    (`by_band`), from the same verifications."""
+def verify_band_rescue(threshold: float, band: float, positives: dict, source_rank: dict,
+                       query_images: dict, sources: dict, null_pairs: dict, gallery: list,
+                       verify_top: int = 1, sub_bands: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)) -> dict:
+    """What the scan's geometric rescue (diffrep.search.region_rule) adds, with geometric
+    verification (diffrep.search.geometry.verify_pair, SIFT + RANSAC with mirrors, the
+    whole query against the training image) of a query's `verify_top` best matches that
+    score in (threshold - band, threshold]: a copy is found by it when its source is among
+    them (source_rank < verify_top; rank among the images the query does not also hold)
+    and verifies; a null query is accused when any of its `verify_top` best unrelated
+    images in the band verifies. The rescue is on only when none of the nulls does
+    (decide_rescue). The same for each narrower band of `sub_bands` (`by_band`), from the
+    same verifications."""
     from diffrep.search.geometry import verify_pair
     from diffrep.search.region_rule import decide_rescue
 
-    def summary(b: float, outcomes: dict, null_outcomes: dict) -> dict:
+    lo = threshold - band
+    # per copy set: (source score, verified) of each copy whose source can be rescued
+    outcomes: dict[str, list[tuple[float, bool]]] = {}
+    # per null set, per null query: (score, verified) of each of its candidates in the band
+    null_outcomes: dict[str, list[list[tuple[float, bool]]]] = {}
+    t0, pairs = time.perf_counter(), 0
+    for name, p in positives.items():
+        idx = np.nonzero((p > lo) & (p <= threshold) & (source_rank[name] < verify_top))[0]
+        outcomes[name] = [(float(p[i]), verify_pair(query_images[name][i], gallery[sources[name][i]].image).verified)
+                          for i in idx]
+        pairs += len(idx)
+    for name, queries in null_pairs.items():
+        null_outcomes[name] = []
+        for image, candidates in queries:
+            tried = [(s, verify_pair(image, gallery[j].image).verified) for j, s in candidates if lo < s <= threshold]
+            pairs += len(tried)
+            if tried:
+                null_outcomes[name].append(tried)
+
+    def summary(b: float) -> dict:
         lo = threshold - b
-        out: dict = {"band": [round(lo, 4), threshold], "sets": {}, "nulls": {}}
+        out: dict = {"band": [round(lo, 4), threshold], "verify_top": verify_top, "sets": {}, "nulls": {}}
         for name, p in positives.items():
             ok = [v for s, v in outcomes[name] if s > lo]
-            out["sets"][name] = {"in_band": len(ok), "verified": int(sum(ok)),
+            out["sets"][name] = {"rescuable": len(ok), "verified": int(sum(ok)),
                                  "found_by_score": round(float((p > threshold).mean()), 3),
                                  "found_with_verified_band": round(float(((p > threshold).sum() + sum(ok)) / len(p)), 3)}
-        null_verified = {name: [v for s, v in o if s > lo] for name, o in null_outcomes.items()}
+        # per null query in the band: accused when any of its candidates there verified
+        null_verified = {name: [any(v for s, v in tried if s > lo) for tried in per_query
+                                if any(s > lo for s, _ in tried)]
+                         for name, per_query in null_outcomes.items()}
         out["nulls"] = {name: {"in_band": len(v), "verified": int(sum(v))} for name, v in null_verified.items()}
         rescue_from, out["rescue"] = decide_rescue(threshold, b, null_verified)
         for c in out["sets"].values():
             c["found_by_rule"] = c["found_with_verified_band"] if rescue_from is not None else c["found_by_score"]
         return out
 
-    lo = threshold - band
-    outcomes: dict[str, list[tuple[float, bool]]] = {}
-    null_outcomes: dict[str, list[tuple[float, bool]]] = {}
-    t0, pairs = time.perf_counter(), 0
-    for name, p in positives.items():
-        idx = np.nonzero((p > lo) & (p <= threshold))[0]
-        outcomes[name] = [(float(p[i]), verify_pair(query_images[name][i], gallery[sources[name][i]].image).verified)
-                          for i in idx]
-        pairs += len(idx)
-    for name, s in nulls.items():
-        idx = np.nonzero((s > lo) & (s <= threshold))[0]
-        null_outcomes[name] = [(float(s[i]), verify_pair(null_pairs[name][i][0],
-                                                         gallery[null_pairs[name][i][1]].image).verified)
-                               for i in idx]
-        pairs += len(idx)
-    out = summary(band, outcomes, null_outcomes)
+    out = summary(band)
     out["verify_s_per_pair"] = round((time.perf_counter() - t0) / max(pairs, 1), 4)
-    out["by_band"] = {f"{b:g}": summary(b, outcomes, null_outcomes) for b in sub_bands if b < band}
+    out["by_band"] = {f"{b:g}": summary(b) for b in sub_bands if b < band}
     print(f"  verification in {out['band']}: {json.dumps(out)}", flush=True)
     return out
 
@@ -336,12 +357,15 @@ def main() -> None:
     parser.add_argument("--html", default="bench-results/regions.html", help="the calibration as a page")
     parser.add_argument("--verify_band", type=float, default=0.0,
                         help="also verify geometrically the re-rank's pairs within this of its threshold")
+    parser.add_argument("--verify_top", type=int, default=1,
+                        help="with --verify_band: also verify each query's best this many matches in the band "
+                             "(besides its best one, as the scan does)")
     parser.add_argument("--descriptors", default="auto", choices=("auto", "crops", "pooled"),
                         help="region descriptors (auto: what the jobs use for --model)")
     args = parser.parse_args()
     spec = job_spec(args.model, args.descriptors)
     results = {} if args.rates_only else calibrate(args.model, args.crops_per_photo, args.novel,
-                                                   args.seed, spec, args.verify_band)
+                                                   args.seed, spec, args.verify_band, args.verify_top)
     if args.demo_root:
         results["query_rates"] = query_rates(args.demo_root, args.demo_folder, args.model, spec)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
