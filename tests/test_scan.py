@@ -219,11 +219,11 @@ def test_planted_copies_are_found_with_their_source_and_verified(demo_index_root
     # the edited copies are above 0.5 globally; no pasted object and no drawing is; a
     # region match counts unless verification rejected it
     assert s["top1"]["above_threshold"] == COPIES
-    # the rescue (scan.region_rescue_band 0.2 by default): decided on this index's nulls in
+    # the rescue (scan.region_rescue_band 0.3 by default): decided on this index's nulls in
     # the band, each verified; on only when at least 10 were and none verified
     rule = summary["region_rule"]
     rescue = rule["rescue"]
-    assert rule["veto"] is True and rescue["band"] == [round(region_thr - 0.2, 4), region_thr]
+    assert rule["veto"] is True and rescue["band"] == [round(region_thr - 0.3, 4), region_thr]
     tested, bad = sum(rescue["nulls_in_band"].values()), sum(rescue["nulls_verified"].values())
     assert tested <= 6 + 4  # baseline_size + region_unrelated
     assert rescue["enabled"] == (bad == 0 and tested >= 10) == (rule["rescue_from"] is not None)

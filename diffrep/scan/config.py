@@ -92,13 +92,15 @@ class ScanConfig(RegionSettings, RunSettings):
     region_verify_margin: float = field(default=0.1, metadata=helps(
         "with region_verify: region scores this far below region_threshold are verified too "
         "(their inliers are recorded; they stay below the threshold unless rescued)"))
-    region_rescue_band: float = field(default=0.2, metadata=helps(
+    region_rescue_band: float = field(default=0.3, metadata=helps(
         "a region match scoring at most this far below the (calibrated) region threshold "
         "counts as a copy when geometric verification confirms it, provided that none of "
         "this index's own nulls in that band verifies (at least 10 tested; otherwise the "
         "rescue is off, and summary.json and the report say why: diffrep.search.region_rule). "
-        "0: off. Mixed and small copies score just under the threshold; on 42 photos 0 of "
-        "101 nulls in the band verified, a third of segmix copies did"))
+        "0: off. Mixed and small copies score under the threshold; on 42 photos none of 388 "
+        "null queries in the band verified (mirrors tried), while the band took segmix copies "
+        "found from 0.21 to 0.47 and pasted photo parts of 10-20% of the image from 0.35 to "
+        "0.81 (docs/benchmarks.md, 'Mirrored verification')"))
     region_baseline_shards: int = field(default=4, metadata=helps(
         "the region baseline samples its baseline_size images from this many random "
         "training shards (it reads their images)"))
