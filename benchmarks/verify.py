@@ -8,6 +8,10 @@ every ordered pair of distinct photos, and pairs of flat drawings (shapes in fla
 on white: what a descriptor confuses on icons). Per method: share verified per area bin,
 false share on each null kind, the most inliers of any null, milliseconds per pair (p50).
 
+Mirrors: copybench's segmix copies (an irregular part of a gallery photo, augmented, flipped
+half the time, pasted into another photo) against their source, and five unrelated gallery
+images per copy, with SIFT, without and with the mirrored try (`verify_pair(mirror=...)`).
+
 Run: python -m benchmarks.verify --out bench-results/verify.json
 """
 
@@ -52,6 +56,35 @@ def pasted(scene: Image.Image, source: Image.Image, area: float, rng) -> Image.I
     return jpeg(out)
 
 
+def segmix_mirrors(unrelated_per_copy: int = 5, seed: int = 0) -> dict:
+    """Share of copybench's segmix copies verified against their source, and of unrelated
+    (copy, gallery image) pairs verified, with and without mirrors (SIFT)."""
+    from diffrep.copybench.copysets import make_gallery, make_queries
+    from diffrep.data.demo import load_source_photos
+
+    gallery = make_gallery(load_source_photos(True), 3, seed)
+    index = {g.key: i for i, g in enumerate(gallery)}
+    copies = make_queries(gallery, "segmix", seed)
+    rng = np.random.default_rng(seed)
+    nulls = []
+    for q in copies:
+        held = {gallery[index[q.source_key]].group} | ({gallery[index[q.other_key]].group} if q.other_key else set())
+        others = [j for j in rng.permutation(len(gallery)) if gallery[j].group not in held]
+        nulls += [(q.image, gallery[j].image) for j in others[:unrelated_per_copy]]
+    out = {"copies": len(copies), "unrelated_pairs": len(nulls)}
+    for mirror in (False, True):
+        t = time.perf_counter()
+        found = [verify_pair(q.image, gallery[index[q.source_key]].image, mirror=mirror) for q in copies]
+        per_pair = (time.perf_counter() - t) / len(copies)
+        false = [verify_pair(a, b, mirror=mirror).verified for a, b in nulls]
+        out["with_mirrors" if mirror else "without_mirrors"] = {
+            "copies_verified": int(sum(v.verified for v in found)),
+            "verified_mirrored": int(sum(v.verified and v.mirrored for v in found)),
+            "unrelated_verified": int(sum(false)), "ms_per_copy_pair": round(1000 * per_pair, 1)}
+    print("segmix mirrors", out, flush=True)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=None)
@@ -81,6 +114,7 @@ def main() -> int:
             "nulls": nulls, "ms_per_pair_p50": round(1000 * float(np.median(times)), 1),
             "ms_per_pair_p90": round(1000 * float(np.percentile(times, 90)), 1)}
         print(method, results["methods"][method], flush=True)
+    results["segmix_mirrors"] = segmix_mirrors()
     write_results(args.out, results)
     return 0
 
