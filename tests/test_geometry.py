@@ -41,6 +41,8 @@ def test_a_pasted_object_is_verified_with_its_box_and_scale(method):
     v = verify_pair(jpeg(scene), training, method=method)
     assert v.verified and v.inliers >= 30, v
     assert iou(v.box, truth) > 0.8, (v.box, truth)
+    if method == "sift":  # the pasted pixels themselves, re-encoded: an identical region
+        assert v.identical_region and v.pixel_agreement > 0.95, v
     # the inlier features lie on the pasted photo's textured part, inside its box
     tol = 0.01
     assert (v.inlier_box[0] >= truth[0] - tol and v.inlier_box[1] >= truth[1] - tol
@@ -58,7 +60,7 @@ def test_a_mirrored_paste_is_verified_only_when_mirrors_are_tried():
     scene.paste(ImageOps.mirror(training).resize((240, 192)), (60, 40))
     truth = (60 / 640, 40 / 480, 300 / 640, 232 / 480)
     v = verify_pair(jpeg(scene), training)
-    assert v.verified and v.mirrored and v.inliers >= 30, v
+    assert v.verified and v.mirrored and v.inliers >= 30 and v.identical_region, v
     assert iou(v.box, truth) > 0.8, (v.box, truth)
     assert v.scale == pytest.approx(0.8, rel=0.05)
     unflipped = verify_pair(jpeg(scene), training, mirror=False)
@@ -86,3 +88,11 @@ def test_unrelated_photos_and_flat_drawings_are_not_verified():
     # a flat graphic against itself, re-encoded: few features, still one geometry
     same = verify_pair(jpeg(flat_drawing(3)), flat_drawing(3), min_inliers=4)
     assert same.verified, same
+
+
+def test_a_solarized_paste_is_no_identical_region():
+    training = photo("coffee", (300, 200))
+    scene = photo("rocket", (640, 480))
+    scene.paste(ImageOps.solarize(training, 128).resize((210, 140)), (380, 260))
+    v = verify_pair(jpeg(scene), training)
+    assert not v.identical_region and (v.pixel_agreement is None or v.pixel_agreement < 0.9), v

@@ -137,3 +137,22 @@ def test_the_rescue_is_on_only_when_enough_of_the_index_nulls_in_its_band_fail_v
     lo, record = decide_rescue(0.65, 0.2, {"baseline": [False] * (MIN_BAND_NULLS - 1)})
     assert lo is None and "only 9" in record["reason"]
     assert decide_rescue(0.65, 0.0, {"baseline": [False] * 50})[0] is None
+
+
+def test_a_null_matching_an_identical_region_is_left_out_of_the_rescue_decision():
+    """Two training images sharing one pasted part: geometry verifies them, rightly; that
+    pair says nothing about geometry on images that share nothing."""
+    from diffrep.search.geometry import Verification
+    from diffrep.search.region_rule import decide_rescue, null_outcomes
+
+    shared = Verification(True, 6, 8, None, None, 1.0, True, pixel_agreement=0.996)
+    chance = Verification(True, 7, 9, None, None, 1.0, False, pixel_agreement=0.2)
+    failed = Verification(False, 2, 9, None, None, None)
+    verified, sharing = null_outcomes({"baseline": [shared] + [failed] * 12, "unrelated": [failed] * 2})
+    assert verified == {"baseline": [False] * 12, "unrelated": [False] * 2}
+    assert sharing == {"baseline": 1, "unrelated": 0}
+    lo, record = decide_rescue(0.65, 0.3, verified, sharing=sharing)
+    assert lo == 0.35 and record["enabled"] and record["nulls_sharing_region"] == {"baseline": 1, "unrelated": 0}
+    # a verified null whose pixels do not agree still turns the rescue off
+    verified, sharing = null_outcomes({"baseline": [shared, chance] + [failed] * 12})
+    assert decide_rescue(0.65, 0.3, verified, sharing=sharing)[0] is None

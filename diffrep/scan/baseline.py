@@ -23,7 +23,7 @@ from diffrep.search.calibration import (
     region_nulls,
     unrelated_images,
 )
-from diffrep.search.region_rule import RegionRule, decide_rescue
+from diffrep.search.region_rule import RegionRule, decide_rescue, null_outcomes
 from diffrep.search.regions import RegionSpec
 
 log = logging.getLogger("diffrep")
@@ -234,18 +234,20 @@ def region_rule(cfg, nulls: RegionNulls, handle) -> RegionRule:
     if nulls.unrelated is not None:
         drawn = dict(unrelated_images(len(nulls.unrelated), cfg.baseline_seed))
         tested["unrelated"] = verify_nulls_in_band(handle, nulls.unrelated, lo, threshold, drawn)
-    rescue_from, record = decide_rescue(threshold, cfg.region_rescue_band, tested)
+    verified, sharing = null_outcomes(tested)
+    rescue_from, record = decide_rescue(threshold, cfg.region_rescue_band, verified, sharing=sharing)
     log.info("scan: geometric rescue %s: %s", "on" if record["enabled"] else "off", record["reason"])
     return RegionRule(threshold, veto=cfg.region_verify, rescue_from=rescue_from, rescue=record)
 
 
 def verify_nulls_in_band(handle, table: pa.Table, lo: float, hi: float,
-                         drawn: dict | None = None) -> list[bool]:
+                         drawn: dict | None = None) -> list:
     """Geometric verification (diffrep.search.geometry.verify_pair, as a generation's
     region match is verified) of each null of `table` (a region baseline or unrelated
     table) scoring in (lo, hi]: the null image's matched box against its null neighbour.
     `drawn`: {key: image} of unrelated images (None: the nulls are training images, read
-    from the corpus). A null whose images cannot be read is left out (and so not counted)."""
+    from the corpus). A Verification per null; one whose images cannot be read is left out
+    (and so not counted)."""
     from diffrep.search.geometry import verify_pair
 
     sims = table["null_region_similarity"].to_numpy(zero_copy_only=False).astype(np.float64)
@@ -261,5 +263,5 @@ def verify_nulls_in_band(handle, table: pa.Table, lo: float, hi: float,
     out = []
     for r, key in zip(sub, neighbour_keys, strict=True):
         if r["key"] in queries and key in train:
-            out.append(verify_pair(queries[r["key"]], train[key], query_box=r.get("null_box")).verified)
+            out.append(verify_pair(queries[r["key"]], train[key], query_box=r.get("null_box")))
     return out

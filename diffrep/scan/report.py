@@ -224,11 +224,12 @@ def _rescue_block(rescue: dict | None) -> str:
     """Whether verified matches just below the threshold count, and why (id "region-rescue")."""
     if not rescue:
         return ""
-    rows = [[name, rescue["nulls_in_band"][name], rescue["nulls_verified"][name]]
+    sharing = rescue.get("nulls_sharing_region", {})
+    rows = [[name, rescue["nulls_in_band"][name], rescue["nulls_verified"][name], sharing.get(name, 0)]
             for name in rescue["nulls_in_band"]]
     lo, hi = rescue["band"]
-    nulls = table([f"null scoring in ({fmt(lo)}, {fmt(hi)}]", "tested",
-                   "verified"], rows) if rows else ""
+    nulls = table([f"null scoring in ({fmt(lo)}, {fmt(hi)}]", "tested", "verified",
+                   "left out: an identical region"], rows) if rows else ""
     return (f"<div id='region-rescue' style='margin-bottom:12px'><p><b>Geometric rescue "
             f"{'on' if rescue['enabled'] else 'off'}</b>: {esc(rescue['reason'])}.</p>{nulls}</div>")
 

@@ -21,6 +21,10 @@ import numpy as np
 from PIL import Image
 
 METHODS = ("sift", "orb", "akaze")
+IDENTICAL_AGREEMENT = 0.9  # pixel_agreement of a shared part: 0.97-0.99 for a photo pasted
+# plain, mirrored, blurred or posterized (tests/test_geometry.py); copybench's augmented
+# segmix copies spread over -0.1..1.0, so a low agreement is no evidence against a copy
+MIN_TEXTURE_STD = 8.0  # grey levels: a flatter patch has no pixel agreement to measure
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,18 @@ class Verification:
     inlier_box: tuple[float, float, float, float] | None  # the inlier features' extent
     scale: float | None  # training-image pixels to query pixels
     mirrored: bool = False  # the fit is of the training image flipped left to right
+    # normalised cross-correlation of the query and the training image mapped onto it,
+    # over the inlier features' extent (None: no fit, or too little texture there)
+    pixel_agreement: float | None = None
+
+    @property
+    def identical_region(self) -> bool:
+        """Verified, and the matched part agrees pixel for pixel once mapped (pixel_agreement
+        >= IDENTICAL_AGREEMENT; normalised, so up to brightness and contrast): one image
+        holds a part of the other, resized, flipped, re-encoded or lightly blurred. Two
+        training images sharing one pasted icon do (0.996); a solarized paste and a chance
+        agreement of features do not."""
+        return self.verified and self.pixel_agreement is not None and self.pixel_agreement >= IDENTICAL_AGREEMENT
 
 
 def _gray(image: Image.Image, max_side: int) -> tuple[np.ndarray, float]:
@@ -148,4 +164,29 @@ def verify_pair(query: Image.Image, training: Image.Image, query_box=None, metho
     pts = to_query(dst[inlier]) if n_in else None
     inlier_box = tuple(float(v) for v in (*pts.min(0), *pts.max(0))) if pts is not None else None
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))) * tf / qf
-    return Verification(verified, n_in, n_good, box, inlier_box, scale, flipped)
+    agreement = _pixel_agreement(q, t[:, ::-1] if flipped else t, matrix, dst[inlier]) if n_in else None
+    return Verification(verified, n_in, n_good, box, inlier_box, scale, flipped, agreement)
+
+
+def _pixel_agreement(q: np.ndarray, t: np.ndarray, matrix: np.ndarray, points: np.ndarray) -> float | None:
+    """Normalised cross-correlation of grey query `q` and grey training image `t` mapped
+    onto it by `matrix` (training -> query pixels), over the box of `points` (the inlier
+    features, query pixels); None when the box holds under 64 mapped pixels or either side
+    is flat there (standard deviation under MIN_TEXTURE_STD)."""
+    import cv2
+
+    h, w = q.shape
+    mapped = cv2.warpAffine(np.ascontiguousarray(t, np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR)
+    inside = cv2.warpAffine(np.ones(t.shape, np.float32), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0.5
+    x0, y0 = np.floor(points.min(0)).astype(int)
+    x1, y1 = np.ceil(points.max(0)).astype(int) + 1
+    sel = np.zeros((h, w), bool)
+    sel[max(0, y0):y1, max(0, x0):x1] = True
+    sel &= inside
+    if sel.sum() < 64:
+        return None
+    a, b = q.astype(np.float32)[sel], mapped[sel]
+    if a.std() < MIN_TEXTURE_STD or b.std() < MIN_TEXTURE_STD:
+        return None
+    a, b = a - a.mean(), b - b.mean()
+    return round(float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum())), 4)

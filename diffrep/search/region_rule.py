@@ -9,6 +9,10 @@ from nulls there: on 42 photos, 101 null pairs scoring within 0.2 below the floo
 opposite can hold (icon variants share their geometry), so the rescue is calibrated per
 index like the threshold: the index's own nulls scoring in the band are verified, and the
 rescue is on only when at least MIN_BAND_NULLS of them were tested and none verified.
+A null whose match is an identical region (Verification.identical_region: the same pixels
+in both, as when two training images share one pasted icon) is no null: the two images
+share that part, and geometry was right. It is left out (counted as `nulls_sharing_region`)
+rather than turning the rescue off.
 
 A match then counts as a copy when
 - its region score is above the threshold (and, with the veto, geometry did not reject it), or
@@ -66,16 +70,28 @@ class RegionRule:
         return asdict(self)
 
 
+def null_outcomes(verifications: dict[str, Sequence]) -> tuple[dict[str, list[bool]], dict[str, int]]:
+    """Per null set, from geometry's Verification of each null in the band: whether it
+    verified (the nulls that count), and how many matched an identical region instead
+    (left out: those images share that part)."""
+    verified = {name: [bool(v.verified) for v in vs if not v.identical_region] for name, vs in verifications.items()}
+    shared = {name: sum(bool(v.identical_region) for v in vs) for name, vs in verifications.items()}
+    return verified, shared
+
+
 def decide_rescue(threshold: float, band: float, null_verified: dict[str, Sequence[bool]],
-                  min_nulls: int = MIN_BAND_NULLS) -> tuple[float | None, dict]:
+                  min_nulls: int = MIN_BAND_NULLS, sharing: dict[str, int] | None = None
+                  ) -> tuple[float | None, dict]:
     """The rescue's lower bound (None: off) and its record. `null_verified`: per null set,
-    geometry's outcome for each of its nulls scoring in (threshold - band, threshold]."""
+    geometry's outcome for each of its nulls scoring in (threshold - band, threshold];
+    `sharing`: per null set, the nulls left out because their match is an identical
+    region (null_outcomes)."""
     lo = round(threshold - band, 4)
     tested = {name: len(v) for name, v in null_verified.items()}
     verified = {name: int(sum(bool(x) for x in v)) for name, v in null_verified.items()}
     n, bad = sum(tested.values()), sum(verified.values())
     record = {"band": [lo, threshold], "nulls_in_band": tested, "nulls_verified": verified,
-              "min_nulls": min_nulls}
+              "nulls_sharing_region": dict(sharing or {}), "min_nulls": min_nulls}
     counts = ", ".join(f"{name}: {verified[name]} of {tested[name]}" for name in tested) or "none"
     if band <= 0:
         return None, {**record, "enabled": False, "reason": "region_rescue_band is 0"}
