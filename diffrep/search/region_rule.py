@@ -93,6 +93,9 @@ def decide_rescue(threshold: float, band: float, null_verified: dict[str, Sequen
     record = {"band": [lo, threshold], "nulls_in_band": tested, "nulls_verified": verified,
               "nulls_sharing_region": dict(sharing or {}), "min_nulls": min_nulls}
     counts = ", ".join(f"{name}: {verified[name]} of {tested[name]}" for name in tested) or "none"
+    if sum((sharing or {}).values()):
+        counts += (f"; {sum(sharing.values())} more left out: their match is an identical "
+                   "region, a part both images share")
     if band <= 0:
         return None, {**record, "enabled": False, "reason": "region_rescue_band is 0"}
     if bad:
