@@ -215,6 +215,42 @@ def test_region_baseline_embeds_each_training_image_once(sscd_searcher, monkeypa
     np.testing.assert_allclose(regions(ids), TrainingRegions(handle, embedder, spec)(ids), atol=1e-4)
 
 
+def test_region_baseline_leaves_out_neighbours_sharing_an_identical_region(sscd_searcher):
+    """The demo corpus plants near-duplicates (crops, flips, JPEG, colour, text) of its
+    photos. With the global rule off (duplicate_above above 1), a photo's best region hit
+    is one of its own near-duplicates; with shared_above, geometry finds the neighbours
+    holding the same pixels, leaves them out, and the null is an image of another photo."""
+    import pyarrow.parquet as pq
+
+    from diffrep.search.calibration import region_nulls
+
+    searcher, embedder, corpus = sscd_searcher
+    handle = searcher.handle
+    dups = pq.read_table(corpus / "duplicates.parquet").to_pylist()
+    families: dict[str, set[str]] = {}
+    for d in dups:
+        families.setdefault(d["source_key"], {d["source_key"]}).add(d["key"])
+    sources = sorted(k for k, fam in families.items() if len(fam) >= 2)[:4]
+    ids = np.array(sorted(handle.key_to_id(sources).values()), np.int64)
+    keys = handle.lookup(ids, columns=["key"])["key"].to_pylist()
+    images = handle.corpus_images(ids, keys)
+    args = (searcher, embedder, RegionSpec(), [images[k] for k in keys], ids)
+
+    def family_of(neighbours: np.ndarray) -> list[bool]:
+        names = handle.lookup(neighbours, columns=["key"])["key"].to_pylist()
+        return [n in families[k] for n, k in zip(names, keys, strict=True)]
+
+    plain = region_nulls(*args, duplicate_above=1.01, candidates=20)
+    assert all(family_of(plain["null_neighbour_id"])) and not plain["shared_hits"].any()
+    left_out = region_nulls(*args, duplicate_above=1.01, candidates=20, shared_above=0.0)
+    # measured 3 of 4: the fourth photo's one near-duplicate, a 0.69x resize of a smooth
+    # photo, keeps 3 SIFT inliers, so geometry cannot say it shares a region
+    shared = left_out["shared_hits"] >= 1
+    assert shared.sum() >= 3, left_out["shared_hits"]
+    assert not any(np.array(family_of(left_out["null_neighbour_id"]))[shared])
+    assert (left_out["null_region_similarity"] < plain["null_region_similarity"])[shared].all()
+
+
 def test_pasted_training_photo_is_found_with_its_box_and_a_novel_drawing_is_not(sscd_searcher):
     from collections import Counter
 

@@ -94,7 +94,8 @@ def region_sample(handle, n: int, seed: int, max_shards: int) -> np.ndarray:
 
 def _region_tag(searcher: Searcher, spec: RegionSpec, duplicate_above: float) -> str:
     """Every setting a region null depends on, for its cache name."""
-    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales) + f"-dup{duplicate_above:g}"
+    # "shared": neighbours sharing an identical region above the floor are duplicates too
+    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales) + f"-dup{duplicate_above:g}-shared{spec.floor:g}"
     if spec.proposals != "grid":
         tag += f"-{spec.proposals}{spec.max_segments}"
     if spec.descriptors != "crops":
@@ -144,14 +145,14 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
         progress.report(progress_interval_s)
 
     nulls = region_nulls(searcher, embedder, spec, [images[k] for k in keys], ids,
-                         duplicate_above, candidates, REGION_CHUNK, step)
+                         duplicate_above, candidates, REGION_CHUNK, step, shared_above=spec.floor)
     progress.finish()
     table = _null_table(ids, keys, nulls)
     storage.write_parquet(url, table)
     log.info("scan: region baseline of %d training images: median region score %.3f, without "
-             "their duplicates %.3f (cached at %s)", len(ids),
-             _nan(np.nanmedian, nulls["region_similarity"]),
-             _nan(np.nanmedian, nulls["null_region_similarity"]), url)
+             "their duplicates %.3f; %d neighbours left out as sharing an identical region with "
+             "them (cached at %s)", len(ids), _nan(np.nanmedian, nulls["region_similarity"]),
+             _nan(np.nanmedian, nulls["null_region_similarity"]), int(nulls["shared_hits"].sum()), url)
     return table
 
 

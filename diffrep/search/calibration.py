@@ -9,7 +9,9 @@ comes from scores that are known to be nulls, measured on the index itself:
 
 - **baseline**: random training images region-scored against the rest of the training set
   with each one's own duplicates left out (neighbours whose global similarity is above the
-  global replication threshold: a near-copy is not a null);
+  global replication threshold: a near-copy is not a null; and, above the region floor,
+  neighbours that share a part with it pixel for pixel, as geometry finds it:
+  Verification.identical_region, e.g. two images with one pasted logo);
 - **unrelated**: images that exist in no corpus (seeded procedural flat drawings and drawn
   scenes, `unrelated_images`) region-scored against the whole index, duplicates left out
   the same way.
@@ -105,10 +107,32 @@ def unrelated_images(n: int, seed: int, side: int = 256) -> list[tuple[str, Imag
     return out
 
 
+def _shares_a_region(handle, image: Image.Image, hits, i: int, others: np.ndarray,
+                     duplicate: np.ndarray, above: float) -> np.ndarray:
+    """(len(others),) bool: the hits of query `i` (positions `others` in hits), in order,
+    that share an identical region with `image` (diffrep.search.geometry), verified while
+    they score above `above` and are not already duplicates, up to the first that does
+    not share one (it is the null; those after it are not needed)."""
+    from diffrep.search.geometry import verify_pair
+
+    shared = np.zeros(len(others), bool)
+    for pos, j in enumerate(others):
+        if duplicate[pos]:
+            continue
+        if not hits.sims[i, j] > above:
+            break
+        key = handle.lookup(hits.ids[i, j:j + 1], columns=["key"])["key"][0].as_py()
+        train = handle.corpus_images(hits.ids[i, j:j + 1], [key])
+        if key not in train or not verify_pair(image, train[key], query_box=hits.boxes[i, j]).identical_region:
+            break
+        shared[pos] = True
+    return shared
+
+
 def region_nulls(searcher, embedder, spec: RegionSpec, images: Sequence[Image.Image],
                  self_ids: np.ndarray, duplicate_above: float, candidates: int,
                  chunk: int = 32, on_chunk: Callable[[int], None] | None = None,
-                 leave_out_duplicates: bool = True) -> dict:
+                 leave_out_duplicates: bool = True, shared_above: float | None = None) -> dict:
     """Each image region-scored against the index the way a generation is (Searcher.search
     with regions: exact re-rank and the region re-rank). self_ids (n,): the image's own
     training id, -1 for none. Returns arrays of n: `neighbour_id`, `similarity` (global)
@@ -127,7 +151,7 @@ def region_nulls(searcher, embedder, spec: RegionSpec, images: Sequence[Image.Im
            "region_similarity": np.full(n, np.nan, np.float32), "box": [None] * n,
            "null_neighbour_id": np.full(n, -1, np.int64),
            "null_region_similarity": np.full(n, np.nan, np.float32), "null_box": [None] * n,
-           "duplicate_hits": np.zeros(n, np.int32)}
+           "duplicate_hits": np.zeros(n, np.int32), "shared_hits": np.zeros(n, np.int32)}
     k = min(NULL_NEIGHBOURS, handle.ntotal)
     remember = getattr(searcher.candidate_regions, "remember", None)  # TrainingRegions has it
     for start in range(0, n, chunk):
@@ -151,6 +175,10 @@ def region_nulls(searcher, embedder, spec: RegionSpec, images: Sequence[Image.Im
             out["duplicate_hits"][row] = int(duplicate.sum())
             if not leave_out_duplicates:
                 duplicate[:] = False
+            elif shared_above is not None:
+                shared = _shares_a_region(handle, images[row], hits, i, others, duplicate, shared_above)
+                out["shared_hits"][row] = int(shared.sum())
+                duplicate |= shared
             if (~duplicate).any():
                 j = others[~duplicate][0]
                 out["null_neighbour_id"][row] = hits.ids[i, j]
