@@ -150,7 +150,7 @@ def load_or_compute_regions(layout: ScanLayout, searcher: Searcher, embedder, sp
     table = _null_table(ids, keys, nulls)
     storage.write_parquet(url, table)
     log.info("scan: region baseline of %d training images: median region score %.3f, without "
-             "their duplicates %.3f; %d neighbours left out as sharing an identical region with "
+             "their duplicates %.3f; %d neighbour(s) left out as sharing an identical region with "
              "them (cached at %s)", len(ids), _nan(np.nanmedian, nulls["region_similarity"]),
              _nan(np.nanmedian, nulls["null_region_similarity"]), int(nulls["shared_hits"].sum()), url)
     return table
