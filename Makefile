@@ -106,7 +106,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.scan --out bench-results/scan.json
 	$(BIN)/python -m benchmarks.fetch --out bench-results/fetch.json
 	$(BIN)/python -m benchmarks.lookup --out bench-results/lookup.json
-	$(BIN)/python -m benchmarks.regions --out bench-results/regions.json $(if $(wildcard data/demo/out/indexes),--demo_root data/demo/out)
+	$(BIN)/python -m benchmarks.regions --verify_band 0.3 --out bench-results/regions.json $(if $(wildcard data/demo/out/indexes),--demo_root data/demo/out)
 	$(BIN)/python -m benchmarks.dcs --out bench-results/dcs.json
 	$(BIN)/diffrep copybench --config configs/demo.yaml --out_dir bench-results/copybench
 	$(BIN)/python -m benchmarks.verify --out bench-results/verify.json
