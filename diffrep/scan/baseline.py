@@ -23,6 +23,7 @@ from diffrep.search.calibration import (
     region_nulls,
     unrelated_images,
 )
+from diffrep.search.geometry import IDENTICAL_AGREEMENT
 from diffrep.search.region_rule import RegionRule, decide_rescue, null_outcomes
 from diffrep.search.regions import RegionSpec
 
@@ -95,7 +96,8 @@ def region_sample(handle, n: int, seed: int, max_shards: int) -> np.ndarray:
 def _region_tag(searcher: Searcher, spec: RegionSpec, duplicate_above: float) -> str:
     """Every setting a region null depends on, for its cache name."""
     # "shared": neighbours sharing an identical region above the floor are duplicates too
-    tag = "-regions-" + "_".join(f"{s:g}" for s in spec.scales) + f"-dup{duplicate_above:g}-shared{spec.floor:g}"
+    tag = ("-regions-" + "_".join(f"{s:g}" for s in spec.scales) + f"-dup{duplicate_above:g}"
+           f"-shared{spec.floor:g}a{IDENTICAL_AGREEMENT:g}")
     if spec.proposals != "grid":
         tag += f"-{spec.proposals}{spec.max_segments}"
     if spec.descriptors != "crops":
