@@ -157,6 +157,20 @@ def test_search_by_upload_and_by_key_in_the_browser(server, served_root, browser
     geometry = page.locator("#results td.geometry").all_inner_texts()
     assert geometry[0].startswith("verified (") and "scale 1.00" in geometry[0], geometry
     assert geometry[-1].startswith("not verified"), geometry
+    assert "mirrored" not in geometry[0], geometry
+
+    # the photo flipped: still found first (the descriptor ignores flips), and geometry
+    # says the copy is mirrored
+    flipped = tmp_path / "flipped.png"
+    Image.open(query).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
+    page.goto(f"{server}/search")
+    page.set_input_files("input[name=image]", str(flipped))
+    page.fill("input[name=k]", "5")
+    page.check("input[name=verify]")
+    submit(page, "button[type=submit]")
+    assert planted["source_key"] in page.locator("#results tr.hit").nth(0).locator("td").all_inner_texts()
+    geometry = page.locator("#results td.geometry").all_inner_texts()
+    assert geometry[0].startswith("verified (") and geometry[0].endswith(", mirrored)"), geometry
 
     page.goto(f"{server}/search")
     page.fill("input[name=key]", planted["source_key"])

@@ -109,12 +109,14 @@ async def search(request: Request) -> HTMLResponse:
 
 
 def _geometry(check) -> str:
-    """A verification's cell: verified or not, its inliers and the scale of the copy."""
+    """A verification's cell: verified or not, its inliers, the scale of the copy and
+    whether it is mirrored."""
     if check is None:
         return ""
     mark = "verified" if check.verified else "not verified"
     scale = f", scale {check.scale:.2f}" if check.scale else ""
-    return f"{mark} ({check.inliers} inliers{scale})"
+    mirrored = ", mirrored" if check.verified and check.mirrored else ""
+    return f"{mark} ({check.inliers} inliers{scale}{mirrored})"
 
 
 # -- scans ---------------------------------------------------------------------------------
