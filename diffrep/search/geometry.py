@@ -76,19 +76,14 @@ def _detector(method: str):
     raise ValueError(f"method must be one of {METHODS}, not {method!r}")
 
 
-def _features(detector, image: np.ndarray):
-    """(keypoints, descriptors) of an 8-bit grayscale image; descriptors None when it has none."""
-    return detector.detectAndCompute(image, None)
-
-
 def _fit(kt, dt, kq, dq, norm: int, ratio: float, reprojection_px: float):
     """Ratio-test matches of training features to query features, one per query feature,
     and the similarity transform RANSAC fits to them: (matrix or None, inlier mask or
-    None, src points, dst points, number of matches)."""
+    None, the matches' query points or None, number of matches)."""
     import cv2
 
     if dq is None or dt is None or len(kq) < 2 or len(kt) < 2:
-        return None, None, None, None, 0
+        return None, None, None, 0
     pairs = cv2.BFMatcher(norm).knnMatch(dt, dq, k=2)
     good = [m for m, *rest in pairs if rest and m.distance < ratio * rest[0].distance]
     best: dict[int, object] = {}  # one training feature per query feature (repeated patterns
@@ -97,7 +92,7 @@ def _fit(kt, dt, kq, dq, norm: int, ratio: float, reprojection_px: float):
             best[m.trainIdx] = m
     good = list(best.values())
     if len(good) < 3:
-        return None, None, None, None, len(good)
+        return None, None, None, len(good)
     src = np.float32([kt[m.queryIdx].pt for m in good])
     dst = np.float32([kq[m.trainIdx].pt for m in good])
     matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
@@ -105,8 +100,8 @@ def _fit(kt, dt, kq, dq, norm: int, ratio: float, reprojection_px: float):
                                                maxIters=2000, confidence=0.995)
     # a transform that shrinks or blows the training image up by more than 20x is not a copy
     if matrix is None or not 0.05 <= float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))) <= 20:
-        return None, None, src, dst, len(good)
-    return matrix, mask.ravel().astype(bool), src, dst, len(good)
+        return None, None, dst, len(good)
+    return matrix, mask.ravel().astype(bool), dst, len(good)
 
 
 def verify_pair(query: Image.Image, training: Image.Image, query_box=None, method: str = "sift",
@@ -136,7 +131,7 @@ def verify_pair(query: Image.Image, training: Image.Image, query_box=None, metho
     q, qf = _gray(query, max_side)
     t, tf = _gray(training, max_side)
     detector, norm = _detector(method)
-    kq, dq = _features(detector, q)
+    kq, dq = detector.detectAndCompute(q, None)
     if dq is None or len(kq) < 2:
         return Verification(False, 0, 0, None, None, None)
 
@@ -145,13 +140,13 @@ def verify_pair(query: Image.Image, training: Image.Image, query_box=None, metho
 
     tried = []
     for flipped in (False, True) if mirror else (False,):
-        kt, dt = _features(detector, t[:, ::-1].copy() if flipped else t)
+        kt, dt = detector.detectAndCompute(t[:, ::-1].copy() if flipped else t, None)
         fit = _fit(kt, dt, kq, dq, norm, ratio, reprojection_px)
         n_in = int(fit[1].sum()) if fit[0] is not None else 0
-        tried.append((is_verified(n_in, fit[4]), n_in, flipped, fit))
+        tried.append((is_verified(n_in, fit[3]), n_in, flipped, fit))
         if tried[-1][0]:
             break
-    verified, n_in, flipped, (matrix, inlier, _, dst, n_good) = max(tried, key=lambda x: (x[0], x[1]))
+    verified, n_in, flipped, (matrix, inlier, dst, n_good) = max(tried, key=lambda x: (x[0], x[1]))
     if matrix is None:
         return Verification(False, 0, n_good, None, None, None, flipped)
 
