@@ -116,13 +116,18 @@ def _shares_a_region(handle, image: Image.Image, hits, i: int, others: np.ndarra
     from diffrep.search.geometry import verify_pair
 
     shared = np.zeros(len(others), bool)
+    above_ids = hits.ids[i, others[(hits.sims[i, others] > above) & ~duplicate]]
+    if not len(above_ids):
+        return shared
+    keys = dict(zip(above_ids.tolist(), handle.lookup(above_ids, columns=["key"])["key"].to_pylist(),
+                    strict=True))
     for pos, j in enumerate(others):
         if duplicate[pos]:
             continue
         if not hits.sims[i, j] > above:
             break
-        key = handle.lookup(hits.ids[i, j:j + 1], columns=["key"])["key"][0].as_py()
-        train = handle.corpus_images(hits.ids[i, j:j + 1], [key])
+        key = keys[int(hits.ids[i, j])]
+        train = handle.corpus_images(hits.ids[i, j:j + 1], [key])  # one at a time: most stop at the first
         if key not in train or not verify_pair(image, train[key], query_box=hits.boxes[i, j]).identical_region:
             break
         shared[pos] = True
