@@ -23,7 +23,7 @@ from diffrep.search.calibration import (
     region_nulls,
     unrelated_images,
 )
-from diffrep.search.geometry import IDENTICAL_AGREEMENT
+from diffrep.search.geometry import IDENTICAL_AGREEMENT, Verification
 from diffrep.search.region_rule import RegionRule, decide_rescue, null_outcomes
 from diffrep.search.regions import RegionSpec
 
@@ -244,7 +244,7 @@ def region_rule(cfg, nulls: RegionNulls, handle) -> RegionRule:
 
 
 def verify_nulls_in_band(handle, table: pa.Table, lo: float, hi: float,
-                         drawn: dict | None = None) -> list:
+                         drawn: dict | None = None) -> list[Verification]:
     """Geometric verification (diffrep.search.geometry.verify_pair, as a generation's
     region match is verified) of each null of `table` (a region baseline or unrelated
     table) scoring in (lo, hi]: the null image's matched box against its null neighbour.
