@@ -14,6 +14,7 @@ from diffrep.search.regions import (
     BOX_SLACK,
     REGION_FLOORS,
     RegionSpec,
+    box_stds,
     crop_regions,
     embed_regions,
     match_boxes,
@@ -49,6 +50,19 @@ def test_grid_covers_the_image_at_every_scale():
     assert crops[0].size == (200, 100) and crops[1].size == (100, 50) and crops[-1].size == (150, 75)
     with pytest.raises(ValueError, match="scales"):
         RegionSpec(scales=(1.0,))
+
+
+def test_box_stds_equal_the_crops_own_and_find_blank_boxes():
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 255, (97, 131, 3), np.uint8)
+    pixels[:40, :60] = (30, 200, 90)  # a flat patch: a blank crop
+    image = Image.fromarray(pixels)
+    corners = np.sort(rng.uniform(0, 1, (50, 2, 2)), axis=1)  # (x0, x1), (y0, y1)
+    boxes = np.c_[corners[:, 0, 0], corners[:, 0, 1], corners[:, 1, 0], corners[:, 1, 1]][:, [0, 2, 1, 3]]
+    boxes = np.r_[boxes, [[0, 0, 1, 1], [0.05, 0.05, 0.4, 0.35], [0.999, 0.999, 1, 1]]].astype(np.float32)
+    want = [np.asarray(c.convert("L"), np.float64).std() for c in crop_regions(image, boxes)]
+    np.testing.assert_allclose(box_stds(image, boxes), want, atol=1e-6)
+    assert box_stds(image, boxes)[-2] == pytest.approx(0, abs=1e-6) and box_stds(image, boxes)[-3] > 30
 
 
 def test_region_score_is_the_best_region_and_never_below_the_global_one():

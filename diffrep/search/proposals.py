@@ -33,21 +33,23 @@ def segment_boxes(image: Image.Image, max_boxes: int, min_area: float = 0.02,
                   max_area: float = 0.6) -> np.ndarray:
     """(n <= max_boxes, 4) float32 normalised (x0, y0, x1, y1) boxes of the image's
     segments, largest segment first."""
+    from scipy.ndimage import find_objects
     from skimage.segmentation import felzenszwalb
 
     pixels = np.asarray(image.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BILINEAR))
     found: list[tuple[int, tuple[float, float, float, float]]] = []
     for scale in SCALES:
         labels = felzenszwalb(pixels, scale=scale, sigma=0.8, min_size=SIDE * SIDE // 400)
-        for label in range(int(labels.max()) + 1):
-            ys, xs = np.nonzero(labels == label)
-            if not len(xs):
+        sizes = np.bincount(labels.ravel())
+        for label, extent in enumerate(find_objects(labels + 1)):  # each label's bounding slices
+            if extent is None:
                 continue
-            x0, x1, y0, y1 = xs.min() / SIDE, (xs.max() + 1) / SIDE, ys.min() / SIDE, (ys.max() + 1) / SIDE
+            ys, xs = extent
+            x0, x1, y0, y1 = xs.start / SIDE, xs.stop / SIDE, ys.start / SIDE, ys.stop / SIDE
             px, py = PAD * (x1 - x0), PAD * (y1 - y0)
             box = (max(0.0, x0 - px), max(0.0, y0 - py), min(1.0, x1 + px), min(1.0, y1 + py))
             if min_area <= (box[2] - box[0]) * (box[3] - box[1]) <= max_area:
-                found.append((len(xs), box))
+                found.append((int(sizes[label]), box))
     found.sort(key=lambda f: -f[0])
     kept: list[tuple[float, float, float, float]] = []
     for _, box in found:
