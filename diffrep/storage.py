@@ -77,6 +77,14 @@ def read_bytes(url: str) -> bytes:
         return f.read()
 
 
+def read_range(url: str, start: int, stop: int) -> bytes:
+    """Bytes [start, stop) of the file at `url` (one ranged read, local or remote)."""
+    if stop <= start:
+        return b""
+    fs, path = filesystem(url)
+    return fs.cat_file(path, start=start, end=stop)
+
+
 def remove_tree(url: str) -> bool:
     """Delete a folder and everything in it; returns whether it existed."""
     fs, path = filesystem(url)

@@ -24,8 +24,8 @@ from diffrep import storage
 from diffrep.config import ConfigError
 from diffrep.embed.layout import ModelOutput
 from diffrep.index import build as work
-from diffrep.index import keys, lists
-from diffrep.index.choose import choose_index, shard_count_for_memory
+from diffrep.index import keys, lists, two_level
+from diffrep.index.choose import choose_index, nlist_of, shard_count_for_memory
 from diffrep.index.config import IndexConfig, memory_bytes
 from diffrep.index.layout import IndexLayout
 from diffrep.index.manifest import describe_files
@@ -85,9 +85,14 @@ def build(cfg: IndexConfig, executor) -> dict:
                                      exclude=np.asarray(plan["eval_global"], np.int64))
         files_in_order = [EmbeddingFile(f, r, plan["dim"], "") for s in slices
                           for f, r in zip(s.files, s.rows, strict=True)]
-        [(trained, trained_info)] = executor.map(work.train_index, [(
-            cfg.root, cfg.model, plan["key"], plan["dim"], locate(positions, files_in_order),
-            len(positions), cfg.cpus_per_worker, cfg.coarse_recall)])
+        if cfg.two_level_lists and nlist_of(plan["key"]) > cfg.two_level_lists:
+            trained, trained_info = two_level.train(
+                executor, layout.path("training"), cfg.root, cfg.model, plan["key"], plan["dim"], positions,
+                files_in_order, cfg.seed + 2, cfg.cpus_per_worker, cfg.coarse_recall)
+        else:
+            [(trained, trained_info)] = executor.map(work.train_index, [(
+                cfg.root, cfg.model, plan["key"], plan["dim"], locate(positions, files_in_order),
+                len(positions), cfg.cpus_per_worker, cfg.coarse_recall)])
         log.info("index: k-means ran on %s; coarse quantizer %s", trained_info["training_device"],
                  json.dumps(trained_info["coarse_quantizer"]))
         storage.write_json(layout.path("trained.json"), trained_info)
@@ -148,7 +153,7 @@ def make_plan(cfg: IndexConfig, files: list[EmbeddingFile], manifest: dict | Non
         choice = choose_index(total, dim, memory_bytes(cfg.max_index_memory_usage, "max_index_memory_usage"),
                               memory_bytes(cfg.current_memory_available, "current_memory_available"),
                               cfg.exact_below, cfg.index_key, cfg.opq, cfg.train_points_per_centroid,
-                              n_eval, cfg.num_shards)
+                              n_eval, cfg.num_shards, cfg.two_level_lists)
         need = shard_count_for_memory(choice.estimated_bytes,
                                       memory_bytes(cfg.current_memory_available, "current_memory_available"))
         if need > cfg.num_shards:
@@ -297,7 +302,8 @@ def trained_info(layout: IndexLayout) -> dict:
     url = layout.path("trained.json")
     info = storage.read_json(url) if storage.exists(url) else {}
     return {"training_device": info.get("training_device", "unknown"),
-            "coarse_quantizer": info.get("coarse_quantizer")}
+            "coarse_quantizer": info.get("coarse_quantizer"),
+            "coarse_training": info.get("coarse_training", "one k-means"), "two_level": info.get("two_level")}
 
 
 def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[dict],
@@ -323,6 +329,7 @@ def write_infos(cfg: IndexConfig, layout: IndexLayout, plan: dict, shards: list[
         "max_index_memory_usage": cfg.max_index_memory_usage,
         "build_seconds": {k: round(v, 3) for k, v in timings.items()},
         "training_device": trained["training_device"],
+        "coarse_training": trained["coarse_training"], "two_level": trained["two_level"],
         "embedder": embedder_of(cfg, plan),
     }
     storage.write_json(layout.infos, infos)

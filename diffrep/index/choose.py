@@ -93,10 +93,13 @@ def sharded_size(key: str, n: int, dim: int, num_shards: int = 1) -> int:
 def choose_index(n: int, dim: int, max_index_bytes: int, memory_bytes: int,
                  exact_below: int = 20000, index_key: str = "auto", opq: str = "auto",
                  points_per_centroid: int = 64, eval_queries: int = 0,
-                 num_shards: int = 1) -> IndexChoice:
+                 num_shards: int = 1, two_level_lists: int = 0) -> IndexChoice:
     """Pick the index for n vectors of `dim` dims under the budgets (bytes): autofaiss's
     candidates in its order of preference, the first whose size over `num_shards` shards
-    fits. Raises ConfigError when none fits, naming the smallest budget that would."""
+    fits. Raises ConfigError when none fits, naming the smallest budget that would. The
+    training sample is `points_per_centroid` x nlist; one task holds it (and it shrinks to
+    fit `memory_bytes`) unless nlist > `two_level_lists` > 0, where no task holds it
+    (diffrep.index.two_level) and train_bytes is its largest task's."""
     budget = cast_bytes_to_memory_string(max_index_bytes)
     if index_key != "auto":
         candidates = [(index_key, index_key, "index_key from the config")]
@@ -125,6 +128,10 @@ def choose_index(n: int, dim: int, max_index_bytes: int, memory_bytes: int,
     nlist = nlist_of(key)
     room = max(n - eval_queries, 1)
     train_size = min(room, max(nlist * points_per_centroid, 1000 if nlist > 1 else 1))
+    if two_level_lists and nlist > two_level_lists:
+        from diffrep.index.two_level import task_bytes
+
+        return IndexChoice(key, auto_key, size, train_size, task_bytes(nlist, dim), reason)
     train_bytes = _training_bytes(auto_key, train_size, dim)
     if train_bytes > memory_bytes:
         fit = int(train_size * memory_bytes / train_bytes)
@@ -138,9 +145,12 @@ def choose_index(n: int, dim: int, max_index_bytes: int, memory_bytes: int,
 
 
 def _training_bytes(key: str, train_size: int, dim: int) -> int:
+    """autofaiss's estimate, at least the float32 sample itself (autofaiss returns 0 for
+    some keys, e.g. an HNSW coarse quantizer); keys it cannot estimate: the sample and a
+    copy."""
     try:
-        return int(compute_memory_necessary_for_training_wrapper(train_size, key, dim))
-    except Exception:  # keys autofaiss cannot estimate: the sample and a copy
+        return max(int(compute_memory_necessary_for_training_wrapper(train_size, key, dim)), train_size * dim * 4)
+    except Exception:
         return int(2 * train_size * dim * 4)
 
 
