@@ -235,7 +235,8 @@ def rehearse(n: int, dim: int, args: argparse.Namespace, address: str, cores: in
         stages = [] if reuse else [run_stage("build_index", [
             "-m", "jobs.build_index", *common, "--index_key", f"IVF{nlist}_HNSW32,PQ{args.pq_bytes or dim // 4}x8np",
             "--num_shards", str(shards), "--rows_per_slice", str(args.rows_per_slice),
-            "--train_points_per_centroid", "39", "--eval_queries", "500", "--cpus_per_worker", "1",
+            "--train_points_per_centroid", "39", "--two_level_lists", str(args.two_level_lists),
+            "--eval_queries", "500", "--cpus_per_worker", "1",
             "--max_index_memory_usage", "64GB", "--current_memory_available", "8GB"],
             n, cores, os.path.join(root, "indexes"), logs)]
         for stage in ("search", "dedup"):  # a reused root's earlier outputs go first
@@ -374,6 +375,8 @@ def main() -> int:
     p.add_argument("--list_size", type=int, default=1000, help="vectors per IVF list")
     p.add_argument("--exact_nlist", action="store_true", help="nlist = N / list_size, not a power of two")
     p.add_argument("--nprobe", type=int, default=4)
+    p.add_argument("--two_level_lists", type=int, default=65536,
+                   help="index.two_level_lists: more lists train in two levels (the jobs' default 65536)")
     p.add_argument("--pq_bytes", type=int, default=0, help="bytes per PQ code; 0: dim / 4 "
                    "(configs/laion2b.yaml's budget gives 512-d SSCD 64)")
     p.add_argument("--max_captions", type=int, default=100_000)

@@ -93,7 +93,8 @@ def build(cfg: IndexConfig, executor) -> dict:
             [(trained, trained_info)] = executor.map(work.train_index, [(
                 cfg.root, cfg.model, plan["key"], plan["dim"], locate(positions, files_in_order),
                 len(positions), cfg.cpus_per_worker, cfg.coarse_recall)])
-        log.info("index: k-means ran on %s; coarse quantizer %s", trained_info["training_device"],
+        log.info("index: k-means ran on %s (%s); coarse quantizer %s", trained_info["training_device"],
+                 json.dumps(trained_info.get("two_level") or "one k-means"),
                  json.dumps(trained_info["coarse_quantizer"]))
         storage.write_json(layout.path("trained.json"), trained_info)
         storage.write_bytes(layout.trained, np.asarray(trained).tobytes())
