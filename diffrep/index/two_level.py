@@ -98,6 +98,7 @@ def _cluster(x: np.ndarray, k: int, clustering: dict, seed: int, init: np.ndarra
     params.niter, params.spherical, params.seed = clustering["niter"], clustering["spherical"], seed
     params.max_points_per_centroid = max(params.max_points_per_centroid, math.ceil(len(x) / k))
     params.verbose = False
+    params.min_points_per_centroid = 1  # a cell's share of the sample is deliberate: no warning per cell
     clus = faiss.Clustering(d, int(k), params)
     if init is not None:
         faiss.copy_array_to_vector(np.ascontiguousarray(init, np.float32).ravel(), clus.centroids)
