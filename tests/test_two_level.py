@@ -68,7 +68,7 @@ def test_two_level_build_matches_one_k_means(tmp_path, monkeypatch, key):
 def test_laion_scale_training_fits_a_small_task_only_in_two_levels():
     """2^18 lists of 512 dims at 39 points a list: one k-means holds 10.2M x 512 float32
     (40 GB) and is refused under a 4 GB task budget; in two levels the choice stands and its
-    largest task is about half a GB."""
+    largest task is about a GB (its share of the sample, and an HNSW over the centroids)."""
     from diffrep.config import ConfigError
     from diffrep.index.choose import choose_index
 
@@ -77,4 +77,4 @@ def test_laion_scale_training_fits_a_small_task_only_in_two_levels():
         choose_index(n, 512, 2**50, 4 << 30, index_key=key, points_per_centroid=39)
     choice = choose_index(n, 512, 2**50, 4 << 30, index_key=key, points_per_centroid=39,
                           two_level_lists=8192)
-    assert choice.train_size == 39 * 2**18 and choice.train_bytes <= 600 << 20
+    assert choice.train_size == 39 * 2**18 and choice.train_bytes <= 1200 << 20

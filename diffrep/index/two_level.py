@@ -16,12 +16,19 @@ holds that sample in one task: 1.17M x 64-d (300 MB) at 30M vectors, 16.8M x 512
    read from every run (ranged reads) and clustered into its share of the lists, with the
    IVF's own clustering parameters. A cell holds about points_per_centroid x sqrt(nlist)
    vectors (2^18 lists at 39: 20k x 512-d, 40 MB).
+   Then REFINE_ROUNDS rounds of refinement: `resplit_run` re-sorts each run by the cell of
+   each row's nearest list (an HNSW over every centroid, `assigner_task`), and the cells
+   are clustered again from their centroids: cells become the unions of their lists'
+   Voronoi regions, which halves the imbalance that cell borders add (docs/scaling.md).
 5. `finish` (one task): the nlist centroids added to the empty IVF's quantizer (faiss then
    skips its own k-means) and the codes (PQ) trained on a bounded sample (CODE_POINTS).
 
-So no task holds more than max(LEVEL1_POINTS x k1, RUN_BYTES, CELL_BYTES, CODE_POINTS)
-vectors' worth, and the k-means cost is sample x (k1 + nlist / k1) instead of
-sample x nlist. The runs are removed when training is done.
+So no task holds more than a bounded part of the sample (LEVEL1_POINTS x k1,
+RUN_BYTES, CELL_BYTES or CODE_POINTS vectors' worth) plus, in refinement and in the
+driver, the centroids themselves (nlist x dim float32: what every search router holds
+anyway, ~0.5 GB at 2^18 x 512-d); the k-means cost is sample x (k1 + nlist / k1) per
+iteration instead of sample x nlist. The runs (the sample, on disk) are removed when
+training is done.
 """
 
 from __future__ import annotations
@@ -52,9 +59,11 @@ def level1_lists(nlist: int) -> int:
 
 def task_bytes(nlist: int, dim: int) -> int:
     """About the most memory one training task holds, bytes: its largest part of the
-    sample (the level-1 subsample, a run, a cell group or the code sample) and a copy."""
+    sample (the level-1 subsample, a run, a cell group or the code sample) and a copy,
+    and the refinement's HNSW over the centroids."""
     rows = max(LEVEL1_POINTS * level1_lists(nlist), CODE_POINTS)
-    return 2 * max(rows * dim * 4, RUN_BYTES, CELL_BYTES)
+    assigner = nlist * (dim * 4 + 2 * 32 * 4)  # refinement's HNSW over every centroid
+    return 2 * max(rows * dim * 4, RUN_BYTES, CELL_BYTES) + assigner
 
 
 def even_subset(count: int, size: int) -> np.ndarray:
