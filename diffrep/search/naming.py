@@ -50,11 +50,11 @@ def named_batches(spill: str, handle: IndexHandle, columns: list[str], names: li
         con.execute("SET temp_directory = ?", [temp_dir])
         con.execute("SET preserve_insertion_order = false")
         picked = ", ".join([*(f'h."{c}"' for c in columns), *(f'm."{n}"' for n in names)])
-        result = con.execute(
+        # a relation's reader streams the rows; a DB-API result's would copy them all first
+        reader = con.sql(
             f"SELECT {picked}, h.id >= 0 AND m.id IS NULL AS missing "
             "FROM read_parquet(?) h LEFT JOIN read_parquet(?) m ON h.id = m.id "
-            f"ORDER BY h.{SEQ}", [spill, urls])
-        reader = result.to_arrow_reader(batch_rows)
+            f"ORDER BY h.{SEQ}", params=[spill, urls]).to_arrow_reader(batch_rows)
         for batch in reader:
             missing = batch.column(batch.num_columns - 1)
             if pc.any(missing).as_py():
