@@ -39,7 +39,14 @@ def deserialize(data: np.ndarray) -> faiss.Index:
 
 
 def write_index(url: str, index: faiss.Index) -> None:
-    storage.write_bytes(url, serialize(index).tobytes())
+    """Write `index` to `url` atomically, streamed to the file as faiss serializes it
+    (no copy of the index in memory: a serialized copy and its bytes were two)."""
+    with storage.atomic_open(url) as f:
+        writer = faiss.PyCallbackIOWriter(f.write)
+        try:
+            faiss.write_index(index, writer)
+        finally:
+            del writer  # flushes its last chunk
 
 
 def read_index(url: str, mmap: bool = True) -> faiss.Index:
