@@ -98,3 +98,24 @@ def test_region_sample_draws_from_few_shards_without_one_entry_per_image(corpus)
         np.testing.assert_array_equal(sample, expected)
         files = {shard for shard, _, _ in handle.stored.locate(sample)}
         assert len(files) <= 2 and len(sample) == min(6, len(pool))
+
+
+@pytest.mark.parametrize("sizes", [[100] * 7 + [37], [100] * 7 + [250], [5, 1, 9, 3, 7, 2, 4], [100, 100, 50, 100]])
+def test_locate_in_equals_a_binary_search_with_uniform_and_uneven_files(sizes):
+    """file_of divides where the files (but the last) are one length, else searches: the
+    same files, rows and order either way, with positions in the last file past the stride."""
+    from diffrep.index.plan import file_of, locate_in
+
+    first = np.cumsum([0] + sizes)[:-1] + 1000  # global positions need not start at 0
+    names = [f"f{i}" for i in range(len(sizes))]
+    positions = np.random.default_rng(2).integers(1000, 1000 + sum(sizes), 5000)
+    which = np.searchsorted(first, positions, side="right") - 1
+    np.testing.assert_array_equal(file_of(positions, first), which)
+    got = locate_in(positions, first, names)
+    assert [name for name, _, _ in got] == [names[f] for f in np.unique(which)]
+    for name, rows, sel in got:
+        f = names.index(name)
+        np.testing.assert_array_equal(which[sel], f)
+        np.testing.assert_array_equal(rows, positions[sel] - first[f])
+        assert (np.diff(sel) > 0).all()  # positions' own order inside a file
+    assert sorted(np.concatenate([sel for _, _, sel in got]).tolist()) == list(range(len(positions)))
