@@ -278,16 +278,17 @@ def test_the_search_jobs_window_is_a_batch_per_shard_within_its_memory(pq_index)
     cfg = SearchConfig(root=root, queries=root, batch_size=100, candidates=100, nprobe=4)
     per_query = 8 * DIM + 16 * 100 + 72 * 4  # bytes a windowed query holds
     assert window_batches(cfg, Searcher(handle, LocalShards(handle), nprobe=4)) == 4  # one batch per shard
-    tight = dataclasses.replace(cfg, window_mb=1)  # two windows in flight
-    assert window_batches(tight, Searcher(handle, LocalShards(handle), nprobe=4)) == (1 << 20) // (2 * per_query * 100) == 2
+    tight = dataclasses.replace(cfg, window_mb=2)  # three windows in flight
+    assert window_batches(tight, Searcher(handle, LocalShards(handle), nprobe=4)) == (2 << 20) // (3 * per_query * 100) == 3
     assert window_batches(dataclasses.replace(cfg, window_mb=0), Searcher(handle, LocalShards(handle), nprobe=4)) == 1
     assert window_batches(cfg, Searcher(handle, LocalShards(handle, route=False), nprobe=4)) == 1  # a fan-out: no window
     assert [len(w) for w in windows(iter(range(10)), 4)] == [4, 4, 2]
 
 
 def test_search_ahead_writes_windows_in_order_and_raises_a_failed_search(pq_index):
-    """The next window's shard calls run in a second thread: windows are still written
-    in order with their own hits, and an error in the search thread reaches the job."""
+    """The next window's assignment and shard calls run in two more threads: windows are
+    still written in order with their own hits, each query is assigned once, and an error
+    in either thread reaches the job."""
     from diffrep.search.config import SearchConfig
     from diffrep.search.queries import QueryBatch
     from diffrep.search.run import search_ahead
@@ -303,15 +304,18 @@ def test_search_ahead_writes_windows_in_order_and_raises_a_failed_search(pq_inde
     assert [w[0] for w in written] == ["0", "150", "300", "450"]
     top1 = np.concatenate([w[1] for w in written])
     assert (top1 == np.arange(600)).mean() > 0.99  # each vector finds itself, in its window's rows
+    assert searcher.backend.stats.quantizer_searches == 600  # assigned ahead, not again
 
     def broken(*args, **kwargs):
         raise RuntimeError("shard call failed")
 
-    searcher.candidates = broken
-    written.clear()
-    with pytest.raises(RuntimeError, match="shard call failed"):
-        search_ahead(searcher, cfg, iter([batches[:3], batches[3:6]]), lambda w, h: written.append(w))
-    assert written == []
+    for stage in ("assign", "candidates"):
+        failing = Searcher(handle, LocalShards(handle), nprobe=8)
+        setattr(failing, stage, broken)
+        written.clear()
+        with pytest.raises(RuntimeError, match="shard call failed"):
+            search_ahead(failing, cfg, iter([batches[:3], batches[3:6]]), lambda w, h: written.append(w))
+        assert written == []
 
 
 @pytest.mark.ray

@@ -119,3 +119,23 @@ def test_locate_in_equals_a_binary_search_with_uniform_and_uneven_files(sizes):
         np.testing.assert_array_equal(rows, positions[sel] - first[f])
         assert (np.diff(sel) > 0).all()  # positions' own order inside a file
     assert sorted(np.concatenate([sel for _, _, sel in got]).tolist()) == list(range(len(positions)))
+
+
+def test_best_first_orders_as_lexsort_with_ties_infinities_signed_zeros_and_missing_ids():
+    """The int64-key sort equals np.lexsort((ids, -sims)) row by row, and large ids or
+    float64 similarities take lexsort itself."""
+    from diffrep.index.vectors import best_first
+
+    rng = np.random.default_rng(3)
+    sims = rng.choice(np.float32([-np.inf, -1.0, -0.5, -0.0, 0.0, 0.25, 0.5, 0.999, 1.0, np.inf]), (300, 40))
+    ids = rng.integers(-1, 50, (300, 40))
+    ids[:, -1] = (1 << 32) - 2  # the largest id the key holds
+    want = np.lexsort((ids, -sims), axis=-1)
+    np.testing.assert_array_equal(np.take_along_axis(sims, best_first(sims, ids), 1),
+                                  np.take_along_axis(sims, want, 1))
+    np.testing.assert_array_equal(np.take_along_axis(ids, best_first(sims, ids), 1),
+                                  np.take_along_axis(ids, want, 1))
+    big = ids.copy()
+    big[0, 0] = 1 << 40
+    np.testing.assert_array_equal(best_first(sims, big), np.lexsort((big, -sims), axis=-1))
+    np.testing.assert_array_equal(best_first(sims.astype(np.float64), ids), want)

@@ -116,8 +116,8 @@ class SearchConfig(RegionSettings):
         "driver memory (MB) for a window of query batches searched together on a "
         "list-partitioned index: each shard is called with full batches of the window's "
         "queries that probe its lists, instead of every shard for every batch; the window "
-        "is batch_size x shards queries, fewer if two windows (one searched while the "
-        "other is re-ranked) would not fit (~8 x dim + 16 x candidates + 72 x nprobe "
+        "is batch_size x shards queries, fewer if three windows (one assigned, one "
+        "searched, one re-ranked) would not fit (~8 x dim + 16 x candidates + 72 x nprobe "
         "bytes per query); 0: one batch at a time"))
     name_rows: int = field(default=250_000, metadata=helps(
         "result rows named (key, url, caption) in memory by one id-map lookup at the end "

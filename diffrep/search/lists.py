@@ -17,6 +17,7 @@ have no list ranges: `ListRouter.of` returns None and searches fan out as before
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import faiss
@@ -54,11 +55,23 @@ class RoutingStats:
     shard_calls: int = 0
     query_shard_pairs: int = 0
     per_batch_calls: list[int] = field(default_factory=list, repr=False)
+    # the search job assigns one window in a thread while another plans the last one's calls
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count_searches(self, queries: int) -> None:
+        """Quantizer searches made for `queries` queries (ListRouter.assign)."""
+        with self._lock:
+            self.quantizer_searches += queries
 
     def count(self, queries: int, quantizer_searches: int, shard_calls: int, query_shard_pairs: int,
               batches: int = 1) -> None:
         """One batch of queries, or `batches` of them planned at once (their calls per
         batch kept as the mean, rounded up)."""
+        with self._lock:
+            self._count(queries, quantizer_searches, shard_calls, query_shard_pairs, batches)
+
+    def _count(self, queries: int, quantizer_searches: int, shard_calls: int, query_shard_pairs: int,
+               batches: int) -> None:
         self.batches += batches
         self.queries += queries
         self.quantizer_searches += quantizer_searches
@@ -127,7 +140,7 @@ class ListRouter:
             self._nprobe = nprobe
         x = self.transform(queries)
         coarse, probed = self.ivf.quantizer.search(x, min(nprobe, self.ivf.nlist))
-        self.stats.quantizer_searches += len(x)
+        self.stats.count_searches(len(x))
         return x, probed, coarse
 
     def can_use_stored(self, stored_probes: int, nprobe: int) -> bool:

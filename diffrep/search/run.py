@@ -91,39 +91,41 @@ def run_search(cfg: SearchConfig, ctx: JobContext) -> str:
 
 def search_ahead(searcher: Searcher, cfg: SearchConfig, query_windows: Iterator[list[QueryBatch]],
                  write: Callable[[list[QueryBatch], Hits], None]) -> None:
-    """Search each window and `write` its hits, in order. The shard calls of the next
-    window run in a second thread while this one re-ranks and writes the last (the
-    shard actors would otherwise wait on the driver's re-rank, and the driver on them):
-    two windows are in memory at once."""
+    """Search each window and `write` its hits, in order, in three stages that overlap:
+    the coarse assignment of window i+1 (a thread), the shard calls and merge of window i
+    (a second thread) and the re-rank and writing of window i-1 (this thread). Otherwise
+    the shard actors would wait on the driver's assignment and re-rank, and the driver on
+    them. Three windows are in memory at once (window_batches budgets for them)."""
 
-    def find(window: list[QueryBatch]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        vectors = window[0].vectors if len(window) == 1 else np.concatenate([b.vectors for b in window])
-        return vectors, searcher.candidates(vectors, cfg.k, cfg.rerank, cfg.candidates, batch=cfg.batch_size)
+    def find(vectors: np.ndarray, assigned: Future) -> tuple[np.ndarray, np.ndarray]:
+        return searcher.candidates(vectors, cfg.k, cfg.rerank, cfg.candidates, batch=cfg.batch_size,
+                                   assigned=assigned.result())
 
-    def rank(window: list[QueryBatch], found: Future) -> None:
-        vectors, candidates = found.result()
-        write(window, searcher.ranked(vectors, candidates, cfg.k, cfg.rerank, batch=cfg.batch_size))
+    def rank(window: list[QueryBatch], vectors: np.ndarray, found: Future) -> None:
+        write(window, searcher.ranked(vectors, found.result(), cfg.k, cfg.rerank, batch=cfg.batch_size))
 
-    with ThreadPoolExecutor(1, thread_name_prefix="search-ahead") as ahead:
+    with ThreadPoolExecutor(1, thread_name_prefix="assign-ahead") as assigner, \
+            ThreadPoolExecutor(1, thread_name_prefix="search-ahead") as ahead:
         previous = None
         for window in query_windows:
-            found = ahead.submit(find, window)
+            vectors = window[0].vectors if len(window) == 1 else np.concatenate([b.vectors for b in window])
+            found = ahead.submit(find, vectors, assigner.submit(searcher.assign, vectors))
             if previous is not None:
                 rank(*previous)
-            previous = (window, found)
+            previous = (window, vectors, found)
         if previous is not None:
             rank(*previous)
 
 
 def window_batches(cfg: SearchConfig, searcher: Searcher) -> int:
     """Query batches searched together (SearchConfig.window_mb): one per shard of a
-    list-partitioned index, fewer where two windows' queries and candidates (one being
-    searched, one re-ranked: search_ahead) would not fit window_mb; 1 for an index that
-    fans out."""
+    list-partitioned index, fewer where three windows' queries and candidates (one being
+    assigned, one searched, one re-ranked: search_ahead) would not fit window_mb; 1 for an
+    index that fans out."""
     if searcher.backend.router is None or cfg.window_mb == 0:
         return 1
     per_query = 8 * searcher.handle.dim + 16 * max(cfg.k, cfg.candidates) + 72 * searcher.nprobe
-    fit = (cfg.window_mb << 20) // (2 * per_query * cfg.batch_size)
+    fit = (cfg.window_mb << 20) // (3 * per_query * cfg.batch_size)
     return int(max(1, min(searcher.backend.num_shards(), fit)))
 
 

@@ -22,7 +22,7 @@ from diffrep.index.build import read_index, search_params
 from diffrep.index.coarse import stored_ef
 from diffrep.index.manifest import verify
 from diffrep.index.probes import centroids_view
-from diffrep.index.vectors import merge_topk
+from diffrep.index.vectors import best_first, merge_topk
 from diffrep.progress import PartTimes
 from diffrep.search.index import IndexHandle
 from diffrep.search.lists import (
@@ -222,28 +222,40 @@ class _Shards:
             self._times = PartTimes()
         return self._times
 
-    def search(self, queries, k, nprobe, batch: int | None = None):
+    def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The queries' coarse assignment (ListRouter.assign) for a later search(...,
+        assigned=): made ahead, e.g. in another thread while the shards search the last
+        window. None on an index that fans out (each shard assigns its own)."""
+        if self.router is None:
+            return None
+        with self.times.part("assign"):
+            return self.router.assign(np.ascontiguousarray(queries, np.float32), nprobe)
+
+    def search(self, queries, k, nprobe, batch: int | None = None,
+               assigned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
         """Per-shard top-k results to merge (one, already merged, when routed). With
         `batch` and more queries than that on a list-partitioned index, the queries are a
         window searched shard by shard (ListRouter.shard_runs: calls of up to `batch` rows
-        each) and merged per query; memory: one (queries, k) result, plus the calls in flight."""
+        each) and merged per query; memory: one (queries, k) result, plus the calls in flight.
+        `assigned`: the queries' assign() made already."""
         q = np.ascontiguousarray(queries, np.float32)
         if self.router is None:
             self._count_fan_out(len(q))
             with self.times.part("shards"):
                 return self._fan_out("search", q, k, nprobe)
         if batch is not None and len(q) > batch:
-            return [self._search_runs(q, k, nprobe, batch)]
+            return [self._search_runs(q, k, nprobe, batch, assigned)]
         with self.times.part("assign"):
-            jobs = self.router.plan(q, nprobe)
+            jobs = self.router.plan(q, nprobe, None if assigned is None else assigned[1:])
         with self.times.part("shards"):
             results = self._each(jobs, "search_lists", k)
         with self.times.part("merge"):
             return [ListRouter.merge_topk(len(q), jobs, results, k)]
 
-    def _search_runs(self, q: np.ndarray, k: int, nprobe: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_runs(self, q: np.ndarray, k: int, nprobe: int, batch: int,
+                     assigned: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         with self.times.part("assign"):
-            x, probed, coarse = self.router.assign(q, nprobe)
+            x, probed, coarse = self.router.assign(q, nprobe) if assigned is None else assigned
             runs = self.router.shard_runs(probed, batch)
         best_s = np.full((len(q), k), -np.inf, np.float32)
         best_i = np.full((len(q), k), -1, np.int64)
@@ -358,13 +370,21 @@ class Searcher:
         check_rerank(rerank, query_tokens)  # before the shards are searched
         return self.ranked(q, self.candidates(q, k, rerank, candidates, batch), k, rerank, query_tokens, batch)
 
+    def assign(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The queries' coarse assignment at this searcher's nprobe, to pass to a later
+        candidates(..., assigned=) of the same queries (None where the index fans out)."""
+        return self.backend.assign(self._check(queries), self.nprobe)
+
     def candidates(self, queries: np.ndarray, k: int, rerank: Rerank = "none", candidates: int = 0,
-                   batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   batch: int | None = None,
+                   assigned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """search()'s first stage, the shards' approximate top-k merged: (sims, ids) of
-        max(k, candidates) per query when re-ranked, else k."""
+        max(k, candidates) per query when re-ranked, else k. `assigned`: assign() of the
+        same queries, made ahead."""
         q = self._check(queries)
         check_rerank(rerank, tokens_now=False)
-        return self._topk(q, max(k, candidates) if rerank != "none" else k, batch)
+        return self._topk(q, max(k, candidates) if rerank != "none" else k, batch, assigned)
 
     def ranked(self, queries: np.ndarray, found: tuple[np.ndarray, np.ndarray], k: int,
                rerank: Rerank = "none", query_tokens: np.ndarray | None = None,
@@ -382,13 +402,14 @@ class Searcher:
             for s in range(0, len(q), step):
                 true[s:s + step] = self._true_sims(q[s:s + step], ids[s:s + step]) if rerank == "exact" else \
                     self._split_sims(np.asarray(query_tokens[s:s + step], np.float32), ids[s:s + step])
-        order = np.lexsort((ids, -true), axis=-1)[:, :k]
+        order = best_first(true, ids)[:, :k]
         return Hits(np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1))
 
-    def _topk(self, q: np.ndarray, k: int, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _topk(self, q: np.ndarray, k: int, batch: int | None = None,
+              assigned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(sims, ids) (Q, k) over every shard: a routed backend's result is merged
         already (ListRouter.merge_rows); a fan-out's per-shard results are merged here."""
-        parts = self.backend.search(q, k, self.nprobe, batch)
+        parts = self.backend.search(q, k, self.nprobe, batch, assigned)
         return parts[0] if self.backend.router is not None else merge_topk(parts, k)
 
     def range_search(self, queries: np.ndarray, threshold: float, margin: float = 0.1,
