@@ -107,7 +107,8 @@ class WorkerRss:
     'ray::'), sampled in a thread; also, over the samples, the peak of the RssAnon summed
     over all of them (file-backed pages, e.g. a memory-mapped index shared by processes,
     are left out of the sum so they are not counted once per process) and, per task type,
-    the most processes of that type running at once. `raylets`: pids of the measured
+    the most processes of that type running at once and the largest RssAnon of a worker
+    idle after running one (what a reused worker keeps of it). `raylets`: pids of the measured
     cluster's raylets; when given, only Ray processes descending from one of them count
     (another Ray cluster on the machine, e.g. a second benchmark, is left out)."""
 
@@ -124,6 +125,9 @@ class WorkerRss:
         self.by_task: dict[str, dict[str, int]] = {}  # task type -> peak rss / anon / file
         self.total_anon_peak = 0
         self.at_once: dict[str, int] = {}  # task type -> most processes at once
+        # what a reused worker keeps: its RssAnon while idle, by the task type it ran last
+        self._last_task: dict[int, str] = {}
+        self.idle_after: dict[str, int] = {}  # task type -> largest idle RssAnon after it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -145,7 +149,11 @@ class WorkerRss:
                         self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
                         self.peak_anon[p.pid] = max(self.peak_anon.get(p.pid, 0), anon)
                         total_anon += anon
+                        if name.startswith("ray::IDLE") and p.pid in self._last_task:
+                            last = self._last_task[p.pid]
+                            self.idle_after[last] = max(self.idle_after.get(last, 0), anon)
                         if name.startswith("ray::") and "IDLE" not in name:
+                            self._last_task[p.pid] = task_type(name)
                             running[task_type(name)] = running.get(task_type(name), 0) + 1
                             peak = self.by_task.setdefault(task_type(name), {"rss": 0, "anon": 0, "file": 0})
                             peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)

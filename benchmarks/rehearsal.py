@@ -157,6 +157,7 @@ def run_stage(name: str, argv: list[str], n: int, cores: int, out_dir: str, log_
                                for t, p in sorted(workers.by_task.items())},
            "total_peak_rss_anon_mb": round(workers.total_anon_peak / 2**20, 1),
            "most_at_once_by_task": dict(sorted(workers.at_once.items())),
+           "idle_anon_after_task_mb": {t: round(v / 2**20, 1) for t, v in sorted(workers.idle_after.items())},
            "bytes_written": bytes_under(out_dir) - before}
     with open(log_path) as f:  # the job's own count of shard calls and quantizer searches
         routing = re.findall(r"routing (\{.*\})", f.read())
