@@ -30,6 +30,10 @@ from diffrep.index.probes import centroids_view, stored_assignment
 from diffrep.index.vectors import merge_topk
 from diffrep.search.index import IndexHandle
 
+# a query batch's coarse assignment (ListRouter.assign): transformed queries, probed lists
+# (Q, nprobe) int64, coarse similarities
+Assignment = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 
 @dataclass
 class ShardJob:
@@ -68,18 +72,14 @@ class RoutingStats:
         """One batch of queries, or `batches` of them planned at once (their calls per
         batch kept as the mean, rounded up)."""
         with self._lock:
-            self._count(queries, quantizer_searches, shard_calls, query_shard_pairs, batches)
-
-    def _count(self, queries: int, quantizer_searches: int, shard_calls: int, query_shard_pairs: int,
-               batches: int) -> None:
-        self.batches += batches
-        self.queries += queries
-        self.quantizer_searches += quantizer_searches
-        self.shard_calls += shard_calls
-        self.query_shard_pairs += query_shard_pairs
-        self.per_batch_calls.append(-(-shard_calls // max(batches, 1)))
-        if len(self.per_batch_calls) > 1024:  # keep the maximum, not a list that grows
-            self.per_batch_calls = [max(self.per_batch_calls)]
+            self.batches += batches
+            self.queries += queries
+            self.quantizer_searches += quantizer_searches
+            self.shard_calls += shard_calls
+            self.query_shard_pairs += query_shard_pairs
+            self.per_batch_calls.append(-(-shard_calls // max(batches, 1)))
+            if len(self.per_batch_calls) > 1024:  # keep the maximum, not a list that grows
+                self.per_batch_calls = [max(self.per_batch_calls)]
 
     def add(self, other: dict) -> None:
         """Add another's as_dict() (e.g. a task's) to these counts."""
@@ -132,7 +132,7 @@ class ListRouter:
         """The queries through the index's pre-transforms (the quantizer's input)."""
         return apply_transforms(self.transforms, queries)
 
-    def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def assign(self, queries: np.ndarray, nprobe: int) -> Assignment:
         """(transformed queries, probed lists (Q, nprobe) int64, coarse similarities); one
         quantizer search per query, counted in `stats`."""
         if nprobe != self._nprobe:

@@ -26,6 +26,7 @@ from diffrep.index.vectors import best_first, merge_topk
 from diffrep.progress import PartTimes
 from diffrep.search.index import IndexHandle
 from diffrep.search.lists import (
+    Assignment,
     ListRouter,
     RoutingStats,
     range_search_lists,
@@ -222,7 +223,7 @@ class _Shards:
             self._times = PartTimes()
         return self._times
 
-    def assign(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def assign(self, queries: np.ndarray, nprobe: int) -> Assignment | None:
         """The queries' coarse assignment (ListRouter.assign) for a later search(...,
         assigned=): made ahead, e.g. in another thread while the shards search the last
         window. None on an index that fans out (each shard assigns its own)."""
@@ -232,7 +233,7 @@ class _Shards:
             return self.router.assign(np.ascontiguousarray(queries, np.float32), nprobe)
 
     def search(self, queries, k, nprobe, batch: int | None = None,
-               assigned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+               assigned: Assignment | None = None):
         """Per-shard top-k results to merge (one, already merged, when routed). With
         `batch` and more queries than that on a list-partitioned index, the queries are a
         window searched shard by shard (ListRouter.shard_runs: calls of up to `batch` rows
@@ -253,7 +254,7 @@ class _Shards:
             return [ListRouter.merge_topk(len(q), jobs, results, k)]
 
     def _search_runs(self, q: np.ndarray, k: int, nprobe: int, batch: int,
-                     assigned: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+                     assigned: Assignment | None) -> tuple[np.ndarray, np.ndarray]:
         with self.times.part("assign"):
             x, probed, coarse = self.router.assign(q, nprobe) if assigned is None else assigned
             runs = self.router.shard_runs(probed, batch)
@@ -370,14 +371,14 @@ class Searcher:
         check_rerank(rerank, query_tokens)  # before the shards are searched
         return self.ranked(q, self.candidates(q, k, rerank, candidates, batch), k, rerank, query_tokens, batch)
 
-    def assign(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def assign(self, queries: np.ndarray) -> Assignment | None:
         """The queries' coarse assignment at this searcher's nprobe, to pass to a later
         candidates(..., assigned=) of the same queries (None where the index fans out)."""
         return self.backend.assign(self._check(queries), self.nprobe)
 
     def candidates(self, queries: np.ndarray, k: int, rerank: Rerank = "none", candidates: int = 0,
                    batch: int | None = None,
-                   assigned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                   assigned: Assignment | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
         """search()'s first stage, the shards' approximate top-k merged: (sims, ids) of
         max(k, candidates) per query when re-ranked, else k. `assigned`: assign() of the
@@ -406,7 +407,7 @@ class Searcher:
         return Hits(np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1))
 
     def _topk(self, q: np.ndarray, k: int, batch: int | None = None,
-              assigned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+              assigned: Assignment | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(sims, ids) (Q, k) over every shard: a routed backend's result is merged
         already (ListRouter.merge_rows); a fan-out's per-shard results are merged here."""
         parts = self.backend.search(q, k, self.nprobe, batch, assigned)
