@@ -113,9 +113,8 @@ def write_npy(url: str, array: np.ndarray) -> None:
     """Atomically write `array` in .npy format (never pickled: object arrays are refused)."""
     if array.dtype == object:
         raise TypeError(f"refusing to write an object array to {url}")
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    write_bytes(url, buf.getvalue())
+    with atomic_open(url) as f:  # streamed: no serialized copy of the array in memory
+        np.save(f, array, allow_pickle=False)
 
 
 def read_table(url: str, **kwargs: Any) -> pa.Table:
@@ -139,9 +138,16 @@ def read_schema(url: str) -> pa.Schema:
 def write_parquet(url: str, table: pa.Table, row_group_size: int | None = None) -> None:
     """Atomically write a pyarrow table as parquet (zstd; row groups of `row_group_size`
     rows, pyarrow's default when None)."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=row_group_size)
-    write_bytes(url, buf.getvalue())
+    with atomic_open(url) as f:
+        pq.write_table(table, f, compression="zstd", row_group_size=row_group_size)
+
+
+@contextmanager
+def parquet_writer(url: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A zstd parquet writer streaming to `url`: the file appears complete when the block
+    ends without an error, and not at all otherwise. Memory: one row group's buffers."""
+    with atomic_open(url) as f, pq.ParquetWriter(f, schema, compression="zstd") as writer:
+        yield writer
 
 
 def remove_stale_temporaries(dir_url: str) -> int:

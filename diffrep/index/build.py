@@ -4,6 +4,7 @@ nprobe on a shard. The job (jobs/build_index.py) decides where each runs."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 
@@ -15,11 +16,11 @@ from diffrep import storage
 from diffrep.embed.layout import ModelOutput
 from diffrep.index import lists
 from diffrep.index.coarse import COARSE_NPROBE, calibrate_ef, stored_ef
-from diffrep.index.keys import write_key_run
+from diffrep.index.keys import key_run_writer, write_keys
 from diffrep.index.layout import IndexLayout
 from diffrep.index.locality import renumber_lists
 from diffrep.index.plan import SliceSpec
-from diffrep.index.probes import add_with_probes
+from diffrep.index.probes import STORED_PROBES, add_with_probes
 from diffrep.index.vectors import exact_topk, load_npy, merge_topk, read_rows
 
 ADD_BATCH = 65536
@@ -115,9 +116,11 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
               eval_queries: np.ndarray, eval_k: int, threads: int = 0, key_parts: int | None = None) -> dict:
     """Add one slice's vectors (ids id_start..) to a copy of the trained index.
 
-    Writes the part index, its vectors' probed lists (diffrep.index.probes), the slice's
-    id map, its key run (routed to `key_parts` key index partitions, when given) and the
-    exact top-k of the eval queries within the slice, then the completion marker last.
+    Writes the slice's id map and its key run (routed to `key_parts` key index partitions,
+    when given), both streamed file by file, then the part index, its vectors' probed lists
+    (diffrep.index.probes) and the exact top-k of the eval queries within the slice, then
+    the completion marker last. Memory: the part index, the probes ((rows, 8) int32) and
+    the key run's (key, id) rows; the id map's other columns one embedding file at a time.
     Returns the marker's content.
     """
     if threads:
@@ -127,46 +130,50 @@ def add_slice(layout: IndexLayout, spec: SliceSpec, trained: np.ndarray,
     index = deserialize(trained)
     best_s = np.full((len(eval_queries), eval_k), -np.inf, np.float32)
     best_i = np.full((len(eval_queries), eval_k), -1, np.int64)
-    tables = []
-    probes = [] if _ivf_of(index) is not None else None
+    ivf = _ivf_of(index)
+    probes = None if ivf is None else np.empty((sum(spec.rows), min(STORED_PROBES, ivf.nlist)), np.int32)
     next_id = spec.id_start
-    for shard, rows in zip(spec.files, spec.rows, strict=True):
-        vectors = load_npy(out.embeddings(shard))
-        if len(vectors) != rows:
-            raise RuntimeError(f"{out.embeddings(shard)} has {len(vectors)} rows, the plan says "
-                               f"{rows}: embeddings changed during the build; rerun with --overwrite true")
-        meta = storage.read_table(out.metadata(shard), columns=["key", "url", "caption", "row"])
-        if meta.num_rows != rows:
-            raise RuntimeError(f"{out.metadata(shard)} has {meta.num_rows} rows, {out.embeddings(shard)} "
-                               f"has {rows}")
-        for start in range(0, rows, ADD_BATCH):
-            block = np.ascontiguousarray(vectors[start:start + ADD_BATCH], np.float32)
-            ids = np.arange(next_id + start, next_id + start + len(block), dtype=np.int64)
-            if probes is None:
-                index.add_with_ids(block, ids)
-            else:  # one quantizer search: the list, and the probes the dedup job reads back
-                probes.append(add_with_probes(index, block, ids))
-            if len(eval_queries):
-                best_s, best_i = merge_topk(
-                    [(best_s, best_i), exact_topk(eval_queries, block, ids, eval_k)], eval_k)
-        tables.append(pa.table({
-            "id": pa.array(np.arange(next_id, next_id + rows, dtype=np.int64)),
-            "key": meta["key"], "url": meta["url"], "caption": meta["caption"],
-            "shard": pa.array([shard] * rows, pa.string()), "row": meta["row"].cast(pa.int64()),
-        }, schema=IDMAP_SCHEMA))
-        next_id += rows
+    with contextlib.ExitStack() as files:
+        idmap = files.enter_context(storage.parquet_writer(layout.idmap(spec.slice_id), IDMAP_SCHEMA))
+        key_run = files.enter_context(key_run_writer(layout, spec.slice_id)) if key_parts else None
+        for shard, rows in zip(spec.files, spec.rows, strict=True):
+            vectors = load_npy(out.embeddings(shard))
+            if len(vectors) != rows:
+                raise RuntimeError(f"{out.embeddings(shard)} has {len(vectors)} rows, the plan says "
+                                   f"{rows}: embeddings changed during the build; rerun with --overwrite true")
+            meta = storage.read_table(out.metadata(shard), columns=["key", "url", "caption", "row"])
+            if meta.num_rows != rows:
+                raise RuntimeError(f"{out.metadata(shard)} has {meta.num_rows} rows, {out.embeddings(shard)} "
+                                   f"has {rows}")
+            for start in range(0, rows, ADD_BATCH):
+                block = np.ascontiguousarray(vectors[start:start + ADD_BATCH], np.float32)
+                ids = np.arange(next_id + start, next_id + start + len(block), dtype=np.int64)
+                if probes is None:
+                    index.add_with_ids(block, ids)
+                else:  # one quantizer search: the list, and the probes the dedup job reads back
+                    at = next_id - spec.id_start + start
+                    probes[at:at + len(block)] = add_with_probes(index, block, ids)
+                if len(eval_queries):
+                    best_s, best_i = merge_topk(
+                        [(best_s, best_i), exact_topk(eval_queries, block, ids, eval_k)], eval_k)
+            file_ids = np.arange(next_id, next_id + rows, dtype=np.int64)
+            idmap.write_table(pa.table({
+                "id": pa.array(file_ids), "key": meta["key"], "url": meta["url"], "caption": meta["caption"],
+                "shard": pa.array([shard] * rows, pa.string()), "row": meta["row"].cast(pa.int64()),
+            }, schema=IDMAP_SCHEMA), row_group_size=IDMAP_ROW_GROUP)
+            if key_run is not None:
+                write_keys(key_run, meta["key"], file_ids, key_parts)
+            next_id += rows
+    vectors_added = int(index.ntotal)
     write_index(layout.part(spec.slice_id), index)
     lists.write_sizes(layout.part_sizes(spec.slice_id), lists.list_sizes(index))
-    if probes:
-        storage.write_npy(layout.path(layout.probes_name(spec.slice_id)), np.concatenate(probes))
-    idmap = pa.concat_tables(tables)
-    storage.write_parquet(layout.idmap(spec.slice_id), idmap, row_group_size=IDMAP_ROW_GROUP)
-    if key_parts:
-        write_key_run(layout, spec.slice_id, idmap["key"].combine_chunks(), idmap["id"].to_numpy(), key_parts)
+    del index, ivf  # the part is on disk: what follows does not need it in memory
+    if probes is not None and len(probes):
+        storage.write_npy(layout.path(layout.probes_name(spec.slice_id)), probes)
     buf = io.BytesIO()
     np.savez(buf, sims=best_s, ids=best_i)
     storage.write_bytes(layout.path(layout.eval_name(spec.slice_id)), buf.getvalue())
-    marker = {"slice": spec.slice_id, "vectors": int(index.ntotal),
+    marker = {"slice": spec.slice_id, "vectors": vectors_added,
               "seconds": round(time.monotonic() - t0, 3)}
     storage.write_json(layout.part_done(spec.slice_id), marker)
     return marker

@@ -39,11 +39,15 @@ def part_name(part: int, generation: int) -> str:
     return f"keys/part_{part:05d}.parquet" if generation == 0 else f"keys/part_{part:05d}.g{generation}.parquet"
 
 
-def write_key_run(layout: IndexLayout, slice_id: int, keys: pa.Array, ids: np.ndarray, parts: int) -> None:
-    """One slice's (key, id) rows routed to their key partitions."""
-    with RoutedWriter(layout.path(run_name(slice_id)), KEY_SCHEMA) as writer:
-        writer.write(pa.table({"key": keys, "id": ids}, schema=KEY_SCHEMA),
-                     key_partition(keys.to_pylist(), parts))
+def key_run_writer(layout: IndexLayout, slice_id: int) -> RoutedWriter:
+    """The writer of one slice's key run; feed it with `write_keys`, batch by batch."""
+    return RoutedWriter(layout.path(run_name(slice_id)), KEY_SCHEMA)
+
+
+def write_keys(writer: RoutedWriter, keys: pa.Array | pa.ChunkedArray, ids: np.ndarray, parts: int) -> None:
+    """Route one batch of (key, id) rows to their key partitions. The batch's keys are
+    hashed as Python strings: pass a file's rows, not a slice's, to bound that copy."""
+    writer.write(pa.table({"key": keys, "id": ids}, schema=KEY_SCHEMA), key_partition(keys.to_pylist(), parts))
 
 
 def build_key_part(layout: IndexLayout, part: int, slice_ids: list[int], previous: str | None,
