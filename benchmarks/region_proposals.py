@@ -52,6 +52,12 @@ METHODS = {
     "pooled dense 416 + segments at 160": {"proposals": "segments", "descriptors": "pooled",
                                            "scales": (0.2, 0.3, 0.4, 0.5, 0.75), "pooled_side": 416,
                                            "segment_side": 160},
+    # one pass at the descriptor's own side serves region 0 (the global descriptor) and the
+    # pooled grid; only the segment crops cost passes of their own
+    "pooled dense 320 + segments at 160": {"proposals": "segments", "descriptors": "pooled",
+                                           "scales": (0.2, 0.3, 0.4, 0.5, 0.75), "segment_side": 160},
+    "pooled dense 320 + segments at 224": {"proposals": "segments", "descriptors": "pooled",
+                                           "scales": (0.2, 0.3, 0.4, 0.5, 0.75), "segment_side": 224},
     # the same queries against gallery regions from the feature map alone (one pass per
     # training image, no crops): what a re-rank costs per candidate
     "pooled dense 480 + cropped segments; gallery pooled": {
