@@ -5,6 +5,7 @@ with its box while a novel drawing is not."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -185,6 +186,9 @@ def test_region_store_keeps_descriptors_for_later_runs_and_ignores_uncommitted_c
     assert RegionStore.for_handle(handle, spec).url.startswith(str(handle.layout.root))
     assert RegionStore.for_handle(handle, RegionSpec(min_std=0)).url != \
         RegionStore.for_handle(handle, spec).url  # another blank-crop rule: another store
+    pooled = RegionSpec(descriptors="pooled", pooled_side=480)
+    assert RegionStore.for_handle(handle, replace(pooled, segment_side=160)).url != \
+        RegionStore.for_handle(handle, pooled).url  # segments described at another side
     ids = np.array([5, 1, handle.ntotal - 1], np.int64)  # both embedding shards
     first = TrainingRegions(handle, embedder, spec, store=RegionStore(str(tmp_path / "store")))
     computed = first(ids)

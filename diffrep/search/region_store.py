@@ -55,6 +55,8 @@ def store_tag(spec: RegionSpec, embedder_info: dict) -> str:
         key["proposals"] = [spec.proposals, spec.max_segments]
     if spec.descriptors != "crops":
         key["descriptors"] = [spec.descriptors, spec.pooled_side]
+    if spec.segment_side:  # only when set: stores written before it keep their tag
+        key["segment_side"] = spec.segment_side
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
