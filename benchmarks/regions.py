@@ -362,8 +362,15 @@ def main() -> None:
                              "(besides its best one, as the scan does)")
     parser.add_argument("--descriptors", default="auto", choices=("auto", "crops", "pooled"),
                         help="region descriptors (auto: what the jobs use for --model)")
+    parser.add_argument("--pooled_side", type=int, default=None,
+                        help="pooled descriptors' feature map side, px (default: the jobs')")
+    parser.add_argument("--segment_side", type=int, default=None,
+                        help="pooled descriptors' segment crop side, px (default: the jobs')")
     args = parser.parse_args()
     spec = job_spec(args.model, args.descriptors)
+    sides = {k: v for k, v in (("pooled_side", args.pooled_side), ("segment_side", args.segment_side))
+             if v is not None}
+    spec = replace(spec, **sides)
     results = {} if args.rates_only else calibrate(args.model, args.crops_per_photo, args.novel,
                                                    args.seed, spec, args.verify_band, args.verify_top)
     if args.demo_root:

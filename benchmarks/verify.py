@@ -81,6 +81,16 @@ def segmix_mirrors(unrelated_per_copy: int = 5, seed: int = 0) -> dict:
             "copies_verified": int(sum(v.verified for v in found)),
             "verified_mirrored": int(sum(v.verified and v.mirrored for v in found)),
             "unrelated_verified": int(sum(false)), "ms_per_copy_pair": round(1000 * per_pair, 1)}
+    # how far verification could go: inliers of each pair's best fit, direct or mirrored,
+    # whatever the rule (a pair that does not verify tries both and keeps the larger)
+    copy_inliers = [verify_pair(q.image, gallery[index[q.source_key]].image, min_inliers=10**6,
+                                few_inliers=10**6).inliers for q in copies]
+    null_inliers = [verify_pair(a, b, min_inliers=10**6, few_inliers=10**6).inliers for a, b in nulls]
+    out["inliers"] = {
+        "copies_quantiles": {str(q): float(np.quantile(copy_inliers, q)) for q in (0.25, 0.5, 0.75, 1.0)},
+        "unrelated_max": int(max(null_inliers)),
+        "at_least": {str(k): {"copies": int(sum(n >= k for n in copy_inliers)),
+                              "unrelated": int(sum(n >= k for n in null_inliers))} for k in (4, 5, 6, 8, 10, 15)}}
     print("segmix mirrors", out, flush=True)
     return out
 
@@ -88,7 +98,11 @@ def segmix_mirrors(unrelated_per_copy: int = 5, seed: int = 0) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=None)
+    p.add_argument("--segmix_only", action="store_true", help="only copybench's segmix copies and their nulls")
     args = p.parse_args()
+    if args.segmix_only:
+        write_results(args.out, {"segmix_mirrors": segmix_mirrors()})
+        return 0
     photos = {n: photo(n) for n in PHOTOS}
     rng = np.random.default_rng(0)
     positives = [(area, pasted(photos[b], photos[a], area, rng), photos[a])
