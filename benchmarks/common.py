@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import threading
+import time
 
 from diffrep.synthetic import clustered_vectors, write_embeddings  # noqa: F401 - shared
 
@@ -83,6 +84,26 @@ def rss_parts(pid: int) -> tuple[int, int]:
     return anon, file
 
 
+def proc_sample(pid: int) -> tuple[str, int, int, int] | None:
+    """A live process's (title: its command line's first word, as setproctitle sets it,
+    VmRSS, RssAnon, RssFile) in bytes; None when it is gone."""
+    rss = anon = file = 0
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            title = f.read().split(b"\0", 1)[0].decode(errors="replace")
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("RssAnon:"):
+                    anon = int(line.split()[1]) * 1024
+                elif line.startswith("RssFile:"):
+                    file = int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return title, rss, anon, file
+
+
 def raylet_pids(cluster) -> set[int]:
     """Pids of the raylets of a ray.cluster_utils.Cluster (for WorkerRss(raylets=...))."""
     return {info.process.pid for node in cluster.list_all_nodes()
@@ -110,14 +131,20 @@ class WorkerRss:
     the most processes of that type running at once and the largest RssAnon of a worker
     idle after running one (what a reused worker keeps of it). `raylets`: pids of the measured
     cluster's raylets; when given, only Ray processes descending from one of them count
-    (another Ray cluster on the machine, e.g. a second benchmark, is left out)."""
+    (another Ray cluster on the machine, e.g. a second benchmark, is left out).
 
-    def __init__(self, interval_s: float = 0.2, raylets: set[int] | None = None):
+    Workers are found every `interval_s` (a walk over every process) and read every
+    `sample_s` (their /proc status and title only: ~50 us a process), so a task's peak
+    that lasts a few tens of milliseconds is seen; at 0.2 s it was often missed (a 1M
+    build's add task peaked at 247 or 281 MB RssAnon in two runs of the same code)."""
+
+    def __init__(self, interval_s: float = 0.2, raylets: set[int] | None = None, sample_s: float = 0.02):
         import psutil
 
-        self.psutil, self.interval_s = psutil, interval_s
+        self.psutil, self.interval_s, self.sample_s = psutil, interval_s, sample_s
         self.raylets = raylets
         self._ours: dict[int, bool] = {}  # pid -> descends from one of `raylets`
+        self._workers: set[int] = set()
         self.peak: dict[int, int] = {}
         self.driver_pid: int | None = None
         self.driver_peak = self.driver_peak_anon = 0
@@ -132,38 +159,53 @@ class WorkerRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        next_discovery = 0.0
         while not self._stop.is_set():
-            total_anon, running = 0, {}
-            for p in self.psutil.process_iter(["name", "memory_info", "cmdline"]):
-                try:
-                    name = p.info["name"] or ""
-                    cmd = " ".join(p.info["cmdline"] or [])
-                    if p.pid == self.driver_pid:
-                        self.driver_peak = max(self.driver_peak, p.info["memory_info"].rss)
-                        anon = rss_anon(p.pid)
-                        self.driver_peak_anon = max(self.driver_peak_anon, anon)
-                        total_anon += anon
-                    elif (name.startswith("ray::") or "default_worker.py" in cmd) and self._in_cluster(p):
-                        rss = p.info["memory_info"].rss
-                        anon, file = rss_parts(p.pid)
-                        self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
-                        self.peak_anon[p.pid] = max(self.peak_anon.get(p.pid, 0), anon)
-                        total_anon += anon
-                        if name.startswith("ray::IDLE") and p.pid in self._last_task:
-                            last = self._last_task[p.pid]
-                            self.idle_after[last] = max(self.idle_after.get(last, 0), anon)
-                        if name.startswith("ray::") and "IDLE" not in name:
-                            self._last_task[p.pid] = task_type(name)
-                            running[task_type(name)] = running.get(task_type(name), 0) + 1
-                            peak = self.by_task.setdefault(task_type(name), {"rss": 0, "anon": 0, "file": 0})
-                            peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)
-                            peak["file"] = max(peak["file"], file)
-                except (self.psutil.Error, AttributeError):
-                    continue
-            self.total_anon_peak = max(self.total_anon_peak, total_anon)
-            for kind, n in running.items():
-                self.at_once[kind] = max(self.at_once.get(kind, 0), n)
-            self._stop.wait(self.interval_s)
+            if time.monotonic() >= next_discovery:
+                self._discover()
+                next_discovery = time.monotonic() + self.interval_s
+            self._sample()
+            self._stop.wait(self.sample_s)
+
+    def _discover(self) -> None:
+        workers = set()
+        for p in self.psutil.process_iter(["name", "cmdline"]):
+            try:
+                name, cmd = p.info["name"] or "", " ".join(p.info["cmdline"] or [])
+                if p.pid != self.driver_pid and (name.startswith("ray::") or "default_worker.py" in cmd) \
+                        and self._in_cluster(p):
+                    workers.add(p.pid)
+            except (self.psutil.Error, AttributeError):
+                continue
+        self._workers = workers
+
+    def _sample(self) -> None:
+        total_anon, running = 0, {}
+        if self.driver_pid is not None and (driver := proc_sample(self.driver_pid)) is not None:
+            _, rss, anon, _ = driver
+            self.driver_peak, self.driver_peak_anon = max(self.driver_peak, rss), max(self.driver_peak_anon, anon)
+            total_anon += anon
+        for pid in self._workers:
+            sample = proc_sample(pid)
+            if sample is None:
+                continue
+            title, rss, anon, file = sample
+            self.peak[pid] = max(self.peak.get(pid, 0), rss)
+            self.peak_anon[pid] = max(self.peak_anon.get(pid, 0), anon)
+            total_anon += anon
+            if title.startswith("ray::IDLE") and pid in self._last_task:
+                last = self._last_task[pid]
+                self.idle_after[last] = max(self.idle_after.get(last, 0), anon)
+            if title.startswith("ray::") and "IDLE" not in title:
+                kind = task_type(title)
+                self._last_task[pid] = kind
+                running[kind] = running.get(kind, 0) + 1
+                peak = self.by_task.setdefault(kind, {"rss": 0, "anon": 0, "file": 0})
+                peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)
+                peak["file"] = max(peak["file"], file)
+        self.total_anon_peak = max(self.total_anon_peak, total_anon)
+        for kind, n in running.items():
+            self.at_once[kind] = max(self.at_once.get(kind, 0), n)
 
     def _in_cluster(self, p) -> bool:
         if self.raylets is None:
