@@ -68,40 +68,38 @@ def write_results(path: str | None, results: dict) -> None:
         os.replace(tmp, path)
 
 
-def rss_parts(pid: int) -> tuple[int, int]:
-    """A process's (RssAnon, RssFile) in bytes: its heap, and the pages of files it
-    memory-maps (which RSS also counts and the kernel can drop); zeros if unreadable."""
-    anon = file = 0
+def _status_bytes(pid: int) -> dict[str, int] | None:
+    """VmRSS, RssAnon and RssFile of a process from /proc/<pid>/status, in bytes; None
+    when it is gone."""
+    out = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("RssAnon:"):
-                    anon = int(line.split()[1]) * 1024
-                elif line.startswith("RssFile:"):
-                    file = int(line.split()[1]) * 1024
+                name = line.split(":", 1)[0]
+                if name in out:
+                    out[name] = int(line.split()[1]) * 1024
     except OSError:
-        pass
-    return anon, file
+        return None
+    return out
+
+
+def rss_parts(pid: int) -> tuple[int, int]:
+    """A process's (RssAnon, RssFile) in bytes: its heap, and the pages of files it
+    memory-maps (which RSS also counts and the kernel can drop); zeros if unreadable."""
+    status = _status_bytes(pid) or {"RssAnon": 0, "RssFile": 0}
+    return status["RssAnon"], status["RssFile"]
 
 
 def proc_sample(pid: int) -> tuple[str, int, int, int] | None:
     """A live process's (title: its command line's first word, as setproctitle sets it,
     VmRSS, RssAnon, RssFile) in bytes; None when it is gone."""
-    rss = anon = file = 0
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             title = f.read().split(b"\0", 1)[0].decode(errors="replace")
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith("RssAnon:"):
-                    anon = int(line.split()[1]) * 1024
-                elif line.startswith("RssFile:"):
-                    file = int(line.split()[1]) * 1024
     except OSError:
         return None
-    return title, rss, anon, file
+    status = _status_bytes(pid)
+    return None if status is None else (title, status["VmRSS"], status["RssAnon"], status["RssFile"])
 
 
 def raylet_pids(cluster) -> set[int]:

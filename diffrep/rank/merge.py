@@ -88,7 +88,7 @@ def merge_runs(run_urls: Sequence[str], out_url: str, top_n: int, quantiles: Seq
     top_parts: list[pa.Table] = []
     written = 0
     buffer: list[tuple[pa.RecordBatch, int]] = []
-    with storage.atomic_open(out_url) as f, pq.ParquetWriter(f, out_schema, compression="zstd") as writer:
+    with storage.parquet_writer(out_url, out_schema) as writer:
         def flush() -> None:
             nonlocal written, buffer
             if not buffer:
