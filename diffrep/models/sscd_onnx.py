@@ -84,6 +84,16 @@ class SSCDOnnx(Embedder):
         map of side / 32 cells a side: finer boxes for small objects); 0: as for the global
         descriptor. Returns one (R_i, dim) float32 array per image; at side 0 a box
         covering the whole image gives the image's global descriptor."""
+        head = self.gem_head()
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            maps = self.feature_maps(images[start:start + batch_size], side)
+            out += [head.pool(m, b) for m, b in zip(maps, boxes[start:start + batch_size], strict=True)]
+        return out
+
+    def gem_head(self):
+        """The descriptor's GeM pooling and projection (diffrep.models.pooled.GemHead),
+        read from the graph on first use (with a session that also returns the map)."""
         if self._pooled is None:
             import onnx
             import onnxruntime as ort
@@ -95,15 +105,17 @@ class SSCDOnnx(Embedder):
             options, providers = self._session_args
             self._pooled = (ort.InferenceSession(with_output(model, feature), options, providers=providers),
                             feature, head)
-        session, feature, head = self._pooled
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            batch = np.stack([to_uint8_hwc(im.resize((side, side), Image.Resampling.BILINEAR)) if side
-                              else self.prepare(im) for im in chunk])
-            (maps,) = session.run([feature], {self._input: batch})
-            out += [head.pool(m, b) for m, b in zip(maps, boxes[start:start + batch_size], strict=True)]
-        return out
+        return self._pooled[2]
+
+    def feature_maps(self, images: list[Image.Image], side: int = 0) -> np.ndarray:
+        """(N, C, H, W) float32 last feature maps of one batch of images, resized to
+        side x side px first (0: as for the global descriptor)."""
+        self.gem_head()
+        session, feature, _ = self._pooled
+        batch = np.stack([to_uint8_hwc(im.resize((side, side), Image.Resampling.BILINEAR)) if side
+                          else self.prepare(im) for im in images])
+        (maps,) = session.run([feature], {self._input: batch})
+        return maps
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         return to_uint8_hwc(self._pil_stage(image))
