@@ -35,24 +35,30 @@ from benchmarks.region_background import COPY_SETS, pair_scores
 
 def pooled(embedder, images: list, boxes: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, R, 512) SSCD's pooled descriptors and (N, R, C) the GeM-pooled features before
-    the projection (L2-normalised) of `boxes` on each image's map."""
+    the projection (L2-normalised) of `boxes` on each image's map; blank boxes (grey-level
+    deviation under RegionSpec.min_std, as the jobs skip them; the whole image never) are
+    zero in both."""
     from diffrep.models.pooled import GemHead
+    from diffrep.search.regions import RegionSpec, box_stds
 
     head = embedder.gem_head()
     proj, raw = [], []
     for start in range(0, len(images), 16):
-        for fmap in embedder.feature_maps(images[start:start + 16], side):
+        chunk = images[start:start + 16]
+        for image, fmap in zip(chunk, embedder.feature_maps(chunk, side), strict=True):
             if not raw:
                 identity = GemHead(head.p, head.eps, np.eye(len(fmap), dtype=np.float32),
                                    np.zeros(len(fmap), np.float32))
-            proj.append(head.pool(fmap, boxes))
-            raw.append(identity.pool(fmap, boxes).astype(np.float16))
+            keep = box_stds(image.convert("RGB"), boxes) >= RegionSpec.min_std
+            keep[0] = True
+            proj.append(head.pool(fmap, boxes) * keep[:, None])
+            raw.append((identity.pool(fmap, boxes) * keep[:, None]).astype(np.float16))
     return np.stack(proj), np.stack(raw)
 
 
 def train_head(raw_train: np.ndarray, raw_copies: np.ndarray, sources: np.ndarray, related: np.ndarray,
                weight: np.ndarray, bias: np.ndarray, epochs: int, temperature: float, anchor: float,
-               lr: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+               lr: float, seed: int, on_epoch=None) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """The projection (weight (d, C), bias (d,)) trained from `weight`, `bias`: for each copy
     (regions raw_copies[i] (R, C)), its source's score (best region pair) against every
     unrelated training image's, softmax at `temperature`; `related` (copies, images) bool:
@@ -67,14 +73,17 @@ def train_head(raw_train: np.ndarray, raw_copies: np.ndarray, sources: np.ndarra
     copies = torch.tensor(raw_copies, dtype=torch.float32)
     src, rel = torch.tensor(sources), torch.tensor(related)
     n_img, n_reg, _ = train.shape
+    train_flat = train.reshape(-1, train.shape[-1])
+    train_kept = (train_flat.abs().sum(1, keepdim=True) > 0).float()  # blank regions stay zero
+    copies_kept = (copies.abs().sum(2, keepdim=True) > 0).float()
     losses = []
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         order, total = torch.randperm(len(copies), generator=gen), 0.0
         for start in range(0, len(order), 32):
             idx = order[start:start + 32]
-            t = torch.nn.functional.normalize(train.reshape(-1, train.shape[-1]) @ w.T + b, dim=1)
-            q = torch.nn.functional.normalize(copies[idx] @ w.T + b, dim=2)
+            t = torch.nn.functional.normalize(train_flat @ w.T + b, dim=1) * train_kept
+            q = torch.nn.functional.normalize(copies[idx] @ w.T + b, dim=2) * copies_kept[idx]
             sims = torch.einsum("qrd,nd->qrn", q, t).reshape(len(idx), n_reg, n_img, n_reg)
             scores = sims.amax(dim=(1, 3))  # (batch, images): best region pair
             mask = rel[idx].clone()
@@ -84,15 +93,19 @@ def train_head(raw_train: np.ndarray, raw_copies: np.ndarray, sources: np.ndarra
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         losses.append(round(total / len(copies), 4))
         print(f"  epoch {len(losses)}: loss {losses[-1]}", flush=True)
+        if on_epoch is not None:
+            on_epoch(len(losses), w.detach().numpy(), b.detach().numpy())
     return w.detach().numpy(), b.detach().numpy(), losses
 
 
 def project(raw: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Descriptors of raw pooled features under (weight, bias); blank (zero) rows stay zero."""
     out = raw.astype(np.float32) @ weight.T + bias
-    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+    out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+    return out * (np.abs(raw).sum(-1, keepdims=True) > 0)
 
 
 def evaluate(vectors: dict, groups: np.ndarray, half_b: np.ndarray) -> dict:
@@ -175,18 +188,30 @@ def main() -> None:
     _, raw_copies = pooled(embedder, train_images, boxes, args.side)
     t_embed = time.perf_counter() - t0
     head = embedder.gem_head()
+
+    def trained(weight: np.ndarray, bias: np.ndarray) -> dict:
+        out = {k: project(raw[k], weight, bias) for k in ("gallery", "novel")}
+        for set_name in COPY_SETS:
+            out[set_name] = (project(raw[set_name], weight, bias), *proj[set_name][1:])
+        return out
+
+    by_epoch = {}
+
+    def checkpoint(epoch: int, weight: np.ndarray, bias: np.ndarray) -> None:
+        if epoch % 2 == 0:
+            by_epoch[epoch] = evaluate(trained(weight, bias), groups, half_b)
+            print(f"  epoch {epoch} on half A: {by_epoch[epoch]}", flush=True)
+
     weight, bias, losses = train_head(raw["gallery"][half_b], raw_copies, np.array(train_src),
                                       np.array(train_related), head.weight, head.bias, args.epochs,
-                                      args.temperature, args.anchor, args.lr, 0)
+                                      args.temperature, args.anchor, args.lr, 0, checkpoint)
     t_train = time.perf_counter() - t0 - t_embed
-    trained = {k: project(raw[k], weight, bias) for k in ("gallery", "novel")}
-    for set_name in COPY_SETS:
-        trained[set_name] = (project(raw[set_name], weight, bias), *proj[set_name][1:])
     results = {"model": args.model, "side": args.side, "regions_per_image": len(boxes),
                "half_a_images": int((~half_b).sum()), "half_b_images": int(half_b.sum()),
                "training_copies": len(train_images), "args": vars(args), "losses": losses,
                "embed_s": round(t_embed, 1), "train_s": round(t_train, 1),
-               "sscd_head": evaluate(proj, groups, half_b), "trained_head": evaluate(trained, groups, half_b),
+               "sscd_head": evaluate(proj, groups, half_b), "trained_head": evaluate(trained(weight, bias), groups, half_b),
+               "trained_head_by_epoch": by_epoch,
                "projection_change": round(float(np.linalg.norm(weight - head.weight) / np.linalg.norm(head.weight)), 4)}
     for k in ("sscd_head", "trained_head"):
         print(k, results[k], flush=True)
