@@ -221,7 +221,7 @@ def test_shards_in_one_process_share_one_coarse_quantizer(pq_index):
     from diffrep.index.probes import centroids_view
     from diffrep.search.lists import ListRouter
     from diffrep.search.ray_shards import ShardGroup
-    from diffrep.search.searcher import ShardSearcher
+    from diffrep.search.shards import ShardSearcher
 
     root, x = pq_index
     handle = open_index(root, MODEL)

@@ -2,13 +2,8 @@
 
 from diffrep.search.index import IndexHandle, open_index
 from diffrep.search.ray_shards import RayShards
-from diffrep.search.searcher import (
-    Hits,
-    LocalShards,
-    RangeHits,
-    Searcher,
-    wants_shard_actors,
-)
+from diffrep.search.searcher import Hits, RangeHits, Searcher
+from diffrep.search.shards import LocalShards, wants_shard_actors
 
 __all__ = ["Hits", "IndexHandle", "LocalShards", "RangeHits", "RayShards", "Searcher", "open_index",
            "wants_shard_actors"]

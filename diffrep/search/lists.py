@@ -192,7 +192,7 @@ class ListRouter:
     def shard_runs(self, probed: np.ndarray, batch: int) -> list[tuple[int, np.ndarray]]:
         """A whole query set's shard calls: dedup's slice (each (query, hit) is found by the
         one shard that owns the hit's list, so no merge per query) and a top-k search's
-        window of batches (merged per query over the window: _Shards.search).
+        window of batches (merged per query over the window: ShardBackend.search in diffrep.search.shards).
         `probed`: (queries, nprobe) lists, -1 for none. Returns (shard, rows) runs: for each
         shard in turn, the rows that probe one of its lists, in their order, at most `batch`
         per run. Every (query, owner shard) pair is in exactly one run, so the calls are

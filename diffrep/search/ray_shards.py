@@ -20,7 +20,7 @@ import numpy as np
 
 from diffrep.search.index import IndexHandle
 from diffrep.search.lists import ListRouter
-from diffrep.search.searcher import ShardSearcher, SharedQuantizer, _Shards, open_shards
+from diffrep.search.shards import ShardBackend, ShardSearcher, SharedQuantizer, open_shards
 
 
 def shard_groups(num_shards: int, num_actors: int) -> list[list[int]]:
@@ -78,7 +78,7 @@ class ShardGroup:
         return sum(s.ntotal() for s in self.shards)
 
 
-class RayShards(_Shards):
+class RayShards(ShardBackend):
     """Ray actors over an index's shards, `shards_per_actor` consecutive shards each; each
     batch goes to the actors owning its probed lists (every actor for an index built
     before list partitioning, or with route=False)."""
