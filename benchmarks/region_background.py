@@ -124,28 +124,43 @@ def evaluate(regions: dict, variant: tuple, leaky: bool = False) -> dict:
     return out
 
 
-def embed(model: str, seed: int, novel: int) -> dict:
-    from diffrep.copybench.copysets import make_gallery, make_queries
+def photo_split(seed: int) -> tuple[list, np.ndarray, np.ndarray]:
+    """Copybench's gallery (3 crops of every offline photo), each image's photo (group) and
+    whether it is in half B (every other photo by name)."""
+    from diffrep.copybench.copysets import make_gallery
     from diffrep.data.demo import load_source_photos
+
+    gallery = make_gallery(load_source_photos(True), 3, seed)
+    groups = np.array([g.group for g in gallery])
+    return gallery, groups, np.isin(groups, sorted(set(groups))[1::2])
+
+
+def copy_set(gallery: list, set_name: str, seed: int) -> tuple[list, np.ndarray, np.ndarray]:
+    """Copybench's `set_name` copies of `gallery`: (images, each one's source index in
+    `gallery`, the photo (group) it mixes in, "" for none)."""
+    from diffrep.copybench.copysets import make_queries
+
+    index = {g.key: i for i, g in enumerate(gallery)}
+    queries = make_queries(gallery, set_name, seed)
+    return ([q.image for q in queries], np.array([index[q.source_key] for q in queries]),
+            np.array([gallery[index[q.other_key]].group if q.other_key else "" for q in queries]))
+
+
+def embed(model: str, seed: int, novel: int) -> dict:
     from diffrep.models import create_embedder, default_weights
     from diffrep.search.regions import embed_regions
     from diffrep.synthetic import drawn_scene
 
     spec = job_spec(model, "auto")
     embedder = create_embedder(model, weights=default_weights(model))
-    gallery = make_gallery(load_source_photos(True), 3, seed)
-    groups = np.array([g.group for g in gallery])
-    names = sorted(set(groups))
-    index = {g.key: i for i, g in enumerate(gallery)}
-    out = {"spec": spec, "groups": groups, "half_b": np.isin(groups, names[1::2]),
+    gallery, groups, half_b = photo_split(seed)
+    out = {"spec": spec, "groups": groups, "half_b": half_b,
            "gallery": embed_regions(embedder, [g.image for g in gallery], spec).vectors,
            "novel": embed_regions(embedder, [drawn_scene(seed * 1000 + 700 + i) for i in range(novel)],
                                   spec).vectors}
     for set_name in COPY_SETS:
-        queries = make_queries(gallery, set_name, seed)
-        out[set_name] = (embed_regions(embedder, [q.image for q in queries], spec).vectors,
-                         np.array([index[q.source_key] for q in queries]),
-                         np.array([groups[index[q.other_key]] if q.other_key else "" for q in queries]))
+        images, sources, others = copy_set(gallery, set_name, seed)
+        out[set_name] = (embed_regions(embedder, images, spec).vectors, sources, others)
     return out
 
 

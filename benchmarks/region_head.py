@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from benchmarks.common import write_results
-from benchmarks.region_background import COPY_SETS, VARIANTS
+from benchmarks.region_background import COPY_SETS, VARIANTS, copy_set, photo_split
 from benchmarks.region_background import evaluate as background_evaluate
 
 
@@ -39,7 +39,6 @@ def pooled(embedder, images: list, boxes: np.ndarray, side: int) -> tuple[np.nda
     the projection (L2-normalised) of `boxes` on each image's map; blank boxes (grey-level
     deviation under RegionSpec.min_std, as the jobs skip them; the whole image never) are
     zero in both."""
-    from diffrep.models.pooled import GemHead
     from diffrep.search.regions import RegionSpec, box_stds
 
     head = embedder.gem_head()
@@ -47,13 +46,12 @@ def pooled(embedder, images: list, boxes: np.ndarray, side: int) -> tuple[np.nda
     for start in range(0, len(images), 16):
         chunk = images[start:start + 16]
         for image, fmap in zip(chunk, embedder.feature_maps(chunk, side), strict=True):
-            if not raw:
-                identity = GemHead(head.p, head.eps, np.eye(len(fmap), dtype=np.float32),
-                                   np.zeros(len(fmap), np.float32))
             keep = box_stds(image.convert("RGB"), boxes) >= RegionSpec.min_std
             keep[0] = True
+            gem = head.gem(fmap, boxes)
             proj.append(head.pool(fmap, boxes) * keep[:, None])
-            raw.append((identity.pool(fmap, boxes) * keep[:, None]).astype(np.float16))
+            raw.append((gem / np.maximum(np.linalg.norm(gem, axis=1, keepdims=True), 1e-12)
+                        * keep[:, None]).astype(np.float16))
     return np.stack(proj), np.stack(raw)
 
 
@@ -117,8 +115,6 @@ def evaluate(vectors: dict, groups: np.ndarray, half_b: np.ndarray) -> dict:
 
 
 def main() -> None:
-    from diffrep.copybench.copysets import make_gallery, make_queries
-    from diffrep.data.demo import load_source_photos
     from diffrep.models import create_embedder, default_weights
     from diffrep.search.regions import POOLED_SCALES, RegionSpec
     from diffrep.synthetic import drawn_scene
@@ -137,32 +133,25 @@ def main() -> None:
     t0 = time.perf_counter()
     embedder = create_embedder(args.model, weights=default_weights(args.model))
     boxes = RegionSpec(scales=POOLED_SCALES).boxes()
-    gallery = make_gallery(load_source_photos(True), 3, 0)
-    groups = np.array([g.group for g in gallery])
-    names = sorted(set(groups))
-    half_b = np.isin(groups, names[1::2])
-    index = {g.key: i for i, g in enumerate(gallery)}
+    gallery, groups, half_b = photo_split(0)
     proj, raw = {}, {}
     proj["gallery"], raw["gallery"] = pooled(embedder, [g.image for g in gallery], boxes, args.side)
     proj["novel"], raw["novel"] = pooled(embedder, [drawn_scene(700 + i) for i in range(args.novel)], boxes,
                                          args.side)
     for set_name in COPY_SETS:
-        qs = make_queries(gallery, set_name, 0)
-        v, raw[set_name] = pooled(embedder, [q.image for q in qs], boxes, args.side)
-        proj[set_name] = (v, np.array([index[q.source_key] for q in qs]),
-                          np.array([groups[index[q.other_key]] if q.other_key else "" for q in qs]))
+        images, sources, others = copy_set(gallery, set_name, 0)
+        v, raw[set_name] = pooled(embedder, images, boxes, args.side)
+        proj[set_name] = (v, sources, others)
     # training copies: half B only, other seeds
-    b_items = [g for g in gallery if half_b[index[g.key]]]
-    b_index = {g.key: i for i, g in enumerate(b_items)}
-    b_groups = np.array([g.group for g in b_items])
+    b_items = [g for g, in_b in zip(gallery, half_b, strict=True) if in_b]
+    b_groups = groups[half_b]
     train_images, train_src, train_related = [], [], []
     for seed in range(1, args.train_seeds + 1):
         for set_name in COPY_SETS:
-            for q in make_queries(b_items, set_name, seed):
-                train_images.append(q.image)
-                train_src.append(b_index[q.source_key])
-                other = b_items[b_index[q.other_key]].group if q.other_key else ""
-                train_related.append((b_groups == b_groups[b_index[q.source_key]]) | (b_groups == other))
+            images, sources, others = copy_set(b_items, set_name, seed)
+            train_images += images
+            train_src += sources.tolist()
+            train_related += [(b_groups == b_groups[s]) | (b_groups == o) for s, o in zip(sources, others, strict=True)]
     _, raw_copies = pooled(embedder, train_images, boxes, args.side)
     t_embed = time.perf_counter() - t0
     head = embedder.gem_head()

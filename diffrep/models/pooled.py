@@ -38,7 +38,13 @@ class GemHead:
 
     def pool(self, fmap: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Descriptors (R, dim) float32, L2-normalised, of normalised `boxes` (R, 4) on one
-        image's feature map (C, H, W). A box covers the cells it overlaps (at least one)."""
+        image's feature map (C, H, W): gem() of each box, then the projection."""
+        proj = self.gem(fmap, boxes) @ self.weight.T + self.bias
+        return (proj / np.maximum(np.linalg.norm(proj, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def gem(self, fmap: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """(R, C) float32 GeM pooling of the feature map (C, H, W) inside each normalised box
+        (R, 4), before the projection. A box covers the cells it overlaps (at least one)."""
         c, h, w = fmap.shape
         powered = np.clip(fmap, self.eps, None).astype(np.float32) ** self.p
         # integral image: any box's sum of cells in O(1)
@@ -51,8 +57,7 @@ class GemHead:
             c1, r1 = max(int(math.ceil(x1)), c0 + 1), max(int(math.ceil(y1)), r0 + 1)
             total = integral[:, r1, c1] - integral[:, r0, c1] - integral[:, r1, c0] + integral[:, r0, c0]
             out[i] = np.maximum(total / ((r1 - r0) * (c1 - c0)), 0) ** (1.0 / self.p)
-        proj = out @ self.weight.T + self.bias
-        return (proj / np.maximum(np.linalg.norm(proj, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return out
 
 
 def _constant(name: str, initializers: dict, constants: dict, producer: dict) -> np.ndarray:

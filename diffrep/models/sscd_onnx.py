@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from diffrep.models.base import Embedder, l2_normalize, resize_short_side, to_uint8_hwc
+from diffrep.models.pooled import GemHead, read_gem_head, with_output
 from diffrep.models.weights import WeightsError, WeightsSpec, resolve_file
 
 log = logging.getLogger("diffrep")
@@ -91,31 +92,32 @@ class SSCDOnnx(Embedder):
             out += [head.pool(m, b) for m, b in zip(maps, boxes[start:start + batch_size], strict=True)]
         return out
 
-    def gem_head(self):
-        """The descriptor's GeM pooling and projection (diffrep.models.pooled.GemHead),
-        read from the graph on first use (with a session that also returns the map)."""
+    def gem_head(self) -> GemHead:
+        """The descriptor's GeM pooling and projection, read from the graph on first use."""
+        return self._pooled_session()[2]
+
+    def feature_maps(self, images: list[Image.Image], side: int = 0) -> np.ndarray:
+        """(N, C, H, W) float32 last feature maps of one batch of images, resized to
+        side x side px first (0: as for the global descriptor)."""
+        session, feature, _ = self._pooled_session()
+        batch = np.stack([to_uint8_hwc(im.resize((side, side), Image.Resampling.BILINEAR)) if side
+                          else self.prepare(im) for im in images])
+        (maps,) = session.run([feature], {self._input: batch})
+        return maps
+
+    def _pooled_session(self) -> tuple:
+        """(session that also returns the feature map, the map's tensor name, GemHead),
+        built on first use."""
         if self._pooled is None:
             import onnx
             import onnxruntime as ort
-
-            from diffrep.models.pooled import read_gem_head, with_output
 
             model = onnx.load(self.path)
             feature, head = read_gem_head(model)
             options, providers = self._session_args
             self._pooled = (ort.InferenceSession(with_output(model, feature), options, providers=providers),
                             feature, head)
-        return self._pooled[2]
-
-    def feature_maps(self, images: list[Image.Image], side: int = 0) -> np.ndarray:
-        """(N, C, H, W) float32 last feature maps of one batch of images, resized to
-        side x side px first (0: as for the global descriptor)."""
-        self.gem_head()
-        session, feature, _ = self._pooled
-        batch = np.stack([to_uint8_hwc(im.resize((side, side), Image.Resampling.BILINEAR)) if side
-                          else self.prepare(im) for im in images])
-        (maps,) = session.run([feature], {self._input: batch})
-        return maps
+        return self._pooled
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         return to_uint8_hwc(self._pil_stage(image))
